@@ -1,0 +1,212 @@
+"""Model configurations: one frozen, hashable dataclass per VMamba variant, and their registry.
+
+A config is a static argument (hashable), so a jitted forward is traced once per config.
+The released classification variants follow the official builders and ``configs/vssm/*.yaml``
+of MzeroMiko/VMamba (``classification/models/vmamba.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+__all__ = ["ConfigError", "VMambaConfig", "get_config", "list_models", "register"]
+
+
+class ConfigError(ValueError):
+    """A model configuration or variant name is invalid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VMambaConfig:
+    """Hyper-parameters of a VMamba classifier (the official ``VSSM`` constructor's, normalised).
+
+    Attributes:
+      name: variant name, or ``"custom"`` for a config that is no released variant.
+      depths: VSS blocks per stage.
+      dims: channels per stage.
+      d_state: SSM state size N (16 for v0, 1 for the v2 families).
+      ssm_ratio: d_inner = int(ssm_ratio * dim) per stage.
+      dt_rank: rank R of Δ's projection; ``0`` means the official "auto" = ceil(dim / 16) per stage.
+      mlp_ratio: hidden width of the per-block MLP over dim; 0 means no MLP (v0).
+      forward_type: ``"v0"`` (z gate, channel-last official code) or ``"v05_noz"`` (no gate).
+      conv_bias: whether the depthwise 3x3 conv of SS2D has a bias.
+      norm_layer: ``"ln"`` (channel-last) or ``"ln2d"`` (channel-first); the same LayerNorm maths,
+        recorded so that converted checkpoints round-trip.
+      downsample: ``"v1"`` PatchMerging2D, ``"v2"`` 2x2 stride-2 conv, ``"v3"`` 3x3 stride-2 conv.
+      patch_embed: ``"v1"`` one 4x4 stride-4 conv, ``"v2"`` two 3x3 stride-2 convs with GELU.
+      num_classes: classifier outputs.
+      patch_size, in_chans: patch-embed stride and input channels.
+      k_routes: number of scan routes K (the official SS2D has 4).
+      d_conv: depthwise conv kernel size.
+      eps: LayerNorm epsilon (PyTorch's default, 1e-5, everywhere in VMamba).
+    """
+
+    name: str = "custom"
+    depths: tuple[int, ...] = (2, 2, 9, 2)
+    dims: tuple[int, ...] = (96, 192, 384, 768)
+    d_state: int = 16
+    ssm_ratio: float = 2.0
+    dt_rank: int = 0
+    mlp_ratio: float = 0.0
+    forward_type: Literal["v0", "v05_noz"] = "v0"
+    conv_bias: bool = True
+    norm_layer: Literal["ln", "ln2d"] = "ln"
+    downsample: Literal["v1", "v2", "v3"] = "v1"
+    patch_embed: Literal["v1", "v2"] = "v1"
+    num_classes: int = 1000
+    patch_size: int = 4
+    in_chans: int = 3
+    k_routes: int = 4
+    d_conv: int = 3
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        dims = self.dims
+        if isinstance(dims, int):  # official shorthand: dims=96 -> (96, 192, 384, 768)
+            dims = tuple(dims * 2**i for i in range(len(self.depths)))
+        object.__setattr__(self, "dims", tuple(int(d) for d in dims))
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+        problems = []
+        if len(self.dims) != len(self.depths) or not self.depths:
+            problems.append(
+                f"dims {self.dims} and depths {self.depths} must have one entry per stage"
+            )
+        if any(d < 1 for d in self.depths) or any(d < 1 for d in self.dims):
+            problems.append("depths and dims must be positive")
+        if self.d_state < 1:
+            problems.append(f"d_state must be >= 1, got {self.d_state}")
+        if self.ssm_ratio <= 0:
+            problems.append(f"ssm_ratio must be > 0, got {self.ssm_ratio}")
+        if self.mlp_ratio < 0:
+            problems.append(f"mlp_ratio must be >= 0, got {self.mlp_ratio}")
+        for field, allowed in [
+            ("forward_type", ("v0", "v05_noz")),
+            ("norm_layer", ("ln", "ln2d")),
+            ("downsample", ("v1", "v2", "v3")),
+            ("patch_embed", ("v1", "v2")),
+        ]:
+            if getattr(self, field) not in allowed:
+                problems.append(f"{field} must be one of {allowed}, got {getattr(self, field)!r}")
+        if self.num_classes < 1 or self.k_routes < 1:
+            problems.append("num_classes and k_routes must be >= 1")
+        if self.patch_embed == "v2" and self.patch_size % 2:
+            problems.append("the v2 patch embed needs an even patch_size")
+        if problems:
+            raise ConfigError("invalid VMamba config: " + "; ".join(problems))
+
+    # ---- derived sizes -------------------------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    @property
+    def gated(self) -> bool:
+        """Whether SS2D has the z gate (``y = out_norm(y) * silu(z)``)."""
+        return self.forward_type == "v0"
+
+    @property
+    def reduction(self) -> int:
+        """Total spatial stride from image to the last stage's grid."""
+        return self.patch_size * 2 ** (self.num_stages - 1)
+
+    def d_inner(self, stage: int) -> int:
+        return int(self.ssm_ratio * self.dims[stage])
+
+    def rank(self, stage: int) -> int:
+        """dt_rank R of ``stage`` (official "auto" = ceil(dim / 16))."""
+        return self.dt_rank if self.dt_rank > 0 else math.ceil(self.dims[stage] / 16)
+
+    def stage_grid(self, stage: int, height: int, width: int) -> tuple[int, int]:
+        """Patch grid ``(h, w)`` of ``stage`` for an input image of ``height x width``."""
+        s = self.patch_size * 2**stage
+        return height // s, width // s
+
+    def block_names(self) -> tuple[str, ...]:
+        """Official names of the SS2D blocks, ``layers.{i}.blocks.{j}``, in forward order."""
+        return tuple(f"layers.{i}.blocks.{j}" for i, d in enumerate(self.depths) for j in range(d))
+
+    def describe(self) -> str:
+        """Short human-readable description, e.g. ``custom v05_noz, dims 32, depths 1-1-2-1``."""
+        depths = "-".join(map(str, self.depths))
+        return (
+            f"{self.name} {self.forward_type}, dims {self.dims[0]}, depths {depths}, "
+            f"d_state {self.d_state}, ssm_ratio {self.ssm_ratio:g}, {self.num_classes} classes"
+        )
+
+    def replace(self, **changes) -> VMambaConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_V0 = dict(
+    d_state=16, ssm_ratio=2.0, mlp_ratio=0.0, forward_type="v0", conv_bias=True,
+    norm_layer="ln", downsample="v1", patch_embed="v1",
+)  # fmt: skip
+_V2 = dict(
+    d_state=1, mlp_ratio=4.0, forward_type="v05_noz", conv_bias=False,
+    norm_layer="ln2d", downsample="v3", patch_embed="v2",
+)  # fmt: skip
+
+_REGISTRY: dict[str, VMambaConfig] = {}
+
+
+def register(config: VMambaConfig) -> VMambaConfig:
+    """Add ``config`` to the registry under ``config.name``."""
+    _REGISTRY[config.name] = config
+    return config
+
+
+for _name, _depths, _dim, _family in [
+    ("vanilla_vmamba_tiny", (2, 2, 9, 2), 96, dict(_V0)),
+    ("vanilla_vmamba_small", (2, 2, 27, 2), 96, dict(_V0)),
+    ("vanilla_vmamba_base", (2, 2, 27, 2), 128, dict(_V0)),
+    ("vmamba_tiny_s2l5", (2, 2, 5, 2), 96, dict(_V2, ssm_ratio=2.0)),
+    ("vmamba_small_s2l15", (2, 2, 15, 2), 96, dict(_V2, ssm_ratio=2.0)),
+    ("vmamba_base_s2l15", (2, 2, 15, 2), 128, dict(_V2, ssm_ratio=2.0)),
+    ("vmamba_tiny_s1l8", (2, 2, 8, 2), 96, dict(_V2, ssm_ratio=1.0)),
+    ("vmamba_small_s1l20", (2, 2, 20, 2), 96, dict(_V2, ssm_ratio=1.0)),
+    ("vmamba_base_s1l20", (2, 2, 20, 2), 128, dict(_V2, ssm_ratio=1.0)),
+    # Tiny test variants, one per family: milliseconds on a CPU.
+    ("vmamba_test", (1, 1, 2, 1), 16, dict(_V2, ssm_ratio=2.0, num_classes=10)),
+    ("vanilla_vmamba_test", (1, 1, 2, 1), 16, dict(_V0, d_state=4, num_classes=10)),
+]:
+    register(VMambaConfig(name=_name, depths=_depths, dims=_dim, **_family))
+
+OFFICIAL_VARIANTS = tuple(n for n in _REGISTRY if not n.endswith("_test"))
+
+
+def list_models() -> list[str]:
+    """Names of the registered variants (the released classification models and test variants).
+
+    >>> "vmamba_tiny_s1l8" in list_models()
+    True
+    """
+    return sorted(_REGISTRY)
+
+
+def get_config(variant: str | VMambaConfig, **overrides) -> VMambaConfig:
+    """The config of ``variant`` (a name or a config), with field ``overrides`` applied.
+
+    Overriding any field of a released variant makes a custom config of that family.
+
+    >>> get_config("vmamba_tiny_s1l8").depths
+    (2, 2, 8, 2)
+    >>> get_config("vmamba_tiny_s1l8", num_classes=10).name
+    'custom'
+    """
+    if isinstance(variant, VMambaConfig):
+        config = variant
+    elif isinstance(variant, str):
+        if variant not in _REGISTRY:
+            raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(list_models())}")
+        config = _REGISTRY[variant]
+    else:
+        raise ConfigError(f"variant must be a name or a VMambaConfig, got {type(variant).__name__}")
+    if overrides:
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(VMambaConfig)}
+        if unknown:
+            raise ConfigError(f"unknown config fields {sorted(unknown)}")
+        overrides.setdefault("name", "custom")
+        config = dataclasses.replace(config, **overrides)
+    return config

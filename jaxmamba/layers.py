@@ -1,0 +1,100 @@
+"""Layers whose parameters keep PyTorch's names and shapes (``weight`` (out, in), conv OIHW).
+
+Keeping PyTorch's layout makes checkpoint conversion a renaming, never a transpose. Activations
+are channel-last ``(B, H, W, C)``; float32 matmuls and convs run at full precision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Linear", "Conv2d", "LayerNorm", "trunc_normal", "torch_uniform"]
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def trunc_normal(std: float = 0.02):
+    """timm's ``trunc_normal_(std)``: normal truncated to [-2, 2] (absolute), as VMamba uses."""
+
+    def init(key, shape, dtype=jnp.float32):
+        lo, hi = -2.0 / std, 2.0 / std
+        return std * jax.random.truncated_normal(key, lo, hi, shape, dtype)
+
+    return init
+
+
+def torch_uniform(fan_in: int):
+    """PyTorch's default Linear/Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class Linear(nn.Module):
+    """``y = x Wᵀ + b`` over the last axis; ``weight`` (out, in) as in ``torch.nn.Linear``."""
+
+    features: int
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.param("weight", trunc_normal(0.02), (self.features, x.shape[-1]))
+        y = jnp.einsum("...i,oi->...o", x, w, precision=HIGHEST)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y
+
+
+class Conv2d(nn.Module):
+    """2-D convolution on NHWC input with an OIHW ``weight``, as ``torch.nn.Conv2d``."""
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        cin = x.shape[-1]
+        k = self.kernel_size
+        fan_in = cin // self.groups * k * k
+        w = self.param("weight", torch_uniform(fan_in), (self.features, cin // self.groups, k, k))
+        y = jax.lax.conv_general_dilated(
+            x,
+            w.astype(x.dtype),
+            window_strides=(self.stride, self.stride),
+            padding=[(self.padding, self.padding)] * 2,
+            dimension_numbers=("NHWC", "OIHW", "NHWC"),
+            feature_group_count=self.groups,
+            precision=HIGHEST,
+        )
+        if self.use_bias:
+            y = y + self.param("bias", torch_uniform(fan_in), (self.features,))
+        return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last (channel) axis with ``weight``/``bias``, as ``torch.nn.LayerNorm``.
+
+    VMamba's ``LayerNorm2d`` (channel-first) is the same map on a channel-last array.
+    """
+
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        w = self.param("weight", nn.initializers.ones, (c,))
+        b = self.param("bias", nn.initializers.zeros, (c,))
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + self.eps) * w + b

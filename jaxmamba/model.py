@@ -1,0 +1,198 @@
+"""Public model API: ``Model`` (config + parameters), ``create_model``, ``forward``, ``run_with_cache``.
+
+A model is a config plus a parameter pytree; every function here is pure and jit-compiled once per
+(config, order, blocks, implementation), which are static.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxmamba import params as P
+from jaxmamba.config import VMambaConfig, get_config
+from jaxmamba.orders import Order, OrderError, as_order
+from jaxmamba.vmamba import VSSM
+
+__all__ = ["Model", "InputError", "create_model", "forward", "run_with_cache", "select_blocks"]
+
+
+class InputError(ValueError):
+    """Images or a block selection that the model cannot take."""
+
+
+@struct.dataclass
+class Model:
+    """A VMamba classifier: a static, hashable ``config`` and a ``params`` pytree.
+
+    ``params`` paths mirror the official state dict (see :mod:`jaxmamba.params`).
+    """
+
+    config: VMambaConfig = struct.field(pytree_node=False)
+    params: Any
+
+    @property
+    def num_params(self) -> int:
+        return P.count(self.params)
+
+
+def create_model(
+    variant: str | VMambaConfig = "vmamba_tiny_s1l8", *, seed: int = 0, **overrides
+) -> Model:
+    """A randomly initialised model of ``variant`` (official initialisation).
+
+    Args:
+      variant: a name from :func:`jaxmamba.list_models` or a :class:`VMambaConfig`.
+      seed: PRNG seed of the initialisation.
+      **overrides: config fields to change (e.g. ``num_classes=10``), giving a custom config.
+
+    >>> m = create_model("vmamba_test", seed=0)
+    >>> m.config.name, m.params["layers_0"]["blocks_0"]["op"]["A_logs"].shape
+    ('vmamba_test', (128, 1))
+    """
+    config = get_config(variant, **overrides)
+    return _init(config, seed)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init(config: VMambaConfig, seed: int) -> Model:
+    size = config.reduction
+    images = jnp.zeros((1, size, size, config.in_chans), jnp.float32)
+    variables = VSSM(config).init(
+        jax.random.PRNGKey(seed), images, _routes_fn(config, as_order(None))
+    )
+    return Model(config, variables["params"])
+
+
+def _routes_fn(config: VMambaConfig, order: Order) -> Callable:
+    def routes_for(h: int, w: int):
+        routes = order.routes(h, w)
+        if routes.shape[0] != config.k_routes:
+            raise OrderError(
+                f"order {order.name!r} has K={routes.shape[0]} routes on a {h}x{w} grid, but the "
+                f"model has {config.k_routes} per-route parameter sets"
+            )
+        return routes
+
+    return routes_for
+
+
+def check_images(config: VMambaConfig, images) -> None:
+    """Raise :class:`InputError` unless ``images`` is ``(B, H, W, in_chans)`` with H, W ÷ stride."""
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise InputError(f"images must be a (B, H, W, {config.in_chans}) array, got shape {shape}")
+    b, h, w, c = shape
+    r = config.reduction
+    if c != config.in_chans:
+        raise InputError(
+            f"images must be channel-last (B, H, W, {config.in_chans}); got {c} channels in {shape}"
+        )
+    if h < r or w < r or h % r or w % r:
+        raise InputError(f"image height and width must be positive multiples of {r}, got {h}x{w}")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise InputError(f"images must be floating point, got dtype {images.dtype}")
+
+
+def select_blocks(config: VMambaConfig, blocks=None) -> tuple[str, ...]:
+    """Official names of the selected SS2D blocks, in forward order.
+
+    Args:
+      blocks: ``None`` (all), a stage index, a name ``"layers.i.blocks.j"``, an iterable of names
+        or stage indices, or a predicate ``name -> bool``.
+
+    >>> from jaxmamba.config import get_config
+    >>> select_blocks(get_config("vmamba_test"), 2)
+    ('layers.2.blocks.0', 'layers.2.blocks.1')
+    """
+    names = config.block_names()
+    if blocks is None:
+        return names
+    if callable(blocks):
+        chosen = {n for n in names if blocks(n)}
+    else:
+        items = [blocks] if isinstance(blocks, (int, str)) else list(blocks)
+        chosen = set()
+        for item in items:
+            if isinstance(item, int) and not isinstance(item, bool):
+                if not 0 <= item < config.num_stages:
+                    raise InputError(f"stage {item} out of range 0..{config.num_stages - 1}")
+                chosen |= {n for n in names if n.startswith(f"layers.{item}.")}
+            elif isinstance(item, str) and item in names:
+                chosen.add(item)
+            else:
+                raise InputError(f"unknown block {item!r}; blocks are {names[0]} … {names[-1]}")
+    if not chosen:
+        raise InputError("the block selection is empty")
+    return tuple(n for n in names if n in chosen)
+
+
+def forward(model: Model, images, *, order=None, implementation: str | None = None):
+    """Class logits of ``images`` scanned in ``order``.
+
+    Args:
+      model: a :class:`Model`.
+      images: ``(B, H, W, 3)`` float, channel-last, H and W multiples of 32 (any aspect ratio).
+      order: a name from :data:`jaxmamba.orders.ORDER_NAMES`, an :class:`~jaxmamba.orders.Order`,
+        or routes (see :func:`jaxmamba.orders.as_order`); default ``"cross"`` (VMamba's).
+      implementation: selective-scan path, ``"xla"``, ``"pallas"`` or ``None`` (best available).
+
+    Returns:
+      ``(B, num_classes)`` float32 logits.
+
+    >>> import jax.numpy as jnp
+    >>> m = create_model("vmamba_test")
+    >>> forward(m, jnp.zeros((2, 64, 96, 3))).shape
+    (2, 10)
+    """
+    check_images(model.config, images)
+    logits, _ = _apply(model, images, as_order(order), implementation, frozenset())
+    return logits
+
+
+def run_with_cache(model: Model, images, *, order=None, blocks=None, implementation=None):
+    """Logits and, for each selected block, its SS2D scan input and cross-merged scan output.
+
+    Returns:
+      ``(logits, cache)`` with ``cache[name] = {"x": (B, D, L), "y": (B, D, L)}``: ``x`` is the
+      feature map after in_proj, depthwise conv and SiLU, ``y`` the cross-merged scan output
+      (the input of ``out_norm``), both in row-major spatial order.
+
+    >>> import jax.numpy as jnp
+    >>> m = create_model("vmamba_test")
+    >>> _, cache = run_with_cache(m, jnp.zeros((1, 64, 64, 3)), blocks=0)
+    >>> cache["layers.0.blocks.0"]["x"].shape
+    (1, 32, 256)
+    """
+    check_images(model.config, images)
+    names = frozenset(select_blocks(model.config, blocks))
+    return _apply(model, images, as_order(order), implementation, names)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _apply(model: Model, images, order: Order, implementation, capture: frozenset):
+    module = VSSM(model.config, implementation)
+    routes_for = _routes_fn(model.config, order)
+    images = images.astype(jnp.float32)
+    if not capture:
+        return module.apply({"params": model.params}, images, routes_for), {}
+    logits, state = module.apply(
+        {"params": model.params}, images, routes_for, capture, mutable=["intermediates"]
+    )
+    cache = {}
+    for path, value in P.flatten(state["intermediates"]).items():
+        name = P.path_to_key(path[:-2])  # (..., "op", "x") -> layers.i.blocks.j
+        cache.setdefault(name, {})[path[-1]] = value[0]
+    return logits, cache
+
+
+def iter_blocks(config: VMambaConfig) -> Iterable[tuple[int, int, str]]:
+    """``(stage, index, name)`` of every SS2D block."""
+    for i, depth in enumerate(config.depths):
+        for j in range(depth):
+            yield i, j, f"layers.{i}.blocks.{j}"
