@@ -1,0 +1,347 @@
+"""Exact hidden attention of SS2D blocks (DESIGN.md §3), memory-bounded and differentiable.
+
+For route k, channel d, scan positions t ≥ s (Δ = softplus(delta + delta_bias), S = cumsum Δ)::
+
+    α^{k,d}[t, s] = Σ_n C_t[n] · exp(A_d[n] (S_t − S_s)) · Δ_s B_s[n]
+
+so that the route's scan output is ``y_t = Σ_s α[t, s] u_s + D u_t`` exactly.  Maps are computed
+a query chunk of T rows at a time.  With ``S_b`` the prefix sum just before the chunk, keys
+``s < chunk`` use the factorisation ``exp(A(S_t − S_b)) · exp(A(S_b − S_s))`` — both exponents
+≤ 0, so nothing under- or overflows — and the channel (and state) sum becomes one matrix product
+``(T × D·N) · (D·N × L)``; the ``T × T`` diagonal tile uses the direct form.  The
+``(B, D, L, L)`` per-channel tensor is never built unless a channel subset is asked for.
+
+Default aggregation (the paper's view, and VMamba's ``attnmap_mamba(mode="CwBdtw", ret="all")``
+without its clamp): mean over the D channels of a route, Δ_s included, D skip excluded, routes
+summed in spatial coordinates, no normalisation. Rows are output (query) patches p, columns
+source patches q, both row-major indices ``p = r·w + c`` of the block's grid.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmamba.model import Model, check_images, run_with_cache, select_blocks
+from jaxmamba.orders import Order, as_order
+from jaxmamba.ss2d import cross_scan, is_hard, scan_inputs
+
+__all__ = [
+    "AttentionError",
+    "route_attention",
+    "block_attention",
+    "extract_attention",
+    "verify",
+    "ROUTE_MODES",
+    "NORMALIZE_MODES",
+]
+
+HIGHEST = jax.lax.Precision.HIGHEST
+ROUTE_MODES = ("sum", "each", "nall")
+CHANNEL_MODES = ("mean", "abs_mean")
+NORMALIZE_MODES = (None, "minmax", "abs_minmax", "absmax", "row")
+
+
+class AttentionError(ValueError):
+    """An attention option or input is invalid."""
+
+
+def _default_chunk(l: int) -> int:
+    return max(8, min(l, 2 ** round(math.log2(max(math.sqrt(l), 1)))))
+
+
+def route_attention(dt, A, B, C, *, channels="mean", chunk: int | None = None):
+    """Hidden attention of every route in scan order (one image).
+
+    Args:
+      dt: ``(K, D, L)`` final Δ (after bias and softplus), > 0.
+      A: ``(K, D, N)`` negative state matrix.
+      B, C: ``(K, N, L)`` input and output projections of each route.
+      channels: ``"mean"`` (mean of α over channels), ``"abs_mean"`` (mean of |α|), or a
+        tuple of channel indices (per-channel maps of those channels of every route).
+      chunk: query rows per tile T (default a power of two near √L); results do not depend on it.
+
+    Returns:
+      ``(K, L, L)`` for ``"mean"``/``"abs_mean"``, ``(K, C, L, L)`` for a channel subset; row t is
+      the query (output) position, column s the source, both in scan order; zero above the
+      diagonal.
+
+    >>> import jax.numpy as jnp
+    >>> dt = jnp.full((1, 2, 3), 0.5); A = -jnp.ones((1, 2, 1)); B = C = jnp.ones((1, 1, 3))
+    >>> route_attention(dt, A, B, C)[0].round(3).tolist()
+    [[0.5, 0.0, 0.0], [0.303, 0.5, 0.0], [0.184, 0.303, 0.5]]
+    """
+    k, d, l = dt.shape
+    if isinstance(channels, str):
+        sel = None
+    else:
+        sel = np.asarray(channels, dtype=np.int64).reshape(-1)
+        dt, A = dt[:, sel], A[:, sel]
+    t_ = chunk or _default_chunk(l)
+    nc = -(-l // t_)
+    lp = nc * t_
+    pad = lp - l
+    dt = jnp.pad(dt.astype(jnp.float32), ((0, 0), (0, 0), (0, pad)))
+    B = jnp.pad(B.astype(jnp.float32), ((0, 0), (0, 0), (0, pad)))
+    C = jnp.pad(C.astype(jnp.float32), ((0, 0), (0, 0), (0, pad)))
+    A = A.astype(jnp.float32)
+    S = jnp.cumsum(dt, axis=-1)  # (k, d, lp)
+    dB = dt[:, :, None, :] * B[:, None]  # (k, d, n, lp): Δ_s B_s
+    pos = jnp.arange(lp)
+    tri = pos[:t_, None] >= pos[None, :t_]  # (t, s) causal mask within the diagonal tile
+    mode = "subset" if sel is not None else channels
+    scale = 1.0 / d
+
+    def contract(q, kk):  # q (k, d, n, t), kk (k, d, n, s) -> (k, [d,] t, s)
+        if mode == "mean":
+            return scale * jnp.einsum("kdnt,kdns->kts", q, kk, precision=HIGHEST)
+        per = jnp.einsum("kdnt,kdns->kdts", q, kk, precision=HIGHEST)
+        return scale * jnp.sum(jnp.abs(per), axis=1) if mode == "abs_mean" else per
+
+    def rows(i):
+        start = i * t_
+        s_b = jnp.where(i > 0, S[:, :, jnp.maximum(start - 1, 0)], 0.0)  # (k, d)
+        S_q = jax.lax.dynamic_slice_in_dim(S, start, t_, axis=-1)  # (k, d, t)
+        C_q = jax.lax.dynamic_slice_in_dim(C, start, t_, axis=-1)  # (k, n, t)
+        # off-diagonal: keys s < start, reference point S_b; both exponents are <= 0
+        q = C_q[:, None] * jnp.exp(A[..., None] * (S_q - s_b[..., None])[:, :, None])
+        before = pos < start
+        gap = jnp.where(before, s_b[..., None] - S, 0.0)  # (k, d, lp), masked before the exp
+        kk = jnp.where(before, jnp.exp(A[..., None] * gap[:, :, None]) * dB, 0.0)
+        out = contract(q, kk)
+        # diagonal tile: direct form, causal mask applied to the exponent before the exp
+        dB_q = jax.lax.dynamic_slice_in_dim(dB, start, t_, axis=-1)  # (k, d, n, s)
+        diff = jnp.where(tri, S_q[..., :, None] - S_q[..., None, :], 0.0)  # (k, d, t, s)
+        decay = jnp.where(tri, jnp.exp(A[..., None, None] * diff[:, :, None]), 0.0)
+        per = jnp.einsum("knt,kdnts,kdns->kdts", C_q, decay, dB_q, precision=HIGHEST)
+        if mode == "mean":
+            diag = scale * jnp.sum(per, axis=1)
+        elif mode == "abs_mean":
+            diag = scale * jnp.sum(jnp.abs(per), axis=1)
+        else:
+            diag = per
+        zero = jnp.zeros((), jnp.int32)
+        idx = (zero,) * (out.ndim - 1) + (start,)
+        current = jax.lax.dynamic_slice(out, idx, out.shape[:-1] + (t_,))
+        return jax.lax.dynamic_update_slice(out, current + diag, idx)
+
+    blocks = jax.lax.map(rows, jnp.arange(nc))  # (nc, k, [c,] t, lp)
+    blocks = jnp.moveaxis(blocks, 0, -3)  # (k, [c,] nc, t, lp)
+    full = blocks.reshape(blocks.shape[:-3] + (lp, lp))
+    return full[..., :l, :l]
+
+
+def _to_spatial(maps, routes):
+    """Scan-order route maps ``(..., K, [C,] L, L)`` → spatial row-major coordinates."""
+    if is_hard(routes):
+        inv = np.argsort(routes, axis=-1)
+        out = []
+        for k in range(len(routes)):
+            m = jnp.take(maps[:, k], jnp.asarray(inv[k]), axis=-2)
+            out.append(jnp.take(m, jnp.asarray(inv[k]), axis=-1))
+        return jnp.stack(out, axis=1)
+    # soft routes P[k, t, s]: spatial = Pᵀ α P
+    if maps.ndim == 4:
+        return jnp.einsum("ktp,bkts,ksq->bkpq", routes, maps, routes, precision=HIGHEST)
+    return jnp.einsum("ktp,bkcts,ksq->bkcpq", routes, maps, routes, precision=HIGHEST)
+
+
+def _normalize(m, how):
+    if how is None:
+        return m
+    axes = (-2, -1)
+    if how == "minmax":
+        lo, hi = jnp.min(m, axes, keepdims=True), jnp.max(m, axes, keepdims=True)
+        return (m - lo) / jnp.where(hi > lo, hi - lo, 1.0)
+    if how == "abs_minmax":
+        a = jnp.abs(m)
+        lo, hi = jnp.min(a, axes, keepdims=True), jnp.max(a, axes, keepdims=True)
+        return (a - lo) / jnp.where(hi > lo, hi - lo, 1.0)
+    if how == "absmax":
+        hi = jnp.max(jnp.abs(m), axes, keepdims=True)
+        return m / jnp.where(hi > 0, hi, 1.0)
+    # "row": each row divided by the sum of its absolute values
+    s = jnp.sum(jnp.abs(m), axis=-1, keepdims=True)
+    return m / jnp.where(s > 0, s, 1.0)
+
+
+def _check_options(routes, channels, normalize):
+    if routes not in ROUTE_MODES:
+        raise AttentionError(f"routes must be one of {ROUTE_MODES}, got {routes!r}")
+    if normalize not in NORMALIZE_MODES:
+        raise AttentionError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+    if isinstance(channels, str):
+        if channels not in CHANNEL_MODES:
+            raise AttentionError(
+                f"channels must be {CHANNEL_MODES} or a sequence of channel indices, got {channels!r}"
+            )
+        return channels
+    idx = np.asarray(channels)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise AttentionError(f"channels must be a non-empty 1-D sequence of ints, got {channels!r}")
+    return tuple(int(i) for i in idx)
+
+
+def block_attention(
+    op,
+    x,
+    routes,
+    *,
+    route_mode: str = "sum",
+    channels="mean",
+    include_skip: bool = False,
+    normalize: str | None = None,
+    chunk: int | None = None,
+):
+    """Hidden attention of one SS2D block from its parameters and scan input.
+
+    Args:
+      op: the block's SS2D parameters (``model.params["layers_i"]["blocks_j"]["op"]``).
+      x: ``(B, D, L)`` the block's features after in_proj, depthwise conv and SiLU, row-major
+        (``run_with_cache(...)[1][name]["x"]``).
+      routes: ``(K, L)`` integer routes or soft ``(K, L, L)`` matrices of the block's grid.
+      route_mode: ``"sum"`` (routes summed in spatial coordinates), ``"each"``, or ``"nall"``
+        (each route min-max normalised, then averaged, as VMamba's ``ret="nall"``).
+      channels: ``"mean"``, ``"abs_mean"`` or a tuple of channel indices (per-channel maps).
+      include_skip: add the D skip on the diagonal (per route, averaged over channels like α).
+      normalize: ``None``, ``"minmax"``, ``"abs_minmax"``, ``"absmax"`` or ``"row"``, per map.
+      chunk: query tile size (performance only).
+
+    Returns:
+      ``(B, L, L)``; ``(B, K, L, L)`` with ``route_mode="each"``; a channel subset adds a channel
+      axis after the route axis (``(B, C, L, L)`` summed, ``(B, K, C, L, L)`` each).
+    """
+    channels = _check_options(route_mode, channels, normalize)
+    b, d, l = x.shape
+    k = op["x_proj_weight"].shape[0]
+    n = op["A_logs"].shape[-1]
+    s = scan_inputs(op, cross_scan(x.astype(jnp.float32), routes))
+    dt = jax.nn.softplus(s["delta"] + s["delta_bias"][:, None]).reshape(b, k, d, l)
+    A = s["A"].reshape(k, d, n)
+    maps = jax.lax.map(
+        lambda a: route_attention(a[0], A, a[1], a[2], channels=channels, chunk=chunk),
+        (dt, s["B"], s["C"]),
+    )  # (b, k, [c,] l, l) scan order
+    if include_skip:
+        Dk = s["D"].reshape(k, d)
+        if isinstance(channels, str):
+            skip = jnp.mean(jnp.abs(Dk) if channels == "abs_mean" else Dk, axis=1)  # (k,)
+            maps = maps + skip[None, :, None, None] * jnp.eye(l, dtype=maps.dtype)
+        else:
+            skip = Dk[:, np.asarray(channels)]  # (k, c)
+            maps = maps + skip[None, :, :, None, None] * jnp.eye(l, dtype=maps.dtype)
+    maps = _to_spatial(maps, routes)
+    if route_mode == "sum":
+        return _normalize(jnp.sum(maps, axis=1), normalize)
+    if route_mode == "nall":
+        return _normalize(jnp.mean(_normalize(maps, "minmax"), axis=1), normalize)
+    return _normalize(maps, normalize)
+
+
+def extract_attention(
+    model: Model,
+    images,
+    *,
+    order=None,
+    blocks=None,
+    routes: str = "sum",
+    channels="mean",
+    include_skip: bool = False,
+    normalize: str | None = None,
+    implementation: str | None = None,
+    chunk: int | None = None,
+) -> dict:
+    """Exact hidden attention of the selected SS2D blocks of ``model`` on ``images``.
+
+    Args:
+      model: a :class:`~jaxmamba.Model`.
+      images: ``(B, H, W, 3)`` float images, H and W multiples of 32.
+      order: patch order (see :func:`jaxmamba.orders.as_order`); default VMamba's cross-scan.
+      blocks: ``None`` (all), a stage index, block names, or a predicate on names.
+      routes, channels, include_skip, normalize, chunk: see :func:`block_attention`.
+      implementation: selective-scan path of the forward pass.
+
+    Returns:
+      ``{"layers.i.blocks.j": (B, L, L)}`` (``(B, K, L, L)`` with ``routes="each"``), in row-major
+      spatial coordinates of each block's grid (query patch p, source patch q).
+
+    >>> import jax.numpy as jnp, jaxmamba
+    >>> m = jaxmamba.create_model("vmamba_test")
+    >>> maps = extract_attention(m, jnp.ones((1, 64, 64, 3)), blocks=3)
+    >>> maps["layers.3.blocks.0"].shape
+    (1, 4, 4)
+    """
+    check_images(model.config, images)
+    channels = _check_options(routes, channels, normalize)
+    names = select_blocks(model.config, blocks)
+    return _extract(
+        model, images, as_order(order), names, routes, channels, include_skip, normalize,
+        implementation, chunk,
+    )  # fmt: skip
+
+
+@functools.partial(jax.jit, static_argnums=tuple(range(2, 10)))
+def _extract(model, images, order: Order, names, routes, channels, include_skip, normalize,
+             implementation, chunk):  # fmt: skip
+    _, cache = run_with_cache(
+        model, images, order=order, blocks=names, implementation=implementation
+    )
+    out = {}
+    for name in names:
+        op, grid = _block_params(model, name, images.shape[1:3])
+        out[name] = block_attention(
+            op, cache[name]["x"], order.routes(*grid), route_mode=routes, channels=channels,
+            include_skip=include_skip, normalize=normalize, chunk=chunk,
+        )  # fmt: skip
+    return out
+
+
+def _block_params(model: Model, name: str, image_hw: Sequence[int]):
+    _, i, _, j = name.split(".")
+    op = model.params[f"layers_{i}"][f"blocks_{j}"]["op"]
+    return op, model.config.stage_grid(int(i), *image_hw)
+
+
+def verify(model: Model, images, *, order=None, blocks=None, channel_group: int = 8) -> dict:
+    """Worst relative error of rebuilding each block's scan output from its extracted maps.
+
+    For every channel d, ``M^d = Σ_k P_kᵀ α^{k,d} P_k + (Σ_k D_{k,d}) I`` (the per-channel maps of
+    :func:`block_attention` with the skip) is applied to the block's scan input and compared with
+    the block's actual cross-merged scan output: ``max|M u − y| / max|y|`` per block.  Channels
+    go ``channel_group`` at a time, so memory is ``B·K·channel_group·L²``.
+
+    >>> import jax.numpy as jnp, jaxmamba
+    >>> m = jaxmamba.create_model("vmamba_test")
+    >>> err = verify(m, jnp.ones((1, 64, 64, 3)), blocks=3)
+    >>> bool(err["layers.3.blocks.0"] < 1e-5)
+    True
+    """
+    check_images(model.config, images)
+    names = select_blocks(model.config, blocks)
+    order = as_order(order)
+    _, cache = run_with_cache(model, images, order=order, blocks=names)
+    errors = {}
+    for name in names:
+        op, grid = _block_params(model, name, images.shape[1:3])
+        x, y = cache[name]["x"], cache[name]["y"]
+        errors[name] = float(_verify_block(op, x, y, order, grid, min(channel_group, x.shape[1])))
+    return errors
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _verify_block(op, x, y, order: Order, grid, group):
+    d, routes = x.shape[1], order.routes(*grid)
+    rebuilt = []
+    for lo in range(0, d, group):
+        idx = tuple(range(lo, min(lo + group, d)))
+        maps = block_attention(op, x, routes, route_mode="sum", channels=idx, include_skip=True)
+        rebuilt.append(
+            jnp.einsum("bcpq,bcq->bcp", maps, x[:, lo : lo + len(idx)], precision=HIGHEST)
+        )
+    rebuilt = jnp.concatenate(rebuilt, axis=1)
+    return jnp.max(jnp.abs(rebuilt - y)) / jnp.max(jnp.abs(y))
