@@ -178,7 +178,8 @@ def _check_options(routes, channels, normalize):
     if isinstance(channels, str):
         if channels not in CHANNEL_MODES:
             raise AttentionError(
-                f"channels must be {CHANNEL_MODES} or a sequence of channel indices, got {channels!r}"
+                f"channels must be {CHANNEL_MODES} or a sequence of channel indices, "
+                f"got {channels!r}"
             )
         return channels
     idx = np.asarray(channels)

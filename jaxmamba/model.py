@@ -1,4 +1,4 @@
-"""Public model API: ``Model`` (config + parameters), ``create_model``, ``forward``, ``run_with_cache``.
+"""Public model API: ``Model``, ``create_model``, ``forward``, ``run_with_cache``.
 
 A model is a config plus a parameter pytree; every function here is pure and jit-compiled once per
 (config, order, blocks, implementation), which are static.
