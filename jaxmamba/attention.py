@@ -90,7 +90,11 @@ def route_attention(dt, A, B, C, *, channels="mean", chunk: int | None = None):
     B = jnp.pad(B.astype(jnp.float32), ((0, 0), (0, 0), (0, pad)))
     C = jnp.pad(C.astype(jnp.float32), ((0, 0), (0, 0), (0, pad)))
     A = A.astype(jnp.float32)
-    S = jnp.cumsum(dt, axis=-1)  # (k, d, lp)
+    # Prefix sums kept small for float32: within each chunk (S_loc), and over whole chunks (E).
+    S_loc = jnp.cumsum(dt.reshape(k, -1, nc, t_), axis=-1)  # (k, d, nc, t)
+    total = S_loc[..., -1]  # (k, d, nc)
+    E = jnp.cumsum(total, axis=-1)  # prefix sum at each chunk's end
+    tail = total[..., None] - S_loc  # S(end of chunk j) − S_s for s in chunk j, >= 0
     dB = dt[:, :, None, :] * B[:, None]  # (k, d, n, lp): Δ_s B_s
     pos = jnp.arange(lp)
     tri = pos[:t_, None] >= pos[None, :t_]  # (t, s) causal mask within the diagonal tile
@@ -105,13 +109,16 @@ def route_attention(dt, A, B, C, *, channels="mean", chunk: int | None = None):
 
     def rows(i):
         start = i * t_
-        s_b = jnp.where(i > 0, S[:, :, jnp.maximum(start - 1, 0)], 0.0)  # (k, d)
-        S_q = jax.lax.dynamic_slice_in_dim(S, start, t_, axis=-1)  # (k, d, t)
+        S_q = S_loc[:, :, i]  # (k, d, t): S_t − S_b, with S_b the prefix sum before the chunk
         C_q = jax.lax.dynamic_slice_in_dim(C, start, t_, axis=-1)  # (k, n, t)
         # off-diagonal: keys s < start, reference point S_b; both exponents are <= 0
-        q = C_q[:, None] * jnp.exp(A[..., None] * (S_q - s_b[..., None])[:, :, None])
+        q = C_q[:, None] * jnp.exp(A[..., None] * S_q[:, :, None])
+        e_before = jnp.where(i > 0, E[..., jnp.maximum(i - 1, 0)], 0.0)  # (k, d)
+        earlier = jnp.arange(nc) < i
+        gap = jnp.where(earlier[:, None], (e_before[..., None] - E)[..., None] + tail, 0.0).reshape(
+            k, -1, lp
+        )  # S_b − S_s, masked before the exp
         before = pos < start
-        gap = jnp.where(before, s_b[..., None] - S, 0.0)  # (k, d, lp), masked before the exp
         kk = jnp.where(before, jnp.exp(A[..., None] * gap[:, :, None]) * dB, 0.0)
         out = contract(q, kk)
         # diagonal tile: direct form, causal mask applied to the exponent before the exp
@@ -336,13 +343,26 @@ def verify(model: Model, images, *, order=None, blocks=None, channel_group: int 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _verify_block(op, x, y, order: Order, grid, group):
-    d, routes = x.shape[1], order.routes(*grid)
-    rebuilt = []
-    for lo in range(0, d, group):
-        idx = tuple(range(lo, min(lo + group, d)))
-        maps = block_attention(op, x, routes, route_mode="sum", channels=idx, include_skip=True)
-        rebuilt.append(
-            jnp.einsum("bcpq,bcq->bcp", maps, x[:, lo : lo + len(idx)], precision=HIGHEST)
-        )
-    rebuilt = jnp.concatenate(rebuilt, axis=1)
+    b, d, l = x.shape
+    routes = order.routes(*grid)
+    k = op["x_proj_weight"].shape[0]
+    n = op["A_logs"].shape[-1]
+    group = max(g for g in range(1, group + 1) if d % g == 0)
+    s = scan_inputs(op, cross_scan(x.astype(jnp.float32), routes))
+    dt = jax.nn.softplus(s["delta"] + s["delta_bias"][:, None]).reshape(b, k, d, l)
+    A, Dk = s["A"].reshape(k, d, n), s["D"].reshape(k, d)
+
+    def rebuild(lo):  # channels lo .. lo + group − 1 of every image
+        take = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, lo, group, axis=axis)
+        maps = jax.vmap(
+            lambda dt_b, B_b, C_b: route_attention(
+                dt_b, take(A, 1), B_b, C_b, channels=tuple(range(group))
+            )
+        )(take(dt, 2), s["B"], s["C"])  # (b, k, group, l, l) scan order
+        maps = maps + take(Dk, 1)[None, :, :, None, None] * jnp.eye(l, dtype=maps.dtype)
+        maps = jnp.sum(_to_spatial(maps, routes), axis=1)  # (b, group, l, l)
+        return jnp.einsum("bcpq,bcq->bcp", maps, take(x, 1), precision=HIGHEST)
+
+    rebuilt = jax.lax.map(rebuild, jnp.arange(0, d, group))  # (d / group, b, group, l)
+    rebuilt = jnp.moveaxis(rebuilt, 0, 1).reshape(b, d, l)
     return jnp.max(jnp.abs(rebuilt - y)) / jnp.max(jnp.abs(y))

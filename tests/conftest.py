@@ -1,0 +1,70 @@
+"""Shared test fixtures: the official VMamba reference data and float64 NumPy oracles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official-vmamba"
+FIXTURE_NAMES = ("v0_small", "s2_small", "s1_small")
+
+
+def fixture_dir(name: str) -> Path:
+    """Folder of one official fixture; skips the test when the fixtures are absent."""
+    path = FIXTURES / name
+    if not path.is_dir():
+        pytest.skip(f"official VMamba fixtures not found at {FIXTURES} (someone else's clone?)")
+    return path
+
+
+def rel_err(ours, ref) -> float:
+    """``max|ours − ref| / max|ref|``."""
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    return float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref)))
+
+
+def softplus64(x):
+    return np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20))))
+
+
+def scan64(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
+    """Float64 step-by-step selective scan; B, C ``(b, n, l)`` or ``(b, g, n, l)``."""
+    u, delta, A = (np.asarray(a, np.float64) for a in (u, delta, A))
+    B, C = (np.asarray(a, np.float64) for a in (B, C))
+    if B.ndim == 3:
+        B, C = B[:, None], C[:, None]
+    b, d, l = u.shape
+    g = B.shape[1]
+    Bd, Cd = np.repeat(B, d // g, axis=1), np.repeat(C, d // g, axis=1)  # (b, d, n, l)
+    if delta_bias is not None:
+        delta = delta + np.asarray(delta_bias, np.float64)[:, None]
+    if delta_softplus:
+        delta = softplus64(delta)
+    h = np.zeros((b, d, A.shape[1]))
+    y = np.zeros((b, d, l))
+    for t in range(l):
+        h = (
+            np.exp(delta[..., t, None] * A) * h
+            + (delta[..., t] * u[..., t])[..., None] * Bd[..., t]
+        )
+        y[..., t] = np.sum(h * Cd[..., t], axis=-1)
+    if D is not None:
+        y = y + np.asarray(D, np.float64)[:, None] * u
+    return y
+
+
+def alpha64(dt, A, B, C):
+    """Float64 per-channel hidden attention ``(K, D, L, L)`` by the direct formula.
+
+    dt ``(K, D, L)`` final Δ; A ``(K, D, N)``; B, C ``(K, N, L)``.
+    """
+    dt, A, B, C = (np.asarray(a, np.float64) for a in (dt, A, B, C))
+    S = np.cumsum(dt, axis=-1)
+    l = dt.shape[-1]
+    causal = np.tril(np.ones((l, l), bool))
+    diff = np.where(causal, S[..., :, None] - S[..., None, :], 0.0)  # (k, d, t, s)
+    decay = np.where(causal[..., None], np.exp(diff[..., None] * A[:, :, None, None, :]), 0.0)
+    # (k, d, t, s, n)
+    return np.einsum("knt,kdtsn,kds,kns->kdts", C, decay, dt, B)
