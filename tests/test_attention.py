@@ -144,6 +144,7 @@ def test_channel_options_against_per_channel_maps():
     routes = jaxmamba.make_routes("cross", 8, 8)
     u = cache["layers.1.blocks.0"]["x"]
     d = u.shape[1]
+
     def maps(**kw):
         return jax.jit(lambda op, u: block_attention(op, u, routes, **kw))(op, u)
 
@@ -215,9 +216,8 @@ def test_gradients_match_finite_differences():
 
 def test_gradients_finite_under_extreme_decay():
     dt, A, B, C = random_route_inputs(n=4, l=80, dt_max=2.0, a_max=24.0, seed=3)
-    grads = jax.jit(jax.grad(
-        lambda dt, A, B, C: jnp.sum(route_attention(dt, A, B, C) ** 2), argnums=(0, 1, 2, 3)
-    )(*map(jnp.asarray, (dt, A, B, C)))
+    loss = lambda dt, A, B, C: jnp.sum(route_attention(dt, A, B, C) ** 2)
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(*map(jnp.asarray, (dt, A, B, C)))
     for g in grads:
         assert np.isfinite(np.asarray(g)).all()
 

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import rel_err, scan64
-
 from jaxmamba.kernels import ScanError, selective_scan, selective_scan_ref
 
 
@@ -84,7 +83,7 @@ def test_gradients_match_reference_scan():
 
     def loss(fn):
         def f(*args):
-            y = fn(**dict(zip(names, args)), delta_softplus=True)
+            y = fn(**dict(zip(names, args, strict=True)), delta_softplus=True)
             return jnp.sum(jnp.sin(y))
 
         return f
@@ -92,7 +91,7 @@ def test_gradients_match_reference_scan():
     args = tuple(x[k] for k in names)
     g_xla = jax.grad(loss(selective_scan), argnums=tuple(range(7)))(*args)
     g_ref = jax.grad(loss(selective_scan_ref), argnums=tuple(range(7)))(*args)
-    for name, a, b in zip(names, g_xla, g_ref):
+    for name, a, b in zip(names, g_xla, g_ref, strict=True):
         assert np.isfinite(np.asarray(a)).all(), name
         assert rel_err(a, b) < 1e-4, name
 
