@@ -142,6 +142,8 @@ def selective_scan(
     delta_softplus: bool = False,
     implementation: str | None = None,
     chunk: int | None = None,
+    interpret: bool = False,
+    block_sizes=None,
 ):
     """Selective scan ``y = S6(u)``, float32, with mamba_ssm's argument layout.
 
@@ -155,6 +157,8 @@ def selective_scan(
       delta_softplus: apply softplus to ``delta + delta_bias``.
       implementation: ``"xla"``, ``"pallas"`` or ``None`` (Pallas on GPU/TPU, XLA elsewhere).
       chunk: sequence chunk of the XLA path (default ⌈√L⌉); results do not depend on it.
+      interpret: run the Pallas kernels in the Pallas interpreter (CPU tests).
+      block_sizes: ``scan_pallas.BlockSizes`` of the Pallas path (default: its ``get_default``).
 
     Returns:
       y: ``(B, D, L)`` float32.
@@ -178,7 +182,7 @@ def selective_scan(
             from jaxmamba.kernels import scan_pallas
         except ImportError as e:  # pragma: no cover - until the kernel lands
             raise ScanError("the Pallas selective scan is not available in this build") from e
-        y = scan_pallas.scan(u, dt, A, B, C)
+        y = scan_pallas.scan(u, dt, A, B, C, interpret=interpret, block_sizes=block_sizes)
     else:
         y = _scan_xla(u, dt, A, B, C, chunk=chunk or _default_chunk(u.shape[-1]))
     if D is not None:

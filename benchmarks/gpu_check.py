@@ -1,0 +1,336 @@
+"""GPU check of the Pallas selective scan: correctness, VMamba-T stage timings, block-size sweep.
+
+On a machine with one GPU (from the repo root)::
+
+    bash benchmarks/gpu_check.sh
+
+On CPU, to check that the script runs (tiny shapes, Pallas interpreter)::
+
+    python benchmarks/gpu_check.py --dry-run
+
+Sections: (a) Pallas forward and gradients against the XLA path and float64 NumPy; (b) VMamba-T
+(vmamba_tiny_s1l8, batch 128, 4 routes, N = 1) stage shapes, forward and forward+backward, Pallas
+vs the chunked XLA path, ``lax.associative_scan`` and the step-by-step ``lax.scan``; (c) a few
+block sizes for the Pallas kernels.  Every measurement is guarded: an error is printed and the
+script goes on.  A compact summary table is printed last.
+"""
+
+from __future__ import annotations
+
+import time
+
+_T0 = time.perf_counter()  # the budget counts the imports too
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+import warnings  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jaxmamba.kernels import scan_pallas as sp  # noqa: E402
+from jaxmamba.kernels import selective_scan  # noqa: E402
+from scan import fwd_and_grad, make_inputs, methods, time_fn  # noqa: E402
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+HBM_BYTES_PER_S = 3.0e12  # the issue's floor: H100 SXM ≈ 3 TB/s
+# name: (b, d, n, l, g) with d = 4 routes · d_inner; vmamba_tiny_s1l8, 224², batch 128.
+STAGES = {
+    "stage1": (128, 4 * 96, 1, 3136, 4),
+    "stage2": (128, 4 * 192, 1, 784, 4),
+    "stage3": (128, 4 * 384, 1, 196, 4),
+    "stage4": (128, 4 * 768, 1, 49, 4),
+}
+STAGES_DRY = {
+    "stage1": (2, 4 * 8, 1, 70, 4),
+    "stage2": (2, 4 * 16, 1, 33, 4),
+}
+# (b, d, n, l, g): long sequence, N = 16 (v0), partial channel block (25 per group), N = 3, G = 1.
+CHECKS = [(2, 384, 1, 3136, 4), (4, 96, 16, 197, 4), (3, 100, 1, 49, 4), (2, 64, 3, 300, 1)]
+CHECKS_DRY = [(2, 32, 1, 45, 4), (1, 24, 16, 20, 4), (1, 12, 3, 19, 1)]
+SWEEP = {  # tried in this order on stage 1, then stage 3
+    "default": sp.BlockSizes(),
+    "l1": sp.BlockSizes(block_l=1),  # per-step (strided) loads in the forward
+    "l4c8": sp.BlockSizes(block_l=4, chunk=8),
+    "l16": sp.BlockSizes(block_l=16, chunk=16),
+    "d64w2": sp.BlockSizes(block_d=64, block_d_bwd=64, num_warps=2, num_warps_bwd=2),
+    "d16c8s3": sp.BlockSizes(block_d=16, block_l=8, chunk=8, block_d_bwd=16, num_stages=3),
+}
+TOL_FWD, TOL_GRAD = 1e-5, 1e-4
+
+
+class Budget:
+    """Wall-clock budget for the whole script."""
+
+    def __init__(self, seconds: float):
+        self.end = _T0 + seconds
+
+    def left(self) -> float:
+        return self.end - time.perf_counter()
+
+
+_ERRORS_SHOWN = [0]
+
+
+def guarded(label, budget: Budget, fn, *args, min_left=8.0, **kwargs):
+    """``fn(*args, **kwargs)`` or None: errors are printed (the first two in full)."""
+    if budget.left() < min_left:
+        print(f"  [skip] {label}: time budget used up")
+        return None
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - report and continue
+        msg = f"{type(e).__name__}: {e}"
+        if _ERRORS_SHOWN[0] < 2:
+            _ERRORS_SHOWN[0] += 1
+            tb = traceback.format_exc()
+            print(f"  [error] {label}:\n{tb[-4000:]}")
+        else:
+            print(f"  [error] {label}: {msg.splitlines()[0][:400] if msg else type(e).__name__}")
+        return None
+
+
+def rel_err(ours, ref) -> float:
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    return float(np.max(np.abs(ours - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def scan64(u, dt, A, B, C):
+    """Float64 NumPy scan with the kernel's semantics."""
+    u, dt, A, B, C = (np.asarray(x, np.float64) for x in (u, dt, A, B, C))
+    b, d, l = u.shape
+    g = B.shape[1]
+    Bd, Cd = np.repeat(B, d // g, axis=1), np.repeat(C, d // g, axis=1)
+    h = np.zeros((b, d, A.shape[1]))
+    y = np.zeros((b, d, l))
+    for t in range(l):
+        h = np.exp(dt[..., t, None] * A) * h + (dt[..., t] * u[..., t])[..., None] * Bd[..., t]
+        y[..., t] = np.sum(h * Cd[..., t], axis=-1)
+    return y
+
+
+def raw_inputs(b, d, n, l, g, seed):
+    """``selective_scan`` inputs: softplus(delta + bias) log-uniform in [1e-4, 2], |A| ≤ 24."""
+    rng = np.random.default_rng(seed)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)
+    dt = np.exp(rng.uniform(np.log(1e-4), np.log(2.0), (b, d, l)))
+    bias = rng.uniform(-0.5, 0.5, d)
+    delta = (np.log(np.expm1(dt)) - bias[:, None]).astype(np.float32)
+    A = -rng.uniform(0.05, 24.0, (d, n)).astype(np.float32)
+    return dict(
+        u=f(b, d, l), delta=delta, A=A, B=f(b, g, n, l), C=f(b, g, n, l),
+        D=f(d), delta_bias=bias.astype(np.float32),
+    )  # fmt: skip
+
+
+def check_correctness(shapes, interpret, budget):
+    """(a): forward vs float64 and XLA, gradients of all inputs vs ``jax.grad`` of XLA."""
+    print("\n== (a) correctness: Pallas vs XLA path / float64 NumPy ==")
+    worst = {"fwd": 0.0, "grad": 0.0}
+    ok = True
+    names = ["u", "delta", "A", "B", "C", "D", "delta_bias"]
+    for b, d, n, l, g in shapes:
+        label = f"b={b} d={d} n={n} l={l} g={g}"
+
+        def run(b=b, d=d, n=n, l=l, g=g):
+            x = raw_inputs(b, d, n, l, g, seed=b + d + n + l)
+            xj = {k: jnp.asarray(v) for k, v in x.items()}
+
+            def f(impl):
+                return jax.jit(
+                    lambda *a: selective_scan(
+                        *a, delta_softplus=True, implementation=impl, interpret=interpret
+                    )
+                )
+
+            cot = jnp.asarray(np.random.default_rng(1).standard_normal((b, d, l)), jnp.float32)
+            y_pl, vjp_pl = jax.vjp(f("pallas"), *xj.values())
+            y_x, vjp_x = jax.vjp(f("xla"), *xj.values())
+            ref = scan64(x["u"], _softplus64(x["delta"], x["delta_bias"]), x["A"], x["B"], x["C"])
+            ref = ref + x["D"][:, None].astype(np.float64) * x["u"]
+            e_f64, e_xla = rel_err(y_pl, ref), rel_err(y_pl, y_x)
+            g_pl, g_x = vjp_pl(cot), vjp_x(cot)
+            e_g = {k: rel_err(a, r) for k, a, r in zip(names, g_pl, g_x, strict=True)}
+            finite = all(bool(jnp.all(jnp.isfinite(a))) for a in g_pl)
+            g_again = vjp_pl(cot)
+            det = all(bool(jnp.array_equal(a, c)) for a, c in zip(g_pl, g_again, strict=True))
+            return e_f64, e_xla, e_g, finite, det
+
+        res = guarded(f"check {label}", budget, run)
+        if res is None:
+            ok = False
+            print(f"  {label}: FAIL (no result)")
+            continue
+        e_f64, e_xla, e_g, finite, det = res
+        worst["fwd"] = max(worst["fwd"], e_f64)
+        worst["grad"] = max(worst["grad"], max(e_g.values()))
+        passed = e_f64 <= TOL_FWD and max(e_g.values()) <= TOL_GRAD and finite
+        ok &= passed
+        grads = " ".join(f"{k}={v:.1e}" for k, v in e_g.items())
+        print(
+            f"  {label}: fwd rel err vs f64 {e_f64:.2e}, vs XLA {e_xla:.2e}; grads vs XLA {grads};"
+            f" finite={finite} deterministic={det} -> {'PASS' if passed else 'FAIL'}"
+        )
+
+    def bf16(b=2, d=96, n=1, l=197, g=4):
+        x = make_inputs(b, d, n, l, g, seed=3)
+        xb = [jnp.asarray(a, jnp.bfloat16) for a in x]
+        y = sp.scan(*xb, interpret=interpret)
+        gr = jax.grad(lambda *a: sp.scan(*a, interpret=interpret).sum(), argnums=(0, 3))(*xb)
+        dtypes_ok = y.dtype == jnp.float32 and all(a.dtype == jnp.bfloat16 for a in gr)
+        return rel_err(y, scan64(*(np.asarray(a, np.float32) for a in xb))), dtypes_ok
+
+    res = guarded("check bf16 inputs", budget, bf16)
+    passed = res is not None and res[0] <= TOL_FWD and res[1]
+    ok &= passed
+    if res is not None:
+        worst["fwd"] = max(worst["fwd"], res[0])
+        print(
+            f"  bf16 inputs: fwd rel err vs f64 {res[0]:.2e}, dtypes ok={res[1]}"
+            f" -> {'PASS' if passed else 'FAIL'}"
+        )
+    return ok, worst
+
+
+def _softplus64(delta, bias):
+    x = np.asarray(delta, np.float64) + np.asarray(bias, np.float64)[:, None]
+    return np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20))))
+
+
+def floor_bytes(b, d, n, l, g, itemsize=4):
+    """Bytes a perfect forward moves: read u, dt, B, C once, write y once."""
+    return itemsize * (3 * b * d * l + 2 * b * g * n * l)
+
+
+def time_stage(name, shape, fns, budget, reps, results):
+    """(b): forward and forward+backward timings of each method at one shape."""
+    x = make_inputs(*shape)
+    cot = jnp.ones_like(x[0])
+    for method, fn in fns.items():
+        fwd, grad = fwd_and_grad(fn)
+        t_f = guarded(f"{name} {method} fwd", budget, time_fn, fwd, *x, reps=reps)
+        t_b = guarded(f"{name} {method} fwd+bwd", budget, time_fn, grad, *x, cot, reps=reps)
+        results[(name, method)] = (t_f, t_b)
+        print(f"  {name:7s} {method:12s} fwd {_ms(t_f)} ms   fwd+bwd {_ms(t_b)} ms", flush=True)
+
+
+def _ms(t):
+    return f"{t:9.3f}" if t is not None else "      n/a"
+
+
+def sweep(stages, shapes, interpret, budget, reps):
+    """(c): Pallas forward and forward+backward for each block-size setting."""
+    best = {}
+    for name in stages:
+        x = make_inputs(*shapes[name])
+        cot = jnp.ones_like(x[0])
+        rows = []
+        for label, bs in SWEEP.items():
+            fn = methods(interpret=interpret, block_sizes=bs)["pallas"]
+            fwd, grad = fwd_and_grad(fn)
+            t_f = guarded(f"sweep {name} {label} fwd", budget, time_fn, fwd, *x, reps=reps)
+            t_b = guarded(
+                f"sweep {name} {label} fwd+bwd", budget, time_fn, grad, *x, cot, reps=reps
+            )
+            rows.append((label, t_f, t_b))
+            print(f"  {name:7s} {label:10s} fwd {_ms(t_f)} ms   fwd+bwd {_ms(t_b)} ms", flush=True)
+        f_ok = [r for r in rows if r[1] is not None]
+        b_ok = [r for r in rows if r[2] is not None]
+        best[name] = (
+            min(f_ok, key=lambda r: r[1])[:2] if f_ok else None,
+            min(b_ok, key=lambda r: r[2])[::2] if b_ok else None,
+        )
+    return best
+
+
+def summary(shapes, results, check, best, device):
+    xla_names = ("xla_chunked", "assoc_scan", "lax_scan")
+    print(f"\n== SUMMARY ({device}; jax {jax.__version__}) ==")
+    if check is None:
+        print("correctness: skipped (--skip-pallas)")
+    else:
+        ok, worst = check
+        print(
+            f"correctness: {'PASS' if ok else 'FAIL'} (worst fwd rel err {worst['fwd']:.1e} ≤ "
+            f"{TOL_FWD:.0e}; worst grad rel err {worst['grad']:.1e} ≤ {TOL_GRAD:.0e})"
+        )
+    head = (
+        "| stage  | b,d,n,l,g            | floor ms | pallas fwd | %floor | GB/s  | best XLA fwd "
+        "         | fwd x | pallas f+b | best XLA f+b           | f+b x |"
+    )
+    print(head)
+    print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
+    targets = []
+    for name, shape in shapes.items():
+        nbytes = floor_bytes(*shape)
+        floor_ms = 1e3 * nbytes / HBM_BYTES_PER_S
+        pf, pb = results.get((name, "pallas"), (None, None))
+        xf = [(results.get((name, m), (None, None))[0], m) for m in xla_names]
+        xb = [(results.get((name, m), (None, None))[1], m) for m in xla_names]
+        xf = min([r for r in xf if r[0] is not None], default=(None, "-"))
+        xb = min([r for r in xb if r[0] is not None], default=(None, "-"))
+        pct = f"{100 * floor_ms / pf:5.1f}%" if pf else "  n/a "
+        gbs = f"{nbytes / pf / 1e6:5.0f}" if pf else "  n/a"
+        sf = f"{xf[0] / pf:5.2f}" if pf and xf[0] else "  n/a"
+        sb = f"{xb[0] / pb:5.2f}" if pb and xb[0] else "  n/a"
+        print(
+            f"| {name:6s} | {','.join(map(str, shape)):20s} | {floor_ms:8.3f} | {_ms(pf):>10s} |"
+            f" {pct:6s} | {gbs} | {_ms(xf[0])} {xf[1]:12s} | {sf} | {_ms(pb):>10s} |"
+            f" {_ms(xb[0])} {xb[1]:12s} | {sb} |"
+        )
+        t1 = "PASS" if pf and floor_ms / pf >= 0.6 else "FAIL"
+        t2 = "PASS" if pb and xb[0] and xb[0] / pb >= 3.0 else "FAIL"
+        targets.append(f"{name}: fwd ≥ 60% floor {t1}, f+b ≥ 3x best XLA {t2}")
+    for name, (bf, bb) in best.items():
+        f = f"{bf[0]} {bf[1]:.3f} ms" if bf else "n/a"
+        b = f"{bb[0]} {bb[1]:.3f} ms" if bb else "n/a"
+        print(f"sweep best {name}: fwd {f}; fwd+bwd {b}")
+    print("targets: " + "; ".join(targets))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dry-run", action="store_true", help="CPU: tiny shapes, Pallas interpreter")
+    p.add_argument("--budget", type=float, default=None, help="seconds (default 320; dry 240)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5)")
+    p.add_argument("--skip-pallas", action="store_true", help="XLA timings only (no kernels)")
+    args = p.parse_args(argv)
+    dry = args.dry_run
+    budget = Budget(args.budget or (240.0 if dry else 320.0))
+    reps = args.reps or (2 if dry else 5)
+    interpret = dry
+    device = str(jax.devices()[0].device_kind) if jax.devices() else "?"
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
+    if not dry and jax.default_backend() != "gpu":
+        print("WARNING: no GPU backend; pass --dry-run to use the Pallas interpreter on CPU")
+    shapes = STAGES_DRY if dry else STAGES
+
+    if args.skip_pallas:
+        check = None
+    else:
+        check = check_correctness(CHECKS_DRY if dry else CHECKS, interpret, budget)
+
+    print(f"\n== (b) timings, batch {next(iter(shapes.values()))[0]}, ms (median of ≤ {reps}) ==")
+    results = {}
+    fns = methods(interpret=interpret)
+    if args.skip_pallas:
+        del fns["pallas"]
+    for name, shape in shapes.items():
+        time_stage(name, shape, fns, budget, reps, results)
+
+    best = {}
+    if not args.skip_pallas:
+        print("\n== (c) Pallas block-size sweep ==")
+        sweep_stages = [s for s in ("stage1", "stage3") if s in shapes] or list(shapes)[:1]
+        best = sweep(sweep_stages, shapes, interpret, budget, reps)
+
+    summary(shapes, results, check, best, device)
+
+
+if __name__ == "__main__":
+    main()

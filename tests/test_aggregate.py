@@ -1,0 +1,142 @@
+"""Streaming, resumable, sharded attention means; rollout."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import rel_err
+
+import jaxmamba
+from jaxmamba.aggregate import AggregateError, attention_mean, rollout
+from jaxmamba.attention import extract_attention
+
+BLOCKS = [0, 3]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = jaxmamba.create_model("vmamba_test", seed=4)
+    rng = np.random.default_rng(0)
+    data = [rng.standard_normal((b, 64, 64, 3)).astype(np.float32) for b in (3, 3, 2, 3)]
+    full = extract_attention(model, jnp.asarray(np.concatenate(data)), blocks=BLOCKS)
+    return model, data, {k: np.asarray(v).mean(0) for k, v in full.items()}
+
+
+def test_mean_over_uneven_batches(setup):
+    model, data, ref = setup
+    mean = attention_mean(model, data, blocks=BLOCKS, progress=False)
+    assert mean["count"] == 11
+    for k, v in ref.items():
+        assert rel_err(mean[k], v) < 1e-5
+
+
+def test_accepts_image_label_tuples(setup):
+    model, data, ref = setup
+    mean = attention_mean(
+        model, [(x, np.zeros(len(x))) for x in data], blocks=BLOCKS, progress=False
+    )
+    assert rel_err(mean["layers.3.blocks.0"], ref["layers.3.blocks.0"]) < 1e-5
+
+
+def test_resume_counts_no_image_twice(setup, tmp_path):
+    model, data, ref = setup
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupted():
+        for i, x in enumerate(data):
+            if i == 3:
+                raise Interrupt
+            yield x
+
+    with pytest.raises(Interrupt):
+        attention_mean(
+            model, interrupted(), blocks=BLOCKS, out_dir=tmp_path, save_every=1, progress=False
+        )
+    resumed = attention_mean(
+        model, data, blocks=BLOCKS, out_dir=tmp_path, save_every=1, progress=False
+    )
+    assert resumed["count"] == 11
+    for k, v in ref.items():
+        assert rel_err(resumed[k], v) < 1e-5
+    again = attention_mean(model, data, blocks=BLOCKS, out_dir=tmp_path, progress=False)
+    assert again["count"] == 11
+    with pytest.raises(AggregateError, match="other options"):
+        attention_mean(model, data, blocks=BLOCKS, routes="each", out_dir=tmp_path, progress=False)
+
+
+def test_errors(setup):
+    model, data, _ = setup
+    with pytest.raises(AggregateError, match="no images"):
+        attention_mean(model, [], progress=False)
+    with pytest.raises(AggregateError, match="one size"):
+        attention_mean(
+            model, [data[0], np.zeros((1, 96, 64, 3), np.float32)], blocks=3, progress=False
+        )
+    with pytest.raises(AggregateError, match="save_every"):
+        attention_mean(model, data, save_every=0, progress=False)
+    with pytest.raises(jaxmamba.InputError):
+        attention_mean(model, [np.zeros((1, 60, 64, 3), np.float32)], progress=False)
+
+
+SHARDED = textwrap.dedent(
+    """
+    import json, numpy as np, jax, jax.numpy as jnp, jaxmamba
+    from jaxmamba.aggregate import attention_mean, _global_batch
+    from jax.sharding import Mesh
+    assert jax.device_count() == 8, jax.devices()
+    model = jaxmamba.create_model("vmamba_test", seed=4)
+    rng = np.random.default_rng(1)
+    data = [rng.standard_normal((b, 64, 64, 3)).astype(np.float32) for b in (8, 5)]
+    x, valid = _global_batch(data[1], Mesh(np.asarray(jax.devices()), ("batch",)))
+    sharded = attention_mean(model, data, blocks=[0, 3], progress=False)
+    one = jax.devices()[0]
+    ref = jaxmamba.attention.extract_attention(
+        model, jax.device_put(jnp.asarray(np.concatenate(data)), one), blocks=[0, 3])
+    err = max(float(np.max(np.abs(np.asarray(sharded[k]) - np.asarray(ref[k]).mean(0)))
+                    / np.max(np.abs(np.asarray(ref[k])))) for k in ref)
+    print(json.dumps(dict(devices=len(x.sharding.device_set), padded=int(x.shape[0]),
+                          valid=int(valid.sum()), count=sharded["count"], err=err)))
+    """
+)
+
+
+def test_sharded_over_8_devices_equals_single_device():
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 8 and result["padded"] == 8 and result["valid"] == 5
+    assert result["count"] == 13
+    assert result["err"] < 1e-5
+
+
+def test_rollout_properties():
+    rng = np.random.default_rng(0)
+    a1, a2 = rng.standard_normal((2, 6, 6))
+    r = rollout({"layers.1.blocks.1": a2, "layers.1.blocks.0": a1, "layers.0.blocks.0": a1})
+    assert set(r) == {"layers.0", "layers.1"}
+
+    def m(a):
+        a = np.abs(a) / np.abs(a).sum(-1, keepdims=True)
+        return 0.5 * (a + np.eye(6))
+
+    expected = m(a2) @ m(a1)  # later block applied after the earlier one
+    np.testing.assert_allclose(r["layers.1"], expected / expected.sum(-1, keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(r["layers.1"]).sum(-1), 1, rtol=1e-6)
+    np.testing.assert_allclose(rollout({"layers.0.blocks.0": np.eye(4)})["layers.0"], np.eye(4))
+    assert set(rollout({"layers.0.blocks.0": a1, "layers.1.blocks.0": a2}, stage=1)) == {"layers.1"}
+    with pytest.raises(AggregateError, match="layers.i.blocks.j"):
+        rollout({"stage0": a1})
+    with pytest.raises(AggregateError, match="no maps"):
+        rollout({"layers.0.blocks.0": a1}, stage=2)
