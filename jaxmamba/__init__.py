@@ -9,11 +9,13 @@ d channel (d_inner), n SSM state, c model width.
 (1, 10)
 """
 
+from jaxmamba.checkpoint import CheckpointError, load, save
 from jaxmamba.config import ConfigError, VMambaConfig, get_config, list_models
 from jaxmamba.model import InputError, Model, create_model, forward, run_with_cache, select_blocks
 from jaxmamba.orders import ORDER_NAMES, Order, OrderError, as_order, make_routes
 
 __all__ = [
+    "CheckpointError", "load", "save",
     "ConfigError", "VMambaConfig", "get_config", "list_models",
     "InputError", "Model", "create_model", "forward", "run_with_cache", "select_blocks",
     "ORDER_NAMES", "Order", "OrderError", "as_order", "make_routes",

@@ -66,6 +66,8 @@ def route_attention(dt, A, B, C, *, channels="mean", chunk: int | None = None):
         tuple of channel indices (per-channel maps of those channels of every route).
       chunk: query rows per tile T (default a power of two near √L); results do not depend on it.
 
+    Computes in float32, or float64 when the inputs are float64 (with ``jax_enable_x64``).
+
     Returns:
       ``(K, L, L)`` for ``"mean"``/``"abs_mean"``, ``(K, C, L, L)`` for a channel subset; row t is
       the query (output) position, column s the source, both in scan order; zero above the
@@ -86,10 +88,11 @@ def route_attention(dt, A, B, C, *, channels="mean", chunk: int | None = None):
     nc = -(-l // t_)
     lp = nc * t_
     pad = lp - l
-    dt = jnp.pad(dt.astype(jnp.float32), ((0, 0), (0, 0), (0, pad)))
-    B = jnp.pad(B.astype(jnp.float32), ((0, 0), (0, 0), (0, pad)))
-    C = jnp.pad(C.astype(jnp.float32), ((0, 0), (0, 0), (0, pad)))
-    A = A.astype(jnp.float32)
+    f = jnp.promote_types(jnp.result_type(dt, A, B, C), jnp.float32)  # float64 stays float64
+    dt = jnp.pad(dt.astype(f), ((0, 0), (0, 0), (0, pad)))
+    B = jnp.pad(B.astype(f), ((0, 0), (0, 0), (0, pad)))
+    C = jnp.pad(C.astype(f), ((0, 0), (0, 0), (0, pad)))
+    A = A.astype(f)
     # Prefix sums kept small for float32: within each chunk (S_loc), and over whole chunks (E).
     S_loc = jnp.cumsum(dt.reshape(k, -1, nc, t_), axis=-1)  # (k, d, nc, t)
     total = S_loc[..., -1]  # (k, d, nc)

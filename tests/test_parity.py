@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import FIXTURE_NAMES, fixture_dir, rel_err
-from jaxmamba.kernels import selective_scan
 
 import jaxmamba
 from jaxmamba.attention import extract_attention
+from jaxmamba.kernels import selective_scan
 from jaxmamba.ss2d import cross_scan, scan_inputs
 
 pytest.importorskip("torch")

@@ -1,0 +1,183 @@
+"""Read official VMamba checkpoint files (``.pth``/``.pt``/``.bin``, ``.safetensors``) safely.
+
+PyTorch files are read with ``torch.load(weights_only=True)``: a pickle that would run code is
+refused, never executed. The training config that release checkpoints carry (a yacs ``CfgNode``)
+is read as a plain ``OrderedDict`` stand-in, so those files load without yacs and without
+unpickling anything but data. torch and safetensors are imported lazily (the ``[torch]`` extra).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from jaxmamba.checkpoint import CheckpointError, _first_line
+from jaxmamba.config import VMambaConfig
+from jaxmamba.model import Model
+
+from .state_dict import state_dict_to_model, to_numpy
+
+__all__ = ["read_state_dict", "select_state_dict", "load_torch_checkpoint"]
+
+_EXTRA = "pip install 'jaxmamba[torch]'"
+# Globals that official training checkpoints pickle beside the weights: harmless config containers,
+# read as plain OrderedDicts (the class itself is never imported or called).
+_CONFIG_CLASSES = ("yacs.config.CfgNode",)
+
+
+class _ConfigStandIn:
+    """Stand-in for a pickled config class: unpickles as an ``OrderedDict`` of its items."""
+
+    def __new__(cls, *args, **kwargs):
+        return collections.OrderedDict()
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(f"reading PyTorch checkpoints needs torch: {_EXTRA}") from e
+    return torch
+
+
+def _read_torch(path: Path):
+    torch = _import_torch()
+    stand_ins = [(_ConfigStandIn, name) for name in _CONFIG_CLASSES]
+    try:
+        with torch.serialization.safe_globals(stand_ins):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError (bad zip), EOFError, ValueError, ...
+        raise CheckpointError(
+            f"cannot read {path} as a PyTorch checkpoint: {type(e).__name__}: {_torch_detail(e)}"
+        ) from None
+
+
+def _torch_detail(e: Exception) -> str:
+    """The useful line of a ``torch.load`` error (its weights-only messages are paragraphs)."""
+    text = str(e)
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsafe:
+        return (
+            f"unpickling it would load {unsafe[1]}, which could run code; refused "
+            "(only tensors and plain data are read)"
+        )
+    if "Weights only load failed" in text:
+        after = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        return f"not a valid checkpoint ({after[0].strip() if after else 'unpickling failed'})"
+    return _first_line(e)
+
+
+def _read_safetensors(path: Path) -> dict:
+    try:
+        from safetensors.numpy import load_file
+    except ImportError as e:
+        raise ImportError(f"reading .safetensors files needs safetensors: {_EXTRA}") from e
+    try:
+        return load_file(str(path))
+    except Exception as e:  # SafetensorError, or a dtype NumPy lacks (bfloat16): retry with torch
+        first = e
+    try:
+        import torch  # noqa: F401
+        from safetensors.torch import load_file as load_torch_file
+    except ImportError:
+        raise CheckpointError(
+            f"cannot read {path} as safetensors: {type(first).__name__}: {_first_line(first)}"
+        ) from None
+    try:
+        return load_torch_file(str(path))
+    except Exception as e:
+        raise CheckpointError(
+            f"cannot read {path} as safetensors: {type(e).__name__}: {_first_line(e)}"
+        ) from None
+
+
+def select_state_dict(obj, *, ema: bool = False, source: str = "the checkpoint") -> dict:
+    """The state dict inside a loaded checkpoint object, values as NumPy (float32) arrays.
+
+    Accepts ``{"model": sd, ...}`` (training checkpoints: ``optimizer``, ``lr_scheduler``,
+    ``epoch``, ``config``, ... are ignored), ``{"state_dict": sd}`` and a bare ``sd``. With
+    ``ema=True`` the ``"model_ema"`` weights are taken and their absence is an error.
+
+    >>> import numpy as np
+    >>> list(select_state_dict({"model": {"head.bias": np.zeros(2)}, "epoch": 3}))
+    ['head.bias']
+    """
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"{source} holds a {type(obj).__name__}, not a state dict or a dict with 'model'"
+        )
+    if ema:
+        if "model_ema" not in obj:
+            raise CheckpointError(
+                f"{source} has no 'model_ema' weights (top-level keys: {sorted(map(str, obj))})"
+            )
+        sd = obj["model_ema"]
+    elif "model" in obj:
+        sd = obj["model"]
+    elif "state_dict" in obj:
+        sd = obj["state_dict"]
+    else:
+        sd = obj
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"the state dict in {source} is a {type(sd).__name__}, not a dict")
+    return {k: to_numpy(v) for k, v in sd.items()}
+
+
+def read_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, np.ndarray]:
+    """The state dict of a checkpoint file: ``.safetensors``, else any ``torch.save`` file.
+
+    >>> import tempfile, numpy as np
+    >>> from safetensors.numpy import save_file
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     save_file({"head.bias": np.zeros(2, np.float32)}, f"{tmp}/w.safetensors")
+    ...     read_state_dict(f"{tmp}/w.safetensors")["head.bias"].dtype
+    dtype('float32')
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file {path} is empty")
+    if path.suffix == ".safetensors":
+        obj = _read_safetensors(path)
+    else:
+        obj = _read_torch(path)
+    return select_state_dict(obj, ema=ema, source=str(path))
+
+
+def load_torch_checkpoint(
+    path: str | os.PathLike, variant: str | VMambaConfig | None = None, *, ema: bool = False
+) -> Model:
+    """A :class:`~jaxmamba.Model` from an official VMamba checkpoint file.
+
+    Args:
+      path: a ``torch.save`` file (``.pth``, ``.pt``, ``.bin``; zip or legacy format) or a
+        ``.safetensors`` file holding the state dict (or ``{"model": state_dict, ...}``).
+      variant: optional variant name or config the checkpoint must match; detected otherwise.
+      ema: use the ``"model_ema"`` weights of a training checkpoint.
+
+    Raises:
+      CheckpointError: the file is missing, unreadable, unsafe, or not a VMamba checkpoint that
+        matches ``variant``; the message names the file and the offending keys and shapes.
+      ImportError: torch (or safetensors) is needed and not installed.
+
+    >>> import tempfile, torch, jaxmamba
+    >>> from jaxmamba.checkpoint import param_shapes
+    >>> shapes = param_shapes(jaxmamba.get_config("vmamba_test"))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     torch.save({"model": {k: torch.zeros(s) for k, s in shapes.items()}}, f"{tmp}/m.pth")
+    ...     load_torch_checkpoint(f"{tmp}/m.pth").config.name
+    'vmamba_test'
+    """
+    state_dict = read_state_dict(path, ema=ema)
+    try:
+        return state_dict_to_model(state_dict, variant)
+    except CheckpointError as e:
+        raise CheckpointError(f"{Path(path)}: {e}") from None
