@@ -73,9 +73,9 @@ def route_attention(dt, A, B, C, *, channels="mean", chunk: int | None = None):
       the query (output) position, column s the source, both in scan order; zero above the
       diagonal.
 
-    >>> import jax.numpy as jnp
+    >>> import jax.numpy as jnp, numpy as np
     >>> dt = jnp.full((1, 2, 3), 0.5); A = -jnp.ones((1, 2, 1)); B = C = jnp.ones((1, 1, 3))
-    >>> route_attention(dt, A, B, C)[0].round(3).tolist()
+    >>> np.asarray(route_attention(dt, A, B, C)[0], float).round(3).tolist()
     [[0.5, 0.0, 0.0], [0.303, 0.5, 0.0], [0.184, 0.303, 0.5]]
     """
     k, d, l = dt.shape
