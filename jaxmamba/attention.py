@@ -27,7 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmamba.model import Model, check_images, run_with_cache, select_blocks
+from jaxmamba.model import (
+    Model,
+    _apply,
+    _resolve_order,
+    check_images,
+    run_with_cache,
+    select_blocks,
+)
 from jaxmamba.orders import Order, as_order
 from jaxmamba.ss2d import cross_scan, is_hard, scan_inputs
 
@@ -272,7 +279,8 @@ def extract_attention(
     Args:
       model: a :class:`~jaxmamba.Model`.
       images: ``(B, H, W, 3)`` float images, H and W multiples of 32.
-      order: patch order (see :func:`jaxmamba.orders.as_order`); default VMamba's cross-scan.
+      order: patch order (see :func:`jaxmamba.orders.as_order`); default VMamba's cross-scan;
+        soft routes ``{(h, w): (K, L, L)}`` (:mod:`jaxmamba.soft_orders`) are differentiable.
       blocks: ``None`` (all), a stage index, block names, or a predicate on names.
       routes, channels, include_skip, normalize, chunk: see :func:`block_attention`.
       implementation: selective-scan path of the forward pass.
@@ -290,23 +298,23 @@ def extract_attention(
     check_images(model.config, images)
     channels = _check_options(routes, channels, normalize)
     names = select_blocks(model.config, blocks)
+    order, soft = _resolve_order(model.config, order)
     return _extract(
-        model, images, as_order(order), names, routes, channels, include_skip, normalize,
-        implementation, chunk,
+        model, images, order, names, routes, channels, include_skip, normalize,
+        implementation, chunk, soft,
     )  # fmt: skip
 
 
 @functools.partial(jax.jit, static_argnums=tuple(range(2, 10)))
 def _extract(model, images, order: Order, names, routes, channels, include_skip, normalize,
-             implementation, chunk):  # fmt: skip
-    _, cache = run_with_cache(
-        model, images, order=order, blocks=names, implementation=implementation
-    )
+             implementation, chunk, soft=None):  # fmt: skip
+    _, cache = _apply(model, images, order, implementation, frozenset(names), soft)
     out = {}
     for name in names:
         op, grid = _block_params(model, name, images.shape[1:3])
+        block_routes = order.routes(*grid) if soft is None else soft["{}x{}".format(*grid)]
         out[name] = block_attention(
-            op, cache[name]["x"], order.routes(*grid), route_mode=routes, channels=channels,
+            op, cache[name]["x"], block_routes, route_mode=routes, channels=channels,
             include_skip=include_skip, normalize=normalize, chunk=chunk,
         )  # fmt: skip
     return out

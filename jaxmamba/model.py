@@ -69,8 +69,12 @@ def _init(config: VMambaConfig, seed: int) -> Model:
     return Model(config, variables["params"])
 
 
-def _routes_fn(config: VMambaConfig, order: Order) -> Callable:
+def _routes_fn(config: VMambaConfig, order: Order, soft=None) -> Callable:
     def routes_for(h: int, w: int):
+        if soft is not None:
+            if f"{h}x{w}" not in soft:
+                raise OrderError(f"soft routes have no grid {h}x{w}; they have {sorted(soft)}")
+            return soft[f"{h}x{w}"]
         routes = order.routes(h, w)
         if routes.shape[0] != config.k_routes:
             raise OrderError(
@@ -139,7 +143,9 @@ def forward(model: Model, images, *, order=None, implementation: str | None = No
       model: a :class:`Model`.
       images: ``(B, H, W, 3)`` float, channel-last, H and W multiples of 32 (any aspect ratio).
       order: a name from :data:`jaxmamba.orders.ORDER_NAMES`, an :class:`~jaxmamba.orders.Order`,
-        or routes (see :func:`jaxmamba.orders.as_order`); default ``"cross"`` (VMamba's).
+        or routes (see :func:`jaxmamba.orders.as_order`); default ``"cross"`` (VMamba's); or soft
+        routes ``{(h, w): (K, L, L)}`` for every stage grid (:mod:`jaxmamba.soft_orders`), which
+        are traced, so gradients flow to them.
       implementation: selective-scan path, ``"xla"``, ``"pallas"`` or ``None`` (best available).
 
     Returns:
@@ -151,7 +157,8 @@ def forward(model: Model, images, *, order=None, implementation: str | None = No
     (2, 10)
     """
     check_images(model.config, images)
-    logits, _ = _apply(model, images, as_order(order), implementation, frozenset())
+    order, soft = _resolve_order(model.config, order)
+    logits, _ = _apply(model, images, order, implementation, frozenset(), soft)
     return logits
 
 
@@ -171,13 +178,23 @@ def run_with_cache(model: Model, images, *, order=None, blocks=None, implementat
     """
     check_images(model.config, images)
     names = frozenset(select_blocks(model.config, blocks))
-    return _apply(model, images, as_order(order), implementation, names)
+    order, soft = _resolve_order(model.config, order)
+    return _apply(model, images, order, implementation, names, soft)
+
+
+def _resolve_order(config: VMambaConfig, order):
+    """``(Order, None)`` for a hard order; ``(placeholder, {"hxw": (K, L, L)})`` for soft routes."""
+    from jaxmamba.soft_orders import as_soft, is_soft
+
+    if is_soft(order):
+        return as_order(None), as_soft(order, config.k_routes)
+    return as_order(order), None
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _apply(model: Model, images, order: Order, implementation, capture: frozenset):
+def _apply(model: Model, images, order: Order, implementation, capture: frozenset, soft=None):
     module = VSSM(model.config, implementation)
-    routes_for = _routes_fn(model.config, order)
+    routes_for = _routes_fn(model.config, order, soft)
     images = images.astype(jnp.float32)
     if not capture:
         return module.apply({"params": model.params}, images, routes_for), {}

@@ -1,0 +1,77 @@
+"""Soft (Sinkhorn) orders: doubly stochastic, reduce to hard orders, and carry gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import rel_err
+
+import jaxmamba
+from jaxmamba import soft_orders as so
+from jaxmamba.attention import extract_attention
+
+GRIDS = [(16, 16), (8, 8), (4, 4), (2, 2)]
+
+
+def test_sinkhorn_is_doubly_stochastic():
+    logits = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 7)) * 3
+    p = np.asarray(so.sinkhorn(logits, 200))
+    assert (p >= 0).all()
+    np.testing.assert_allclose(p.sum(-1), 1, atol=1e-4)
+    np.testing.assert_allclose(p.sum(-2), 1, atol=1e-4)
+
+
+def test_hard_routes_recovers_every_named_order():
+    for name in ["cross", "spiral", "hilbert", "morton"]:
+        r = jaxmamba.make_routes(name, 5, 6)
+        np.testing.assert_array_equal(so.hard_routes(so.soft_routes(so.route_logits(r))), r)
+
+
+@pytest.fixture(scope="module")
+def model_and_images():
+    m = jaxmamba.create_model("vmamba_test", seed=2)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 64, 64, 3)), jnp.float32)
+    return m, x
+
+
+def test_sharp_soft_routes_equal_the_hard_order(model_and_images):
+    m, x = model_and_images
+    soft = {
+        g: so.soft_routes(so.route_logits(jaxmamba.make_routes("spiral", *g), 40.0)) for g in GRIDS
+    }
+    assert (
+        rel_err(jaxmamba.forward(m, x, order=soft), jaxmamba.forward(m, x, order="spiral")) < 1e-5
+    )
+    a = extract_attention(m, x, order=soft, blocks=[1, 3])
+    b = extract_attention(m, x, order="spiral", blocks=[1, 3])
+    for k in b:
+        assert rel_err(a[k], b[k]) < 1e-4
+
+
+def test_gradient_wrt_ordering_logits_matches_finite_differences(model_and_images):
+    m, x = model_and_images
+    base = {g: so.route_logits(jaxmamba.make_routes("cross", *g), 2.0) for g in GRIDS}
+    direction = jax.random.normal(jax.random.PRNGKey(1), (4, 64, 64))
+
+    def stat(t):
+        logits = dict(base)
+        logits[(8, 8)] = base[(8, 8)] + t * direction
+        soft = {g: so.soft_routes(v, n_iters=10) for g, v in logits.items()}
+        maps = extract_attention(m, x, order=soft, blocks=1)["layers.1.blocks.0"]
+        return jnp.sum(maps * jnp.cos(jnp.arange(maps.size).reshape(maps.shape)))
+
+    g = jax.jit(jax.grad(stat))(0.0)
+    eps = 1e-2
+    fd = (jax.jit(stat)(eps) - jax.jit(stat)(-eps)) / (2 * eps)
+    assert np.isfinite(float(g)) and abs(float(g)) > 0
+    np.testing.assert_allclose(float(g), float(fd), rtol=3e-2)
+
+
+def test_soft_route_errors(model_and_images):
+    m, x = model_and_images
+    with pytest.raises(jaxmamba.OrderError, match="must be"):
+        jaxmamba.forward(m, x, order={(16, 16): jnp.ones((4, 9, 9))})
+    with pytest.raises(jaxmamba.OrderError, match="no grid"):
+        jaxmamba.forward(m, x, order={(16, 16): jnp.ones((4, 256, 256)) / 256})
+    with pytest.raises(jaxmamba.OrderError, match="\\(K, L, L\\)"):
+        so.hard_routes(np.ones((3, 4)))
