@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
 from jaxmamba.kernels import scan_pallas, selective_scan, selective_scan_ref
 
 __all__ = ["make_inputs", "methods", "scan_associative", "time_fn"]

@@ -68,11 +68,13 @@ def _images_of(batch):
     return batch
 
 
-def _global_batch(images, mesh):
-    """Pad the local batch to a multiple of the local devices and shard it over the mesh."""
+def _global_batch(images, mesh, size: int = 0):
+    """Pad the local batch to ``size`` (no recompiling for a short last batch) and to a multiple
+    of the local devices, and shard it over the mesh."""
     n_local = jax.local_device_count()
     b = images.shape[0]
-    pad = (-b) % n_local
+    pad = max(size - b, 0)
+    pad += (-(b + pad)) % n_local
     images = np.concatenate(
         [np.asarray(images, np.float32), np.zeros((pad,) + images.shape[1:], np.float32)]
     )
@@ -127,6 +129,7 @@ def attention_mean(
     order = as_order(order)
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
     manager, sums, count, done, options = None, None, 0, 0, None
+    first_size = 0
     if save_every < 1:
         raise AggregateError(f"save_every must be >= 1, got {save_every}")
     it = iter(batches)
@@ -155,7 +158,8 @@ def attention_mean(
                 bar.update(1)
             if index < done:  # counted by an earlier, interrupted run
                 continue
-            x, valid = _global_batch(images, mesh)
+            first_size = first_size or int(images.shape[0])
+            x, valid = _global_batch(images, mesh, first_size)
             part = _batch_sum_jit(
                 model, x, valid, order, names, routes, channels, include_skip, normalize
             )

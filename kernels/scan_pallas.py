@@ -31,6 +31,11 @@ Design (letters: b batch, g group, d channel, dg = d / g channels per group, n s
   divides by a decay (exp(Δ A) may underflow to 0).  dB, dC (sums over the channels of a group)
   are written as per-channel-block partials and summed in XLA, dA as per-batch partials: the
   reduction order is fixed, so gradients are deterministic.
+- GPU code generation (checked by compiling the kernels' Triton IR for sm_90 with ptxas): the
+  backward's chunk count is read from memory, since LLVM unrolled loops with a constant small
+  trip count (4 chunks at l = 49) into spilling code; and the sequence is zero-padded to a
+  multiple of ``align_l`` = 4 steps, since rows of unaligned length get scalar loads and a
+  register layout that repeats every state update 4 times per thread.
 
 Limits: the GPU kernels index with int32 (b·d·l < 2³¹).  The Triton backend of Pallas is
 deprecated from JAX 0.11 (a DeprecationWarning) but is the one that accepts these kernels.
@@ -54,6 +59,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as plgpu
+
 from jaxmamba.kernels.selective_scan import ScanError
 
 __all__ = ["BlockSizes", "PLATFORMS", "scan", "scan_ref"]
@@ -77,30 +83,45 @@ class BlockSizes:
     GPU (powers of two): ``block_d`` channels per forward program, ``block_l`` time steps per
     forward tile, ``chunk`` steps between saved states (a multiple of ``block_l``; the backward
     recomputes one chunk in registers), ``block_d_bwd`` channels per backward program,
-    ``num_warps`` / ``num_warps_bwd`` / ``num_stages`` for Triton.
+    ``num_warps`` / ``num_warps_bwd`` / ``num_stages`` for Triton.  ``align_l``: the GPU path
+    zero-pads the sequence to a multiple of ``align_l`` (1: never) so that every row of u, Δ,
+    dy starts 16-byte aligned; with unaligned rows (l = 49) Triton picks scalar loads and a
+    layout that computes every state 4 times per thread (3× the instructions per step).
+    ``prefetch``: the GPU forward loads the next tile before computing the current one.
     TPU: ``tpu_block_d`` channels per block (a multiple of 8; a group with fewer channels is one
     block), ``tpu_block_l`` sequence tile (a multiple of 128; also the saved-state stride).
     """
 
-    block_d: int = 32
+    block_d: int = 16
     block_l: int = 8
-    chunk: int = 16
-    block_d_bwd: int = 32
+    chunk: int = 8
+    block_d_bwd: int = 16
     num_warps: int = 1
     num_warps_bwd: int = 1
-    num_stages: int = 2
+    num_stages: int = 3
     tpu_block_d: int = 128
     tpu_block_l: int = 128
+    align_l: int = 4
+    prefetch: bool = False
 
     @classmethod
     def get_default(cls, n: int = 1) -> BlockSizes:
-        """Defaults for state size ``n`` (one thread per channel for n = 1)."""
+        """Defaults for state size ``n``.
+
+        n = 1: 16 channels and 8-step chunks per one-warp program (fastest forward+backward of
+        the H100 sweep, stages 1 and 3 of VMamba-T); the backward then needs ~100 registers
+        and does not spill (32 channels × 16-step chunks used all 255 and spilled).
+        """
         if n <= 1:
             return cls()
-        return cls(block_d=16, block_l=8, chunk=8, block_d_bwd=16, num_warps=2, num_warps_bwd=2)
+        return cls(
+            block_d=16, block_l=8, chunk=8, block_d_bwd=16, num_warps=2, num_warps_bwd=2,
+            num_stages=2,
+        )  # fmt: skip
 
     def validate(self) -> None:
-        for name in ("block_d", "block_l", "chunk", "block_d_bwd", "num_warps", "num_warps_bwd"):
+        names = ("block_d", "block_l", "chunk", "block_d_bwd", "num_warps", "num_warps_bwd")
+        for name in names + ("align_l",):
             if not _is_pow2(getattr(self, name)):
                 raise ScanError(
                     f"BlockSizes.{name} must be a power of 2, got {getattr(self, name)}"
@@ -164,9 +185,12 @@ def _iota(shape, axis):
     return lax.broadcasted_iota(jnp.int32, shape, axis)
 
 
-def _gpu_fwd_kernel(u_ref, dt_ref, A_ref, B_ref, C_ref, y_ref, *hs_refs, l, dg, n, bd, bl, chunk):
+def _gpu_fwd_kernel(
+    u_ref, dt_ref, A_ref, B_ref, C_ref, y_ref, *hs_refs, l, dg, n, bd, bl, chunk, prefetch
+):  # fmt: skip
     """One (batch, group, channel block): u, dt, y refs ``(bd, l)``, B, C ``(n, l)``, optional
-    states ``(nc, bd, n)``."""
+    states ``(nc, bd, n)``.  With ``prefetch`` the loop carries the next tile, loaded before the
+    current one is computed (the tile past the end is fully masked: no memory access)."""
     np_ = _next_pow2(n)
     rows = pl.program_id(2) * bd + _iota((bd,), 0)
     rmask = rows < dg
@@ -176,15 +200,20 @@ def _gpu_fwd_kernel(u_ref, dt_ref, A_ref, B_ref, C_ref, y_ref, *hs_refs, l, dg, 
     col = _iota((bd, bl), 1)
     ncol = _iota((np_, bl), 1)
 
-    def tile(i, h):
-        t0 = i * bl
-        tmask = t0 + _iota((bl,), 0) < l
-        m = rmask[:, None] & tmask[None, :]
-        mn = nmask[:, None] & tmask[None, :]
+    def masks(i):
+        tmask = i * bl + _iota((bl,), 0) < l
+        return rmask[:, None] & tmask[None, :], nmask[:, None] & tmask[None, :]
+
+    def load(i):
+        t0, (m, mn) = i * bl, masks(i)
         u = plgpu.load(u_ref.at[pl.ds(0, bd), pl.ds(t0, bl)], mask=m, other=0.0).astype(_F32)
         dt = plgpu.load(dt_ref.at[pl.ds(0, bd), pl.ds(t0, bl)], mask=m, other=0.0).astype(_F32)
         Bt = plgpu.load(B_ref.at[pl.ds(0, np_), pl.ds(t0, bl)], mask=mn, other=0.0).astype(_F32)
         Ct = plgpu.load(C_ref.at[pl.ds(0, np_), pl.ds(t0, bl)], mask=mn, other=0.0).astype(_F32)
+        return u, dt, Bt, Ct
+
+    def compute(i, h, x):
+        u, dt, Bt, Ct = x
         du = dt * u
         y = jnp.zeros((bd, bl), _F32)
         for k in range(bl):
@@ -192,29 +221,47 @@ def _gpu_fwd_kernel(u_ref, dt_ref, A_ref, B_ref, C_ref, y_ref, *hs_refs, l, dg, 
             B_k, C_k = _col(Bt, ncol, k), _col(Ct, ncol, k)
             h = jnp.exp(dt_k[:, None] * A) * h + du_k[:, None] * B_k[None, :]
             y = _put(y, col, k, jnp.sum(h * C_k[None, :], axis=1))
-        plgpu.store(y_ref.at[pl.ds(0, bd), pl.ds(t0, bl)], y, mask=m)
+        plgpu.store(y_ref.at[pl.ds(0, bd), pl.ds(i * bl, bl)], y, mask=masks(i)[0])
         return h
 
-    h0 = jnp.zeros((bd, np_), _F32)
+    if prefetch:  # carry: (state, tile i)
+
+        def tile(i, carry):
+            nxt = load(i + 1)
+            return compute(i, carry[0], carry[1]), nxt
+
+        state = lambda carry: carry[0]
+        init = (jnp.zeros((bd, np_), _F32), load(0))
+    else:  # carry: state
+        tile = lambda i, h: compute(i, h, load(i))
+        state = lambda h: h
+        init = jnp.zeros((bd, np_), _F32)
+
     if not hs_refs:
-        lax.fori_loop(0, pl.cdiv(l, bl), tile, h0)
+        lax.fori_loop(0, pl.cdiv(l, bl), tile, init)
         return
     (hs_ref,) = hs_refs
     per = chunk // bl
 
-    def chunk_body(c, h):
-        plgpu.store(hs_ref.at[c, pl.ds(0, bd), pl.ds(0, np_)], h, mask=hmask)
-        return lax.fori_loop(0, per, lambda k, h: tile(c * per + k, h), h)
+    def chunk_body(c, carry):
+        plgpu.store(hs_ref.at[c, pl.ds(0, bd), pl.ds(0, np_)], state(carry), mask=hmask)
+        return lax.fori_loop(0, per, lambda k, carry: tile(c * per + k, carry), carry)
 
-    lax.fori_loop(0, pl.cdiv(l, chunk), chunk_body, h0)
+    lax.fori_loop(0, pl.cdiv(l, chunk), chunk_body, init)
 
 
 def _gpu_bwd_kernel(
-    u_ref, dt_ref, A_ref, B_ref, C_ref, hs_ref, dy_ref,
+    u_ref, dt_ref, A_ref, B_ref, C_ref, hs_ref, dy_ref, nc_ref,
     du_ref, ddt_ref, dA_ref, dB_ref, dC_ref,
     *, l, dg, n, bd, chunk,
 ):  # fmt: skip
-    """Reverse sweep of one (batch, group, channel block), ``chunk`` steps at a time."""
+    """Reverse sweep of one (batch, group, channel block), ``chunk`` steps at a time.
+
+    The chunk count is read from ``nc_ref`` (it equals ``⌈l / chunk⌉``) so that the loop's trip
+    count is not a compile-time constant: LLVM fully unrolled loops with few trips (4 chunks at
+    l = 49), and the unrolled body of the backward spilled kilobytes of registers to local
+    memory (the stage-4 backward was 3.5× slower than ``lax.scan``).
+    """
     np_ = _next_pow2(n)
     rows = pl.program_id(2) * bd + _iota((bd,), 0)
     rmask = rows < dg
@@ -275,7 +322,7 @@ def _gpu_bwd_kernel(
         return g_next, dA
 
     zeros = jnp.zeros((bd, np_), _F32)
-    _, dA = lax.fori_loop(0, nc, chunk_body, (zeros, zeros))
+    _, dA = lax.fori_loop(0, nc_ref[0], chunk_body, (zeros, zeros))
     plgpu.store(dA_ref.at[pl.ds(0, bd), pl.ds(0, np_)], dA, mask=hmask)
 
 
@@ -295,7 +342,9 @@ def _gpu_fwd(u, dt, A, B, C, *, bs: BlockSizes, interpret: bool, save: bool):
     if save:
         out_shape.append(jax.ShapeDtypeStruct((b, g, nc, dg, n), _F32))
         out_specs.append(pl.BlockSpec((None, None, nc, bd, n), lambda i, j, k: (i, j, 0, k, 0)))
-    kernel = functools.partial(_gpu_fwd_kernel, l=l, dg=dg, n=n, bd=bd, bl=bs.block_l, chunk=chunk)
+    kernel = functools.partial(
+        _gpu_fwd_kernel, l=l, dg=dg, n=n, bd=bd, bl=bs.block_l, chunk=chunk, prefetch=bs.prefetch
+    )
     out = pl.pallas_call(
         kernel,
         grid=grid,
@@ -338,6 +387,7 @@ def _gpu_bwd(u, dt, A, B, C, hs, dy, *, bs: BlockSizes, interpret: bool):
             bc,
             pl.BlockSpec((None, None, nc, bd, n), lambda i, j, k: (i, j, 0, k, 0)),
             seq,
+            pl.BlockSpec((1,), lambda i, j, k: (0,)),
         ],
         out_specs=[seq, seq, pl.BlockSpec((None, None, bd, n), lambda i, j, k: (i, j, k, 0))]
         + [part, part],
@@ -354,6 +404,7 @@ def _gpu_bwd(u, dt, A, B, C, hs, dy, *, bs: BlockSizes, interpret: bool):
         C,
         hs,
         dy.astype(_F32).reshape(b, g, dg, l),
+        jnp.full((1,), nc, jnp.int32),  # the trip count, hidden from the compiler
     )
     return (
         du.reshape(b, d, l),
@@ -737,4 +788,10 @@ def scan(u, dt, A, B, C, *, interpret: bool = False, block_sizes=None, platform=
         raise ScanError(f"block_sizes must be a BlockSizes, got {type(bs).__name__}")
     bs.validate()
     cfg = _Config(_platform(platform, interpret), bool(interpret), bs)
-    return _scan_core(cfg, u, dt, A, B, C)
+    l = u.shape[-1]
+    lp = -(-l // bs.align_l) * bs.align_l if cfg.platform == "gpu" else l
+    if lp == l:
+        return _scan_core(cfg, u, dt, A, B, C)
+    # Padding steps (Δ = u = B = C = 0) leave the state unchanged; autodiff slices the grads.
+    pad = lambda x: jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, lp - l)])
+    return _scan_core(cfg, pad(u), pad(dt), A, pad(B), pad(C))[..., :l]

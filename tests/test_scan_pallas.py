@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from jaxmamba.kernels import ScanError, selective_scan
 from jaxmamba.kernels import scan_pallas as sp
 
@@ -64,8 +65,10 @@ class TestInterpret:
             sp.BlockSizes(block_d=16, block_l=4, chunk=8, block_d_bwd=16),
             sp.BlockSizes(block_d=64, block_l=16, chunk=32, block_d_bwd=8),
             sp.BlockSizes(tpu_block_d=16, tpu_block_l=128),
+            sp.BlockSizes(align_l=1, prefetch=True),
+            sp.BlockSizes(align_l=8, prefetch=True, block_l=4, chunk=8),
         ],
-        ids=["small", "large", "tpu16"],
+        ids=["small", "large", "tpu16", "nopad-prefetch", "pad8-prefetch"],
     )
     def test_block_sizes(self, bs):
         """Partial channel blocks (24 channels per group) and other tiles give the same y."""
@@ -102,6 +105,28 @@ class TestInterpret:
             assert g_pl.shape == g_xla.shape and g_pl.dtype == g_xla.dtype, name
             assert np.all(np.isfinite(g_pl)), name
             assert rel_err(g_pl, g_xla) < 1e-4, name
+
+    @pytest.mark.parametrize(
+        "bs",
+        [
+            sp.BlockSizes(align_l=1, prefetch=True),
+            sp.BlockSizes(block_d=32, chunk=16, block_d_bwd=32),  # more chunks than l allows
+        ],
+        ids=["nopad-prefetch", "c16"],
+    )
+    def test_gradients_block_sizes(self, bs):
+        """Gradients without padding, with the prefetching forward, at a short l = 13."""
+        x = make(b=2, d=96, n=2, l=13, g=4, seed=11)
+        cot = np.random.default_rng(4).standard_normal(x[0].shape).astype(np.float32)
+
+        def loss(f):
+            return lambda *a: jnp.sum(f(*a) * cot)
+
+        f_pl = lambda *a: sp.scan(*a, interpret=True, block_sizes=bs, platform="gpu")
+        g_pl = jax.grad(loss(f_pl), argnums=(0, 1, 2, 3, 4))(*x)
+        g_ref = jax.grad(loss(sp.scan_ref), argnums=(0, 1, 2, 3, 4))(*x)
+        for name, a, r in zip("u dt A B C".split(), g_pl, g_ref, strict=True):
+            assert rel_err(a, r) < 1e-4, name
 
     @pytest.mark.parametrize("platform", ["gpu", "tpu"])
     def test_bf16_inputs(self, platform):
@@ -192,6 +217,7 @@ class TestErrors:
             (sp.BlockSizes(block_l=16, chunk=8), "multiple of block_l"),
             (sp.BlockSizes(tpu_block_l=100), "multiple of 128"),
             (sp.BlockSizes(tpu_block_d=12), "multiple of 8"),
+            (sp.BlockSizes(align_l=3), "power of 2"),
         ]:
             with pytest.raises(ScanError, match=match):
                 sp.scan(*x, interpret=True, block_sizes=bs)
@@ -200,5 +226,7 @@ class TestErrors:
 
     def test_default_block_sizes(self):
         assert sp.BlockSizes.get_default() == sp.BlockSizes()
+        d = sp.BlockSizes.get_default(1)  # the H100 sweep's best forward+backward (d16c8s3)
+        assert (d.block_d, d.block_l, d.chunk, d.block_d_bwd, d.num_stages) == (16, 8, 8, 16, 3)
         assert sp.BlockSizes.get_default(16).block_d <= sp.BlockSizes.get_default(1).block_d
         sp.BlockSizes.get_default(16).validate()
