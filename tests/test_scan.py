@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import rel_err, scan64
+
 from jaxmamba.kernels import ScanError, selective_scan, selective_scan_ref
 
 
