@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as PS
 
 from jaxmamba.attention import _check_options, _extract
+from jaxmamba.checkpoint import quiet_orbax
 from jaxmamba.model import Model, check_images, select_blocks
 from jaxmamba.orders import as_order
 
@@ -181,14 +181,9 @@ def attention_mean(
     return out
 
 
-def _quiet():
-    logging.getLogger("absl").setLevel(logging.WARNING)
-
-
 def _open(out_dir, options: _Options):
     import orbax.checkpoint as ocp
 
-    _quiet()
     out_dir = Path(out_dir).expanduser().absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = out_dir / STATE_FILE
@@ -201,13 +196,15 @@ def _open(out_dir, options: _Options):
             )
     else:
         meta.write_text(wanted)
-    manager = ocp.CheckpointManager(
-        out_dir / "state", options=ocp.CheckpointManagerOptions(max_to_keep=2)
-    )
+    with quiet_orbax():
+        manager = ocp.CheckpointManager(
+            out_dir / "state", options=ocp.CheckpointManagerOptions(max_to_keep=2)
+        )
     step = manager.latest_step()
     if step is None:
         return manager, None, 0, 0
-    state = manager.restore(step, args=ocp.args.StandardRestore())
+    with quiet_orbax():
+        state = manager.restore(step, args=ocp.args.StandardRestore())
     sums = {k: jnp.asarray(v) for k, v in state["sums"].items()}
     return manager, sums, int(state["count"]), int(state["batches"])
 
@@ -218,8 +215,9 @@ def _save(manager, done, sums, count):
     if manager.latest_step() == done:
         return
     state = {"sums": dict(sums), "count": np.int64(count), "batches": np.int64(done)}
-    manager.save(done, args=ocp.args.StandardSave(state), force=True)
-    manager.wait_until_finished()
+    with quiet_orbax():
+        manager.save(done, args=ocp.args.StandardSave(state), force=True)
+        manager.wait_until_finished()
 
 
 def rollout(maps: dict, stage: int | None = None) -> dict:

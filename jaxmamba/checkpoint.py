@@ -95,7 +95,7 @@ def check_params(config: VMambaConfig, shapes: Mapping[str, tuple[int, ...]], wh
 
 
 @contextlib.contextmanager
-def _quiet_orbax() -> Iterator[None]:
+def quiet_orbax() -> Iterator[None]:
     """Silence Orbax's absl INFO/WARNING chatter for the duration of a save or load."""
     logger = logging.getLogger("absl")
     level = logger.level
@@ -208,7 +208,7 @@ def save(model: Model, directory: str | os.PathLike, *, overwrite: bool = False)
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
-        with _quiet_orbax():
+        with quiet_orbax():
             checkpointer = _checkpointer()
             try:
                 checkpointer.save(tmp / PARAMS_DIR, params)
@@ -272,7 +272,7 @@ def load(directory: str | os.PathLike) -> Model:
         {P.key_to_path(k): np.empty(s, np.float32) for k, s in param_shapes(config).items()}
     )
     try:
-        with _quiet_orbax():
+        with quiet_orbax():
             checkpointer = _checkpointer()
             try:
                 stored = _stored_shapes(checkpointer, params_dir)

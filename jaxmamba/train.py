@@ -22,17 +22,14 @@ digits by ``examples/train_default.py`` (see ``jaxmamba/default_model/TRAINING.m
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import functools
 import itertools
 import json
-import logging
 import os
 import platform
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +39,7 @@ import numpy as np
 import optax
 
 from jaxmamba import data as D
+from jaxmamba.checkpoint import quiet_orbax
 from jaxmamba.config import VMambaConfig, get_config
 from jaxmamba.model import Model, _apply, check_images, create_model, forward
 from jaxmamba.orders import ORDER_NAMES, as_order
@@ -363,17 +361,6 @@ def evaluate(model: Model, images, labels, *, order="cross", batch_size: int = 2
 # ---- checkpoints -------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet_orbax() -> Iterator[None]:
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _write_json(path: Path, payload) -> None:
     """Write ``payload`` as JSON atomically (temporary file + rename)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -403,7 +390,7 @@ class _Checkpoints:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=config.keep_checkpoints, create=True, enable_async_checkpointing=False
         )
-        with _quiet_orbax():
+        with quiet_orbax():
             self.manager = ocp.CheckpointManager(
                 (out_dir / CHECKPOINT_SUBDIR).absolute(), options=options
             )
@@ -414,7 +401,7 @@ class _Checkpoints:
     def save(self, step: int, state: dict, meta: dict) -> None:
         ocp = self._ocp
         meta = {**meta, **self.identity}
-        with _quiet_orbax():
+        with quiet_orbax():
             self.manager.save(
                 step,
                 args=ocp.args.Composite(
@@ -426,7 +413,7 @@ class _Checkpoints:
 
     def restore(self, step: int, target: dict) -> tuple[dict, dict]:
         ocp = self._ocp
-        with _quiet_orbax():
+        with quiet_orbax():
             meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
             meta = meta["meta"]
             self._check_identity(meta, step)
@@ -460,7 +447,7 @@ class _Checkpoints:
             )
 
     def close(self) -> None:
-        with _quiet_orbax():
+        with quiet_orbax():
             self.manager.close()
 
 
