@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from jaxmamba import params as P
@@ -63,10 +64,14 @@ def create_model(
 def _init(config: VMambaConfig, seed: int) -> Model:
     size = config.reduction
     images = jnp.zeros((1, size, size, config.in_chans), jnp.float32)
-    variables = VSSM(config).init(
-        jax.random.PRNGKey(seed), images, _routes_fn(config, as_order(None))
-    )
+    init_order = as_order(functools.partial(_row_major_routes, config.k_routes))  # any K
+    variables = VSSM(config).init(jax.random.PRNGKey(seed), images, _routes_fn(config, init_order))
     return Model(config, variables["params"])
+
+
+def _row_major_routes(k: int, h: int, w: int) -> np.ndarray:
+    """K copies of the row-major route: shapes only, used to initialise a model of any K."""
+    return np.tile(np.arange(h * w), (k, 1))
 
 
 def _routes_fn(config: VMambaConfig, order: Order, soft=None) -> Callable:

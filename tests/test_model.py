@@ -167,3 +167,12 @@ def test_param_paths_round_trip_to_state_dict_keys():
     for path in P.flatten(m.params):
         assert P.key_to_path(P.path_to_key(path)) == path
     assert P.key_to_path("layers.0.blocks.1.op.A_logs") == ("layers_0", "blocks_1", "op", "A_logs")
+
+
+@pytest.mark.parametrize("k, order", [(1, "raster"), (2, "bidirectional")])
+def test_models_with_fewer_routes(k, order):
+    m = jaxmamba.create_model("vmamba_test", k_routes=k)
+    assert m.params["layers_0"]["blocks_0"]["op"]["x_proj_weight"].shape[0] == k
+    assert jaxmamba.forward(m, jnp.zeros((1, 32 * 2, 64, 3)), order=order).shape == (1, 10)
+    with pytest.raises(jaxmamba.OrderError, match="K=4"):
+        jaxmamba.forward(m, jnp.zeros((1, 64, 64, 3)))
