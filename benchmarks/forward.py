@@ -44,7 +44,7 @@ def torch_baseline(model, images, repeats):
         P.path_to_key(k): torch.from_numpy(np.array(v)) for k, v in P.flatten(model.params).items()
     }
     net.load_state_dict(state, strict=True)
-    x = torch.from_numpy(np.asarray(images))  # the test model takes NHWC, like ours
+    x = torch.from_numpy(np.array(images))  # the test model takes NHWC, like ours
     with torch.no_grad():
         net(x[:1])
         return timed(lambda: net(x), repeats)

@@ -68,7 +68,16 @@ class Conv2d(nn.Module):
         k = self.kernel_size
         fan_in = cin // self.groups * k * k
         w = self.param("weight", torch_uniform(fan_in), (self.features, cin // self.groups, k, k))
-        y = jax.lax.conv_general_dilated(
+        if self.groups == cin == self.features and self.stride == 1:
+            y = _depthwise(x, w.astype(x.dtype), self.padding)
+        else:
+            y = self._dense_conv(x, w)
+        if self.use_bias:
+            y = y + self.param("bias", torch_uniform(fan_in), (self.features,))
+        return y
+
+    def _dense_conv(self, x, w):
+        return jax.lax.conv_general_dilated(
             x,
             w.astype(x.dtype),
             window_strides=(self.stride, self.stride),
@@ -77,9 +86,23 @@ class Conv2d(nn.Module):
             feature_group_count=self.groups,
             precision=HIGHEST,
         )
-        if self.use_bias:
-            y = y + self.param("bias", torch_uniform(fan_in), (self.features,))
-        return y
+
+
+def _depthwise(x, w, padding: int):
+    """Stride-1 depthwise conv as k² shifted multiply-adds (XLA:CPU's grouped conv is slow).
+
+    x ``(B, H, W, C)``, w ``(C, 1, k, k)``; the same map as the grouped convolution.
+    """
+    k = w.shape[-1]
+    h, wd = x.shape[1] + 2 * padding - k + 1, x.shape[2] + 2 * padding - k + 1
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    taps = jnp.moveaxis(w[:, 0], 0, -1)  # (k, k, C)
+    out = None
+    for i in range(k):
+        for j in range(k):
+            term = xp[:, i : i + h, j : j + wd, :] * taps[i, j]
+            out = term if out is None else out + term
+    return out
 
 
 class LayerNorm(nn.Module):

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official-vmamba"
 FIXTURE_NAMES = ("v0_small", "s2_small", "s1_small")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drop each test module's compiled programs when it ends: one long run would otherwise keep
+    thousands of XLA executables (and their memory mappings) alive in one process."""
+    yield
+    jax.clear_caches()
 
 
 def fixture_dir(name: str) -> Path:

@@ -26,10 +26,11 @@ def make_inputs(b=2, d=12, n=1, l=37, g=None, seed=0, a_max=24.0):
 @pytest.mark.parametrize("n", [1, 16])
 @pytest.mark.parametrize("g", [None, 1, 4])
 @pytest.mark.parametrize("l", [37, 100])
-def test_xla_matches_float64(n, g, l):
+@pytest.mark.parametrize("chunk", [None, 16])  # plain scan, chunked scan
+def test_xla_matches_float64(n, g, l, chunk):
     x = make_inputs(n=n, g=g, l=l, seed=n * 100 + l)
     ref = scan64(**x, delta_softplus=True)
-    y = selective_scan(**x, delta_softplus=True, implementation="xla")
+    y = selective_scan(**x, delta_softplus=True, implementation="xla", chunk=chunk)
     assert y.dtype == jnp.float32 and y.shape == ref.shape
     assert rel_err(y, ref) < 1e-5
 
