@@ -60,7 +60,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as plgpu
 
-from jaxmamba.kernels.selective_scan import ScanError
+from jaxmamba.kernels.selective_scan import ScanError, _scan_plain
 
 __all__ = ["BlockSizes", "PLATFORMS", "scan", "scan_ref"]
 
@@ -152,19 +152,7 @@ def scan_ref(u, dt, A, B, C):
     >>> scan_ref(u, dt, -jnp.ones((2, 1)), jnp.ones((1, 1, 1, 5)), jnp.ones((1, 1, 1, 5))).shape
     (1, 2, 5)
     """
-    u, dt, A, B, C = (x.astype(_F32) for x in (u, dt, A, B, C))
-    d, g = u.shape[1], B.shape[1]
-    Bd = jnp.repeat(B, d // g, axis=1)  # (b, d, n, l)
-    Cd = jnp.repeat(C, d // g, axis=1)
-
-    def step(h, xs):
-        dt_t, u_t, B_t, C_t = xs  # (b, d), (b, d), (b, d, n), (b, d, n)
-        h = jnp.exp(dt_t[..., None] * A) * h + (dt_t * u_t)[..., None] * B_t
-        return h, jnp.sum(h * C_t, axis=-1)
-
-    xs = tuple(jnp.moveaxis(x, -1, 0) for x in (dt, u, Bd, Cd))
-    h0 = jnp.zeros(u.shape[:2] + A.shape[1:], _F32)
-    return jnp.moveaxis(lax.scan(step, h0, xs)[1], 0, -1)
+    return _scan_plain(*(x.astype(_F32) for x in (u, dt, A, B, C)))
 
 
 # ----------------------------------------------------------------------------------------------
