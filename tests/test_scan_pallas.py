@@ -4,28 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import rel_err, scan64
 
 from jaxmamba.kernels import ScanError, selective_scan
 from jaxmamba.kernels import scan_pallas as sp
-
-
-def scan64(u, dt, A, B, C):
-    """Float64 step-by-step scan of the kernel's semantics (final Δ, grouped B/C, no D)."""
-    u, dt, A, B, C = (np.asarray(x, np.float64) for x in (u, dt, A, B, C))
-    b, d, l = u.shape
-    g = B.shape[1]
-    Bd, Cd = np.repeat(B, d // g, axis=1), np.repeat(C, d // g, axis=1)  # (b, d, n, l)
-    h = np.zeros((b, d, A.shape[1]))
-    y = np.zeros((b, d, l))
-    for t in range(l):
-        h = np.exp(dt[..., t, None] * A) * h + (dt[..., t] * u[..., t])[..., None] * Bd[..., t]
-        y[..., t] = np.sum(h * Cd[..., t], axis=-1)
-    return y
-
-
-def rel_err(ours, ref) -> float:
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    return float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref)))
 
 
 def make(b=2, d=96, n=1, l=37, g=4, seed=0, a_max=24.0):
