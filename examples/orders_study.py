@@ -8,9 +8,10 @@ paper's findings (:func:`jaxmamba.metrics.summarize`: block distinctness, sequen
 attention distance per stage) on the mean attention maps of the first ``--n-maps`` test digits.
 Writes ``orders_study.md``, ``orders_study.json`` and ``orders_findings.png`` into ``--out``.
 
-The exact command that produced ``examples/results/`` (about 20 minutes on 2 CPU cores)::
+The exact command that produced ``examples/results/`` and the README's study section (its time
+is in ``orders_study.md``)::
 
-    python examples/orders_study.py --epochs 3 --seeds 2 --size 32
+    python examples/orders_study.py --readme README.md
 
 Quick check (what the tests run, seconds)::
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -35,9 +37,10 @@ from jaxmamba.config import get_config
 from jaxmamba.metrics import summarize
 from jaxmamba.model import Model, create_model
 from jaxmamba.orders import ORDER_NAMES, as_order
-from jaxmamba.train import TrainConfig, default_model_config, evaluate, fit
+from jaxmamba.train import TrainConfig, default_model_config, evaluate_metrics, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
+README_START, README_END = "<!-- orders-study:start -->", "<!-- orders-study:end -->"
 FINDINGS = ("block_distinctness", "sequence_locality", "attention_distance_norm")
 
 
@@ -88,13 +91,14 @@ def run_one(order, seed, *, epochs, size, depths, dims, train, test, n_maps, bat
     tic = time.perf_counter()
     model, history = fit(model, train, None, config, progress=False)
     train_s = time.perf_counter() - tic
-    acc = evaluate(model, *test, order=order)
+    scores = evaluate_metrics(model, *test, order=order)
     tic = time.perf_counter()
     findings = summarize(model, test[0][:n_maps], order=order, batch_size=64, seed=seed)
     return {
         "order": order,
         "seed": seed,
-        "test_accuracy": acc,
+        "test_accuracy": scores["accuracy"],
+        "test_loss": scores["loss"],
         "init_seconds": init_s,
         "train_seconds": train_s,
         "epoch_seconds": history["seconds"],
@@ -129,6 +133,7 @@ def aggregate(runs: list[dict]) -> dict:
             "k_routes": as_order(order).num_routes(2, 2),
             "seeds": [r["seed"] for r in mine],
             "test_accuracy": _mean_sd(r["test_accuracy"] for r in mine),
+            "test_loss": _mean_sd(r["test_loss"] for r in mine),
             "seconds_per_epoch": float(np.mean(steady)) if steady else math.nan,
             "train_seconds": float(np.mean([r["train_seconds"] for r in mine])),
             "stages": stages,
@@ -153,14 +158,16 @@ def _f(x, digits=3) -> str:
 
 def accuracy_table(summary: dict) -> str:
     rows = [
-        "| order | K | test accuracy (mean ± sd) | s / epoch | train s / run |",
-        "|---|---|---|---|---|",
+        "| order | K | test accuracy (mean ± sd) | test loss (mean ± sd) | s / epoch "
+        "| train s / run |",
+        "|---|---|---|---|---|---|",
     ]
     for order, s in summary.items():
         m, sd = s["test_accuracy"]
+        lm, lsd = s["test_loss"]
         rows.append(
-            f"| {order} | {s['k_routes']} | {m:.4f} ± {sd:.4f} | {s['seconds_per_epoch']:.1f} | "
-            f"{s['train_seconds']:.0f} |"
+            f"| {order} | {s['k_routes']} | {m:.4f} ± {sd:.4f} | {lm:.4f} ± {lsd:.4f} | "
+            f"{s['seconds_per_epoch']:.1f} | {s['train_seconds']:.0f} |"
         )
     return "\n".join(rows)
 
@@ -199,12 +206,47 @@ def figure(summary: dict, path: Path) -> None:
     plots.save(fig, path, dpi=80)
 
 
+def readme_block(command: str, setup: str, summary: dict, figure_path: str) -> str:
+    """The README's study section body: command, set-up, both tables, the figure."""
+    return (
+        f"{README_START}\n"
+        f"Produced by `{command}`.\n\n{setup}\n\n"
+        f"{accuracy_table(summary)}\n\n"
+        "Findings per stage (mean over seeds): distinct = silhouette of block labels in a joint "
+        "PCA of the stage's attention rows; locality = Spearman ρ of scan-order distance vs "
+        "attention-row distance; distance = attention-weighted mean spatial distance / grid "
+        "diagonal.\n\n"
+        f"{findings_table(summary)}\n\n"
+        f"![findings per order and stage]({figure_path})\n"
+        f"{README_END}"
+    )
+
+
+def _marker_span(text: str, path: Path) -> tuple[int, int]:
+    i, j = text.find(README_START), text.find(README_END)
+    if text.count(README_START) != 1 or text.count(README_END) != 1 or j < i:
+        raise ValueError(f"{path}: needs exactly one {README_START} followed by one {README_END}")
+    return i, j
+
+
+def update_readme(path: Path, block: str) -> None:
+    """Replace the text between the study markers in ``path`` by ``block`` (atomic write).
+
+    Raises ``ValueError`` (and writes nothing) unless both markers occur once, in order.
+    """
+    text = path.read_text()
+    i, j = _marker_span(text, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text[:i] + block + text[j + len(README_END) :])
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the study, write the results; return them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", nargs="+", default=list(ORDER_NAMES), choices=ORDER_NAMES)
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per order")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--size", type=int, default=32, help="image size (multiple of 32)")
     parser.add_argument("--depths", default="2-2-1-1", help="blocks per stage")
     parser.add_argument("--dims", type=int, default=16, help="stage-0 width")
@@ -213,10 +255,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int, default=None, help="use only N training images")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument(
+        "--readme", default=None,
+        help=f"also rewrite this file's section between {README_START} and {README_END}",
+    )  # fmt: skip
+    parser.add_argument(
         "--smoke", action="store_true",
         help="CI check: 1 epoch, 1 seed, 64 images, one-stage model, orders cross and raster",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    readme = None if args.readme is None else Path(args.readme)
+    if readme is not None:  # checked before hours of training, not after
+        try:
+            _marker_span(readme.read_text(), readme)
+        except (OSError, ValueError) as e:
+            parser.error(f"--readme: {e}")
     if args.smoke:
         args.epochs, args.seeds, args.limit, args.n_maps, args.batch_size = 1, 1, 64, 16, 32
         args.depths, args.dims = "1", 8
@@ -276,6 +328,9 @@ def main(argv: list[str] | None = None) -> dict:
     text = json.dumps(_no_nan(record), indent=1, default=float, allow_nan=False)
     (out / "orders_study.json").write_text(text + "\n")
     figure(summary, out / "orders_findings.png")
+    if readme is not None:
+        fig = os.path.relpath(out / "orders_findings.png", readme.resolve().parent)
+        update_readme(readme, readme_block(command, setup, summary, Path(fig).as_posix()))
     print(md)
     return record
 

@@ -53,6 +53,7 @@ __all__ = [
     "cross_entropy",
     "default_model_config",
     "evaluate",
+    "evaluate_metrics",
     "fit",
     "load_default",
     "lr_schedule",
@@ -330,14 +331,19 @@ def _check_data(data, what: str, model: Model) -> tuple[np.ndarray, np.ndarray]:
     return images, labels.astype(np.int32)
 
 
-def evaluate(model: Model, images, labels, *, order="cross", batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model`` on ``images (N, H, W, 3)`` with integer ``labels (N,)``.
+def evaluate_metrics(
+    model: Model, images, labels, *, order="cross", batch_size: int = 256
+) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy (no label smoothing) on ``images (N, H, W, 3)``.
 
     Batches of ``batch_size`` (the last one zero-padded, so there is one compiled forward).
+    Returns ``{"accuracy": float, "loss": float}``; the loss separates models whose
+    predictions agree.
 
     >>> m = create_model("vmamba_test", dims=(8,), depths=(1,))
-    >>> 0.0 <= evaluate(m, jnp.zeros((8, 32, 32, 3)), jnp.arange(8)) <= 1.0
-    True
+    >>> r = evaluate_metrics(m, jnp.zeros((8, 32, 32, 3)), jnp.arange(8))
+    >>> sorted(r), 0.0 <= r["accuracy"] <= 1.0, r["loss"] > 0
+    (['accuracy', 'loss'], True, True)
     """
     images, labels = _check_data((images, labels), "evaluate", model)
     n = len(images)
@@ -346,16 +352,30 @@ def evaluate(model: Model, images, labels, *, order="cross", batch_size: int = 2
     if batch_size < 1:
         raise TrainError(f"batch_size must be >= 1, got {batch_size}")
     b = min(batch_size, n)
-    correct = 0
+    correct, nll = 0, 0.0
     for start in range(0, n, b):
         chunk = images[start : start + b]
         pad = b - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-        logits = forward(model, chunk, order=order)
-        predicted = np.asarray(jnp.argmax(logits, axis=-1))[: b - pad]
-        correct += int(np.sum(predicted == labels[start : start + b]))
-    return correct / n
+        logits = np.asarray(forward(model, chunk, order=order), np.float64)[: b - pad]
+        truth = labels[start : start + b]
+        correct += int(np.sum(np.argmax(logits, axis=-1) == truth))
+        log_z = np.logaddexp.reduce(logits, axis=-1)
+        nll += float(np.sum(log_z - logits[np.arange(len(truth)), truth]))
+    return {"accuracy": correct / n, "loss": nll / n}
+
+
+def evaluate(model: Model, images, labels, *, order="cross", batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` on ``images (N, H, W, 3)`` with integer ``labels (N,)``.
+
+    :func:`evaluate_metrics` without the loss.
+
+    >>> m = create_model("vmamba_test", dims=(8,), depths=(1,))
+    >>> 0.0 <= evaluate(m, jnp.zeros((8, 32, 32, 3)), jnp.arange(8)) <= 1.0
+    True
+    """
+    return evaluate_metrics(model, images, labels, order=order, batch_size=batch_size)["accuracy"]
 
 
 # ---- checkpoints -------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -19,21 +20,40 @@ def _load(name):
 
 def test_orders_study_smoke(tmp_path):
     study = _load("orders_study")
-    record = study.main(["--smoke", "--out", str(tmp_path)])
-    md = (tmp_path / "orders_study.md").read_text()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n{study.README_START}\nold\n{study.README_END}\nafter\n")
+    record = study.main(["--smoke", "--out", str(tmp_path / "res"), "--readme", str(readme)])
+    md = (tmp_path / "res" / "orders_study.md").read_text()
     assert "| cross | 4 |" in md and "| raster | 1 |" in md
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n") and text.endswith(f"{study.README_END}\nafter\n")
+    assert "old" not in text and "| cross | 4 |" in text and "locality 0" in text
+    assert "python examples/orders_study.py --smoke" in text
+    assert "](res/orders_findings.png)" in text
+    tmp_path = tmp_path / "res"
     assert "locality 0" in md and "distance 0" in md
     saved = json.loads((tmp_path / "orders_study.json").read_text())
     assert saved["summary"].keys() == {"cross", "raster"}
     for order, s in saved["summary"].items():
         acc, _ = s["test_accuracy"]
-        assert 0.0 <= acc <= 1.0
+        loss, _ = s["test_loss"]
+        assert 0.0 <= acc <= 1.0 and loss > 0
         dist, _ = s["stages"]["layers.0"]["attention_distance_norm"]
         assert 0.0 < dist < 1.0, order
     assert (tmp_path / "orders_findings.png").stat().st_size > 1000
     # raster trained a K = 1 model, sliced from the official K = 4 initialisation
     assert record["summary"]["raster"]["k_routes"] == 1
     assert len(record["runs"]) == 2 and all(r["epoch_seconds"] for r in record["runs"])
+
+
+def test_orders_study_readme_without_markers(tmp_path, capsys):
+    study = _load("orders_study")
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(SystemExit):
+        study.main(["--smoke", "--out", str(tmp_path / "res"), "--readme", str(readme)])
+    assert "needs exactly one" in capsys.readouterr().err
+    assert readme.read_text() == "# no markers\n" and not (tmp_path / "res").exists()
 
 
 def test_init_model_cuts_per_route_parameters():

@@ -190,6 +190,12 @@ def test_evaluate(digits):
     expected = float(np.mean(predicted == yt))
     assert T.evaluate(model, xt, yt) == pytest.approx(expected)
     assert T.evaluate(model, xt, yt, batch_size=24) == pytest.approx(expected)  # padded batch
+    logits = np.asarray(jaxmamba.forward(model, xt), np.float64)
+    shifted = logits - logits.max(-1, keepdims=True)
+    logp = shifted - np.log(np.sum(np.exp(shifted), -1, keepdims=True))
+    nll = -float(np.mean(logp[np.arange(len(yt)), yt]))
+    metrics = T.evaluate_metrics(model, xt, yt, batch_size=24)
+    assert metrics == pytest.approx({"accuracy": expected, "loss": nll}, rel=1e-6)
 
 
 def test_fit_errors(digits):
