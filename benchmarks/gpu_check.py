@@ -22,6 +22,7 @@ import time
 _T0 = time.perf_counter()  # the budget counts the imports too
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
@@ -54,21 +55,19 @@ STAGES_DRY = {
 # (b, d, n, l, g): long sequence, N = 16 (v0), partial channel block (25 per group), N = 3, G = 1.
 CHECKS = [(2, 384, 1, 3136, 4), (4, 96, 16, 197, 4), (3, 100, 1, 49, 4), (2, 64, 3, 300, 1)]
 CHECKS_DRY = [(2, 32, 1, 45, 4), (1, 24, 16, 20, 4), (1, 12, 3, 19, 1)]
-_DEF = sp.BlockSizes.get_default(1)  # run 1's "d16c8s3", now with align_l=4
+_DEF = sp.BlockSizes.get_default(1)  # the default of section (b), "default" in the sweep
+_T = dataclasses.replace(sp.BlockSizes(), tiles_n1=True)
+_ALL = ("stage1", "stage2", "stage3", "stage4")
 SWEEP = {  # label: (block sizes, stages); tried in this order per stage
-    "default": (_DEF, ("stage1", "stage3", "stage4")),
-    "pf": (sp.BlockSizes(prefetch=True), ("stage1", "stage3", "stage4")),
-    "pf_l16": (sp.BlockSizes(prefetch=True, block_l=16, chunk=16), ("stage1", "stage3")),
-    "d32w2": (
-        sp.BlockSizes(block_d=32, block_d_bwd=32, num_warps=2, num_warps_bwd=2),
-        ("stage1", "stage3"),
-    ),
-    "nopad": (sp.BlockSizes(align_l=1), ("stage4",)),  # l = 49: unaligned rows
-    "d32c16": (  # run 1's default sizes (its backward used 255 registers and spilled)
-        sp.BlockSizes(block_d=32, chunk=16, block_d_bwd=32, num_stages=2),
-        ("stage4",),
-    ),
+    "tiles": (_T, _ALL),
+    "tiles_pf": (dataclasses.replace(_T, prefetch=True), _ALL),
+    "tiles_l16": (dataclasses.replace(_T, block_l=16, chunk=16), _ALL),
+    "tiles_c16": (dataclasses.replace(_T, chunk=16), _ALL),
+    "tiles_d32": (dataclasses.replace(_T, block_d=32), _ALL),
+    "tiles_nopad": (dataclasses.replace(_T, align_l=1), ("stage4",)),  # l = 49 unaligned
+    "pf": (sp.BlockSizes(prefetch=True), ("stage1", "stage4")),
 }
+CHECK_CONFIGS = {"default": None, "tiles": _T}  # section (a) checks both kernels
 TOL_FWD, TOL_GRAD = 1e-5, 1e-4
 
 
@@ -137,23 +136,34 @@ def raw_inputs(b, d, n, l, g, seed):
 
 
 def check_correctness(shapes, interpret, budget):
-    """(a): forward vs float64 and XLA, gradients of all inputs vs ``jax.grad`` of XLA."""
+    """(a): forward vs float64 and XLA, gradients of all inputs vs ``jax.grad`` of XLA, for
+    each of :data:`CHECK_CONFIGS` (the n = 1 kernels only where they differ)."""
     print("\n== (a) correctness: Pallas vs XLA path / float64 NumPy ==")
     worst = {"fwd": 0.0, "grad": 0.0}
     ok = True
     names = ["u", "delta", "A", "B", "C", "D", "delta_bias"]
-    for b, d, n, l, g in shapes:
-        label = f"b={b} d={d} n={n} l={l} g={g}"
+    cases = [
+        (cfg, shape)
+        for cfg, bs in CHECK_CONFIGS.items()
+        for shape in shapes
+        if bs is None or (bs.tiles_n1 and shape[2] == 1)
+    ]
+    for cfg, (b, d, n, l, g) in cases:
+        label = f"{cfg}: b={b} d={d} n={n} l={l} g={g}"
 
-        def run(b=b, d=d, n=n, l=l, g=g):
+        def run(b=b, d=d, n=n, l=l, g=g, bs=CHECK_CONFIGS[cfg]):
             x = raw_inputs(b, d, n, l, g, seed=b + d + n + l)
             xj = {k: jnp.asarray(v) for k, v in x.items()}
 
             def f(impl):
                 return jax.jit(
                     lambda *a: selective_scan(
-                        *a, delta_softplus=True, implementation=impl, interpret=interpret
-                    )
+                        *a,
+                        delta_softplus=True,
+                        implementation=impl,
+                        interpret=interpret,
+                        block_sizes=bs if impl == "pallas" else None,
+                    )  # fmt: skip
                 )
 
             cot = jnp.asarray(np.random.default_rng(1).standard_normal((b, d, l)), jnp.float32)
@@ -215,10 +225,21 @@ def floor_bytes(b, d, n, l, g, itemsize=4):
     return itemsize * (3 * b * d * l + 2 * b * g * n * l)
 
 
+def _elementwise(u, dt, A, B, C):
+    """What a perfect scan's memory traffic looks like to XLA: read u, dt, B, C, write y."""
+    g = B.shape[1]
+    bc = (B * C).reshape(B.shape[0], g, 1, -1)
+    return (u * dt).reshape(u.shape[0], g, -1, u.shape[-1]).__mul__(bc).reshape(u.shape)
+
+
 def time_stage(name, shape, fns, budget, reps, results):
-    """(b): forward and forward+backward timings of each method at one shape."""
+    """(b): forward and forward+backward timings of each method at one shape, and the time of
+    one fused elementwise pass over the same bytes (the bandwidth this device reaches)."""
     x = make_inputs(*shape)
     cot = jnp.ones_like(x[0])
+    t_e = guarded(f"{name} elementwise", budget, time_fn, jax.jit(_elementwise), *x, reps=reps)
+    results[(name, "elementwise")] = (t_e, None)
+    print(f"  {name:7s} {'elementwise':12s} fwd {_ms(t_e)} ms   (same bytes as the floor)")
     for method, fn in fns.items():
         fwd, grad = fwd_and_grad(fn)
         t_f = guarded(f"{name} {method} fwd", budget, time_fn, fwd, *x, reps=reps)
@@ -231,13 +252,14 @@ def _ms(t):
     return f"{t:9.3f}" if t is not None else "      n/a"
 
 
-def sweep(stages, shapes, interpret, budget, reps, dry=False):
-    """(c): Pallas forward and forward+backward for each block-size setting."""
-    best = {}
+def sweep(stages, shapes, interpret, budget, reps, results, dry=False):
+    """(c): Pallas forward and forward+backward for each block-size setting; "default" is the
+    section (b) measurement.  Returns ``{stage: [(label, fwd ms, f+b ms), ...]}``."""
+    table = {}
     for name in stages:
         x = make_inputs(*shapes[name])
         cot = jnp.ones_like(x[0])
-        rows = []
+        rows = [("default", *results.get((name, "pallas"), (None, None)))]
         for label, (bs, where) in SWEEP.items():
             if not dry and name not in where:
                 continue
@@ -248,19 +270,58 @@ def sweep(stages, shapes, interpret, budget, reps, dry=False):
                 f"sweep {name} {label} fwd+bwd", budget, time_fn, grad, *x, cot, reps=reps
             )
             rows.append((label, t_f, t_b))
-            print(f"  {name:7s} {label:10s} fwd {_ms(t_f)} ms   fwd+bwd {_ms(t_b)} ms", flush=True)
-        f_ok = [r for r in rows if r[1] is not None]
-        b_ok = [r for r in rows if r[2] is not None]
-        best[name] = (
-            min(f_ok, key=lambda r: r[1])[:2] if f_ok else None,
-            min(b_ok, key=lambda r: r[2])[::2] if b_ok else None,
-        )
-    return best
+            print(f"  {name:7s} {label:12s} fwd {_ms(t_f)} ms   fwd+bwd {_ms(t_b)} ms", flush=True)
+        table[name] = rows
+    return table
 
 
-def summary(shapes, results, check, best, device):
+def _best(rows, k):
+    ok = [r for r in rows if r[k] is not None]
+    return min(ok, key=lambda r: r[k]) if ok else None
+
+
+def _table(shapes, results, pallas, title):
+    """Rows of the summary table; ``pallas[stage] = (fwd label, fwd ms, f+b label, f+b ms)``."""
     xla_names = ("xla_chunked", "assoc_scan", "lax_scan")
+    print(f"\n{title}")
+    head = (
+        "| stage  | b,d,n,l,g            | floor ms | elemwise ms | pallas fwd (config)      "
+        "| %floor | %elemwise | GB/s  | best XLA fwd          | fwd x "
+        "| pallas f+b (config)      | best XLA f+b          | f+b x |"
+    )
+    print(head)
+    print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
+    targets = []
+    for name, shape in shapes.items():
+        nbytes = floor_bytes(*shape)
+        floor_ms = 1e3 * nbytes / HBM_BYTES_PER_S
+        te = results.get((name, "elementwise"), (None, None))[0]
+        lf, pf, lb, pb = pallas.get(name, (None, None, None, None))
+        xf = [(results.get((name, m), (None, None))[0], m) for m in xla_names]
+        xb = [(results.get((name, m), (None, None))[1], m) for m in xla_names]
+        xf = min([r for r in xf if r[0] is not None], default=(None, "-"))
+        xb = min([r for r in xb if r[0] is not None], default=(None, "-"))
+        pct = f"{100 * floor_ms / pf:5.1f}%" if pf else "  n/a "
+        pce = f"{100 * te / pf:8.1f}%" if pf and te else "     n/a "
+        gbs = f"{nbytes / pf / 1e6:5.0f}" if pf else "  n/a"
+        sf = f"{xf[0] / pf:5.2f}" if pf and xf[0] else "  n/a"
+        sb = f"{xb[0] / pb:5.2f}" if pb and xb[0] else "  n/a"
+        print(
+            f"| {name:6s} | {','.join(map(str, shape)):20s} | {floor_ms:8.3f} | {_ms(te):>11s} |"
+            f" {_ms(pf)} {str(lf):14s} | {pct:6s} | {pce:9s} | {gbs} | {_ms(xf[0])} "
+            f"{xf[1]:12s}| {sf} | {_ms(pb)} {str(lb):14s} | {_ms(xb[0])} {xb[1]:12s}| {sb} |"
+        )
+        t1 = "PASS" if pf and floor_ms / pf >= 0.6 else "FAIL"
+        t2 = "PASS" if pb and xb[0] and xb[0] / pb >= 3.0 else "FAIL"
+        targets.append(f"{name}: fwd ≥ 60% floor {t1}, f+b ≥ 3x best XLA {t2}")
+    print("targets: " + "; ".join(targets))
+
+
+def summary(shapes, results, check, table, device):
     print(f"\n== SUMMARY ({device}; jax {jax.__version__}) ==")
+    tbs = HBM_BYTES_PER_S / 1e12
+    print(f"floor: the bytes of a perfect forward at {tbs:.1f} TB/s (the issue's);")
+    print("elemwise: one fused XLA elementwise pass over the same bytes, measured on this device")
     if check is None:
         print("correctness: skipped (--skip-pallas)")
     else:
@@ -269,49 +330,29 @@ def summary(shapes, results, check, best, device):
             f"correctness: {'PASS' if ok else 'FAIL'} (worst fwd rel err {worst['fwd']:.1e} ≤ "
             f"{TOL_FWD:.0e}; worst grad rel err {worst['grad']:.1e} ≤ {TOL_GRAD:.0e})"
         )
-    head = (
-        "| stage  | b,d,n,l,g            | floor ms | pallas fwd | %floor | GB/s  | best XLA fwd "
-        "         | fwd x | pallas f+b | best XLA f+b           | f+b x |"
-    )
-    print(head)
-    print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
-    targets = []
-    for name, shape in shapes.items():
-        nbytes = floor_bytes(*shape)
-        floor_ms = 1e3 * nbytes / HBM_BYTES_PER_S
-        pf, pb = results.get((name, "pallas"), (None, None))
-        xf = [(results.get((name, m), (None, None))[0], m) for m in xla_names]
-        xb = [(results.get((name, m), (None, None))[1], m) for m in xla_names]
-        xf = min([r for r in xf if r[0] is not None], default=(None, "-"))
-        xb = min([r for r in xb if r[0] is not None], default=(None, "-"))
-        pct = f"{100 * floor_ms / pf:5.1f}%" if pf else "  n/a "
-        gbs = f"{nbytes / pf / 1e6:5.0f}" if pf else "  n/a"
-        sf = f"{xf[0] / pf:5.2f}" if pf and xf[0] else "  n/a"
-        sb = f"{xb[0] / pb:5.2f}" if pb and xb[0] else "  n/a"
-        print(
-            f"| {name:6s} | {','.join(map(str, shape)):20s} | {floor_ms:8.3f} | {_ms(pf):>10s} |"
-            f" {pct:6s} | {gbs} | {_ms(xf[0])} {xf[1]:12s} | {sf} | {_ms(pb):>10s} |"
-            f" {_ms(xb[0])} {xb[1]:12s} | {sb} |"
-        )
-        t1 = "PASS" if pf and floor_ms / pf >= 0.6 else "FAIL"
-        t2 = "PASS" if pb and xb[0] and xb[0] / pb >= 3.0 else "FAIL"
-        targets.append(f"{name}: fwd ≥ 60% floor {t1}, f+b ≥ 3x best XLA {t2}")
-    for name, (bf, bb) in best.items():
-        f = f"{bf[0]} {bf[1]:.3f} ms" if bf else "n/a"
-        b = f"{bb[0]} {bb[1]:.3f} ms" if bb else "n/a"
-        print(f"sweep best {name}: fwd {f}; fwd+bwd {b}")
-    print("targets: " + "; ".join(targets))
+    default = {n: ("default", *results.get((n, "pallas"), (None, None))) for n in shapes}
+    _table(shapes, results, {n: (r[0], r[1], r[0], r[2]) for n, r in default.items()},
+           "Pallas with the default block sizes:")  # fmt: skip
+    best = {}
+    for name, rows in table.items():
+        bf, bb = _best(rows, 1), _best(rows, 2)
+        best[name] = (bf and bf[0], bf and bf[1], bb and bb[0], bb and bb[2])
+    if best:
+        _table(shapes, results, best, "Pallas with the sweep's best block sizes per stage:")
+    for name, rows in table.items():
+        print(f"sweep {name}: " + ", ".join(f"{r[0]} {_ms(r[1]).strip()}/{_ms(r[2]).strip()}"
+                                             for r in rows))  # fmt: skip
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dry-run", action="store_true", help="CPU: tiny shapes, Pallas interpreter")
-    p.add_argument("--budget", type=float, default=None, help="seconds (default 320; dry 240)")
+    p.add_argument("--budget", type=float, default=None, help="seconds (default 400; dry 240)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5)")
     p.add_argument("--skip-pallas", action="store_true", help="XLA timings only (no kernels)")
     args = p.parse_args(argv)
     dry = args.dry_run
-    budget = Budget(args.budget or (240.0 if dry else 320.0))
+    budget = Budget(args.budget or (240.0 if dry else 400.0))
     reps = args.reps or (2 if dry else 5)
     interpret = dry
     device = str(jax.devices()[0].device_kind) if jax.devices() else "?"
@@ -333,13 +374,13 @@ def main(argv=None):
     for name, shape in shapes.items():
         time_stage(name, shape, fns, budget, reps, results)
 
-    best = {}
+    table = {}
     if not args.skip_pallas:
-        print("\n== (c) Pallas block-size sweep ==")
-        sweep_stages = [s for s in ("stage1", "stage3", "stage4") if s in shapes] or list(shapes)
-        best = sweep(sweep_stages, shapes, interpret, budget, reps, dry=dry)
+        print("\n== (c) Pallas block-size sweep (fwd / fwd+bwd ms) ==")
+        order = [s for s in ("stage1", "stage4", "stage2", "stage3") if s in shapes]
+        table = sweep(order, shapes, interpret, budget, reps, results, dry=dry)
 
-    summary(shapes, results, check, best, device)
+    summary(shapes, results, check, table, device)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,9 @@ class BlockSizes:
     dy starts 16-byte aligned; with unaligned rows (l = 49) Triton picks scalar loads and a
     layout that computes every state 4 times per thread (3× the instructions per step).
     ``prefetch``: the GPU forward loads the next tile before computing the current one.
+    ``tiles_n1``: for n = 1, GPU kernels that compute decays, inputs, outputs and gradients on
+    whole tiles, so that the sequential loop only carries the state (2 column extractions per
+    step instead of 4 in the forward, 4 instead of 6 plus the exponentials in the backward).
     TPU: ``tpu_block_d`` channels per block (a multiple of 8; a group with fewer channels is one
     block), ``tpu_block_l`` sequence tile (a multiple of 128; also the saved-state stride).
     """
@@ -103,6 +106,7 @@ class BlockSizes:
     tpu_block_l: int = 128
     align_l: int = 4
     prefetch: bool = False
+    tiles_n1: bool = False
 
     @classmethod
     def get_default(cls, n: int = 1) -> BlockSizes:
@@ -173,18 +177,26 @@ def _iota(shape, axis):
     return lax.broadcasted_iota(jnp.int32, shape, axis)
 
 
-def _gpu_fwd_kernel(
-    u_ref, dt_ref, A_ref, B_ref, C_ref, y_ref, *hs_refs, l, dg, n, bd, bl, chunk, prefetch
-):  # fmt: skip
-    """One (batch, group, channel block): u, dt, y refs ``(bd, l)``, B, C ``(n, l)``, optional
-    states ``(nc, bd, n)``.  With ``prefetch`` the loop carries the next tile, loaded before the
-    current one is computed (the tile past the end is fully masked: no memory access)."""
+def _gpu_prologue(A_ref, *, dg, n, bd):
+    """Masks of this program's channel block and its ``A`` ``(bd, n')``, n' = n padded to 2^k:
+    ``(rmask (bd,), nmask (n',), hmask (bd, n'), A)``."""
     np_ = _next_pow2(n)
-    rows = pl.program_id(2) * bd + _iota((bd,), 0)
-    rmask = rows < dg
+    rmask = pl.program_id(2) * bd + _iota((bd,), 0) < dg
     nmask = _iota((np_,), 0) < n
     hmask = rmask[:, None] & nmask[None, :]
     A = plgpu.load(A_ref.at[pl.ds(0, bd), pl.ds(0, np_)], mask=hmask, other=0.0).astype(_F32)
+    return rmask, nmask, hmask, A
+
+
+def _gpu_fwd_kernel(
+    u_ref, dt_ref, A_ref, B_ref, C_ref, y_ref, *hs_refs, l, dg, n, bd, bl, chunk, prefetch, tiles
+):  # fmt: skip
+    """One (batch, group, channel block): u, dt, y refs ``(bd, l)``, B, C ``(n, l)``, optional
+    states ``(nc, bd, n)``.  With ``prefetch`` the loop carries the next tile, loaded before the
+    current one is computed (the tile past the end is fully masked: no memory access).  With
+    ``tiles`` (n = 1 only) decays, inputs and outputs are computed on whole tiles."""
+    np_ = _next_pow2(n)
+    rmask, nmask, hmask, A = _gpu_prologue(A_ref, dg=dg, n=n, bd=bd)
     col = _iota((bd, bl), 1)
     ncol = _iota((np_, bl), 1)
 
@@ -212,6 +224,18 @@ def _gpu_fwd_kernel(
         plgpu.store(y_ref.at[pl.ds(0, bd), pl.ds(i * bl, bl)], y, mask=masks(i)[0])
         return h
 
+    def compute_tiles(i, h, x):  # n = 1: h (bd, 1); only the state update is sequential
+        u, dt, Bt, Ct = x
+        a, b = jnp.exp(dt * A), dt * u * Bt
+        hs = jnp.zeros((bd, bl), _F32)
+        for k in range(bl):
+            h = _col(a, col, k)[:, None] * h + _col(b, col, k)[:, None]
+            hs = jnp.where(col == k, h, hs)
+        plgpu.store(y_ref.at[pl.ds(0, bd), pl.ds(i * bl, bl)], hs * Ct, mask=masks(i)[0])
+        return h
+
+    if tiles:
+        compute = compute_tiles
     if prefetch:  # carry: (state, tile i)
 
         def tile(i, carry):
@@ -241,7 +265,7 @@ def _gpu_fwd_kernel(
 def _gpu_bwd_kernel(
     u_ref, dt_ref, A_ref, B_ref, C_ref, hs_ref, dy_ref, nc_ref,
     du_ref, ddt_ref, dA_ref, dB_ref, dC_ref,
-    *, l, dg, n, bd, chunk,
+    *, l, dg, n, bd, chunk, tiles,
 ):  # fmt: skip
     """Reverse sweep of one (batch, group, channel block), ``chunk`` steps at a time.
 
@@ -251,11 +275,7 @@ def _gpu_bwd_kernel(
     memory (the stage-4 backward was 3.5× slower than ``lax.scan``).
     """
     np_ = _next_pow2(n)
-    rows = pl.program_id(2) * bd + _iota((bd,), 0)
-    rmask = rows < dg
-    nmask = _iota((np_,), 0) < n
-    hmask = rmask[:, None] & nmask[None, :]
-    A = plgpu.load(A_ref.at[pl.ds(0, bd), pl.ds(0, np_)], mask=hmask, other=0.0).astype(_F32)
+    rmask, nmask, hmask, A = _gpu_prologue(A_ref, dg=dg, n=n, bd=bd)
     col = _iota((bd, chunk), 1)
     ncol = _iota((np_, chunk), 1)
     nc = pl.cdiv(l, chunk)
@@ -309,6 +329,45 @@ def _gpu_bwd_kernel(
         plgpu.store(dC_ref.at[pl.ds(0, np_), pl.ds(t0, chunk)], dC_t, mask=mn)
         return g_next, dA
 
+    def chunk_body_tiles(ci, carry):  # n = 1: only the two recurrences are sequential
+        g_next, dA = carry  # (bd, 1)
+        c = nc - 1 - ci
+        t0 = c * chunk
+        tmask = t0 + _iota((chunk,), 0) < l
+        m = rmask[:, None] & tmask[None, :]
+        mn = nmask[:, None] & tmask[None, :]
+
+        def ld(ref, rr, mask):
+            x = plgpu.load(ref.at[pl.ds(0, rr), pl.ds(t0, chunk)], mask=mask, other=0.0)
+            return x.astype(_F32)
+
+        u, dt, dy = (ld(r, bd, m) for r in (u_ref, dt_ref, dy_ref))
+        Bt, Ct = (ld(r, 1, mn) for r in (B_ref, C_ref))
+        h = plgpu.load(hs_ref.at[c, pl.ds(0, bd), pl.ds(0, 1)], mask=hmask, other=0.0)
+        a, du_in = jnp.exp(dt * A), dt * u
+        b = du_in * Bt
+        h_prev = jnp.zeros((bd, chunk), _F32)  # state before each step
+        for k in range(chunk):
+            h_prev = jnp.where(col == k, h, h_prev)
+            h = _col(a, col, k)[:, None] * h + _col(b, col, k)[:, None]
+        dyC = dy * Ct
+        gs = jnp.zeros((bd, chunk), _F32)  # adjoint of the state after each step
+        for k in reversed(range(chunk)):
+            g = g_next + _col(dyC, col, k)[:, None]
+            gs = jnp.where(col == k, g, gs)
+            g_next = g * _col(a, col, k)[:, None]
+        gB = gs * Bt
+        gha = gs * h_prev * a
+        plgpu.store(du_ref.at[pl.ds(0, bd), pl.ds(t0, chunk)], gB * dt, mask=m)
+        plgpu.store(ddt_ref.at[pl.ds(0, bd), pl.ds(t0, chunk)], gB * u + gha * A, mask=m)
+        dB_t = jnp.sum(gs * du_in, axis=0, keepdims=True)
+        dC_t = jnp.sum(dy * (a * h_prev + b), axis=0, keepdims=True)
+        plgpu.store(dB_ref.at[pl.ds(0, 1), pl.ds(t0, chunk)], dB_t, mask=mn)
+        plgpu.store(dC_ref.at[pl.ds(0, 1), pl.ds(t0, chunk)], dC_t, mask=mn)
+        return g_next, dA + jnp.sum(gha * dt, axis=1, keepdims=True)
+
+    if tiles:
+        chunk_body = chunk_body_tiles
     zeros = jnp.zeros((bd, np_), _F32)
     _, dA = lax.fori_loop(0, nc_ref[0], chunk_body, (zeros, zeros))
     plgpu.store(dA_ref.at[pl.ds(0, bd), pl.ds(0, np_)], dA, mask=hmask)
@@ -331,8 +390,9 @@ def _gpu_fwd(u, dt, A, B, C, *, bs: BlockSizes, interpret: bool, save: bool):
         out_shape.append(jax.ShapeDtypeStruct((b, g, nc, dg, n), _F32))
         out_specs.append(pl.BlockSpec((None, None, nc, bd, n), lambda i, j, k: (i, j, 0, k, 0)))
     kernel = functools.partial(
-        _gpu_fwd_kernel, l=l, dg=dg, n=n, bd=bd, bl=bs.block_l, chunk=chunk, prefetch=bs.prefetch
-    )
+        _gpu_fwd_kernel, l=l, dg=dg, n=n, bd=bd, bl=bs.block_l, chunk=chunk,
+        prefetch=bs.prefetch, tiles=bs.tiles_n1 and n == 1,
+    )  # fmt: skip
     out = pl.pallas_call(
         kernel,
         grid=grid,
@@ -363,7 +423,9 @@ def _gpu_bwd(u, dt, A, B, C, hs, dy, *, bs: BlockSizes, interpret: bool):
     bc = pl.BlockSpec((None, None, n, l), lambda i, j, k: (i, j, 0, 0))
     part = pl.BlockSpec((None, None, None, n, l), lambda i, j, k: (i, j, k, 0, 0))
     f32 = lambda *s: jax.ShapeDtypeStruct(s, _F32)
-    kernel = functools.partial(_gpu_bwd_kernel, l=l, dg=dg, n=n, bd=bd, chunk=chunk)
+    kernel = functools.partial(
+        _gpu_bwd_kernel, l=l, dg=dg, n=n, bd=bd, chunk=chunk, tiles=bs.tiles_n1 and n == 1
+    )
     du, ddt, dA, dB, dC = pl.pallas_call(
         kernel,
         grid=(b, g, nb),
