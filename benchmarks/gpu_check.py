@@ -56,18 +56,18 @@ STAGES_DRY = {
 CHECKS = [(2, 384, 1, 3136, 4), (4, 96, 16, 197, 4), (3, 100, 1, 49, 4), (2, 64, 3, 300, 1)]
 CHECKS_DRY = [(2, 32, 1, 45, 4), (1, 24, 16, 20, 4), (1, 12, 3, 19, 1)]
 _DEF = sp.BlockSizes.get_default(1)  # the default of section (b), "default" in the sweep
-_T = dataclasses.replace(sp.BlockSizes(), tiles_n1=True)
 _ALL = ("stage1", "stage2", "stage3", "stage4")
+_R = dataclasses.replace
 SWEEP = {  # label: (block sizes, stages); tried in this order per stage
-    "tiles": (_T, _ALL),
-    "tiles_pf": (dataclasses.replace(_T, prefetch=True), _ALL),
-    "tiles_l16": (dataclasses.replace(_T, block_l=16, chunk=16), _ALL),
-    "tiles_c16": (dataclasses.replace(_T, chunk=16), _ALL),
-    "tiles_d32": (dataclasses.replace(_T, block_d=32), _ALL),
-    "tiles_nopad": (dataclasses.replace(_T, align_l=1), ("stage4",)),  # l = 49 unaligned
-    "pf": (sp.BlockSizes(prefetch=True), ("stage1", "stage4")),
+    "general_l8": (sp.BlockSizes(), _ALL),  # the general kernels, 8-step tiles (run 2 default)
+    "tiles_l8": (sp.BlockSizes(tiles_n1=True), ("stage1",)),
+    "tiles_l32": (_R(_DEF, block_l=32, chunk=32), _ALL),
+    "tiles_d8": (_R(_DEF, block_d=8, block_d_bwd=8), _ALL),
+    "tiles_d32w2": (_R(_DEF, block_d=32, num_warps=2, block_d_bwd=32, num_warps_bwd=2), _ALL),
+    "tiles_pf": (_R(_DEF, prefetch=True), ("stage1", "stage4")),
+    "tiles_nopad": (_R(_DEF, align_l=1), ("stage4",)),  # l = 49 unaligned
 }
-CHECK_CONFIGS = {"default": None, "tiles": _T}  # section (a) checks both kernels
+CHECK_CONFIGS = {"default": None, "general": sp.BlockSizes()}  # (a) checks both n = 1 kernels
 TOL_FWD, TOL_GRAD = 1e-5, 1e-4
 
 
@@ -146,7 +146,7 @@ def check_correctness(shapes, interpret, budget):
         (cfg, shape)
         for cfg, bs in CHECK_CONFIGS.items()
         for shape in shapes
-        if bs is None or (bs.tiles_n1 and shape[2] == 1)
+        if bs is None or shape[2] == 1
     ]
     for cfg, (b, d, n, l, g) in cases:
         label = f"{cfg}: b={b} d={d} n={n} l={l} g={g}"

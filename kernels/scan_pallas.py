@@ -112,12 +112,13 @@ class BlockSizes:
     def get_default(cls, n: int = 1) -> BlockSizes:
         """Defaults for state size ``n``.
 
-        n = 1: 16 channels and 8-step chunks per one-warp program (fastest forward+backward of
-        the H100 sweep, stages 1 and 3 of VMamba-T); the backward then needs ~100 registers
-        and does not spill (32 channels × 16-step chunks used all 255 and spilled).
+        n = 1: the whole-tile kernels (``tiles_n1``), 16 channels per one-warp program, 16-step
+        tiles and chunks: the fastest forward at stages 1–4 of VMamba-T and the fastest
+        forward+backward at stages 2–4 in the H200 sweep (``benchmarks/results/
+        gpu_check_h200_run3.log``; stage 1 forward+backward 3% behind the 8-step kernels).
         """
         if n <= 1:
-            return cls()
+            return cls(block_l=16, chunk=16, tiles_n1=True)
         return cls(
             block_d=16, block_l=8, chunk=8, block_d_bwd=16, num_warps=2, num_warps_bwd=2,
             num_stages=2,

@@ -207,8 +207,9 @@ class TestErrors:
             sp.scan(*x, interpret=True, block_sizes=(8, 8))
 
     def test_default_block_sizes(self):
-        assert sp.BlockSizes.get_default() == sp.BlockSizes()
-        d = sp.BlockSizes.get_default(1)  # the H100 sweep's best forward+backward (d16c8s3)
-        assert (d.block_d, d.block_l, d.chunk, d.block_d_bwd, d.num_stages) == (16, 8, 8, 16, 3)
+        d = sp.BlockSizes.get_default(1)  # the H200 sweep's best (run 3: "tiles_l16")
+        assert sp.BlockSizes.get_default() == d and d.tiles_n1
+        assert (d.block_d, d.block_l, d.chunk, d.block_d_bwd, d.num_stages) == (16, 16, 16, 16, 3)
+        assert not sp.BlockSizes().tiles_n1  # the general kernels unless asked
         assert sp.BlockSizes.get_default(16).block_d <= sp.BlockSizes.get_default(1).block_d
         sp.BlockSizes.get_default(16).validate()
