@@ -6,6 +6,8 @@ data order/augmentation seed s), trains :func:`jaxmamba.train.default_model_conf
 ``--depths``) with :func:`jaxmamba.train.fit`, reports the test accuracy, and measures the
 paper's findings (:func:`jaxmamba.metrics.summarize`: block distinctness, sequence locality,
 attention distance per stage) on the mean attention maps of the first ``--n-maps`` test digits.
+The seed-0 models are also scanned in every other order with the same number of routes (the
+order swap table): how much a trained model depends on its order.
 Writes ``orders_study.md``, ``orders_study.json`` and ``orders_findings.png`` into ``--out``.
 
 The exact command that produced ``examples/results/`` and the README's study section (its time
@@ -80,7 +82,7 @@ def init_model(config, seed: int):
 
 
 def run_one(order, seed, *, epochs, size, depths, dims, train, test, n_maps, batch_size):
-    """Train one model; return its record (accuracy, timing, findings)."""
+    """Train one model; return it and its record (accuracy, timing, findings)."""
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, seed=seed, order=order,
         warmup_epochs=min(1.0, epochs), eval_every=0,
@@ -94,7 +96,7 @@ def run_one(order, seed, *, epochs, size, depths, dims, train, test, n_maps, bat
     scores = evaluate_metrics(model, *test, order=order)
     tic = time.perf_counter()
     findings = summarize(model, test[0][:n_maps], order=order, batch_size=64, seed=seed)
-    return {
+    return model, {
         "order": order,
         "seed": seed,
         "test_accuracy": scores["accuracy"],
@@ -172,6 +174,42 @@ def accuracy_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
+SWAP_NOTE = (
+    "Test accuracy / loss of each seed-0 model (rows: the order it was trained in) scanned in "
+    "every order with the same number of routes (columns): how much the trained model depends "
+    "on its order."
+)
+
+
+def order_swap(models: dict, test) -> dict:
+    """``{trained order: {scan order: {"accuracy", "loss"}}}`` among orders with equal K."""
+    out = {}
+    for trained, model in models.items():
+        k = model.config.k_routes
+        out[trained] = {
+            order: evaluate_metrics(model, *test, order=order)
+            for order in models
+            if as_order(order).num_routes(2, 2) == k
+        }
+    return out
+
+
+def swap_table(swap: dict) -> str:
+    """Rows: trained order; columns: scan order (K = 4 orders only); cells: accuracy / loss."""
+    cols = [o for o, row in swap.items() if len(row) > 1]
+    if not cols:
+        return "(no two trained orders share a route count)"
+    rows = ["| trained \\ scanned | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for trained in cols:
+        cells = [
+            f"{swap[trained][c]['accuracy']:.4f} / {swap[trained][c]['loss']:.4f}"
+            if c in swap[trained] else "–"
+            for c in cols
+        ]  # fmt: skip
+        rows.append(f"| {trained} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def findings_table(summary: dict) -> str:
     stages = list(next(iter(summary.values()))["stages"])
     heads = {"block_distinctness": "distinct", "sequence_locality": "locality",
@@ -206,12 +244,13 @@ def figure(summary: dict, path: Path) -> None:
     plots.save(fig, path, dpi=80)
 
 
-def readme_block(command: str, setup: str, summary: dict, figure_path: str) -> str:
-    """The README's study section body: command, set-up, both tables, the figure."""
+def readme_block(command: str, setup: str, summary: dict, swap: dict, figure_path: str) -> str:
+    """The README's study section body: command, set-up, the three tables, the figure."""
     return (
         f"{README_START}\n"
         f"Produced by `{command}`.\n\n{setup}\n\n"
         f"{accuracy_table(summary)}\n\n"
+        f"Order swap: {SWAP_NOTE}\n\n{swap_table(swap)}\n\n"
         "Findings per stage (mean over seeds): distinct = silhouette of block labels in a joint "
         "PCA of the stage's attention rows; locality = Spearman ρ of scan-order distance vs "
         "attention-row distance; distance = attention-weighted mean spatial distance / grid "
@@ -247,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--orders", nargs="+", default=list(ORDER_NAMES), choices=ORDER_NAMES)
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per order")
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--size", type=int, default=32, help="image size (multiple of 32)")
+    parser.add_argument("--size", type=int, default=64, help="image size (multiple of 32)")
     parser.add_argument("--depths", default="2-2-1-1", help="blocks per stage")
     parser.add_argument("--dims", type=int, default=16, help="stage-0 width")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -260,7 +299,8 @@ def main(argv: list[str] | None = None) -> dict:
     )  # fmt: skip
     parser.add_argument(
         "--smoke", action="store_true",
-        help="CI check: 1 epoch, 1 seed, 64 images, one-stage model, orders cross and raster",
+        help="CI check: 1 epoch, 1 seed, 64 images at 32x32, one-stage model, orders cross, "
+        "diagonal and raster",
     )  # fmt: skip
     args = parser.parse_args(argv)
     readme = None if args.readme is None else Path(args.readme)
@@ -271,9 +311,9 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"--readme: {e}")
     if args.smoke:
         args.epochs, args.seeds, args.limit, args.n_maps, args.batch_size = 1, 1, 64, 16, 32
-        args.depths, args.dims = "1", 8
+        args.depths, args.dims, args.size = "1", 8, 32
         if args.orders == list(ORDER_NAMES):
-            args.orders = ["cross", "raster"]
+            args.orders = ["cross", "diagonal", "raster"]
     depths = tuple(int(d) for d in args.depths.split("-"))
     command = "python examples/orders_study.py" + "".join(
         " " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
@@ -283,21 +323,24 @@ def main(argv: list[str] | None = None) -> dict:
     if args.limit is not None:
         train = (train[0][: args.limit], train[1][: args.limit])
         test = (test[0][: args.limit], test[1][: args.limit])
-    runs = []
+    runs, first = [], {}
     tic = time.perf_counter()
     for order in args.orders:
         for seed in range(args.seeds):
-            r = run_one(
+            model, r = run_one(
                 order, seed, epochs=args.epochs, size=args.size, depths=depths, dims=args.dims,
                 train=train, test=test, n_maps=args.n_maps, batch_size=args.batch_size,
             )  # fmt: skip
             runs.append(r)
+            if seed == 0:
+                first[order] = model
             print(
                 f"{order:13s} seed {seed}: test acc {r['test_accuracy']:.4f}, "
                 f"train {r['train_seconds']:.0f} s, findings {r['findings_seconds']:.0f} s "
                 f"({time.perf_counter() - tic:.0f} s so far)",
                 flush=True,
             )
+    swap = order_swap(first, test)
     summary = aggregate(runs)
     total = time.perf_counter() - tic
     out = Path(args.out)
@@ -314,6 +357,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"# Orders study\n\nProduced by `{command}`.\n\n{setup}\n\n## Test accuracy\n\n"
         f"{accuracy_table(summary)}\n\ns / epoch: steady state (the first epoch of each order's "
         "first run, which compiles, left out); train s / run: mean wall time of `fit`.\n\n"
+        "## Order swap (seed 0)\n\n"
+        f"{swap_table(swap)}\n\n{SWAP_NOTE}\n\n"
         "## Findings per stage\n\n"
         f"{findings_table(summary)}\n\n"
         "distinct: silhouette of block labels in a joint PCA of the stage's blocks' attention rows "
@@ -324,13 +369,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     (out / "orders_study.md").write_text(md)
     record = {"command": command, "setup": setup, "total_seconds": total, "summary": summary,
-              "runs": runs}  # fmt: skip
+              "order_swap": swap, "runs": runs}  # fmt: skip
     text = json.dumps(_no_nan(record), indent=1, default=float, allow_nan=False)
     (out / "orders_study.json").write_text(text + "\n")
     figure(summary, out / "orders_findings.png")
     if readme is not None:
         fig = os.path.relpath(out / "orders_findings.png", readme.resolve().parent)
-        update_readme(readme, readme_block(command, setup, summary, Path(fig).as_posix()))
+        update_readme(readme, readme_block(command, setup, summary, swap, Path(fig).as_posix()))
     print(md)
     return record
 

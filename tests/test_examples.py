@@ -33,7 +33,12 @@ def test_orders_study_smoke(tmp_path):
     tmp_path = tmp_path / "res"
     assert "locality 0" in md and "distance 0" in md
     saved = json.loads((tmp_path / "orders_study.json").read_text())
-    assert saved["summary"].keys() == {"cross", "raster"}
+    assert saved["summary"].keys() == {"cross", "diagonal", "raster"}
+    swap = saved["order_swap"]
+    assert swap.keys() == {"cross", "diagonal", "raster"}
+    assert swap["cross"].keys() == {"cross", "diagonal"} and swap["raster"].keys() == {"raster"}
+    assert swap["cross"]["cross"]["accuracy"] == saved["runs"][0]["test_accuracy"]
+    assert "## Order swap (seed 0)" in md and "| trained \\ scanned | cross | diagonal |" in md
     for order, s in saved["summary"].items():
         acc, _ = s["test_accuracy"]
         loss, _ = s["test_loss"]
@@ -43,7 +48,7 @@ def test_orders_study_smoke(tmp_path):
     assert (tmp_path / "orders_findings.png").stat().st_size > 1000
     # raster trained a K = 1 model, sliced from the official K = 4 initialisation
     assert record["summary"]["raster"]["k_routes"] == 1
-    assert len(record["runs"]) == 2 and all(r["epoch_seconds"] for r in record["runs"])
+    assert len(record["runs"]) == 3 and all(r["epoch_seconds"] for r in record["runs"])
 
 
 def test_orders_study_readme_without_markers(tmp_path, capsys):
