@@ -109,16 +109,19 @@ class BlockSizes:
     tiles_n1: bool = False
 
     @classmethod
-    def get_default(cls, n: int = 1) -> BlockSizes:
-        """Defaults for state size ``n``.
+    def get_default(cls, n: int = 1, l: int | None = None) -> BlockSizes:
+        """Defaults for state size ``n`` and sequence length ``l`` (None: long).
 
-        n = 1: the whole-tile kernels (``tiles_n1``), 16 channels per one-warp program, 16-step
-        tiles and chunks: the fastest forward at stages 1–4 of VMamba-T and the fastest
-        forward+backward at stages 2–4 in the H200 sweep (``benchmarks/results/
-        gpu_check_h200_run3.log``; stage 1 forward+backward 3% behind the 8-step kernels).
+        n = 1: the whole-tile kernels (``tiles_n1``) with one-warp programs and 16-step tiles
+        and chunks; 16 channels per program, 8 when l ≤ 256 (more programs when each is
+        short).  On the H100 (``benchmarks/results/gpu_check_h100_run4.log``) these were the
+        fastest forward+backward settings of the sweep at stages 1–4 of VMamba-T (stage 1
+        forward within 1% of the best); on the H200 (``gpu_check_h200_run3.log``) 16-step
+        whole-tile kernels beat the general 8-step kernels at stages 2–4.
         """
         if n <= 1:
-            return cls(block_l=16, chunk=16, tiles_n1=True)
+            bd = 8 if l is not None and l <= 256 else 16
+            return cls(block_d=bd, block_l=16, chunk=16, block_d_bwd=bd, tiles_n1=True)
         return cls(
             block_d=16, block_l=8, chunk=8, block_d_bwd=16, num_warps=2, num_warps_bwd=2,
             num_stages=2,
@@ -821,7 +824,7 @@ def scan(u, dt, A, B, C, *, interpret: bool = False, block_sizes=None, platform=
       A: ``(d, n)`` (< 0).
       B, C: ``(b, g, n, l)``; channel d uses group ``d // (d / g)``.
       interpret: run the kernels in the Pallas interpreter (CPU).
-      block_sizes: :class:`BlockSizes` (default ``BlockSizes.get_default(n)``).
+      block_sizes: :class:`BlockSizes` (default ``BlockSizes.get_default(n, l)``).
       platform: ``"gpu"`` (Triton-style kernels), ``"tpu"`` (Mosaic-style kernels) or ``None``
         (from ``jax.default_backend()``; GPU-style elsewhere, for the interpreter).
 
@@ -834,7 +837,7 @@ def scan(u, dt, A, B, C, *, interpret: bool = False, block_sizes=None, platform=
     (1, 2, 5)
     """
     _check(u, dt, A, B, C)
-    bs = block_sizes if block_sizes is not None else BlockSizes.get_default(A.shape[1])
+    bs = block_sizes if block_sizes is not None else BlockSizes.get_default(A.shape[1], u.shape[-1])
     if not isinstance(bs, BlockSizes):
         raise ScanError(f"block_sizes must be a BlockSizes, got {type(bs).__name__}")
     bs.validate()

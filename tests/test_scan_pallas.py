@@ -29,7 +29,7 @@ def make_raw(b=2, d=96, n=1, l=37, g=4, seed=0, a_max=24.0):
     return dict(u=u, delta=delta, A=A, B=B, C=C, D=D, delta_bias=bias)
 
 
-CASES = [(1, 4, 37), (1, 1, 100), (16, 4, 53), (16, 1, 37)]  # (n, g, l), d = 96
+CASES = [(1, 4, 37), (1, 1, 100), (1, 4, 300), (16, 4, 53), (16, 1, 37)]  # (n, g, l), d = 96
 
 
 class TestInterpret:
@@ -207,9 +207,13 @@ class TestErrors:
             sp.scan(*x, interpret=True, block_sizes=(8, 8))
 
     def test_default_block_sizes(self):
-        d = sp.BlockSizes.get_default(1)  # the H200 sweep's best (run 3: "tiles_l16")
-        assert sp.BlockSizes.get_default() == d and d.tiles_n1
+        d = sp.BlockSizes.get_default(1)  # the H100 sweep's best (run 4: "default")
+        assert sp.BlockSizes.get_default() == d == sp.BlockSizes.get_default(1, 3136)
         assert (d.block_d, d.block_l, d.chunk, d.block_d_bwd, d.num_stages) == (16, 16, 16, 16, 3)
+        assert d.tiles_n1
+        short = sp.BlockSizes.get_default(1, 49)  # run 4's "tiles_d8" at stages 3 and 4
+        assert short == sp.BlockSizes.get_default(1, 256)
+        assert (short.block_d, short.block_d_bwd, short.block_l, short.chunk) == (8, 8, 16, 16)
         assert not sp.BlockSizes().tiles_n1  # the general kernels unless asked
         assert sp.BlockSizes.get_default(16).block_d <= sp.BlockSizes.get_default(1).block_d
         sp.BlockSizes.get_default(16).validate()
