@@ -15,6 +15,7 @@ skips the batches already counted, so no image is counted twice.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -28,8 +29,7 @@ from jax.sharding import PartitionSpec as PS
 
 from jaxmamba.attention import _check_options, _extract
 from jaxmamba.checkpoint import quiet_orbax
-from jaxmamba.model import Model, check_images, select_blocks
-from jaxmamba.orders import as_order
+from jaxmamba.model import Model, _resolve_order, check_images, select_blocks
 
 __all__ = ["AggregateError", "attention_mean", "rollout"]
 
@@ -51,9 +51,11 @@ class _Options:
     image_shape: tuple[int, ...]
 
 
-def _batch_sum(model, images, valid, order, names, routes, channels, include_skip, normalize):
+def _batch_sum(
+    model, images, valid, order, names, routes, channels, include_skip, normalize, soft=None
+):  # fmt: skip
     maps = _extract(
-        model, images, order, names, routes, channels, include_skip, normalize, None, None
+        model, images, order, names, routes, channels, include_skip, normalize, None, None, soft
     )
     w = valid.astype(jnp.float32)
     return {k: jnp.tensordot(w, v, axes=(0, 0)) for k, v in maps.items()}
@@ -108,7 +110,8 @@ def attention_mean(
       batches: an iterable of ``(B, H, W, 3)`` image arrays (or ``(images, labels)`` tuples),
         all of the same H and W.  To resume, it must yield the same batches in the same order.
       order, blocks, routes, channels, include_skip, normalize: as in
-        :func:`jaxmamba.attention.extract_attention` (normalisation is applied per image).
+        :func:`jaxmamba.attention.extract_attention` (normalisation is applied per image);
+        soft routes ``{(h, w): (K, L, L)}`` too (a resumed run must use the same ones).
       out_dir: where to keep the resumable state (Orbax); ``None`` keeps nothing.
       save_every: batches between saves.
       progress: show a progress bar; total: number of batches, for the bar.
@@ -126,7 +129,8 @@ def attention_mean(
     """
     channels = _check_options(routes, channels, normalize)
     names = select_blocks(model.config, blocks)
-    order = as_order(order)
+    order, soft = _resolve_order(model.config, order)
+    order_id = order.name if soft is None else _soft_id(soft)
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
     manager, sums, count, done, options = None, None, 0, 0, None
     first_size = 0
@@ -144,7 +148,7 @@ def attention_mean(
             check_images(model.config, images)
             if options is None:
                 options = _Options(
-                    order.name, names, routes, channels, include_skip, normalize,
+                    order_id, names, routes, channels, include_skip, normalize,
                     tuple(images.shape[1:]),
                 )  # fmt: skip
                 if out_dir is not None:
@@ -161,7 +165,7 @@ def attention_mean(
             first_size = first_size or int(images.shape[0])
             x, valid = _global_batch(images, mesh, first_size)
             part = _batch_sum_jit(
-                model, x, valid, order, names, routes, channels, include_skip, normalize
+                model, x, valid, order, names, routes, channels, include_skip, normalize, soft
             )
             sums = part if sums is None else {k: sums[k] + part[k] for k in sums}
             count += int(images.shape[0]) * jax.process_count()
@@ -179,6 +183,15 @@ def attention_mean(
     out = {k: v / count for k, v in sums.items()}
     out["count"] = count
     return out
+
+
+def _soft_id(soft: dict) -> str:
+    """A content fingerprint of soft routes (what a resumed run must match)."""
+    digest = hashlib.sha256()
+    for key in sorted(soft):
+        value = np.ascontiguousarray(np.asarray(soft[key], np.float32))
+        digest.update(key.encode() + value.tobytes())
+    return "soft:" + digest.hexdigest()[:16]
 
 
 def _open(out_dir, options: _Options):

@@ -359,14 +359,17 @@ def summarize(
     Args:
       model: a :class:`~jaxmamba.Model`.
       images: ``(N, H, W, 3)`` float images.
-      order: the (hard) patch order to scan in (name, routes, ...; default ``"cross"``).
+      order: the patch order to scan in (name, routes, ...; default ``"cross"``), or soft
+        routes ``{(h, w): (K, L, L)}`` (:mod:`jaxmamba.soft_orders`); sequence locality then
+        uses the nearest hard routes (:func:`jaxmamba.soft_orders.hard_routes`).
       blocks: block selection as in ``extract_attention`` (default all).
       batch_size: images per extraction.
       method, seed: of :func:`block_distinctness`; max_pairs, seed: of :func:`sequence_locality`.
 
     Returns:
-      ``{"order": name, "images": N, "blocks": {name: {"grid": [h, w], "attention_distance":
-      patches, "attention_distance_norm": fraction of the diagonal, "sequence_locality": rho}},
+      ``{"order": name ("soft" for soft routes), "images": N, "blocks": {name: {"grid":
+      [h, w], "attention_distance": patches, "attention_distance_norm": fraction of the
+      diagonal, "sequence_locality": rho}},
       "stages": {"layers.i": {"grid", "blocks": count, "block_distinctness" (NaN with one
       block or one patch), "attention_distance", "attention_distance_norm", "sequence_locality"
       (means over the stage's blocks, NaN-skipping)}}}``.
@@ -378,13 +381,14 @@ def summarize(
     (['layers.0', 'layers.1', 'layers.2', 'layers.3'], 2, 2)
     """
     from jaxmamba.aggregate import attention_mean
-    from jaxmamba.model import check_images, select_blocks
-    from jaxmamba.orders import as_order
+    from jaxmamba.model import _resolve_order, check_images, select_blocks
+    from jaxmamba.soft_orders import hard_routes
 
     check_images(model.config, images)
     if batch_size < 1:
         raise MetricsError(f"batch_size must be >= 1, got {batch_size}")
-    order = as_order(order)
+    hard, soft = _resolve_order(model.config, order)
+    order = hard if soft is None else order
     names = select_blocks(model.config, blocks)
     n, height, width = images.shape[:3]
     batches = [images[i : i + batch_size] for i in range(0, n, batch_size)]
@@ -394,7 +398,7 @@ def summarize(
         stage, _ = _block_id(name)
         h, w = model.config.stage_grid(stage, height, width)
         a = np.asarray(mean[name], np.float64)
-        routes = order.routes(h, w)
+        routes = hard.routes(h, w) if soft is None else hard_routes(soft[f"{h}x{w}"])
         out_blocks[name] = {
             "grid": [h, w],
             "attention_distance": attention_distance(a, h, w),
@@ -418,7 +422,8 @@ def summarize(
                 for key in ("attention_distance", "attention_distance_norm", "sequence_locality")
             },
         }
-    return {"order": order.name, "images": int(n), "blocks": out_blocks, "stages": stages}
+    name = hard.name if soft is None else "soft"
+    return {"order": name, "images": int(n), "blocks": out_blocks, "stages": stages}
 
 
 def _nanmean(values) -> float:

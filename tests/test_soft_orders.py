@@ -48,6 +48,36 @@ def test_sharp_soft_routes_equal_the_hard_order(model_and_images):
         assert rel_err(a[k], b[k]) < 1e-4
 
 
+def test_soft_routes_in_attention_mean_and_summarize(model_and_images, tmp_path):
+    """Sharp soft spiral routes average and summarize like the hard spiral order; a resumed mean
+    refuses other soft routes."""
+    from jaxmamba.aggregate import AggregateError, attention_mean
+    from jaxmamba.metrics import summarize
+
+    m, x = model_and_images
+    x2 = jnp.concatenate([x, -x])
+    soft = {
+        g: so.soft_routes(so.route_logits(jaxmamba.make_routes("spiral", *g), 40.0)) for g in GRIDS
+    }
+    mean_soft = attention_mean(m, [x2[:1], x2[1:]], order=soft, blocks=[1, 3], progress=False,
+                               out_dir=tmp_path / "mean")  # fmt: skip
+    mean_hard = attention_mean(m, [x2[:1], x2[1:]], order="spiral", blocks=[1, 3], progress=False)
+    assert int(mean_soft["count"]) == 2
+    for k in ("layers.1.blocks.0", "layers.3.blocks.0"):
+        assert rel_err(mean_soft[k], mean_hard[k]) < 1e-4
+    other = {g: so.soft_routes(so.route_logits(jaxmamba.make_routes("cross", *g), 40.0))
+             for g in GRIDS}  # fmt: skip
+    with pytest.raises(AggregateError, match="other options"):
+        attention_mean(m, [x2], order=other, blocks=[1, 3], progress=False,
+                       out_dir=tmp_path / "mean")  # fmt: skip
+    s_soft = summarize(m, x2, order=soft, blocks=[1, 2])
+    s_hard = summarize(m, x2, order="spiral", blocks=[1, 2])
+    assert s_soft["order"] == "soft" and s_hard["order"] == "spiral"
+    for name, block in s_hard["blocks"].items():
+        for key, value in block.items():
+            assert s_soft["blocks"][name][key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
+
+
 def test_gradient_wrt_ordering_logits_matches_finite_differences(model_and_images):
     m, x = model_and_images
     base = {g: so.route_logits(jaxmamba.make_routes("cross", *g), 2.0) for g in GRIDS}
