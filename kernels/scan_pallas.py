@@ -20,7 +20,10 @@ Design (letters: b batch, g group, d channel, dg = d / g channels per group, n s
   registers while a ``fori_loop`` walks the sequence in tiles of ``block_l`` steps.  A tile of
   u, Δ is loaded once (contiguous along l), its columns are taken out in registers, and y is
   written back one tile at a time.  Partial channel blocks and the sequence tail are masked
-  (Δ = u = 0 leaves the state unchanged).
+  (Δ = u = 0 leaves the state unchanged).  For n = 1 (VMamba's s1 models, the default
+  ``BlockSizes.tiles_n1``) decays ``exp(Δ A)``, inputs ``Δ B u``, outputs ``C h`` and all
+  gradients are computed on whole tiles; only ``h ← a h + b`` and the adjoint recurrence are
+  stepped (the general kernels also step the exponentials and per-step reductions).
 - TPU (Mosaic): grid ``(b, g, ⌈dg/bd⌉, ⌈l/tl⌉)`` with the sequence axis "arbitrary".  A
   ``(bd, tl)`` tile is transposed on chip so that channels lie on the 128 lanes and time on
   sublanes; the ``(n, bd)`` state is carried across sequence tiles in a VMEM scratch.
