@@ -110,6 +110,27 @@ class TestInterpret:
         for name, a, r in zip("u dt A B C".split(), g_pl, g_ref, strict=True):
             assert rel_err(a, r) < 1e-4, name
 
+    @pytest.mark.parametrize(
+        "bs",
+        [
+            sp.BlockSizes(),  # the general kernels at n = 1 (the default is the whole-tile one)
+            sp.BlockSizes(tiles_n1=True, prefetch=True, align_l=1, block_l=8, chunk=16),
+            sp.BlockSizes(tiles_n1=True, block_d=32, block_d_bwd=8, block_l=4, chunk=4),
+        ],
+        ids=["general", "tiles-prefetch-nopad", "tiles-d32-l4"],
+    )
+    def test_n1_kernels(self, bs):
+        """n = 1, 25 channels per group (partial blocks), l = 29: forward and gradients."""
+        x = make(b=2, d=100, n=1, l=29, g=4, seed=13)
+        f_pl = lambda *a: sp.scan(*a, interpret=True, block_sizes=bs, platform="gpu")
+        assert rel_err(f_pl(*x), scan64(*x)) < 1e-5
+        cot = np.random.default_rng(5).standard_normal(x[0].shape).astype(np.float32)
+        loss = lambda f: lambda *a: jnp.sum(f(*a) * cot)
+        g_pl = jax.grad(loss(f_pl), argnums=(0, 1, 2, 3, 4))(*x)
+        g_ref = jax.grad(loss(sp.scan_ref), argnums=(0, 1, 2, 3, 4))(*x)
+        for name, a, r in zip("u dt A B C".split(), g_pl, g_ref, strict=True):
+            assert rel_err(a, r) < 1e-4, name
+
     @pytest.mark.parametrize("platform", ["gpu", "tpu"])
     def test_bf16_inputs(self, platform):
         x = make(n=1, g=4, l=37, seed=5)
