@@ -130,7 +130,7 @@ def attention_mean(
     channels = _check_options(routes, channels, normalize)
     names = select_blocks(model.config, blocks)
     order, soft = _resolve_order(model.config, order)
-    order_id = order.name if soft is None else _soft_id(soft)
+    order_id = _soft_id(soft) if soft is not None else _order_id(order)
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
     manager, sums, count, done, options = None, None, 0, 0, None
     first_size = 0
@@ -183,6 +183,14 @@ def attention_mean(
     out = {k: v / count for k, v in sums.items()}
     out["count"] = count
     return out
+
+
+def _order_id(order) -> str:
+    """What a resumed run must match: the name of a named order (or of a callable, which has no
+    content to compare), the name and a content fingerprint of route arrays and tables."""
+    if order.key[0] in ("named", "callable"):
+        return order.name
+    return f"{order.name}:" + hashlib.sha256(repr(order.key).encode()).hexdigest()[:16]
 
 
 def _soft_id(soft: dict) -> str:

@@ -71,6 +71,27 @@ def test_resume_counts_no_image_twice(setup, tmp_path):
         attention_mean(model, data, blocks=BLOCKS, routes="each", out_dir=tmp_path, progress=False)
 
 
+def test_resume_refuses_other_custom_routes(setup, tmp_path):
+    model, data, _ = setup
+    routes = {
+        g: jaxmamba.make_routes(name, *g)
+        for g, name in [
+            ((16, 16), "cross"),
+            ((8, 8), "cross"),
+            ((4, 4), "cross"),
+            ((2, 2), "cross"),
+        ]
+    }
+    attention_mean(model, data[:1], order=routes, blocks=3, out_dir=tmp_path, progress=False)
+    again = attention_mean(
+        model, data[:1], order=dict(routes), blocks=3, out_dir=tmp_path, progress=False
+    )  # same content, another object: resumes
+    assert again["count"] == 3
+    routes[(2, 2)] = jaxmamba.make_routes("spiral", 2, 2)
+    with pytest.raises(AggregateError, match="other options"):
+        attention_mean(model, data[:1], order=routes, blocks=3, out_dir=tmp_path, progress=False)
+
+
 def test_errors(setup):
     model, data, _ = setup
     with pytest.raises(AggregateError, match="no images"):
