@@ -287,8 +287,9 @@ def _gpu_bwd_kernel(
     ncol = _iota((np_, chunk), 1)
     nc = pl.cdiv(l, chunk)
 
-    def chunk_body(ci, carry):
-        g_next, dA = carry  # g_next = exp(Δ_{t+1} A) g_{t+1}: the adjoint flowing into step t
+    def load_chunk(ci):
+        """Chunk ``nc − 1 − ci``: its start, masks (channels × time, states × time) and
+        u, dt, dy ``(bd, chunk)``, B, C ``(n', chunk)``, the state entering it ``(bd, n')``."""
         c = nc - 1 - ci
         t0 = c * chunk
         tmask = t0 + _iota((chunk,), 0) < l
@@ -302,6 +303,11 @@ def _gpu_bwd_kernel(
         u, dt, dy = (ld(r, bd, m) for r in (u_ref, dt_ref, dy_ref))
         Bt, Ct = (ld(r, np_, mn) for r in (B_ref, C_ref))
         h = plgpu.load(hs_ref.at[c, pl.ds(0, bd), pl.ds(0, np_)], mask=hmask, other=0.0)
+        return t0, m, mn, (u, dt, dy, Bt, Ct, h)
+
+    def chunk_body(ci, carry):
+        g_next, dA = carry  # g_next = exp(Δ_{t+1} A) g_{t+1}: the adjoint flowing into step t
+        t0, m, mn, (u, dt, dy, Bt, Ct, h) = load_chunk(ci)
         du_in = dt * u
         # Recompute the chunk's states from its boundary state: hist[k] = state before step k.
         dts = [_col(dt, col, k) for k in range(chunk)]
@@ -338,19 +344,7 @@ def _gpu_bwd_kernel(
 
     def chunk_body_tiles(ci, carry):  # n = 1: only the two recurrences are sequential
         g_next, dA = carry  # (bd, 1)
-        c = nc - 1 - ci
-        t0 = c * chunk
-        tmask = t0 + _iota((chunk,), 0) < l
-        m = rmask[:, None] & tmask[None, :]
-        mn = nmask[:, None] & tmask[None, :]
-
-        def ld(ref, rr, mask):
-            x = plgpu.load(ref.at[pl.ds(0, rr), pl.ds(t0, chunk)], mask=mask, other=0.0)
-            return x.astype(_F32)
-
-        u, dt, dy = (ld(r, bd, m) for r in (u_ref, dt_ref, dy_ref))
-        Bt, Ct = (ld(r, 1, mn) for r in (B_ref, C_ref))
-        h = plgpu.load(hs_ref.at[c, pl.ds(0, bd), pl.ds(0, 1)], mask=hmask, other=0.0)
+        t0, m, mn, (u, dt, dy, Bt, Ct, h) = load_chunk(ci)
         a, du_in = jnp.exp(dt * A), dt * u
         b = du_in * Bt
         h_prev = jnp.zeros((bd, chunk), _F32)  # state before each step
