@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmamba
-from jaxmamba.attention import _extract, extract_attention
+from jaxmamba.attention import AttentionOptions, compute_maps, extract_attention
 from jaxmamba.ss2d import cross_scan, scan_inputs
 
 
@@ -187,8 +187,8 @@ def main():
     if args.memory:
         x8 = jnp.asarray(rng.standard_normal((8, args.size, args.size, 3)), jnp.float32)
         names = model.config.block_names()
-        compiled = _extract.lower(
-            model, x8, jaxmamba.as_order(None), names, "sum", "mean", False, None, None, None
+        compiled = compute_maps.lower(
+            model, x8, jaxmamba.as_order(None), names, AttentionOptions()
         ).compile()
         mem = compiled.memory_analysis()
         jax.block_until_ready(extract_attention(model, x8))

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmamba.checkpoint import CheckpointError, _first_line
 from jaxmamba.config import VMambaConfig
+from jaxmamba.errors import CheckpointError, require
 from jaxmamba.model import Model
+from jaxmamba.store import first_line
 
 from .state_dict import state_dict_to_model, to_numpy
 
 __all__ = ["read_state_dict", "select_state_dict", "load_torch_checkpoint"]
 
-_EXTRA = "pip install 'jaxmamba[torch]'"
 # Globals that official training checkpoints pickle beside the weights: harmless config containers,
 # read as plain OrderedDicts (the class itself is never imported or called).
 _CONFIG_CLASSES = ("yacs.config.CfgNode",)
@@ -38,10 +38,7 @@ class _ConfigStandIn:
 
 
 def _import_torch():
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError(f"reading PyTorch checkpoints needs torch: {_EXTRA}") from e
+    torch = require("torch", "torch", "reading PyTorch checkpoints")
     return torch
 
 
@@ -69,14 +66,11 @@ def _torch_detail(e: Exception) -> str:
     if "Weights only load failed" in text:
         after = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
         return f"not a valid checkpoint ({after[0].strip() if after else 'unpickling failed'})"
-    return _first_line(e)
+    return first_line(e)
 
 
 def _read_safetensors(path: Path) -> dict:
-    try:
-        from safetensors.numpy import load_file
-    except ImportError as e:
-        raise ImportError(f"reading .safetensors files needs safetensors: {_EXTRA}") from e
+    load_file = require("safetensors.numpy", "torch", "reading .safetensors files").load_file
     try:
         return load_file(str(path))
     except Exception as e:  # SafetensorError, or a dtype NumPy lacks (bfloat16): retry with torch
@@ -86,13 +80,13 @@ def _read_safetensors(path: Path) -> dict:
         from safetensors.torch import load_file as load_torch_file
     except ImportError:
         raise CheckpointError(
-            f"cannot read {path} as safetensors: {type(first).__name__}: {_first_line(first)}"
+            f"cannot read {path} as safetensors: {type(first).__name__}: {first_line(first)}"
         ) from None
     try:
         return load_torch_file(str(path))
     except Exception as e:
         raise CheckpointError(
-            f"cannot read {path} as safetensors: {type(e).__name__}: {_first_line(e)}"
+            f"cannot read {path} as safetensors: {type(e).__name__}: {first_line(e)}"
         ) from None
 
 

@@ -45,8 +45,9 @@ from jaxmamba import data as D
 from jaxmamba import metrics
 from jaxmamba import soft_orders as so
 from jaxmamba.attention import extract_attention
+from jaxmamba.evaluate import evaluate
 from jaxmamba.orders import make_routes
-from jaxmamba.train import DEFAULT_IMAGE_SIZE, evaluate, load_default
+from jaxmamba.pretrained import DEFAULT_IMAGE_SIZE, load_default
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OBJECTIVES = ("distance", "locality")

@@ -36,10 +36,13 @@ import numpy as np
 
 from jaxmamba import data as D
 from jaxmamba.config import get_config
+from jaxmamba.evaluate import evaluate_metrics
 from jaxmamba.metrics import summarize
 from jaxmamba.model import Model, create_model
+from jaxmamba.optim import TrainConfig
 from jaxmamba.orders import ORDER_NAMES, as_order
-from jaxmamba.train import TrainConfig, default_model_config, evaluate_metrics, fit
+from jaxmamba.pretrained import default_model_config
+from jaxmamba.train import fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 README_START, README_END = "<!-- orders-study:start -->", "<!-- orders-study:end -->"

@@ -4,10 +4,11 @@ The exact command that produced ``jaxmamba/default_model`` (about 6 minutes on 2
 
     python examples/train_default.py
 
-It trains :func:`jaxmamba.train.default_model_config` (a v05_noz VMamba, dims 16, depths
-1-1-2-1) at 64x64 in the ``cross`` order with :data:`jaxmamba.train.DEFAULT_TRAIN_CONFIG`, then
-writes the checkpoint with ``jaxmamba.checkpoint.save`` plus ``TRAINING.json``/``TRAINING.md``.
-Interrupted runs resume from ``--work-dir``. Options override the defaults, e.g. a quick check::
+It trains :func:`jaxmamba.pretrained.default_model_config` (a v05_noz VMamba, dims 16, depths
+1-1-2-1) at 64x64 in the ``cross`` order with
+:data:`jaxmamba.digits_recipe.DEFAULT_TRAIN_CONFIG`, then writes the checkpoint with
+``jaxmamba.save`` plus ``TRAINING.json``/``TRAINING.md``. Interrupted runs resume from
+``--work-dir``. Options override the defaults, e.g. a quick check::
 
     python examples/train_default.py --epochs 1 --size 32 --dims 8 --depths 1 --limit 128 \\
         --out /tmp/digits_model
@@ -20,13 +21,8 @@ import shlex
 import sys
 
 from jaxmamba.config import get_config
-from jaxmamba.train import (
-    DEFAULT_IMAGE_SIZE,
-    DEFAULT_MODEL_DIR,
-    DEFAULT_TRAIN_CONFIG,
-    default_model_config,
-    train_digits,
-)
+from jaxmamba.digits_recipe import DEFAULT_TRAIN_CONFIG, train_digits
+from jaxmamba.pretrained import DEFAULT_IMAGE_SIZE, DEFAULT_MODEL_DIR, default_model_config
 
 
 def main(argv: list[str] | None = None) -> dict:

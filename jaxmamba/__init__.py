@@ -7,28 +7,47 @@ d channel (d_inner), n SSM state, c model width.
 >>> model = jaxmamba.create_model("vmamba_test")
 >>> jaxmamba.forward(model, jnp.zeros((1, 64, 64, 3)), order="spiral").shape
 (1, 10)
+>>> maps = jaxmamba.extract_attention(model, jnp.zeros((1, 64, 64, 3)), blocks=3)
+>>> maps["layers.3.blocks.0"].shape, maps.grid("layers.3.blocks.0")
+((1, 4, 4), (2, 2))
 """
 
-from jaxmamba.checkpoint import CheckpointError, load, save
-from jaxmamba.config import ConfigError, VMambaConfig, get_config, list_models
-from jaxmamba.model import InputError, Model, create_model, forward, run_with_cache, select_blocks
-from jaxmamba.orders import ORDER_NAMES, Order, OrderError, as_order, make_routes
+from jaxmamba.aggregate import attention_mean, rollout
+from jaxmamba.attention import AttentionMaps, AttentionOptions, extract_attention, verify
+from jaxmamba.checkpoint import load, save
+from jaxmamba.config import Block, VMambaConfig, get_config, list_models
+from jaxmamba.errors import (
+    AggregateError,
+    AttentionError,
+    CheckpointError,
+    ConfigError,
+    InputError,
+    JaxmambaError,
+    OrderError,
+)
+from jaxmamba.model import Model, create_model, forward, run_with_cache, select_blocks
+from jaxmamba.orders import ORDER_NAMES, Order, SoftOrder, as_order, make_routes
+from jaxmamba.pretrained import load_default
 
-
-def load_default():
-    """The embedded default model (a small cross-scan VMamba trained on 64x64 digits), offline.
-
-    See ``jaxmamba/default_model/TRAINING.md`` for the command that reproduces it.
-    """
-    from jaxmamba.train import load_default as _load
-
-    return _load()
-
+__version__ = "0.2.0"
 
 __all__ = [
-    "CheckpointError", "load", "save",
-    "ConfigError", "VMambaConfig", "get_config", "list_models",
-    "InputError", "Model", "create_model", "forward", "run_with_cache", "select_blocks",
-    "ORDER_NAMES", "Order", "OrderError", "as_order", "make_routes", "load_default",
+    "AggregateError", "AttentionError", "CheckpointError", "ConfigError", "InputError",
+    "JaxmambaError", "OrderError",
+    "AttentionMaps", "AttentionOptions", "attention_mean", "extract_attention", "rollout", "verify",
+    "load", "save", "load_default",
+    "Block", "VMambaConfig", "get_config", "list_models",
+    "Model", "create_model", "forward", "run_with_cache", "select_blocks",
+    "ORDER_NAMES", "Order", "SoftOrder", "as_order", "make_routes",
+    "convert",
 ]  # fmt: skip
-__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # jaxmamba.convert (the PyTorch checkpoint converter) is imported on first use, so that
+    # ``import jaxmamba`` stays light; the converter itself imports torch only when reading.
+    if name == "convert":
+        import importlib
+
+        return importlib.import_module("jaxmamba.convert")
+    raise AttributeError(f"module 'jaxmamba' has no attribute {name!r}")

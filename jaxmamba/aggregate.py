@@ -5,17 +5,21 @@ rollout across the blocks of a stage.
 images.  Each batch is split over all devices along its batch axis (a 1-D ``Mesh`` over
 ``jax.devices()``; XLA reduces the per-device sums).  Multi-host: call
 ``jax.distributed.initialize()`` in every process first and give each process its own
-``batches`` (its shard of the images, equal batch sizes); the local batches are assembled into
-one global array with ``jax.make_array_from_process_local_data`` and the mean covers all hosts.
-With ``out_dir`` the running sum, the image count and the number of batches consumed are saved
-with Orbax every ``save_every`` batches; a rerun with the same ``out_dir`` and the same batches
-skips the batches already counted, so no image is counted twice.
+``batches`` (its shard of the images, batches of equal size in every process); the local
+batches are assembled into one global array with ``jax.make_array_from_process_local_data`` and
+the mean covers all hosts.
+
+Resuming (``out_dir``): the running sums, the number of images counted and the number of images
+each process has consumed from its stream are saved atomically, with checksums
+(:mod:`jaxmamba.store`), every ``save_every`` batches.  A rerun with the same ``out_dir`` skips
+exactly the images already consumed (by image, not by batch, so another batch size resumes
+correctly) and refuses, naming what differs, to continue a run made with other model weights
+(a digest of the parameters), another order, other blocks, options or image size.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -27,41 +31,34 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as PS
 
-from jaxmamba.attention import _check_options, _extract
-from jaxmamba.checkpoint import quiet_orbax
-from jaxmamba.model import Model, _resolve_order, check_images, select_blocks
+from jaxmamba import params as P
+from jaxmamba import store
+from jaxmamba.attention import AttentionMaps, AttentionOptions, compute_maps
+from jaxmamba.config import parse_block_name
+from jaxmamba.errors import AggregateError, CheckpointError
+from jaxmamba.model import Model, check_images, select_blocks
+from jaxmamba.orders import Order, as_order
 
-__all__ = ["AggregateError", "attention_mean", "rollout"]
+__all__ = ["AggregateError", "NONFINITE_MODES", "attention_mean", "rollout"]
 
-STATE_FILE = "options.json"
-
-
-class AggregateError(ValueError):
-    """Bad input to an aggregation, or a resume whose options differ from the saved run."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Options:
-    order: str
-    blocks: tuple[str, ...]
-    routes: str
-    channels: object
-    include_skip: bool
-    normalize: str | None
-    image_shape: tuple[int, ...]
+RUN_FILE = "run.json"
+STATE_DIR = "state"
+RUN_FORMAT = "jaxmamba-mean"
+NONFINITE_MODES = ("raise", "skip")
 
 
-def _batch_sum(
-    model, images, valid, order, names, routes, channels, include_skip, normalize, soft=None
-):  # fmt: skip
-    maps = _extract(
-        model, images, order, names, routes, channels, include_skip, normalize, None, None, soft
-    )
+def _batch_sum(model, images, valid, order, names, options, implementation):
+    maps = compute_maps(model, images, order, names, options, implementation)
     w = valid.astype(jnp.float32)
-    return {k: jnp.tensordot(w, v, axes=(0, 0)) for k, v in maps.items()}
+    return {k: jnp.tensordot(w, maps[k], axes=(0, 0)) for k in names}, jnp.sum(valid)
 
 
-_batch_sum_jit = jax.jit(_batch_sum, static_argnums=tuple(range(3, 9)))
+_batch_sum_jit = jax.jit(_batch_sum, static_argnums=(4, 5, 6))
+
+
+@jax.jit
+def _nonfinite_count(tree):
+    return sum(jnp.sum(~jnp.isfinite(x)) for x in jax.tree.leaves(tree))
 
 
 def _images_of(batch):
@@ -70,22 +67,30 @@ def _images_of(batch):
     return batch
 
 
-def _global_batch(images, mesh, size: int = 0):
+def _global_batch(images, valid, mesh, size: int = 0):
     """Pad the local batch to ``size`` (no recompiling for a short last batch) and to a multiple
     of the local devices, and shard it over the mesh."""
     n_local = jax.local_device_count()
     b = images.shape[0]
     pad = max(size - b, 0)
     pad += (-(b + pad)) % n_local
-    images = np.concatenate(
-        [np.asarray(images, np.float32), np.zeros((pad,) + images.shape[1:], np.float32)]
-    )
-    valid = np.arange(b + pad) < b
+    images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], np.float32)])
+    valid = np.concatenate([valid, np.zeros(pad, bool)])
     if len(mesh.devices.reshape(-1)) == 1:
         return jnp.asarray(images), jnp.asarray(valid)
     sharding = NamedSharding(mesh, PS("batch"))
     make = jax.make_array_from_process_local_data
     return make(sharding, images), make(sharding, valid)
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What a run has done: the saved state of a resumable mean."""
+
+    sums: dict | None = None
+    count: int = 0  # images averaged, all processes together
+    consumed: int = 0  # images this process has taken from its stream (counted or skipped)
+    skipped: int = 0  # images with NaN/inf pixels left out, all processes together
 
 
 def attention_mean(
@@ -94,154 +99,197 @@ def attention_mean(
     *,
     order=None,
     blocks=None,
-    routes: str = "sum",
+    route_mode: str = "sum",
     channels="mean",
     include_skip: bool = False,
     normalize: str | None = None,
     out_dir: str | os.PathLike | None = None,
     save_every: int = 10,
+    nonfinite: str = "raise",
     progress: bool = True,
     total: int | None = None,
-) -> dict:
+    implementation: str | None = None,
+) -> AttentionMaps:
     """Mean hidden attention over all images of ``batches``, in constant memory.
 
     Args:
       model: a :class:`~jaxmamba.Model`.
       batches: an iterable of ``(B, H, W, 3)`` image arrays (or ``(images, labels)`` tuples),
-        all of the same H and W.  To resume, it must yield the same batches in the same order.
-      order, blocks, routes, channels, include_skip, normalize: as in
-        :func:`jaxmamba.attention.extract_attention` (normalisation is applied per image);
-        soft routes ``{(h, w): (K, L, L)}`` too (a resumed run must use the same ones).
-      out_dir: where to keep the resumable state (Orbax); ``None`` keeps nothing.
+        all of the same H and W.  To resume, it must yield the same images in the same order
+        (in batches of any size).
+      order, blocks, route_mode, channels, include_skip, normalize: as in
+        :func:`jaxmamba.extract_attention` (normalisation is applied per image); soft routes
+        too (a resumed run must use the same ones).
+      out_dir: where to keep the resumable state; ``None`` keeps nothing.  An existing folder
+        must be one that ``attention_mean`` wrote.
       save_every: batches between saves.
-      progress: show a progress bar; total: number of batches, for the bar.
+      nonfinite: images with NaN or inf pixels: ``"raise"`` (an error naming them; the default)
+        or ``"skip"`` (left out of the mean; how many is the result's ``skipped``).
+      progress: show a progress bar (in images); total: number of images, for the bar.
+      implementation: selective-scan path of the forward pass.
 
     Returns:
-      ``{"layers.i.blocks.j": (L, L)}`` (``(K, L, L)`` with ``routes="each"``) float32 means, and
-      the number of images under the key ``"count"``.
+      :class:`~jaxmamba.AttentionMaps` of float32 ``(L, L)`` means (``(K, L, L)`` with
+      ``route_mode="each"``) with ``count`` the number of images averaged and ``skipped`` the
+      number left out.
 
     >>> import jax.numpy as jnp, jaxmamba
     >>> m = jaxmamba.create_model("vmamba_test")
     >>> data = [jnp.ones((2, 64, 64, 3)), jnp.zeros((1, 64, 64, 3))]
     >>> mean = attention_mean(m, data, blocks=3, progress=False)
-    >>> mean["layers.3.blocks.0"].shape, int(mean["count"])
+    >>> mean["layers.3.blocks.0"].shape, mean.count
     ((4, 4), 3)
     """
-    channels = _check_options(routes, channels, normalize)
+    options = AttentionOptions(route_mode, channels, include_skip, normalize)
     names = select_blocks(model.config, blocks)
-    order, soft = _resolve_order(model.config, order)
-    order_id = _soft_id(soft) if soft is not None else _order_id(order)
+    order = as_order(order)
+    if not isinstance(save_every, int) or save_every < 1:
+        raise AggregateError(f"save_every must be an int >= 1, got {save_every!r}")
+    if nonfinite not in NONFINITE_MODES:
+        raise AggregateError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
+    bad = int(_nonfinite_count(model.params))
+    if bad:
+        raise AggregateError(f"the model's parameters hold {bad} NaN/inf values; nothing averaged")
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
-    manager, sums, count, done, options = None, None, 0, 0, None
-    first_size = 0
-    if save_every < 1:
-        raise AggregateError(f"save_every must be >= 1, got {save_every}")
-    it = iter(batches)
+    steps, state, blocks_info, shape = None, _Progress(), None, None
+    first_size, seen, since_save = 0, 0, 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc="attention mean", unit="batch")
+        bar = tqdm(total=total, desc=f"attention mean ({order.name})", unit="img")
     try:
-        for index, batch in enumerate(it):
+        for index, batch in enumerate(batches):
             images = _images_of(batch)
             check_images(model.config, images)
-            if options is None:
-                options = _Options(
-                    order_id, names, routes, channels, include_skip, normalize,
-                    tuple(images.shape[1:]),
-                )  # fmt: skip
+            if shape is None:
+                shape = tuple(images.shape[1:])
+                blocks_info = [model.config.block(n, shape[:2]) for n in names]
                 if out_dir is not None:
-                    manager, sums, count, done = _open(out_dir, options)
-            elif tuple(images.shape[1:]) != options.image_shape:
+                    identity = _identity(model, order, blocks_info, options, shape, nonfinite)
+                    steps, state = _open(Path(out_dir), identity)
+                    if bar is not None:
+                        bar.update(min(state.consumed, total or state.consumed))
+            elif tuple(images.shape[1:]) != shape:
                 raise AggregateError(
-                    f"batch {index} has images of shape {images.shape[1:]}, earlier batches "
-                    f"{options.image_shape}: all images must have one size"
+                    f"batch {index} has images of shape {tuple(images.shape[1:])}, earlier "
+                    f"batches {shape}: all images must have one size"
                 )
-            if bar is not None:
-                bar.update(1)
-            if index < done:  # counted by an earlier, interrupted run
+            b = int(images.shape[0])
+            start = min(max(state.consumed - seen, 0), b)  # images consumed by an earlier run
+            seen += b
+            if start == b:
                 continue
-            first_size = first_size or int(images.shape[0])
-            x, valid = _global_batch(images, mesh, first_size)
-            part = _batch_sum_jit(
-                model, x, valid, order, names, routes, channels, include_skip, normalize, soft
+            x = np.asarray(images[start:], np.float32)
+            finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+            if not finite.all():
+                where = [seen - b + start + int(i) for i in np.flatnonzero(~finite)]
+                if nonfinite == "raise":
+                    raise AggregateError(
+                        f"images {where[:10]} (counted from 0 in this stream, batch {index}) hold "
+                        "NaN or inf pixels; pass nonfinite='skip' to leave them out"
+                    )
+                x = np.where(finite[:, None, None, None], x, 0.0).astype(np.float32)
+            first_size = first_size or b
+            xs, valid = _global_batch(x, finite, mesh, first_size)
+            part, n_valid = _batch_sum_jit(model, xs, valid, order, names, options, implementation)
+            n_valid = int(n_valid)
+            state.sums = part if state.sums is None else {k: state.sums[k] + part[k] for k in part}
+            state.count += n_valid
+            state.skipped += len(x) * jax.process_count() - n_valid  # equal batches everywhere
+            state.consumed = seen
+            since_save += 1
+            if bar is not None:
+                bar.update(len(x))
+            if steps is not None and since_save >= save_every:
+                _save(steps, state)
+                since_save = 0
+        if state.count == 0:
+            raise AggregateError(
+                "no images were averaged: batches was empty, or all its images were counted "
+                "already or skipped"
             )
-            sums = part if sums is None else {k: sums[k] + part[k] for k in sums}
-            count += int(images.shape[0]) * jax.process_count()
-            done = index + 1
-            if manager is not None and done % save_every == 0:
-                _save(manager, done, sums, count)
-        if sums is None:
-            raise AggregateError("no images: batches was empty (or all were counted already)")
-        if manager is not None:
-            _save(manager, done, sums, count)
-            manager.close()
+        if steps is not None and since_save:
+            _save(steps, state)
     finally:
         if bar is not None:
             bar.close()
-    out = {k: v / count for k, v in sums.items()}
-    out["count"] = count
-    return out
+    means = {k: v / state.count for k, v in state.sums.items()}
+    label = order if isinstance(order, Order) else order.fingerprint([b.grid for b in blocks_info])
+    return AttentionMaps(means, blocks_info, label, options, state.count, state.skipped)
 
 
-def _order_id(order) -> str:
-    """What a resumed run must match: the name of a named order (or of a callable, which has no
-    content to compare), the name and a content fingerprint of route arrays and tables."""
-    if order.key[0] in ("named", "callable"):
-        return order.name
-    return f"{order.name}:" + hashlib.sha256(repr(order.key).encode()).hexdigest()[:16]
+def _identity(model, order, blocks_info, options, shape, nonfinite) -> dict:
+    """Everything that changes a mean's value: a resumed run must match it exactly."""
+    return {
+        "format": RUN_FORMAT,
+        "model": model.config.describe(),
+        "model_config": json.loads(json.dumps(dataclasses.asdict(model.config))),
+        "params_digest": P.digest(model.params),
+        "order": order.name,
+        "order_digest": order.fingerprint([b.grid for b in blocks_info]),
+        "blocks": [b.name for b in blocks_info],
+        "options": options.to_dict(),
+        "image_shape": list(shape),
+        "nonfinite": nonfinite,
+        "processes": jax.process_count(),
+    }
 
 
-def _soft_id(soft: dict) -> str:
-    """A content fingerprint of soft routes (what a resumed run must match)."""
-    digest = hashlib.sha256()
-    for key in sorted(soft):
-        value = np.ascontiguousarray(np.asarray(soft[key], np.float32))
-        digest.update(key.encode() + value.tobytes())
-    return "soft:" + digest.hexdigest()[:16]
-
-
-def _open(out_dir, options: _Options):
-    import orbax.checkpoint as ocp
-
-    out_dir = Path(out_dir).expanduser().absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta = out_dir / STATE_FILE
-    wanted = json.dumps(dataclasses.asdict(options), sort_keys=True, default=list)
-    if meta.exists():
-        if meta.read_text() != wanted:
+def _open(out_dir: Path, identity: dict):
+    """The StepStore of ``out_dir`` and the progress saved there (checked against ``identity``)."""
+    out_dir = out_dir.expanduser().absolute()
+    run_file = out_dir / RUN_FILE
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AggregateError(f"out_dir {out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        try:
+            saved = json.loads(run_file.read_text())
+        except FileNotFoundError:
             raise AggregateError(
-                f"{out_dir} holds a running mean with other options ({meta.read_text()}); "
-                f"use another out_dir to average with {wanted}"
+                f"out_dir {out_dir} is not empty and holds no {RUN_FILE}: it is not a running "
+                "mean that attention_mean wrote, so it is neither used nor changed"
+            ) from None
+        except (OSError, ValueError) as e:
+            raise AggregateError(f"{run_file} is unreadable or damaged: {e}") from None
+        if not isinstance(saved, dict) or saved.get("format") != RUN_FORMAT:
+            raise AggregateError(f"{run_file} is not a running-mean record of jaxmamba")
+        differ = [k for k in identity if saved.get(k) != identity[k]]
+        if differ:
+            detail = "; ".join(f"{k}: {saved.get(k)!r} there, {identity[k]!r} now" for k in differ)
+            raise AggregateError(
+                f"{out_dir} holds a running mean made with other options, weights or images "
+                f"({detail}); averaging both would mix them. Use another out_dir."
             )
     else:
-        meta.write_text(wanted)
-    with quiet_orbax():
-        manager = ocp.CheckpointManager(
-            out_dir / "state", options=ocp.CheckpointManagerOptions(max_to_keep=2)
-        )
-    step = manager.latest_step()
-    if step is None:
-        return manager, None, 0, 0
-    with quiet_orbax():
-        state = manager.restore(step, args=ocp.args.StandardRestore())
-    sums = {k: jnp.asarray(v) for k, v in state["sums"].items()}
-    return manager, sums, int(state["count"]), int(state["batches"])
+        if jax.process_index() == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            store.write_text_atomic(run_file, json.dumps(identity, indent=1) + "\n")
+    steps = store.StepStore(out_dir / STATE_DIR, keep=2)
+    latest = steps.latest_step()
+    if latest is None:
+        return steps, _Progress()
+    try:
+        trees, files = steps.restore(latest, ["sums"], ["meta.json"])
+        meta = json.loads(files["meta.json"])
+        state = _Progress(
+            {k: jnp.asarray(v) for k, v in trees["sums"].items()},
+            int(meta["count"]), int(meta["consumed"]), int(meta["skipped"]),
+        )  # fmt: skip
+    except (CheckpointError, KeyError, ValueError, TypeError) as e:
+        raise AggregateError(f"the saved running mean in {out_dir} cannot be resumed: {e}") from e
+    if set(state.sums) != set(identity["blocks"]):
+        raise AggregateError(f"the saved running mean in {out_dir} holds other blocks")
+    return steps, state
 
 
-def _save(manager, done, sums, count):
-    import orbax.checkpoint as ocp
-
-    if manager.latest_step() == done:
-        return
-    state = {"sums": dict(sums), "count": np.int64(count), "batches": np.int64(done)}
-    with quiet_orbax():
-        manager.save(done, args=ocp.args.StandardSave(state), force=True)
-        manager.wait_until_finished()
+def _save(steps: store.StepStore, state: _Progress) -> None:
+    meta = {"count": state.count, "consumed": state.consumed, "skipped": state.skipped}
+    sums = {k: np.asarray(v) for k, v in state.sums.items()}
+    steps.save(state.consumed, {"sums": sums}, {"meta.json": json.dumps(meta)})
 
 
-def rollout(maps: dict, stage: int | None = None) -> dict:
+def rollout(maps, stage: int | None = None) -> dict:
     """Attention rollout across the blocks of each stage.
 
     Each block's map is made non-negative and row-normalised (``Â = |A| / Σ_q |A|``), mixed with
@@ -249,7 +297,7 @@ def rollout(maps: dict, stage: int | None = None) -> dict:
     chained in forward order (``R = M_last ⋯ M_first``), rows normalised again.
 
     Args:
-      maps: ``{"layers.i.blocks.j": (..., L, L)}``, e.g. from ``extract_attention``.
+      maps: ``{"layers.i.blocks.j": (..., L, L)}``, e.g. an :class:`~jaxmamba.AttentionMaps`.
       stage: only this stage (default: every stage present).
 
     Returns:
@@ -261,12 +309,13 @@ def rollout(maps: dict, stage: int | None = None) -> dict:
     True
     """
     by_stage: dict[str, list] = {}
-    for name in sorted(maps, key=lambda n: tuple(int(p) for p in n.split(".")[1::2])):
-        parts = name.split(".")
-        if len(parts) != 4 or parts[0] != "layers" or parts[2] != "blocks":
-            raise AggregateError(f"rollout needs block maps named layers.i.blocks.j, got {name!r}")
-        if stage is None or int(parts[1]) == stage:
-            by_stage.setdefault(f"layers.{parts[1]}", []).append(jnp.asarray(maps[name]))
+    try:
+        parsed = {name: parse_block_name(name) for name in maps}
+    except ValueError as e:
+        raise AggregateError(f"rollout needs block maps: {e}") from None
+    for name in sorted(maps, key=parsed.__getitem__):
+        if stage is None or parsed[name][0] == stage:
+            by_stage.setdefault(f"layers.{parsed[name][0]}", []).append(jnp.asarray(maps[name]))
     if not by_stage:
         raise AggregateError(f"no maps of stage {stage} in {sorted(maps)}")
     out = {}

@@ -1,4 +1,4 @@
-"""Exact hidden attention of SS2D blocks (DESIGN.md §3), memory-bounded and differentiable.
+"""Exact hidden attention of SS2D blocks, memory-bounded and differentiable.
 
 For route k, channel d, scan positions t ≥ s (Δ = softplus(delta + delta_bias), S = cumsum Δ)::
 
@@ -19,50 +19,55 @@ source patches q, both row-major indices ``p = r·w + c`` of the block's grid.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float, Int
 
-from jaxmamba.model import (
-    Model,
-    _apply,
-    _resolve_order,
-    check_images,
-    run_with_cache,
-    select_blocks,
-)
-from jaxmamba.orders import Order, as_order
+from jaxmamba.config import Block
+from jaxmamba.errors import AttentionError
+from jaxmamba.layers import HIGHEST
+from jaxmamba.model import Model, apply, check_images, select_blocks
+from jaxmamba.orders import Order, SoftOrder, as_order
 from jaxmamba.ss2d import cross_scan, is_hard, scan_inputs
 
 __all__ = [
     "AttentionError",
-    "route_attention",
-    "block_attention",
-    "extract_attention",
-    "verify",
-    "ROUTE_MODES",
+    "AttentionMaps",
+    "AttentionOptions",
+    "CHANNEL_MODES",
     "NORMALIZE_MODES",
+    "ROUTE_MODES",
+    "block_attention",
+    "compute_maps",
+    "extract_attention",
+    "route_attention",
+    "verify",
 ]
 
-HIGHEST = jax.lax.Precision.HIGHEST
 ROUTE_MODES = ("sum", "each", "nall")
 CHANNEL_MODES = ("mean", "abs_mean")
 NORMALIZE_MODES = (None, "minmax", "abs_minmax", "absmax", "row")
-
-
-class AttentionError(ValueError):
-    """An attention option or input is invalid."""
 
 
 def _default_chunk(l: int) -> int:
     return max(8, min(l, 2 ** round(math.log2(max(math.sqrt(l), 1)))))
 
 
-def route_attention(dt, A, B, C, *, channels="mean", chunk: int | None = None):
+def route_attention(
+    dt: Float[Array, "k d l"],
+    A: Float[Array, "k d n"],
+    B: Float[Array, "k n l"],
+    C: Float[Array, "k n l"],
+    *,
+    channels="mean",
+    chunk: int | None = None,
+) -> Float[Array, "k *c l l"]:
     """Hidden attention of every route in scan order (one image).
 
     Args:
@@ -187,11 +192,7 @@ def _normalize(m, how):
     return m / jnp.where(s > 0, s, 1.0)
 
 
-def _check_options(routes, channels, normalize):
-    if routes not in ROUTE_MODES:
-        raise AttentionError(f"routes must be one of {ROUTE_MODES}, got {routes!r}")
-    if normalize not in NORMALIZE_MODES:
-        raise AttentionError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+def _channels(channels) -> str | tuple[int, ...]:
     if isinstance(channels, str):
         if channels not in CHANNEL_MODES:
             raise AttentionError(
@@ -199,23 +200,157 @@ def _check_options(routes, channels, normalize):
                 f"got {channels!r}"
             )
         return channels
-    idx = np.asarray(channels)
+    try:
+        idx = np.asarray(channels)
+    except (TypeError, ValueError):
+        idx = np.asarray([])
     if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
         raise AttentionError(f"channels must be a non-empty 1-D sequence of ints, got {channels!r}")
     return tuple(int(i) for i in idx)
 
 
+@dataclasses.dataclass(frozen=True)
+class AttentionOptions:
+    """How hidden attention is aggregated into one map per block (hashable, static under jit).
+
+    Attributes:
+      route_mode: ``"sum"`` (routes summed in spatial coordinates, the paper's view), ``"each"``
+        (one map per route) or ``"nall"`` (each route min-max normalised, then averaged, as
+        VMamba's ``ret="nall"``).
+      channels: ``"mean"`` (mean of α over a route's channels, the paper's view),
+        ``"abs_mean"`` (mean of |α|), or a tuple of channel indices (per-channel maps).
+      include_skip: add the D skip on the diagonal (per route, averaged over channels like α).
+      normalize: ``None``, ``"minmax"``, ``"abs_minmax"``, ``"absmax"`` or ``"row"``, per map.
+
+    >>> AttentionOptions(route_mode="each", channels=[0, 3]).channels
+    (0, 3)
+    """
+
+    route_mode: str = "sum"
+    channels: str | tuple[int, ...] = "mean"
+    include_skip: bool = False
+    normalize: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.route_mode not in ROUTE_MODES:
+            raise AttentionError(
+                f"route_mode must be one of {ROUTE_MODES}, got {self.route_mode!r}"
+            )
+        if self.normalize not in NORMALIZE_MODES:
+            raise AttentionError(
+                f"normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}"
+            )
+        if not isinstance(self.include_skip, bool | np.bool_):
+            raise AttentionError(f"include_skip must be a bool, got {self.include_skip!r}")
+        object.__setattr__(self, "include_skip", bool(self.include_skip))
+        object.__setattr__(self, "channels", _channels(self.channels))
+
+    @property
+    def signed(self) -> bool:
+        """Whether maps can be negative (a signed map needs a diverging colour scale)."""
+        return self.channels != "abs_mean" and self.normalize not in ("abs_minmax",)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "channels": self.channels}
+
+
+@jax.tree_util.register_pytree_node_class
+class AttentionMaps(Mapping):
+    """Attention maps per block, with what describes them; reads like ``{block name: map}``.
+
+    Attributes:
+      blocks: the :class:`~jaxmamba.config.Block` of every map (name, stage, index, grid), in
+        forward order.
+      order: the :class:`~jaxmamba.orders.Order` scanned, or ``"soft:<digest>"`` / ``"soft"``
+        for soft routes.
+      options: the :class:`AttentionOptions` the maps were made with.
+      count: how many images each map averages (:func:`jaxmamba.attention_mean`), or ``None``
+        for per-image maps, whose first axis is the batch (:func:`extract_attention`).
+      skipped: images left out of a mean because they held NaN or inf pixels.
+
+    A pytree: the maps are its leaves, everything else is static, so it passes through ``jit``,
+    ``grad`` and ``jax.tree.map``. Each map is ``([B,] L, L)``, ``([B,] K, L, L)`` with
+    ``route_mode="each"``, a channel subset adds a channel axis after the route axis; rows are
+    query patches p, columns source patches q, row-major on the block's grid.
+    """
+
+    def __init__(self, maps: Mapping, blocks, order, options, count=None, skipped: int = 0):
+        self.maps = dict(maps)
+        self.blocks = tuple(blocks)
+        self.order = order
+        self.options = options
+        self.count = count
+        self.skipped = skipped
+
+    # Mapping: block name -> map
+    def __getitem__(self, name: str):
+        return self.maps[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(b.name for b in self.blocks)
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def block(self, name: str) -> Block:
+        """The :class:`~jaxmamba.config.Block` of ``name``."""
+        for b in self.blocks:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def grid(self, name: str) -> tuple[int, int]:
+        """The patch grid ``(h, w)`` of block ``name``."""
+        return self.block(name).grid
+
+    @property
+    def order_name(self) -> str:
+        """The order's display name (``"cross"``, ``"custom"``, ``"soft"`` ...)."""
+        return self.order if isinstance(self.order, str) else self.order.name
+
+    def replace(self, **changes) -> AttentionMaps:
+        fields = dict(maps=self.maps, blocks=self.blocks, order=self.order, options=self.options)
+        fields.update(count=self.count, skipped=self.skipped)
+        fields.update(changes)
+        return AttentionMaps(**fields)
+
+    def tree_flatten(self):
+        names = tuple(b.name for b in self.blocks)
+        return tuple(self.maps[n] for n in names), (
+            self.blocks,
+            self.order,
+            self.options,
+            self.count,
+        )
+
+    @classmethod
+    def tree_unflatten(cls, aux, leaves):
+        blocks, order, options, count = aux
+        return cls(
+            dict(zip((b.name for b in blocks), leaves, strict=True)), blocks, order, options, count
+        )
+
+    def __repr__(self) -> str:
+        what = "per image" if self.count is None else f"mean of {self.count} images"
+        shapes = ", ".join(f"{b.name}: {tuple(np.shape(self.maps[b.name]))}" for b in self.blocks)
+        return f"AttentionMaps({self.order_name}, {what}; {shapes})"
+
+
+def _order_label(order: Order | SoftOrder):
+    return order if isinstance(order, Order) else "soft"
+
+
 def block_attention(
-    op,
-    x,
-    routes,
+    op: dict,
+    x: Float[Array, "b d l"],
+    routes: Int[np.ndarray, "k l"] | Float[Array, "k l l"],
     *,
     route_mode: str = "sum",
     channels="mean",
     include_skip: bool = False,
     normalize: str | None = None,
     chunk: int | None = None,
-):
+) -> Float[Array, "b *kc l l"]:
     """Hidden attention of one SS2D block from its parameters and scan input.
 
     Args:
@@ -223,18 +358,26 @@ def block_attention(
       x: ``(B, D, L)`` the block's features after in_proj, depthwise conv and SiLU, row-major
         (``run_with_cache(...)[1][name]["x"]``).
       routes: ``(K, L)`` integer routes or soft ``(K, L, L)`` matrices of the block's grid.
-      route_mode: ``"sum"`` (routes summed in spatial coordinates), ``"each"``, or ``"nall"``
-        (each route min-max normalised, then averaged, as VMamba's ``ret="nall"``).
-      channels: ``"mean"``, ``"abs_mean"`` or a tuple of channel indices (per-channel maps).
-      include_skip: add the D skip on the diagonal (per route, averaged over channels like α).
-      normalize: ``None``, ``"minmax"``, ``"abs_minmax"``, ``"absmax"`` or ``"row"``, per map.
+      route_mode, channels, include_skip, normalize: see :class:`AttentionOptions`.
       chunk: query tile size (performance only).
 
     Returns:
       ``(B, L, L)``; ``(B, K, L, L)`` with ``route_mode="each"``; a channel subset adds a channel
       axis after the route axis (``(B, C, L, L)`` summed, ``(B, K, C, L, L)`` each).
+
+    >>> import jax.numpy as jnp, jaxmamba
+    >>> m = jaxmamba.create_model("vmamba_test")
+    >>> x = jnp.ones((1, 256, 4))  # stage 3 of vmamba_test at 64x64: d_inner 256, a 2x2 grid
+    >>> op = m.params["layers_3"]["blocks_0"]["op"]
+    >>> block_attention(op, x, jaxmamba.make_routes("cross", 2, 2)).shape
+    (1, 4, 4)
     """
-    channels = _check_options(route_mode, channels, normalize)
+    options = AttentionOptions(route_mode, channels, include_skip, normalize)
+    return _block_attention(op, x, routes, options, chunk)
+
+
+def _block_attention(op, x, routes, options: AttentionOptions, chunk):
+    channels = options.channels
     b, d, l = x.shape
     k = op["x_proj_weight"].shape[0]
     n = op["A_logs"].shape[-1]
@@ -245,7 +388,7 @@ def block_attention(
         lambda a: route_attention(a[0], A, a[1], a[2], channels=channels, chunk=chunk),
         (dt, s["B"], s["C"]),
     )  # (b, k, [c,] l, l) scan order
-    if include_skip:
+    if options.include_skip:
         Dk = s["D"].reshape(k, d)
         if isinstance(channels, str):
             skip = jnp.mean(jnp.abs(Dk) if channels == "abs_mean" else Dk, axis=1)  # (k,)
@@ -254,85 +397,103 @@ def block_attention(
             skip = Dk[:, np.asarray(channels)]  # (k, c)
             maps = maps + skip[None, :, :, None, None] * jnp.eye(l, dtype=maps.dtype)
     maps = _to_spatial(maps, routes)
-    if route_mode == "sum":
-        return _normalize(jnp.sum(maps, axis=1), normalize)
-    if route_mode == "nall":
-        return _normalize(jnp.mean(_normalize(maps, "minmax"), axis=1), normalize)
-    return _normalize(maps, normalize)
+    if options.route_mode == "sum":
+        return _normalize(jnp.sum(maps, axis=1), options.normalize)
+    if options.route_mode == "nall":
+        return _normalize(jnp.mean(_normalize(maps, "minmax"), axis=1), options.normalize)
+    return _normalize(maps, options.normalize)
 
 
 def extract_attention(
     model: Model,
-    images,
+    images: Float[Array, "b H W 3"],
     *,
     order=None,
     blocks=None,
-    routes: str = "sum",
+    route_mode: str = "sum",
     channels="mean",
     include_skip: bool = False,
     normalize: str | None = None,
     implementation: str | None = None,
     chunk: int | None = None,
-) -> dict:
+) -> AttentionMaps:
     """Exact hidden attention of the selected SS2D blocks of ``model`` on ``images``.
 
     Args:
       model: a :class:`~jaxmamba.Model`.
       images: ``(B, H, W, 3)`` float images, H and W multiples of 32.
-      order: patch order (see :func:`jaxmamba.orders.as_order`); default VMamba's cross-scan;
-        soft routes ``{(h, w): (K, L, L)}`` (:mod:`jaxmamba.soft_orders`) are differentiable.
+      order: patch order, anything :func:`jaxmamba.orders.as_order` takes (default VMamba's
+        cross-scan); soft routes (:class:`~jaxmamba.orders.SoftOrder`) are differentiable.
       blocks: ``None`` (all), a stage index, block names, or a predicate on names.
-      routes, channels, include_skip, normalize, chunk: see :func:`block_attention`.
+      route_mode, channels, include_skip, normalize: see :class:`AttentionOptions`.
       implementation: selective-scan path of the forward pass.
+      chunk: query tile size of :func:`route_attention` (performance only).
 
     Returns:
-      ``{"layers.i.blocks.j": (B, L, L)}`` (``(B, K, L, L)`` with ``routes="each"``), in row-major
-      spatial coordinates of each block's grid (query patch p, source patch q).
+      :class:`AttentionMaps` (``count=None``): ``maps["layers.i.blocks.j"]`` is ``(B, L, L)``
+      (``(B, K, L, L)`` with ``route_mode="each"``), in row-major spatial coordinates of each
+      block's grid (query patch p, source patch q).
 
     >>> import jax.numpy as jnp, jaxmamba
     >>> m = jaxmamba.create_model("vmamba_test")
     >>> maps = extract_attention(m, jnp.ones((1, 64, 64, 3)), blocks=3)
-    >>> maps["layers.3.blocks.0"].shape
-    (1, 4, 4)
+    >>> maps["layers.3.blocks.0"].shape, maps.grid("layers.3.blocks.0")
+    ((1, 4, 4), (2, 2))
     """
     check_images(model.config, images)
-    channels = _check_options(routes, channels, normalize)
+    options = AttentionOptions(route_mode, channels, include_skip, normalize)
     names = select_blocks(model.config, blocks)
-    order, soft = _resolve_order(model.config, order)
-    return _extract(
-        model, images, order, names, routes, channels, include_skip, normalize,
-        implementation, chunk, soft,
-    )  # fmt: skip
+    return compute_maps(model, images, as_order(order), names, options, implementation, chunk)
 
 
-@functools.partial(jax.jit, static_argnums=tuple(range(2, 10)))
-def _extract(model, images, order: Order, names, routes, channels, include_skip, normalize,
-             implementation, chunk, soft=None):  # fmt: skip
-    _, cache = _apply(model, images, order, implementation, frozenset(names), soft)
-    out = {}
-    for name in names:
-        op, grid = _block_params(model, name, images.shape[1:3])
-        block_routes = order.routes(*grid) if soft is None else soft["{}x{}".format(*grid)]
-        out[name] = block_attention(
-            op, cache[name]["x"], block_routes, route_mode=routes, channels=channels,
-            include_skip=include_skip, normalize=normalize, chunk=chunk,
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def compute_maps(
+    model: Model,
+    images,
+    order: Order | SoftOrder,
+    names: tuple[str, ...],
+    options: AttentionOptions,
+    implementation: str | None = None,
+    chunk: int | None = None,
+) -> AttentionMaps:
+    """:func:`extract_attention` with resolved arguments (jitted; for library code).
+
+    ``order`` is an :class:`~jaxmamba.orders.Order` or :class:`~jaxmamba.orders.SoftOrder`,
+    ``names`` a tuple of block names, ``options`` an :class:`AttentionOptions`; the images are
+    not checked.
+    """
+    _, cache = apply(model, images, order, implementation, frozenset(names))
+    blocks = [model.config.block(name, images.shape[1:3]) for name in names]
+    maps = {}
+    for block in blocks:
+        maps[block.name] = _block_attention(
+            block_params(model, block.name), cache[block.name]["x"], order.routes(*block.grid),
+            options, chunk,
         )  # fmt: skip
-    return out
+    return AttentionMaps(maps, blocks, _order_label(order), options)
 
 
-def _block_params(model: Model, name: str, image_hw: Sequence[int]):
-    _, i, _, j = name.split(".")
-    op = model.params[f"layers_{i}"][f"blocks_{j}"]["op"]
-    return op, model.config.stage_grid(int(i), *image_hw)
+def block_params(model: Model, name: str) -> dict:
+    """The SS2D parameters (``op``) of block ``name`` (``layers.i.blocks.j``)."""
+    block = model.config.block(name, (0, 0))
+    return model.params[f"layers_{block.stage}"][f"blocks_{block.index}"]["op"]
 
 
-def verify(model: Model, images, *, order=None, blocks=None, channel_group: int = 8) -> dict:
+def verify(
+    model: Model,
+    images: Float[Array, "b H W 3"],
+    *,
+    order=None,
+    blocks=None,
+    channel_group: int = 8,
+) -> dict:
     """Worst relative error of rebuilding each block's scan output from its extracted maps.
 
     For every channel d, ``M^d = Σ_k P_kᵀ α^{k,d} P_k + (Σ_k D_{k,d}) I`` (the per-channel maps of
     :func:`block_attention` with the skip) is applied to the block's scan input and compared with
     the block's actual cross-merged scan output: ``max|M u − y| / max|y|`` per block.  Channels
-    go ``channel_group`` at a time, so memory is ``B·K·channel_group·L²``.
+    go ``channel_group`` at a time, so memory is ``B·K·channel_group·L²``.  Any order works, soft
+    routes too (``P_k`` is then the soft matrix).
 
     >>> import jax.numpy as jnp, jaxmamba
     >>> m = jaxmamba.create_model("vmamba_test")
@@ -343,17 +504,20 @@ def verify(model: Model, images, *, order=None, blocks=None, channel_group: int 
     check_images(model.config, images)
     names = select_blocks(model.config, blocks)
     order = as_order(order)
-    _, cache = run_with_cache(model, images, order=order, blocks=names)
+    _, cache = apply(model, images, order, None, frozenset(names))
     errors = {}
     for name in names:
-        op, grid = _block_params(model, name, images.shape[1:3])
+        block = model.config.block(name, images.shape[1:3])
         x, y = cache[name]["x"], cache[name]["y"]
-        errors[name] = float(_verify_block(op, x, y, order, grid, min(channel_group, x.shape[1])))
+        group = min(channel_group, x.shape[1])
+        errors[name] = float(
+            _verify_block(block_params(model, name), x, y, order, block.grid, group)
+        )
     return errors
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _verify_block(op, x, y, order: Order, grid, group):
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _verify_block(op, x, y, order: Order | SoftOrder, grid, group):
     b, d, l = x.shape
     routes = order.routes(*grid)
     k = op["x_proj_weight"].shape[0]

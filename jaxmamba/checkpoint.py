@@ -1,25 +1,24 @@
 """Save and load a :class:`~jaxmamba.Model` as an Orbax checkpoint directory (no torch needed).
 
-Layout of a checkpoint directory::
+Layout of a checkpoint directory (a :mod:`jaxmamba.store` folder)::
 
-    DIR/config.json   {"format": "jaxmamba", "format_version": 1, "config": {VMambaConfig fields}}
-    DIR/params/       Orbax (StandardCheckpointer) checkpoint of ``model.params``, float32
+    DIR/config.json      {"format": "jaxmamba", "format_version": 2, "config": {...fields}}
+    DIR/params/          Orbax (StandardCheckpointer) checkpoint of ``model.params``, float32
+    DIR/checksums.json   sha256 of every file (format_version 1 checkpoints have none)
 
 Saving is atomic: everything is written to a hidden sibling directory that is renamed to ``DIR``
-only once complete, so a failed save leaves nothing behind and never half-overwrites a checkpoint.
+only once complete, so a failed save leaves nothing behind and never half-overwrites a checkpoint;
+``overwrite=True`` replaces only a folder that jaxmamba wrote.  Loading verifies the checksums
+first, so a damaged file is reported by name instead of loading wrong weights.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
-import logging
 import os
-import shutil
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax
@@ -27,19 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmamba import params as P
+from jaxmamba import store
 from jaxmamba.config import ConfigError, VMambaConfig
+from jaxmamba.errors import CheckpointError
 from jaxmamba.model import Model, create_model
 
 __all__ = ["CheckpointError", "save", "load", "param_shapes", "check_params"]
 
 FORMAT = "jaxmamba"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: with checksums.json; version 1 checkpoints (no checksums) still load
+FORMAT_VERSION_READ = (1, 2)
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or does not match the model it is meant for."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -94,24 +92,6 @@ def check_params(config: VMambaConfig, shapes: Mapping[str, tuple[int, ...]], wh
         raise CheckpointError(f"{what} does not match {config.describe()}: " + "; ".join(problems))
 
 
-@contextlib.contextmanager
-def quiet_orbax() -> Iterator[None]:
-    """Silence Orbax's absl INFO/WARNING chatter for the duration of a save or load."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _checkpointer():
-    import orbax.checkpoint as ocp
-
-    return ocp.StandardCheckpointer()
-
-
 def _config_to_json(config: VMambaConfig) -> str:
     payload = {
         "format": FORMAT,
@@ -130,10 +110,10 @@ def _config_from_json(text: str, source: Path) -> VMambaConfig:
         raise CheckpointError(
             f"{source} is not a jaxmamba checkpoint config (no format {FORMAT!r})"
         )
-    if payload.get("format_version") != FORMAT_VERSION:
+    if payload.get("format_version") not in FORMAT_VERSION_READ:
         raise CheckpointError(
             f"{source} has format_version {payload.get('format_version')!r}; "
-            f"this jaxmamba reads version {FORMAT_VERSION}"
+            f"this jaxmamba reads versions {FORMAT_VERSION_READ}"
         )
     fields = payload.get("config")
     if not isinstance(fields, dict):
@@ -162,21 +142,14 @@ def _float32_params(model: Model) -> dict:
     return P.unflatten(flat)
 
 
-def _is_nonempty_dir(path: Path) -> bool:
-    return path.is_dir() and any(path.iterdir())
-
-
-def _write_config(tmp: Path, config: VMambaConfig) -> None:
-    (tmp / CONFIG_FILE).write_text(_config_to_json(config))
-
-
 def save(model: Model, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``model`` to ``directory`` as an Orbax checkpoint plus ``config.json``, atomically.
 
     Args:
       model: a :class:`~jaxmamba.Model`; its parameters must be exactly its config's tree.
       directory: the checkpoint directory to create.
-      overwrite: replace an existing non-empty ``directory`` (refused otherwise).
+      overwrite: replace an existing non-empty ``directory`` that is a jaxmamba checkpoint
+        (anything else is refused and left untouched).
 
     Returns:
       The absolute path of the checkpoint directory.
@@ -190,52 +163,13 @@ def save(model: Model, directory: str | os.PathLike, *, overwrite: bool = False)
     """
     if not isinstance(model, Model):
         raise CheckpointError(f"save expects a jaxmamba Model, got {type(model).__name__}")
-    directory = Path(directory).expanduser().absolute()
-    if directory.exists() and not directory.is_dir():
-        raise CheckpointError(f"{directory} exists and is not a directory")
-    if _is_nonempty_dir(directory) and not overwrite:
-        raise CheckpointError(
-            f"{directory} already exists and is not empty; pass overwrite=True to replace it"
-        )
     shapes = {P.path_to_key(p): tuple(np.shape(v)) for p, v in P.flatten(model.params).items()}
     check_params(model.config, shapes, "the model's parameter tree")
     params = _float32_params(model)
-
-    new_parents = [p for p in directory.parents if not p.exists()]  # removed again on failure
-    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:12]}"
-    old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:12]}"
-    was_empty_dir = directory.is_dir() and not _is_nonempty_dir(directory)
-    try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-        with quiet_orbax():
-            checkpointer = _checkpointer()
-            try:
-                checkpointer.save(tmp / PARAMS_DIR, params)
-                checkpointer.wait_until_finished()
-            finally:
-                checkpointer.close()
-        _write_config(tmp, model.config)
-        if directory.exists():
-            if _is_nonempty_dir(directory):  # overwrite=True: move the old one aside first
-                directory.rename(old)
-            else:
-                directory.rmdir()
-        tmp.rename(directory)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not directory.exists():
-            old.rename(directory)  # put the previous checkpoint back
-        elif was_empty_dir and not directory.exists():
-            directory.mkdir()
-        for parent in new_parents:  # innermost first
-            with contextlib.suppress(OSError):
-                parent.rmdir()
-        if isinstance(e, CheckpointError) or not isinstance(e, Exception):
-            raise
-        raise CheckpointError(f"could not save checkpoint to {directory}: {e}") from e
-    shutil.rmtree(old, ignore_errors=True)
-    return directory
+    return store.write(
+        directory, {PARAMS_DIR: params}, {CONFIG_FILE: _config_to_json(model.config)},
+        overwrite=overwrite,
+    )  # fmt: skip
 
 
 def load(directory: str | os.PathLike) -> Model:
@@ -271,13 +205,22 @@ def load(directory: str | os.PathLike) -> Model:
     target = P.unflatten(
         {P.key_to_path(k): np.empty(s, np.float32) for k, s in param_shapes(config).items()}
     )
+    import orbax.checkpoint as ocp
+
     try:
-        with quiet_orbax():
-            checkpointer = _checkpointer()
+        with store.quiet_orbax():
+            checkpointer = ocp.StandardCheckpointer()
             try:
                 stored = _stored_shapes(checkpointer, params_dir)
                 if stored is not None:
                     check_params(config, stored, f"the checkpoint in {params_dir}")
+                if json.loads(text)["format_version"] >= 2:  # version 1 wrote no checksums
+                    try:
+                        store.verify(directory)  # before reading a single number
+                    except CheckpointError as e:
+                        raise CheckpointError(
+                            f"cannot restore the parameters of {config.describe()}: {e}"
+                        ) from None
                 restored = checkpointer.restore(params_dir, target)
             finally:
                 checkpointer.close()
@@ -286,7 +229,7 @@ def load(directory: str | os.PathLike) -> Model:
     except Exception as e:  # orbax / tensorstore raise many types for a damaged directory
         raise CheckpointError(
             f"cannot restore the parameters of {config.describe()} from {params_dir}: "
-            f"{type(e).__name__}: {_first_line(e)}"
+            f"{type(e).__name__}: {store.first_line(e)}"
         ) from e
     if jax.tree.structure(restored) != jax.tree.structure(target):
         raise CheckpointError(f"{params_dir} does not hold the parameter tree of the config")
@@ -311,9 +254,3 @@ def _stored_shapes(checkpointer, path: Path) -> dict[str, tuple[int, ...]] | Non
             return None
         shapes[P.path_to_key(p)] = tuple(shape)
     return shapes
-
-
-def _first_line(e: BaseException, limit: int = 400) -> str:
-    text = str(e).strip().splitlines()
-    line = text[0] if text else ""
-    return line if len(line) <= limit else line[:limit] + "…"

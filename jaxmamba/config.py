@@ -9,13 +9,55 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+import re
+from typing import Literal, NamedTuple
 
-__all__ = ["ConfigError", "VMambaConfig", "get_config", "list_models", "register"]
+from jaxmamba.errors import ConfigError
+
+__all__ = [
+    "Block",
+    "ConfigError",
+    "VMambaConfig",
+    "get_config",
+    "list_models",
+    "parse_block_name",
+    "register",
+]
+
+_BLOCK_NAME = re.compile(r"layers\.(\d+)\.blocks\.(\d+)")
 
 
-class ConfigError(ValueError):
-    """A model configuration or variant name is invalid."""
+def parse_block_name(name: str) -> tuple[int, int]:
+    """``(stage, index)`` of an SS2D block's official name ``layers.{stage}.blocks.{index}``.
+
+    The one place that reads block names.
+
+    >>> parse_block_name("layers.2.blocks.5")
+    (2, 5)
+    """
+    m = _BLOCK_NAME.fullmatch(name) if isinstance(name, str) else None
+    if m is None:
+        raise ConfigError(f"{name!r} is not a block name layers.i.blocks.j (stage i, block j)")
+    return int(m.group(1)), int(m.group(2))
+
+
+class Block(NamedTuple):
+    """One SS2D block of a model at an image size: its name, stage, index and patch grid.
+
+    >>> from jaxmamba import get_config
+    >>> get_config("vmamba_test").block("layers.1.blocks.0", (64, 64))
+    Block(name='layers.1.blocks.0', stage=1, index=0, grid=(8, 8))
+    """
+
+    name: str
+    stage: int
+    index: int
+    grid: tuple[int, int]
+
+    @property
+    def length(self) -> int:
+        """Sequence length ``L = h·w`` of the block's grid."""
+        return self.grid[0] * self.grid[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +168,13 @@ class VMambaConfig:
     def block_names(self) -> tuple[str, ...]:
         """Official names of the SS2D blocks, ``layers.{i}.blocks.{j}``, in forward order."""
         return tuple(f"layers.{i}.blocks.{j}" for i, d in enumerate(self.depths) for j in range(d))
+
+    def block(self, name: str, image_hw: tuple[int, int]) -> Block:
+        """The :class:`Block` called ``name`` for input images of ``image_hw = (H, W)``."""
+        stage, index = parse_block_name(name)
+        if stage >= self.num_stages or index >= self.depths[stage]:
+            raise ConfigError(f"{self.describe()} has no block {name}")
+        return Block(name, stage, index, self.stage_grid(stage, *image_hw))
 
     def describe(self) -> str:
         """Short human-readable description, e.g. ``custom v05_noz, dims 32, depths 1-1-2-1``."""

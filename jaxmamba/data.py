@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmamba.errors import DataError, require
+
 __all__ = [
     "DIGITS_BACKGROUND",
     "DIGITS_MEAN",
@@ -41,19 +43,9 @@ SPLITS = ("train", "test", "all")
 TEST_FRACTION = 0.2  # of every class, held out for the "test" split
 
 
-class DataError(ValueError):
-    """A data set request (image size, split, batch size) or an array argument is invalid."""
-
-
 def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     """``(images (1797, 8, 8) float64 in 0..16, labels (1797,) int)`` from scikit-learn."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "jaxmamba.data needs scikit-learn for its bundled digits; install the [plot] extra: "
-            "pip install 'jaxmamba[plot]'"
-        ) from e
+    load_digits = require("sklearn.datasets", "plot", "the bundled digits").load_digits
     digits = load_digits()
     return np.asarray(digits.images), np.asarray(digits.target)
 

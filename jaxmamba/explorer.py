@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxmamba.config import parse_block_name
+from jaxmamba.errors import ExplorerError
 from jaxmamba.orders import ORDER_NAMES, make_routes
 from jaxmamba.reduce import METHODS, embed
 
@@ -61,12 +63,7 @@ __all__ = [
 ENCODINGS = ("uint8", "float16", "float32")
 FORMAT = "jaxmamba-explorer"
 VERSION = 1
-_NAME = re.compile(r"layers\.(\d+)\.blocks\.(\d+)$")
 _DATA_RE = re.compile(r'<script type="application/json" id="jm-data">(.*?)</script>', re.DOTALL)
-
-
-class ExplorerError(ValueError):
-    """Explorer inputs (maps, grids, routes, coordinates, images, options) are invalid."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,9 +245,12 @@ def _block(order: str, name: str, spec: Mapping, methods, seed: int, encoding: s
         if c.shape != (l, 2) or not np.all(np.isfinite(c)):
             raise ExplorerError(f"{where}['coords'][{m!r}] must be finite (L, 2) = ({l}, 2)")
         coords[m] = c
-    stage = _NAME.match(name)
+    try:
+        stage = parse_block_name(name)[0]
+    except ValueError:
+        stage = None
     return {
-        "stage": int(stage.group(1)) if stage else None,
+        "stage": stage,
         "h": h,
         "w": w,
         "attn": encode(attn, encoding),

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmamba.errors import ImageError, require
+
 __all__ = [
     "ImageError",
     "IMAGENET_MEAN",
@@ -23,10 +25,6 @@ __all__ = [
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-class ImageError(ValueError):
-    """An image file that cannot be read, or a folder with no images."""
 
 
 def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -53,10 +51,8 @@ def load_image(path: str | os.PathLike, size: int = 224, *, crop_ratio: float = 
     Returns:
       ``(normalised (size, size, 3) float32, display (size, size, 3) uint8)``.
     """
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError as e:  # pragma: no cover
-        raise ImportError("reading images needs Pillow: pip install 'jaxmamba[plot]'") from e
+    pil = require("PIL.Image", "plot", "reading images")
+    Image, UnidentifiedImageError = pil, pil.UnidentifiedImageError
     path = Path(path)
     try:
         with Image.open(path) as im:

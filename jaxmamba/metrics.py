@@ -31,6 +31,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from jaxmamba.config import parse_block_name
+from jaxmamba.errors import MetricsError, require
+
 __all__ = [
     "MetricsError",
     "attention_distance",
@@ -40,12 +43,6 @@ __all__ = [
     "stage_hierarchy",
     "summarize",
 ]
-
-_EXTRA = "pip install 'jaxmamba[plot]'"
-
-
-class MetricsError(ValueError):
-    """Maps, routes, grids or options that a metric cannot take."""
 
 
 # ---- checks ------------------------------------------------------------------------------------
@@ -89,18 +86,12 @@ def _check_routes(routes, l: int) -> np.ndarray:
 
 
 def _sklearn_silhouette():
-    try:
-        from sklearn.metrics import silhouette_score
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(f"block_distinctness needs scikit-learn: {_EXTRA}") from e
+    silhouette_score = require("sklearn.metrics", "plot", "block_distinctness").silhouette_score
     return silhouette_score
 
 
 def _spearmanr():
-    try:
-        from scipy.stats import spearmanr
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(f"sequence_locality needs SciPy: {_EXTRA}") from e
+    spearmanr = require("scipy.stats", "plot", "sequence_locality").spearmanr
     return spearmanr
 
 
@@ -287,13 +278,10 @@ def attention_distance(attn, h: int, w: int, *, normalize: bool = False) -> floa
 
 
 def _block_id(name: str) -> tuple[int, int]:
-    parts = str(name).split(".")
-    if len(parts) != 4 or parts[0] != "layers" or parts[2] != "blocks":
-        raise MetricsError(f"block maps must be named layers.i.blocks.j, got {name!r}")
     try:
-        return int(parts[1]), int(parts[3])
-    except ValueError:
-        raise MetricsError(f"block maps must be named layers.i.blocks.j, got {name!r}") from None
+        return parse_block_name(name)
+    except ValueError as e:
+        raise MetricsError(f"block maps must be named by block: {e}") from None
 
 
 def _grid_of(name: str, stage: int, l: int, grids) -> tuple[int, int]:
@@ -359,9 +347,9 @@ def summarize(
     Args:
       model: a :class:`~jaxmamba.Model`.
       images: ``(N, H, W, 3)`` float images.
-      order: the patch order to scan in (name, routes, ...; default ``"cross"``), or soft
-        routes ``{(h, w): (K, L, L)}`` (:mod:`jaxmamba.soft_orders`); sequence locality then
-        uses the nearest hard routes (:func:`jaxmamba.soft_orders.hard_routes`).
+      order: the patch order to scan in (anything :func:`jaxmamba.as_order` takes; default
+        ``"cross"``); with soft routes (:class:`~jaxmamba.SoftOrder`) sequence locality uses the
+        nearest hard routes (:func:`jaxmamba.soft_orders.hard_routes`).
       blocks: block selection as in ``extract_attention`` (default all).
       batch_size: images per extraction.
       method, seed: of :func:`block_distinctness`; max_pairs, seed: of :func:`sequence_locality`.
@@ -381,14 +369,14 @@ def summarize(
     (['layers.0', 'layers.1', 'layers.2', 'layers.3'], 2, 2)
     """
     from jaxmamba.aggregate import attention_mean
-    from jaxmamba.model import _resolve_order, check_images, select_blocks
+    from jaxmamba.model import check_images, select_blocks
+    from jaxmamba.orders import Order, as_order
     from jaxmamba.soft_orders import hard_routes
 
     check_images(model.config, images)
     if batch_size < 1:
         raise MetricsError(f"batch_size must be >= 1, got {batch_size}")
-    hard, soft = _resolve_order(model.config, order)
-    order = hard if soft is None else order
+    order = as_order(order)
     names = select_blocks(model.config, blocks)
     n, height, width = images.shape[:3]
     batches = [images[i : i + batch_size] for i in range(0, n, batch_size)]
@@ -398,7 +386,9 @@ def summarize(
         stage, _ = _block_id(name)
         h, w = model.config.stage_grid(stage, height, width)
         a = np.asarray(mean[name], np.float64)
-        routes = hard.routes(h, w) if soft is None else hard_routes(soft[f"{h}x{w}"])
+        routes = order.routes(h, w)
+        if not isinstance(order, Order):  # soft routes: the nearest hard ones
+            routes = hard_routes(routes)
         out_blocks[name] = {
             "grid": [h, w],
             "attention_distance": attention_distance(a, h, w),
@@ -422,8 +412,7 @@ def summarize(
                 for key in ("attention_distance", "attention_distance_norm", "sequence_locality")
             },
         }
-    name = hard.name if soft is None else "soft"
-    return {"order": name, "images": int(n), "blocks": out_blocks, "stages": stages}
+    return {"order": order.name, "images": int(n), "blocks": out_blocks, "stages": stages}
 
 
 def _nanmean(values) -> float:

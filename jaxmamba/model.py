@@ -7,24 +7,32 @@ A model is a config plus a parameter pytree; every function here is pure and jit
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jaxtyping import Array, Float
 
 from jaxmamba import params as P
 from jaxmamba.config import VMambaConfig, get_config
-from jaxmamba.orders import Order, OrderError, as_order
+from jaxmamba.errors import InputError
+from jaxmamba.orders import Order, OrderError, SoftOrder, as_order
 from jaxmamba.vmamba import VSSM
 
-__all__ = ["Model", "InputError", "create_model", "forward", "run_with_cache", "select_blocks"]
-
-
-class InputError(ValueError):
-    """Images or a block selection that the model cannot take."""
+__all__ = [
+    "Model",
+    "InputError",
+    "apply",
+    "check_images",
+    "create_model",
+    "forward",
+    "routes_for",
+    "run_with_cache",
+    "select_blocks",
+]
 
 
 @struct.dataclass
@@ -65,7 +73,7 @@ def _init(config: VMambaConfig, seed: int) -> Model:
     size = config.reduction
     images = jnp.zeros((1, size, size, config.in_chans), jnp.float32)
     init_order = as_order(functools.partial(_row_major_routes, config.k_routes))  # any K
-    variables = VSSM(config).init(jax.random.PRNGKey(seed), images, _routes_fn(config, init_order))
+    variables = VSSM(config).init(jax.random.PRNGKey(seed), images, routes_for(config, init_order))
     return Model(config, variables["params"])
 
 
@@ -74,21 +82,19 @@ def _row_major_routes(k: int, h: int, w: int) -> np.ndarray:
     return np.tile(np.arange(h * w), (k, 1))
 
 
-def _routes_fn(config: VMambaConfig, order: Order, soft=None) -> Callable:
-    def routes_for(h: int, w: int):
-        if soft is not None:
-            if f"{h}x{w}" not in soft:
-                raise OrderError(f"soft routes have no grid {h}x{w}; they have {sorted(soft)}")
-            return soft[f"{h}x{w}"]
-        routes = order.routes(h, w)
-        if routes.shape[0] != config.k_routes:
+def routes_for(config: VMambaConfig, order: Order | SoftOrder) -> Callable:
+    """``(h, w) -> routes`` of ``order`` on a grid, checked against the model's route count K."""
+
+    def routes(h: int, w: int):
+        r = order.routes(h, w)
+        if r.shape[0] != config.k_routes:
             raise OrderError(
-                f"order {order.name!r} has K={routes.shape[0]} routes on a {h}x{w} grid, but the "
+                f"order {order.name!r} has K={r.shape[0]} routes on a {h}x{w} grid, but the "
                 f"model has {config.k_routes} per-route parameter sets"
             )
-        return routes
+        return r
 
-    return routes_for
+    return routes
 
 
 def check_images(config: VMambaConfig, images) -> None:
@@ -141,7 +147,9 @@ def select_blocks(config: VMambaConfig, blocks=None) -> tuple[str, ...]:
     return tuple(n for n in names if n in chosen)
 
 
-def forward(model: Model, images, *, order=None, implementation: str | None = None):
+def forward(
+    model: Model, images: Float[Array, "b H W 3"], *, order=None, implementation: str | None = None
+) -> Float[Array, "b classes"]:
     """Class logits of ``images`` scanned in ``order``.
 
     Args:
@@ -162,8 +170,7 @@ def forward(model: Model, images, *, order=None, implementation: str | None = No
     (2, 10)
     """
     check_images(model.config, images)
-    order, soft = _resolve_order(model.config, order)
-    logits, _ = _apply(model, images, order, implementation, frozenset(), soft)
+    logits, _ = apply(model, images, as_order(order), implementation, frozenset())
     return logits
 
 
@@ -183,38 +190,29 @@ def run_with_cache(model: Model, images, *, order=None, blocks=None, implementat
     """
     check_images(model.config, images)
     names = frozenset(select_blocks(model.config, blocks))
-    order, soft = _resolve_order(model.config, order)
-    return _apply(model, images, order, implementation, names, soft)
+    return apply(model, images, as_order(order), implementation, names)
 
 
-def _resolve_order(config: VMambaConfig, order):
-    """``(Order, None)`` for a hard order; ``(placeholder, {"hxw": (K, L, L)})`` for soft routes."""
-    from jaxmamba.soft_orders import as_soft, is_soft
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def apply(model: Model, images, order: Order | SoftOrder, implementation, capture: frozenset):
+    """The jitted forward with resolved arguments: ``(logits, cache)`` as :func:`run_with_cache`.
 
-    if is_soft(order):
-        return as_order(None), as_soft(order, config.k_routes)
-    return as_order(order), None
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _apply(model: Model, images, order: Order, implementation, capture: frozenset, soft=None):
+    ``order`` must already be an :class:`Order` or :class:`SoftOrder` (:func:`as_order`); a hard
+    order is static (a pytree without leaves), soft routes are traced. ``capture`` is the
+    frozenset of block names whose scan input and output are returned. For library code that
+    calls the model inside its own ``jit``; users call :func:`forward` or
+    :func:`run_with_cache`.
+    """
     module = VSSM(model.config, implementation)
-    routes_for = _routes_fn(model.config, order, soft)
+    routes = routes_for(model.config, order)
     images = images.astype(jnp.float32)
     if not capture:
-        return module.apply({"params": model.params}, images, routes_for), {}
+        return module.apply({"params": model.params}, images, routes), {}
     logits, state = module.apply(
-        {"params": model.params}, images, routes_for, capture, mutable=["intermediates"]
+        {"params": model.params}, images, routes, capture, mutable=["intermediates"]
     )
     cache = {}
     for path, value in P.flatten(state["intermediates"]).items():
         name = P.path_to_key(path[:-2])  # (..., "op", "x") -> layers.i.blocks.j
         cache.setdefault(name, {})[path[-1]] = value[0]
     return logits, cache
-
-
-def iter_blocks(config: VMambaConfig) -> Iterable[tuple[int, int, str]]:
-    """``(stage, index, name)`` of every SS2D block."""
-    for i, depth in enumerate(config.depths):
-        for j in range(depth):
-            yield i, j, f"layers.{i}.blocks.{j}"

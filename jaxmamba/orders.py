@@ -54,27 +54,29 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import operator
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 import numpy as np
+
+from jaxmamba.errors import OrderError
 
 __all__ = [
     "ORDER_NAMES",
     "Order",
     "OrderError",
+    "SoftOrder",
     "as_order",
+    "is_soft_spec",
     "describe_routes",
     "inverse_routes",
     "make_routes",
     "validate_routes",
 ]
-
-
-class OrderError(ValueError):
-    """A patch order, its routes, or a grid size is invalid."""
 
 
 ORDER_NAMES: tuple[str, ...] = (
@@ -472,6 +474,116 @@ class Order:
         """Number of routes K on an ``h x w`` grid."""
         return int(self.routes(h, w).shape[0])
 
+    def fingerprint(self, grids) -> str:
+        """A content digest of the routes on ``grids`` ``[(h, w), ...]`` (what a resumed run or a
+        study must match; the same for two orders that scan those grids alike).
+
+        >>> same = as_order(make_routes("cross", 4, 4))
+        >>> Order("cross").fingerprint([(4, 4)]) == same.fingerprint([(4, 4)])
+        True
+        """
+        digest = hashlib.sha256()
+        for h, w in sorted({(int(h), int(w)) for h, w in grids}):
+            digest.update(
+                f"{h}x{w}:".encode() + np.ascontiguousarray(self.routes(h, w), "<i8").tobytes()
+            )
+        return digest.hexdigest()[:16]
+
+
+# A hard order is a pytree without leaves: jit sees it in the tree structure, as a static value.
+jax.tree_util.register_pytree_node(Order, lambda o: ((), o), lambda o, _: o)
+
+
+@jax.tree_util.register_pytree_node_class
+class SoftOrder:
+    """Soft routes: per grid ``(h, w)``, ``K`` doubly-stochastic ``(L, L)`` matrices.
+
+    ``routes(h, w)[k, t, s]`` is the weight of patch ``s`` at scan position ``t`` of route ``k``;
+    a hard route is the special case of a permutation matrix. A ``SoftOrder`` is a pytree whose
+    leaves are the matrices, so ``jit`` traces them and gradients flow to them (for example to
+    Sinkhorn logits, :mod:`jaxmamba.soft_orders`); its grids are static. Build one with
+    :func:`as_order` from ``{(h, w): (K, L, L) float array}``; every function that takes
+    ``order=`` accepts it.
+
+    >>> import jax.numpy as jnp
+    >>> o = as_order({(2, 2): jnp.eye(4)[None]})
+    >>> o.name, o.grids, o.routes(2, 2).shape
+    ('soft', ((2, 2),), (1, 4, 4))
+    """
+
+    name = "soft"
+
+    def __init__(self, grids: tuple[tuple[int, int], ...], matrices: tuple) -> None:
+        self.grids = tuple(grids)
+        self.matrices = tuple(matrices)
+
+    def routes(self, h: int, w: int):
+        """The ``(K, h·w, h·w)`` soft routes of grid ``h x w``."""
+        h, w = _check_grid(h, w)
+        if (h, w) not in self.grids:
+            raise OrderError(f"soft routes have no grid {h}x{w}; they have {list(self.grids)}")
+        return self.matrices[self.grids.index((h, w))]
+
+    def num_routes(self, h: int, w: int) -> int:
+        """Number of routes K on an ``h x w`` grid."""
+        return int(self.routes(h, w).shape[0])
+
+    def fingerprint(self, grids=None) -> str:
+        """A content digest of the matrices (of ``grids``, default all; concrete values only)."""
+        digest = hashlib.sha256()
+        for g in sorted(self.grids if grids is None else {tuple(map(int, g)) for g in grids}):
+            value = np.ascontiguousarray(np.asarray(self.routes(*g), np.float32), "<f4")
+            digest.update(f"{g[0]}x{g[1]}:".encode() + value.tobytes())
+        return "soft:" + digest.hexdigest()[:16]
+
+    def tree_flatten(self):
+        return self.matrices, self.grids
+
+    @classmethod
+    def tree_unflatten(cls, grids, matrices):
+        return cls(grids, matrices)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(
+            f"{h}x{w}: {tuple(np.shape(m))}"
+            for (h, w), m in zip(self.grids, self.matrices, strict=True)
+        )
+        return f"SoftOrder({shapes})"
+
+
+def is_soft_spec(spec: Any) -> bool:
+    """Whether ``spec`` is soft routes: a :class:`SoftOrder` or ``{(h, w): (K, L, L) float}``.
+
+    >>> import numpy as np
+    >>> is_soft_spec({(2, 2): np.eye(4)[None]}), is_soft_spec({(2, 2): [[0, 1, 2, 3]]})
+    (True, False)
+    """
+    if isinstance(spec, SoftOrder):
+        return True
+    if not isinstance(spec, Mapping) or not spec:
+        return False
+    return all(
+        hasattr(v, "dtype") and np.ndim(v) == 3 and np.issubdtype(np.dtype(v.dtype), np.floating)
+        for v in spec.values()
+    )
+
+
+def _soft_order(spec: Mapping) -> SoftOrder:
+    grids, matrices = [], []
+    for key in sorted(spec, key=lambda g: tuple(g) if isinstance(g, tuple) else (0, 0)):
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise OrderError(f"soft routes must be keyed by grid (h, w), got {key!r}")
+        h, w = _check_grid(*key)
+        value = spec[key]
+        shape = tuple(value.shape)
+        if len(shape) != 3 or shape[1:] != (h * w, h * w) or shape[0] < 1:
+            raise OrderError(
+                f"soft routes of grid {h}x{w} must be (K, {h * w}, {h * w}), got {shape}"
+            )
+        grids.append((h, w))
+        matrices.append(value)
+    return SoftOrder(tuple(grids), tuple(matrices))
+
 
 @functools.lru_cache(maxsize=256)
 def _order_routes(order: Order, h: int, w: int) -> np.ndarray:
@@ -511,25 +623,28 @@ def _mapping_order(spec: Mapping) -> Order:
     return Order("custom", key, types.MappingProxyType(table))
 
 
-def as_order(spec: Any = None) -> Order:
-    """Turn an order spec into an :class:`Order`.
+def as_order(spec: Any = None) -> Order | SoftOrder:
+    """Turn an order spec into an :class:`Order` (hard) or a :class:`SoftOrder`.
 
     Args:
-      spec: ``None`` (-> ``"cross"``); an :class:`Order` (returned as is); a name in
-        :data:`ORDER_NAMES`; a mapping ``{(h, w): routes (K, h*w)}``; one 2-D array ``(K, L)``
-        used on every grid with ``h * w == L``; or a callable ``(h, w) -> routes (K, h*w)``
-        (hashed by identity, its output validated).
+      spec: ``None`` (-> ``"cross"``); an :class:`Order` or :class:`SoftOrder` (returned as is);
+        a name in :data:`ORDER_NAMES`; a mapping ``{(h, w): routes (K, h*w)}``; one 2-D array
+        ``(K, L)`` used on every grid with ``h * w == L``; a callable ``(h, w) -> routes
+        (K, h*w)`` (hashed by identity, its output validated); or soft routes
+        ``{(h, w): (K, L, L) float array}`` (a :class:`SoftOrder`, traced under ``jit``).
 
     Returns:
-      The :class:`Order`.
+      The order: hashable and static under ``jit`` when hard, a pytree of arrays when soft.
 
     >>> as_order([[0, 1, 2, 3]]).routes(2, 2).tolist()
     [[0, 1, 2, 3]]
     """
     if spec is None:
         return Order("cross")
-    if isinstance(spec, Order):
+    if isinstance(spec, Order | SoftOrder):
         return spec
+    if is_soft_spec(spec):
+        return _soft_order(spec)
     if isinstance(spec, str):
         if spec not in ORDER_NAMES:
             raise OrderError(f"unknown order {spec!r}; known orders: {', '.join(ORDER_NAMES)}")

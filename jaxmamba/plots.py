@@ -10,11 +10,13 @@ scaled), stretched over the grid so that patch (r, c) covers its pixels.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from jaxmamba.config import parse_block_name
+from jaxmamba.errors import PlotError, require
 
 __all__ = [
     "PlotError",
@@ -26,20 +28,10 @@ __all__ = [
     "scan_positions",
 ]
 
-_EXTRA = "pip install 'jaxmamba[plot]'"
-_NAME = re.compile(r"layers\.(\d+)\.blocks\.(\d+)$")
-
-
-class PlotError(ValueError):
-    """A plot's inputs (shapes, patch, options) are invalid."""
-
 
 def _figure(figsize):
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(f"plots need matplotlib: {_EXTRA}") from e
+    FigureCanvasAgg = require("matplotlib.backends.backend_agg", "plot", "plots").FigureCanvasAgg
+    Figure = require("matplotlib.figure", "plot", "plots").Figure
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -265,16 +257,16 @@ def _stat(a: np.ndarray, h: int, w: int, stat) -> np.ndarray:
 
 def _layout(names) -> dict[str, tuple[int, int]]:
     """Panel (row, col) per block: stage × block for official names, else one row."""
-    parsed = {n: _NAME.match(n) for n in names}
-    if all(parsed.values()):
-        stages = sorted({int(m.group(1)) for m in parsed.values()})
-        out, per_stage = {}, {s: 0 for s in stages}
-        for n, m in parsed.items():
-            s = int(m.group(1))
-            out[n] = (stages.index(s), per_stage[s])
-            per_stage[s] += 1
-        return out
-    return {n: (0, i) for i, n in enumerate(names)}
+    try:
+        parsed = {n: parse_block_name(n) for n in names}
+    except ValueError:
+        return {n: (0, i) for i, n in enumerate(names)}
+    stages = sorted({stage for stage, _ in parsed.values()})
+    out, per_stage = {}, dict.fromkeys(stages, 0)
+    for n, (stage, _) in parsed.items():
+        out[n] = (stages.index(stage), per_stage[stage])
+        per_stage[stage] += 1
+    return out
 
 
 def overview(

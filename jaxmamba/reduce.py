@@ -27,30 +27,21 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from jaxmamba.errors import ReduceError, require
+
 __all__ = ["METHODS", "ReduceError", "embed", "embed_joint"]
 
 METHODS = ("pca", "tsne", "umap")
-_EXTRA = "pip install 'jaxmamba[plot]'"
-
-
-class ReduceError(ValueError):
-    """A reduction method, its options, or the maps to embed are invalid."""
 
 
 def _sklearn():
-    try:
-        from sklearn.decomposition import PCA
-        from sklearn.manifold import TSNE
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(f"PCA/t-SNE need scikit-learn: {_EXTRA}") from e
+    PCA = require("sklearn.decomposition", "plot", "PCA").PCA
+    TSNE = require("sklearn.manifold", "plot", "t-SNE").TSNE
     return PCA, TSNE
 
 
 def _umap():
-    try:
-        import umap
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(f"UMAP needs umap-learn: {_EXTRA}") from e
+    umap = require("umap", "plot", "UMAP")
     return umap.UMAP
 
 

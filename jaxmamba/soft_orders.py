@@ -2,14 +2,14 @@
 
 A hard route is a permutation matrix ``P[t, s] = 1`` if scan position t reads patch s.  A soft
 route is a doubly-stochastic ``(L, L)`` matrix, here ``sinkhorn(logits / temperature)`` in log
-space, used in place of ``P`` wherever an order is accepted: pass ``{(h, w): (K, L, L)}`` as
-``order=`` to :func:`jaxmamba.forward`, :func:`jaxmamba.run_with_cache` or
-:func:`jaxmamba.attention.extract_attention`, and take gradients with respect to the logits.
+space, used in place of ``P`` wherever an order is accepted: pass ``{(h, w): (K, L, L)}`` (or
+the :class:`~jaxmamba.orders.SoftOrder` that :func:`~jaxmamba.orders.as_order` makes of it) as
+``order=`` to :func:`jaxmamba.forward`, :func:`jaxmamba.extract_attention`,
+:func:`jaxmamba.verify`, :func:`jaxmamba.attention_mean` or :func:`jaxmamba.metrics.summarize`,
+and take gradients with respect to the logits.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxmamba.orders import OrderError, validate_routes
 
-__all__ = ["sinkhorn", "soft_routes", "hard_routes", "route_logits", "as_soft", "is_soft"]
+__all__ = ["sinkhorn", "soft_routes", "hard_routes", "route_logits"]
 
 
 def sinkhorn(logits, n_iters: int = 30):
@@ -46,7 +46,7 @@ def route_logits(routes, scale: float = 5.0):
     >>> import numpy as np
     >>> from jaxmamba.orders import make_routes
     >>> r = make_routes("cross", 2, 3)
-    >>> (hard_routes(soft_routes(route_logits(r))) == r).all()
+    >>> bool((hard_routes(soft_routes(route_logits(r))) == r).all())
     True
     """
     routes = np.asarray(routes)
@@ -71,30 +71,3 @@ def hard_routes(soft) -> np.ndarray:
         out.append(route)
     l = soft.shape[1]
     return validate_routes(np.stack(out), 1, l)
-
-
-def is_soft(order) -> bool:
-    """Whether ``order`` is a mapping ``{(h, w): (K, L, L) float array}`` of soft routes."""
-    if not isinstance(order, Mapping) or not order:
-        return False
-    values = list(order.values())
-    return all(
-        hasattr(v, "dtype") and np.ndim(v) == 3 and jnp.issubdtype(v.dtype, jnp.floating)
-        for v in values
-    )
-
-
-def as_soft(order, k_routes: int) -> dict:
-    """Validate soft routes and key them ``"hxw"`` (a pytree that jit traces, not hashes)."""
-    out = {}
-    for key, value in order.items():
-        if not (isinstance(key, tuple) and len(key) == 2):
-            raise OrderError(f"soft routes must be keyed by grid (h, w), got {key!r}")
-        h, w = map(int, key)
-        shape = (k_routes, h * w, h * w)
-        if tuple(value.shape) != shape:
-            raise OrderError(
-                f"soft routes of grid {h}x{w} must be {shape}, got {tuple(value.shape)}"
-            )
-        out[f"{h}x{w}"] = value
-    return out

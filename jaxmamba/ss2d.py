@@ -17,13 +17,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float, Int
 
 from jaxmamba.kernels import selective_scan
-from jaxmamba.layers import Conv2d, LayerNorm, Linear, torch_uniform
+from jaxmamba.layers import HIGHEST, Conv2d, LayerNorm, Linear, torch_uniform
 
 __all__ = ["SS2D", "cross_scan", "cross_merge", "scan_inputs", "is_hard"]
-
-HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def is_hard(routes) -> bool:
@@ -31,7 +30,9 @@ def is_hard(routes) -> bool:
     return isinstance(routes, np.ndarray) and np.issubdtype(routes.dtype, np.integer)
 
 
-def cross_scan(x, routes):
+def cross_scan(
+    x: Float[Array, "b d l"], routes: Int[np.ndarray, "k l"] | Float[Array, "k l l"]
+) -> Float[Array, "b k d l"]:
     """Read a spatial sequence along every route.
 
     Args:
@@ -46,7 +47,9 @@ def cross_scan(x, routes):
     return jnp.einsum("kts,bds->bkdt", routes, x, precision=HIGHEST)
 
 
-def cross_merge(y, routes):
+def cross_merge(
+    y: Float[Array, "b k d l"], routes: Int[np.ndarray, "k l"] | Float[Array, "k l l"]
+) -> Float[Array, "b d l"]:
     """Put every route's output back in spatial order and sum over routes.
 
     Args:

@@ -63,7 +63,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as plgpu
 
-from jaxmamba.kernels.selective_scan import ScanError, _scan_plain
+from jaxmamba.kernels.selective_scan import ScanError, scan_plain
 
 __all__ = ["BlockSizes", "PLATFORMS", "scan", "scan_ref"]
 
@@ -163,7 +163,7 @@ def scan_ref(u, dt, A, B, C):
     >>> scan_ref(u, dt, -jnp.ones((2, 1)), jnp.ones((1, 1, 1, 5)), jnp.ones((1, 1, 1, 5))).shape
     (1, 2, 5)
     """
-    return _scan_plain(*(x.astype(_F32) for x in (u, dt, A, B, C)))
+    return scan_plain(*(x.astype(_F32) for x in (u, dt, A, B, C)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,14 +21,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
-__all__ = ["ScanError", "selective_scan", "selective_scan_ref", "IMPLEMENTATIONS"]
+from jaxmamba.errors import ScanError
+
+__all__ = ["ScanError", "selective_scan", "selective_scan_ref", "scan_plain", "IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = ("xla", "pallas")
-
-
-class ScanError(ValueError):
-    """Inputs of ``selective_scan`` have inconsistent shapes or an unknown implementation."""
 
 
 def _check_shapes(u, delta, A, B, C, D, delta_bias):
@@ -131,20 +130,20 @@ def _scan_xla(u, dt, A, B, C, chunk):
 
 
 def selective_scan(
-    u,
-    delta,
-    A,
-    B,
-    C,
-    D=None,
-    delta_bias=None,
+    u: Float[Array, "b d l"],
+    delta: Float[Array, "b d l"],
+    A: Float[Array, "d n"],
+    B: Float[Array, "b *g n l"],
+    C: Float[Array, "b *g n l"],
+    D: Float[Array, " d"] | None = None,
+    delta_bias: Float[Array, " d"] | None = None,
     *,
     delta_softplus: bool = False,
     implementation: str | None = None,
     chunk: int | None = None,
     interpret: bool = False,
     block_sizes=None,
-):
+) -> Float[Array, "b d l"]:
     """Selective scan ``y = S6(u)``, float32, with mamba_ssm's argument layout.
 
     Args:
@@ -182,13 +181,13 @@ def selective_scan(
     if implementation == "pallas":
         try:
             from jaxmamba.kernels import scan_pallas
-        except ImportError as e:  # pragma: no cover - until the kernel lands
+        except ImportError as e:  # pragma: no cover - a jax build without Pallas GPU/TPU
             raise ScanError("the Pallas selective scan is not available in this build") from e
         y = scan_pallas.scan(u, dt, A, B, C, interpret=interpret, block_sizes=block_sizes)
     else:
         l, n = u.shape[-1], A.shape[-1]
         if chunk is None and (l <= 1024 or n == 1):  # measured faster in the model on XLA:CPU
-            y = _scan_plain(u, dt, A, B, C)
+            y = scan_plain(u, dt, A, B, C)
         else:
             y = _scan_xla(u, dt, A, B, C, chunk=chunk or _default_chunk(l))
     if D is not None:
@@ -207,14 +206,15 @@ def selective_scan_ref(u, delta, A, B, C, D=None, delta_bias=None, *, delta_soft
     """
     _check_shapes(u, delta, A, B, C, D, delta_bias)
     u, dt, A, B, C = _prepare(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    y = _scan_plain(u, dt, A, B, C)
+    y = scan_plain(u, dt, A, B, C)
     if D is not None:
         y = y + D.astype(jnp.float32)[:, None] * u
     return y
 
 
-def _scan_plain(u, dt, A, B, C):
-    """One ``lax.scan`` step per position over the whole state; ``dt`` is the final Δ."""
+def scan_plain(u, dt, A, B, C):
+    """The scan with prepared inputs (``dt`` the final Δ, no D term): one ``lax.scan`` step per
+    position over the whole state.  Shared by the XLA path and the Pallas reference."""
     b, d, l = u.shape
     g = B.shape[1]
     Bd = jnp.repeat(B, d // g, axis=1)  # (b, d, n, l)

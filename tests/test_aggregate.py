@@ -30,7 +30,7 @@ def setup():
 def test_mean_over_uneven_batches(setup):
     model, data, ref = setup
     mean = attention_mean(model, data, blocks=BLOCKS, progress=False)
-    assert mean["count"] == 11
+    assert mean.count == 11
     for k, v in ref.items():
         assert rel_err(mean[k], v) < 1e-5
 
@@ -62,13 +62,15 @@ def test_resume_counts_no_image_twice(setup, tmp_path):
     resumed = attention_mean(
         model, data, blocks=BLOCKS, out_dir=tmp_path, save_every=1, progress=False
     )
-    assert resumed["count"] == 11
+    assert resumed.count == 11
     for k, v in ref.items():
         assert rel_err(resumed[k], v) < 1e-5
     again = attention_mean(model, data, blocks=BLOCKS, out_dir=tmp_path, progress=False)
-    assert again["count"] == 11
-    with pytest.raises(AggregateError, match="other options"):
-        attention_mean(model, data, blocks=BLOCKS, routes="each", out_dir=tmp_path, progress=False)
+    assert again.count == 11
+    with pytest.raises(AggregateError, match="options"):
+        attention_mean(
+            model, data, blocks=BLOCKS, route_mode="each", out_dir=tmp_path, progress=False
+        )
 
 
 def test_resume_refuses_other_custom_routes(setup, tmp_path):
@@ -86,9 +88,9 @@ def test_resume_refuses_other_custom_routes(setup, tmp_path):
     again = attention_mean(
         model, data[:1], order=dict(routes), blocks=3, out_dir=tmp_path, progress=False
     )  # same content, another object: resumes
-    assert again["count"] == 3
+    assert again.count == 3
     routes[(2, 2)] = jaxmamba.make_routes("spiral", 2, 2)
-    with pytest.raises(AggregateError, match="other options"):
+    with pytest.raises(AggregateError, match="order_digest"):
         attention_mean(model, data[:1], order=routes, blocks=3, out_dir=tmp_path, progress=False)
 
 
@@ -115,7 +117,7 @@ SHARDED = textwrap.dedent(
     model = jaxmamba.create_model("vmamba_test", seed=4)
     rng = np.random.default_rng(1)
     data = [rng.standard_normal((b, 64, 64, 3)).astype(np.float32) for b in (8, 5)]
-    x, valid = _global_batch(data[1], Mesh(np.asarray(jax.devices()), ("batch",)))
+    x, valid = _global_batch(data[1], np.ones(5, bool), Mesh(np.asarray(jax.devices()), ("batch",)))
     sharded = attention_mean(model, data, blocks=[0, 3], progress=False)
     one = jax.devices()[0]
     ref = jaxmamba.attention.extract_attention(
@@ -123,7 +125,7 @@ SHARDED = textwrap.dedent(
     err = max(float(np.max(np.abs(np.asarray(sharded[k]) - np.asarray(ref[k]).mean(0)))
                     / np.max(np.abs(np.asarray(ref[k])))) for k in ref)
     print(json.dumps(dict(devices=len(x.sharding.device_set), padded=int(x.shape[0]),
-                          valid=int(valid.sum()), count=sharded["count"], err=err)))
+                          valid=int(valid.sum()), count=sharded.count, err=err)))
     """
 )
 

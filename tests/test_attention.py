@@ -99,10 +99,10 @@ def test_verify_catches_a_wrong_output(model):
 
 def test_route_modes_and_skip(model):
     x = images((1, 64, 64, 3))
-    each = extract_attention(model, x, routes="each", blocks=[0, 3])
+    each = extract_attention(model, x, route_mode="each", blocks=[0, 3])
     summed = extract_attention(model, x, blocks=[0, 3])
     skip = extract_attention(model, x, blocks=[0, 3], include_skip=True)
-    nall = extract_attention(model, x, routes="nall", blocks=[0, 3])
+    nall = extract_attention(model, x, route_mode="nall", blocks=[0, 3])
     for name in summed:
         e, s = np.asarray(each[name]), np.asarray(summed[name])
         assert e.shape[1] == 4 and e.shape[2:] == s.shape[1:]
@@ -173,7 +173,7 @@ def test_block_selection():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(routes="max"), "routes must be"),
+        (dict(route_mode="max"), "route_mode must be"),
         (dict(channels="median"), "channels must be"),
         (dict(channels=[]), "non-empty"),
         (dict(channels=[0.5]), "ints"),

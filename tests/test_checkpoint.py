@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import jaxmamba
-from jaxmamba import checkpoint as ck
 from jaxmamba import params as P
+from jaxmamba import store
 from jaxmamba.checkpoint import CheckpointError, load, param_shapes, save
 
 # The same config as the converter tests' s1 family, so a forward compiled there is reused here.
@@ -101,7 +101,7 @@ def test_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
     def fail(*args):
         raise RuntimeError("disk full (simulated)")
 
-    monkeypatch.setattr(ck, "_write_config", fail)  # fails after Orbax wrote the parameters
+    monkeypatch.setattr(store, "_sha256", fail)  # fails after Orbax wrote the parameters
     with pytest.raises(CheckpointError, match="disk full"):
         save(random_model(), tmp_path / "ckpt")
     assert list(tmp_path.iterdir()) == []
@@ -122,7 +122,7 @@ def test_failed_overwrite_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     def fail(*args):
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(ck, "_write_config", fail)
+    monkeypatch.setattr(store, "_sha256", fail)
     with pytest.raises(CheckpointError, match="simulated failure"):
         save(random_model(seed=1), tmp_path / "ckpt", overwrite=True)
     monkeypatch.undo()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxmamba
-from jaxmamba.__main__ import main
+from jaxmamba.cli import main
 from jaxmamba.images import ImageError, load_image
 
 

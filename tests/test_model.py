@@ -8,7 +8,7 @@ import pytest
 import jaxmamba
 from jaxmamba import params as P
 from jaxmamba.config import OFFICIAL_VARIANTS, ConfigError, get_config
-from jaxmamba.model import _apply
+from jaxmamba.model import apply
 
 OFFICIAL = {
     # name: (depths, dim, d_state, ssm_ratio, gated, mlp)
@@ -118,10 +118,30 @@ def test_no_retracing_on_second_call():
     m = jaxmamba.create_model("vmamba_test")
     x = jnp.zeros((1, 64, 64, 3))
     jaxmamba.forward(m, x)
-    before = _apply._cache_size()
+    before = apply._cache_size()
     jaxmamba.forward(m, x + 1.0)
     jaxmamba.forward(jaxmamba.create_model("vmamba_test", seed=1), x)  # new params, same config
-    assert _apply._cache_size() == before
+    assert apply._cache_size() == before
+
+
+def test_forward_and_extraction_trace_once_under_jit():
+    """Pure and jit-able: a jitted wrapper traces once for new params and images of one shape."""
+    import chex
+
+    config = jaxmamba.get_config("vmamba_test")
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def logits_and_map(params, images):
+        model = jaxmamba.Model(config, params)
+        maps = jaxmamba.extract_attention(model, images, blocks=3)
+        return jaxmamba.forward(model, images), maps["layers.3.blocks.0"]
+
+    x = jnp.zeros((1, 64, 64, 3))
+    for seed in (0, 1):
+        params = jaxmamba.create_model(config, seed=seed).params
+        logits, a = logits_and_map(params, x + seed)
+        assert logits.shape == (1, 10) and a.shape == (1, 4, 4)
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,7 @@ def test_logits_and_attention(official, size):
     maps = extract_attention(model, images)
     checks = [(f"{name} {size} {b} attention", maps[b], ref[b]) for b in model.config.block_names()]
     if "layers.0.blocks.0.routes" in ref.files:
-        each = extract_attention(model, images, blocks="layers.0.blocks.0", routes="each")
+        each = extract_attention(model, images, blocks="layers.0.blocks.0", route_mode="each")
         checks.insert(
             0, (f"{name} {size} layers.0.blocks.0 routes", each["layers.0.blocks.0"],
                 ref["layers.0.blocks.0.routes"]),

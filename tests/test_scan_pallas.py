@@ -238,3 +238,18 @@ class TestErrors:
         assert not sp.BlockSizes().tiles_n1  # the general kernels unless asked
         assert sp.BlockSizes.get_default(16).block_d <= sp.BlockSizes.get_default(1).block_d
         sp.BlockSizes.get_default(16).validate()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU (compiled Triton kernels)")
+@pytest.mark.parametrize("n, g, l", [(1, 4, 3136), (16, 4, 300)])
+def test_compiled_gpu_kernel_matches_float64(n, g, l):
+    """On a GPU: the compiled (not interpreted) kernel, forward and gradients."""
+    u, dt, A, B, C = make(b=2, n=n, g=g, l=l)
+    y = selective_scan(u, dt, A, B, C, implementation="pallas")
+    assert rel_err(y, scan64(u, dt, A, B, C)) < 1e-5
+    loss = lambda impl: lambda *a: jnp.sum(jnp.sin(selective_scan(*a, implementation=impl)))
+    g_pl = jax.grad(loss("pallas"), argnums=(0, 1, 3, 4))(u, dt, A, B, C)
+    g_xla = jax.grad(loss("xla"), argnums=(0, 1, 3, 4))(u, dt, A, B, C)
+    for a, b in zip(g_pl, g_xla, strict=True):
+        assert rel_err(a, b) < 1e-4

@@ -62,7 +62,7 @@ def test_soft_routes_in_attention_mean_and_summarize(model_and_images, tmp_path)
     mean_soft = attention_mean(m, [x2[:1], x2[1:]], order=soft, blocks=1, progress=False,
                                out_dir=tmp_path / "mean")  # fmt: skip
     mean_hard = attention_mean(m, [x2[:1], x2[1:]], order="spiral", blocks=1, progress=False)
-    assert int(mean_soft["count"]) == 2
+    assert mean_soft.count == 2
     assert rel_err(mean_soft["layers.1.blocks.0"], mean_hard["layers.1.blocks.0"]) < 1e-4
     other = {g: so.soft_routes(so.route_logits(jaxmamba.make_routes("cross", *g), 40.0))
              for g in GRIDS}  # fmt: skip

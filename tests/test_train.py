@@ -1,5 +1,6 @@
-"""Tests of jaxmamba.train: schedule, loss, the jitted step, fit (determinism, resumption,
-checkpoints), the example script, and the shipped default model.
+"""Tests of training (jaxmamba.optim, .train, .evaluate, .pretrained, .digits_recipe): schedule,
+loss, the jitted step, fit (determinism, resumption, checkpoints), the example script, and the
+shipped default model.
 
 Every fit here uses one tiny one-stage model, 32x32 digits and batches of 16, so that the train
 step is compiled once for the whole file.
@@ -20,11 +21,22 @@ import pytest
 import jaxmamba
 from jaxmamba import checkpoint
 from jaxmamba import data as D
-from jaxmamba import train as T
+from jaxmamba.digits_recipe import TRAINING_JSON
+from jaxmamba.errors import TrainError
+from jaxmamba.evaluate import evaluate, evaluate_metrics
+from jaxmamba.optim import (
+    TrainConfig,
+    cross_entropy,
+    lr_schedule,
+    make_optimizer,
+    weight_decay_mask,
+)
+from jaxmamba.pretrained import DEFAULT_MODEL_DIR, default_model_config, load_default
+from jaxmamba.train import fit, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 # the default model's family (the example's smoke run reuses the compiled step), one stage
-TINY = jaxmamba.get_config(T.default_model_config(), dims=(8,), depths=(1,))
+TINY = jaxmamba.get_config(default_model_config(), dims=(8,), depths=(1,))
 BATCH = 16
 
 
@@ -35,8 +47,8 @@ def digits():
     return (x[:64], y[:64]), (xt[:32], yt[:32])
 
 
-def config(**changes) -> T.TrainConfig:
-    base = T.TrainConfig(epochs=2, batch_size=BATCH, lr=1e-2, warmup_epochs=0.5)
+def config(**changes) -> TrainConfig:
+    base = TrainConfig(epochs=2, batch_size=BATCH, lr=1e-2, warmup_epochs=0.5)
     return base.replace(**changes)
 
 
@@ -55,8 +67,8 @@ def without_seconds(history):
 
 
 def test_schedule_warms_up_then_decays():
-    c = T.TrainConfig(epochs=10, warmup_epochs=2, lr=1e-3, end_lr_ratio=0.01)
-    s = T.lr_schedule(c, steps_per_epoch=5)
+    c = TrainConfig(epochs=10, warmup_epochs=2, lr=1e-3, end_lr_ratio=0.01)
+    s = lr_schedule(c, steps_per_epoch=5)
     lrs = np.asarray(s(np.arange(51)))
     assert lrs[0] == 0.0
     assert np.all(np.diff(lrs[:11]) > 0)  # linear warm-up over 2 epochs = 10 updates
@@ -65,7 +77,7 @@ def test_schedule_warms_up_then_decays():
     assert np.all(np.diff(lrs[10:]) < 0)  # cosine decay afterwards
     np.testing.assert_allclose(lrs[50], 1e-5, rtol=1e-4)
     np.testing.assert_allclose(lrs[30], 1e-5 + (1e-3 - 1e-5) / 2, rtol=1e-5)  # half way
-    short = T.lr_schedule(T.TrainConfig(epochs=1, warmup_epochs=1), steps_per_epoch=4)
+    short = lr_schedule(TrainConfig(epochs=1, warmup_epochs=1), steps_per_epoch=4)
     assert float(short(4)) < float(short(3))  # warm-up capped so that some decay remains
 
 
@@ -73,35 +85,35 @@ def test_label_smoothing_matches_optax():
     logits = jax.random.normal(jax.random.PRNGKey(0), (6, 10)) * 3
     labels = jnp.array([0, 3, 9, 1, 1, 5])
     plain = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    np.testing.assert_allclose(T.cross_entropy(logits, labels), plain, rtol=1e-6)
+    np.testing.assert_allclose(cross_entropy(logits, labels), plain, rtol=1e-6)
     for alpha in (0.1, 0.3):
         targets = (1 - alpha) * jax.nn.one_hot(labels, 10) + alpha / 10
         expected = optax.softmax_cross_entropy(logits, targets).mean()
-        np.testing.assert_allclose(T.cross_entropy(logits, labels, alpha), expected, rtol=1e-6)
+        np.testing.assert_allclose(cross_entropy(logits, labels, alpha), expected, rtol=1e-6)
     confident = 20.0 * jax.nn.one_hot(labels, 10)  # correct and sure: smoothing adds loss
-    assert T.cross_entropy(confident, labels, 0.1) > T.cross_entropy(confident, labels) + 1.0
+    assert cross_entropy(confident, labels, 0.1) > cross_entropy(confident, labels) + 1.0
     uniform = jnp.zeros((6, 10))  # uniform logits: log 10 whatever the targets
-    np.testing.assert_allclose(T.cross_entropy(uniform, labels, 0.1), np.log(10), rtol=1e-6)
+    np.testing.assert_allclose(cross_entropy(uniform, labels, 0.1), np.log(10), rtol=1e-6)
 
 
 def test_weight_decay_mask_and_optimizer():
     model = jaxmamba.create_model(TINY)
-    mask = T.weight_decay_mask(model.params)
+    mask = weight_decay_mask(model.params)
     op = mask["layers_0"]["blocks_0"]["op"]
     assert not op["A_logs"] and not op["Ds"]
     assert op["in_proj"]["weight"] and op["x_proj_weight"]
     assert not any(m for p, m in jax.tree_util.tree_leaves_with_path(mask) if "norm" in str(p))
-    state = T.make_optimizer(config(weight_decay=0.2, grad_clip=0)).init(model.params)
+    state = make_optimizer(config(weight_decay=0.2, grad_clip=0)).init(model.params)
     assert float(state.hyperparams["weight_decay"]) == pytest.approx(0.2)
     assert float(state.hyperparams["clip_norm"]) == np.inf
 
 
 def test_train_config_errors():
-    with pytest.raises(T.TrainError, match="order must be one of"):
-        T.TrainConfig(order="snail")
-    with pytest.raises(T.TrainError, match="epochs must be >= 1.*lr must be > 0"):
-        T.TrainConfig(epochs=0, lr=0)
-    assert issubclass(T.TrainError, ValueError)
+    with pytest.raises(TrainError, match="order must be one of"):
+        TrainConfig(order="snail")
+    with pytest.raises(TrainError, match="epochs must be >= 1.*lr must be > 0"):
+        TrainConfig(epochs=0, lr=0)
+    assert issubclass(TrainError, ValueError)
 
 
 # ---- the step and fit ------------------------------------------------------------------------
@@ -110,8 +122,8 @@ def test_train_config_errors():
 def test_any_order_trains(digits):
     (x, y), _ = digits
     model = jaxmamba.create_model(TINY)
-    state = T.make_optimizer(config()).init(model.params)
-    new, state, metrics = T.train_step(
+    state = make_optimizer(config()).init(model.params)
+    new, state, metrics = train_step(
         model, state, x[:BATCH], y[:BATCH], jax.random.PRNGKey(0), 1e-2, order="spiral"
     )
     assert np.isfinite(float(metrics["loss"])) and 0 <= int(metrics["correct"]) <= BATCH
@@ -122,23 +134,23 @@ def test_any_order_trains(digits):
 def test_loss_decreases_when_overfitting(digits):
     (x, y), _ = digits
     model = jaxmamba.create_model(TINY)
-    before = float(T.cross_entropy(jaxmamba.forward(model, x), y))
+    before = float(cross_entropy(jaxmamba.forward(model, x), y))
     c = config(epochs=24, lr=5e-2, label_smoothing=0.0, weight_decay=0.0)
-    trained, history = T.fit(model, (x, y), None, c, progress=False)  # 96 updates, 64 images
-    after = float(T.cross_entropy(jaxmamba.forward(trained, x), y))
+    trained, history = fit(model, (x, y), None, c, progress=False)  # 96 updates, 64 images
+    after = float(cross_entropy(jaxmamba.forward(trained, x), y))
     assert history["step"][-1] == 96 and history["test_acc"] == [None] * 24
     assert after < before - 0.2, (before, after)
     assert history["loss"][-1] < history["loss"][0] - 0.2, history["loss"]
-    assert T.evaluate(trained, x, y) > T.evaluate(model, x, y)
+    assert evaluate(trained, x, y) > evaluate(model, x, y)
 
 
 def test_fit_is_deterministic(digits):
     train, test = digits
     model = jaxmamba.create_model(TINY)
-    a, ha = T.fit(model, train, test, config(epochs=1), progress=False)
-    b, hb = T.fit(model, train, test, config(epochs=1), progress=False)
+    a, ha = fit(model, train, test, config(epochs=1), progress=False)
+    b, hb = fit(model, train, test, config(epochs=1), progress=False)
     assert same_params(a, b) and without_seconds(ha) == without_seconds(hb)
-    c, _ = T.fit(model, train, test, config(epochs=1, seed=1), progress=False)
+    c, _ = fit(model, train, test, config(epochs=1, seed=1), progress=False)
     assert not same_params(a, c)
     assert isinstance(a, jaxmamba.Model) and a.config == model.config
 
@@ -147,15 +159,15 @@ def test_resume_after_interruption_is_bit_identical(digits, tmp_path):
     train, test = digits
     model = jaxmamba.create_model(TINY)
     c = config(epochs=2)  # 4 updates per epoch
-    full, h_full = T.fit(model, train, test, c, progress=False)
+    full, h_full = fit(model, train, test, c, progress=False)
 
     out = tmp_path / "run"
-    part, h_part = T.fit(model, train, test, c, out_dir=out, progress=False, stop_after=3)
+    part, h_part = fit(model, train, test, c, out_dir=out, progress=False, stop_after=3)
     assert h_part["epoch"] == [] and not same_params(part, full)
     assert (out / "checkpoints" / "3").is_dir()  # written when stopped mid-epoch
-    part, h_part = T.fit(model, train, test, c, out_dir=out, progress=False, stop_after=5)
+    part, h_part = fit(model, train, test, c, out_dir=out, progress=False, stop_after=5)
     assert h_part["epoch"] == [1]
-    resumed, h_resumed = T.fit(model, train, test, c, out_dir=out, progress=False)
+    resumed, h_resumed = fit(model, train, test, c, out_dir=out, progress=False)
     assert same_params(resumed, full)
     assert without_seconds(h_resumed) == without_seconds(h_full)
 
@@ -164,10 +176,10 @@ def test_resume_after_interruption_is_bit_identical(digits, tmp_path):
     saved = json.loads((out / "history.json").read_text())
     assert saved["history"]["step"] == [4, 8] and saved["train_config"]["epochs"] == 2
 
-    again, _ = T.fit(model, train, test, c, out_dir=out, progress=False)  # already complete
+    again, _ = fit(model, train, test, c, out_dir=out, progress=False)  # already complete
     assert same_params(again, full)
-    with pytest.raises(T.TrainError, match=r"different run.*train_config.lr: 0.01 .* 0.02 now"):
-        T.fit(model, train, test, c.replace(lr=2e-2), out_dir=out, progress=False)
+    with pytest.raises(TrainError, match=r"different run.*train_config.lr: 0.01 .* 0.02 now"):
+        fit(model, train, test, c.replace(lr=2e-2), out_dir=out, progress=False)
 
     # the result is a normal Model that jaxmamba.checkpoint stores
     loaded = checkpoint.load(checkpoint.save(resumed, tmp_path / "model"))
@@ -178,7 +190,7 @@ def test_checkpoint_every(digits, tmp_path):
     train, _ = digits
     model = jaxmamba.create_model(TINY)
     c = config(epochs=1, checkpoint_every=1, keep_checkpoints=10)
-    T.fit(model, train, None, c, out_dir=tmp_path, progress=False)
+    fit(model, train, None, c, out_dir=tmp_path, progress=False)
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert steps == [1, 2, 3, 4]
 
@@ -188,27 +200,27 @@ def test_evaluate(digits):
     model = jaxmamba.create_model(TINY)
     predicted = np.asarray(jnp.argmax(jaxmamba.forward(model, xt), -1))
     expected = float(np.mean(predicted == yt))
-    assert T.evaluate(model, xt, yt) == pytest.approx(expected)
-    assert T.evaluate(model, xt, yt, batch_size=24) == pytest.approx(expected)  # padded batch
+    assert evaluate(model, xt, yt) == pytest.approx(expected)
+    assert evaluate(model, xt, yt, batch_size=24) == pytest.approx(expected)  # padded batch
     logits = np.asarray(jaxmamba.forward(model, xt), np.float64)
     shifted = logits - logits.max(-1, keepdims=True)
     logp = shifted - np.log(np.sum(np.exp(shifted), -1, keepdims=True))
     nll = -float(np.mean(logp[np.arange(len(yt)), yt]))
-    metrics = T.evaluate_metrics(model, xt, yt, batch_size=24)
+    metrics = evaluate_metrics(model, xt, yt, batch_size=24)
     assert metrics == pytest.approx({"accuracy": expected, "loss": nll}, rel=1e-6)
 
 
 def test_fit_errors(digits):
     (x, y), _ = digits
     model = jaxmamba.create_model(TINY)
-    with pytest.raises(T.TrainError, match="smaller than one batch"):
-        T.fit(model, (x[:8], y[:8]), None, config(), progress=False)
-    with pytest.raises(T.TrainError, match="labels must be in 0..9"):
-        T.fit(model, (x, y + 10), None, config(), progress=False)
-    with pytest.raises(T.TrainError, match="multiples of 4"):
-        T.fit(model, (x[:, :30, :30], y), None, config(), progress=False)
-    with pytest.raises(T.TrainError, match="pair"):
-        T.fit(model, x, None, config(), progress=False)
+    with pytest.raises(TrainError, match="smaller than one batch"):
+        fit(model, (x[:8], y[:8]), None, config(), progress=False)
+    with pytest.raises(TrainError, match="labels must be in 0..9"):
+        fit(model, (x, y + 10), None, config(), progress=False)
+    with pytest.raises(TrainError, match="multiples of 4"):
+        fit(model, (x[:, :30, :30], y), None, config(), progress=False)
+    with pytest.raises(TrainError, match="pair"):
+        fit(model, x, None, config(), progress=False)
 
 
 # ---- the example and the default model -------------------------------------------------------
@@ -233,18 +245,18 @@ def test_example_smoke(tmp_path):
 
 
 def test_load_default():
-    record_file = T.DEFAULT_MODEL_DIR / T.TRAINING_JSON
+    record_file = DEFAULT_MODEL_DIR / TRAINING_JSON
     if not record_file.is_file():
         pytest.skip(
             f"the default model has not been produced ({record_file} is missing); "
             "run: python examples/train_default.py"
         )
     record = json.loads(record_file.read_text())
-    model = T.load_default()
-    assert model.config == T.default_model_config()
-    size = sum(f.stat().st_size for f in T.DEFAULT_MODEL_DIR.rglob("*") if f.is_file())
+    model = load_default()
+    assert model.config == default_model_config()
+    size = sum(f.stat().st_size for f in DEFAULT_MODEL_DIR.rglob("*") if f.is_file())
     assert size < 5e6
     data = record["data"]
     xt, yt = D.load_digits_images(data["image_size"], split="test", seed=data["split_seed"])
-    accuracy = T.evaluate(model, xt, yt, order=record["order"], batch_size=len(yt))
+    accuracy = evaluate(model, xt, yt, order=record["order"], batch_size=len(yt))
     assert accuracy >= record["test_accuracy"] - 0.005

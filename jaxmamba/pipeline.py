@@ -1,8 +1,7 @@
-"""The one-command pipeline: extract, average, reduce, plot, and write the explorer.
+"""The pipeline for any checkpoint: extract, average, reduce, plot, and write the explorer.
 
-``run(model, images, display, out_dir, ...)`` is what ``python -m jaxmamba demo`` (the embedded
-default model on the bundled digits) and ``python -m jaxmamba explore`` (any checkpoint and real
-images) call.
+``run(model, images, display, out_dir, ...)`` is what ``jaxmamba demo`` (the embedded default
+model on the bundled digits) and ``jaxmamba explore`` (any checkpoint and real images) call.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmamba.aggregate import attention_mean
+from jaxmamba.config import parse_block_name
 from jaxmamba.model import Model, select_blocks
 
 __all__ = ["run"]
@@ -57,13 +57,12 @@ def run(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = select_blocks(model.config, blocks)
-    h_img, w_img = images.shape[1:3]
-    grids = {n: model.config.stage_grid(int(n.split(".")[1]), h_img, w_img) for n in names}
+    grids = {n: model.config.block(n, images.shape[1:3]).grid for n in names}
     means = {}
     for order in orders:
         m = attention_mean(
-            model, _batches(images, batch_size), order=order, blocks=names, routes="each",
-            progress=progress, total=-(-len(images) // batch_size),
+            model, _batches(images, batch_size), order=order, blocks=names, route_mode="each",
+            progress=progress, total=len(images),
         )  # fmt: skip
         means[order] = {n: np.asarray(m[n]) for n in names}  # (K, L, L) per block
     main = orders[0]
@@ -74,7 +73,8 @@ def run(
             coords[n][method] = reduce.embed(summed[n], method, seed=seed)
     figures = []
     # Scatterplot view of the last block of the first stage (local, spatial) and of the last stage.
-    first = [n for n in names if n.startswith(names[0].rsplit(".", 2)[0])][-1]
+    stage0 = parse_block_name(names[0])[0]
+    first = [n for n in names if parse_block_name(n)[0] == stage0][-1]
     picks = [first] + ([names[-1]] if names[-1] != first else [])
     from jaxmamba.orders import make_routes
 

@@ -1,0 +1,75 @@
+"""Command line: convert an official VMamba checkpoint to a jaxmamba Orbax checkpoint directory.
+
+    jaxmamba convert vssm1_tiny_0230s_ckpt_epoch_264.pth --out ckpt/vmamba_tiny_s1l8
+    python -m jaxmamba.convert vssm1_tiny_0230s_ckpt_epoch_264.pth --out ckpt/vmamba_tiny_s1l8
+
+On any error it prints ``error: <message>`` to stderr, exits with status 2 and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jaxmamba.checkpoint import save
+from jaxmamba.errors import CheckpointError, JaxmambaError
+
+from .checkpoint_io import load_torch_checkpoint
+
+DESCRIPTION = (
+    "Convert an official VMamba PyTorch checkpoint (.pth/.pt/.bin/.safetensors) to a jaxmamba "
+    "Orbax checkpoint directory."
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jaxmamba.convert", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The converter's options (``jaxmamba convert`` and ``python -m jaxmamba.convert``)."""
+    parser.add_argument("input", metavar="IN", help="checkpoint file to convert")
+    parser.add_argument("--out", metavar="DIR", required=True, help="checkpoint directory to write")
+    parser.add_argument(
+        "--variant",
+        help="variant name the checkpoint must be (detected from the shapes if omitted)",
+    )
+    parser.add_argument("--ema", action="store_true", help="convert the 'model_ema' weights")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DIR if it is a jaxmamba checkpoint (any other folder is never replaced)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert as ``args`` say; raises a :class:`~jaxmamba.errors.JaxmambaError` on bad input."""
+    out = Path(args.out).expanduser().absolute()
+    source = Path(args.input).expanduser().absolute()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise CheckpointError(f"{out} already exists; pass --overwrite to replace it")
+    if out == source or out in source.parents:
+        raise CheckpointError(f"--out {out} holds the input {source}; choose another folder")
+    model = load_torch_checkpoint(source, args.variant, ema=args.ema)
+    path = save(model, out, overwrite=args.overwrite)
+    print(f"detected {model.config.describe()}")
+    print(f"{model.num_params:,} parameters")
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the converter; returns the exit status (0 on success, 2 on any error).
+
+    >>> main(["missing.pth", "--out", "never_written"])  # doctest: +SKIP
+    2
+    """
+    args = _parser().parse_args(argv)
+    try:
+        return run(args)
+    except (JaxmambaError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

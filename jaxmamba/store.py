@@ -1,0 +1,370 @@
+"""Atomic, checksummed folders of arrays: the one way jaxmamba writes what it must read back.
+
+A *store folder* holds named pytrees of arrays (each an Orbax ``StandardCheckpointer``
+checkpoint in a sub-folder), small text files (JSON metadata), and ``checksums.json``: the
+sha256 of every file in it and the marker that says jaxmamba made the folder.  Model
+checkpoints (:func:`jaxmamba.save`), training checkpoints (:func:`jaxmamba.train.fit`) and the
+resumable state of running means (:func:`jaxmamba.attention_mean`) are all store folders.
+
+Guarantees:
+
+* **Atomic.** Everything is written into a hidden sibling ``.NAME.tmp-<pid>-<id>`` that is
+  renamed to ``NAME`` only when complete; a killed writer leaves no ``NAME``, and the next write
+  in the same parent removes temporaries whose writing process is gone.
+* **Verified.** :func:`read` checks every file against ``checksums.json`` first and raises
+  :class:`~jaxmamba.errors.CheckpointError` naming the damaged file (a flipped byte, a truncated
+  or missing file).
+* **Never someone else's.** :func:`write` with ``overwrite=True`` replaces only a folder that
+  :func:`is_ours` recognises; it never deletes anything else.
+* **Multi-process.** With several JAX processes, process 0 writes (the trees must be the same on
+  every process, e.g. replicated sums) and all processes wait for it; every process reads.
+
+>>> import tempfile, numpy as np
+>>> folder = tempfile.mkdtemp() + "/state"
+>>> _ = write(folder, {"sums": {"a": np.arange(3.0)}}, {"meta.json": '{"count": 3}'})
+>>> trees, files = read(folder, ["sums"])
+>>> trees["sums"]["a"].tolist(), files["meta.json"]
+([0.0, 1.0, 2.0], '{"count": 3}')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxmamba.errors import CheckpointError
+
+__all__ = [
+    "CHECKSUM_FILE",
+    "StepStore",
+    "clean_temporaries",
+    "first_line",
+    "is_ours",
+    "quiet_orbax",
+    "read",
+    "remove",
+    "verify",
+    "write",
+    "write_text_atomic",
+]
+
+CHECKSUM_FILE = "checksums.json"
+FORMAT = "jaxmamba-store"
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{12}$")
+
+
+@contextlib.contextmanager
+def quiet_orbax() -> Iterator[None]:
+    """Silence Orbax's absl INFO/WARNING chatter for the duration of a save or load."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _checkpointer():
+    import orbax.checkpoint as ocp
+
+    if jax.process_count() > 1:  # the trees are host data, the same everywhere: process 0 writes
+        options = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+        return ocp.StandardCheckpointer(multiprocessing_options=options)
+    return ocp.StandardCheckpointer()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE)
+
+
+def is_ours(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a store folder (its ``checksums.json`` names this format), or a
+    model checkpoint of an earlier jaxmamba (``config.json`` with format ``"jaxmamba"``)."""
+    folder = Path(folder)
+    for name, key, value in (
+        (CHECKSUM_FILE, "format", FORMAT),
+        ("config.json", "format", "jaxmamba"),
+    ):
+        try:
+            if json.loads((folder / name).read_text()).get(key) == value:
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_temporaries(parent: Path, name: str) -> None:
+    """Remove ``.NAME.tmp-*`` / ``.NAME.old-*`` siblings left by writers that are gone."""
+    if not parent.is_dir():
+        return
+    for p in parent.iterdir():
+        m = _TMP.match(p.name)
+        if m and m.group("name") == name and int(m.group("pid")) != os.getpid():
+            if not _alive(int(m.group("pid"))):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def write(
+    folder: str | os.PathLike,
+    trees: Mapping[str, object],
+    files: Mapping[str, str] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``trees`` (``{name: pytree of arrays}``) and text ``files`` as the store ``folder``.
+
+    Args:
+      folder: the folder to create (its parents are created too).
+      trees: each written with Orbax to ``folder/<name>/``; leaves become host NumPy arrays.
+      files: ``{file name: text}`` written beside them.
+      overwrite: replace an existing ``folder`` if :func:`is_ours` recognises it (an empty folder
+        is always replaced); anything else is refused and left untouched.
+
+    Returns:
+      The absolute path of ``folder``.
+    """
+    folder = Path(folder).expanduser().absolute()
+    files = dict(files or {})
+    if folder.exists():
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder} exists and is not a directory; nothing was written")
+        if any(folder.iterdir()):
+            if not overwrite:
+                raise CheckpointError(
+                    f"{folder} already exists and is not empty; pass overwrite=True to replace it"
+                )
+            if not is_ours(folder):
+                raise CheckpointError(
+                    f"{folder} is not a folder jaxmamba wrote, so it is not replaced; "
+                    "choose another path"
+                )
+    host = {name: jax.tree.map(np.asarray, tree) for name, tree in trees.items()}
+    if jax.process_index() == 0:
+        _write_primary(folder, host, files)
+    _barrier(f"jaxmamba-store-{folder}")
+    return folder
+
+
+def _write_primary(folder: Path, trees: Mapping[str, object], files: Mapping[str, str]) -> None:
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    tmp = folder.parent / f".{folder.name}.tmp-{tag}"
+    old = folder.parent / f".{folder.name}.old-{tag}"
+    new_parents = [p for p in folder.parents if not p.exists()]  # removed again on failure
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        clean_temporaries(folder.parent, folder.name)
+        tmp.mkdir()
+        with quiet_orbax():
+            checkpointer = _checkpointer()
+            try:
+                for name, tree in trees.items():
+                    checkpointer.save(tmp / name, tree)
+                checkpointer.wait_until_finished()
+            finally:
+                checkpointer.close()
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        sums = {str(p.relative_to(tmp)): _sha256(p) for p in _files(tmp)}
+        (tmp / CHECKSUM_FILE).write_text(json.dumps({"format": FORMAT, "files": sums}, indent=0))
+        if folder.exists():
+            if any(folder.iterdir()):
+                folder.rename(old)  # overwrite: keep the old one until the new one is in place
+            else:
+                folder.rmdir()
+        tmp.rename(folder)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not folder.exists():
+            old.rename(folder)  # put the previous folder back
+        for parent in new_parents:  # innermost first
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        if isinstance(e, CheckpointError) or not isinstance(e, Exception):
+            raise
+        raise CheckpointError(f"could not write {folder}: {first_line(e)}") from e
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to the file ``path`` atomically (a temporary sibling, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def verify(folder: str | os.PathLike) -> dict[str, str]:
+    """Check every file of the store ``folder`` against its checksums; return the file table.
+
+    Raises :class:`~jaxmamba.errors.CheckpointError` naming the first missing or damaged file.
+    Files added to the folder later (notes, a training record) are not checked.
+    """
+    folder = Path(folder)
+    table_file = folder / CHECKSUM_FILE
+    try:
+        table = json.loads(table_file.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{folder} has no {CHECKSUM_FILE}: not a complete jaxmamba store"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{table_file} is unreadable or damaged ({first_line(e)})") from None
+    if (
+        not isinstance(table, dict)
+        or table.get("format") != FORMAT
+        or not isinstance(table.get("files"), dict)
+    ):
+        raise CheckpointError(f"{table_file} is not a jaxmamba checksum table")
+    listed = table["files"]
+    for rel, digest in listed.items():
+        path = folder / rel
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: the folder {folder} is incomplete")
+        if _sha256(path) != digest:
+            raise CheckpointError(f"{path} is damaged: its checksum does not match {table_file}")
+    return listed
+
+
+def read(
+    folder: str | os.PathLike,
+    trees: Iterable[str] | Mapping[str, object],
+    files: Iterable[str] = ("meta.json",),
+) -> tuple[dict, dict[str, str]]:
+    """Verify and read the store ``folder``: ``({name: tree}, {file name: text})``.
+
+    Args:
+      trees: names of the trees to read, or ``{name: target}`` where a target pytree (NumPy
+        arrays or ``jax.ShapeDtypeStruct``) fixes the structure, shapes and dtypes expected.
+      files: text files to read (those absent are left out of the result).
+    """
+    folder = Path(folder).expanduser().absolute()
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"{folder} {'is not a folder' if folder.exists() else 'does not exist'}"
+        )
+    verify(folder)
+    targets = dict(trees) if isinstance(trees, Mapping) else dict.fromkeys(trees)
+    out = {}
+    try:
+        with quiet_orbax():
+            checkpointer = _checkpointer()
+            try:
+                for name, target in targets.items():
+                    if not (folder / name).is_dir():
+                        raise CheckpointError(f"{folder} has no tree {name!r}")
+                    out[name] = checkpointer.restore(folder / name, target)
+            finally:
+                checkpointer.close()
+    except CheckpointError:
+        raise
+    except Exception as e:  # orbax / tensorstore raise many types for a damaged folder
+        raise CheckpointError(
+            f"cannot read the arrays in {folder}: {type(e).__name__}: {first_line(e)}"
+        ) from e
+    texts = {name: (folder / name).read_text() for name in files if (folder / name).is_file()}
+    return out, texts
+
+
+def remove(folder: str | os.PathLike) -> None:
+    """Delete ``folder`` if :func:`is_ours` recognises it; refuse anything else."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not is_ours(folder):
+        raise CheckpointError(f"{folder} is not a folder jaxmamba wrote; it is not deleted")
+    shutil.rmtree(folder)
+
+
+class StepStore:
+    """Numbered store folders ``DIR/<step>/``, keeping the newest ``keep`` (resumable runs).
+
+    >>> import tempfile, numpy as np
+    >>> steps = StepStore(tempfile.mkdtemp() + "/ckpt", keep=2)
+    >>> for step in (1, 2, 3):
+    ...     _ = steps.save(step, {"x": np.full(2, step)})
+    >>> steps.steps(), steps.latest_step()
+    ([2, 3], 3)
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 2) -> None:
+        if keep < 1:
+            raise CheckpointError(f"keep must be >= 1, got {keep}")
+        self.directory = Path(directory).expanduser().absolute()
+        self.keep = keep
+
+    def steps(self) -> list[int]:
+        """Complete steps, oldest first (a folder without checksums is not complete)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(
+            int(p.name)
+            for p in self.directory.iterdir()
+            if p.name.isdigit() and (p / CHECKSUM_FILE).is_file()
+        )
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def save(
+        self, step: int, trees: Mapping[str, object], files: Mapping[str, str] | None = None
+    ) -> Path:
+        """Write step ``step`` (replacing an earlier write of the same step) and prune old ones."""
+        path = write(self.directory / str(int(step)), trees, files, overwrite=True)
+        if jax.process_index() == 0:
+            for old in self.steps()[: -self.keep]:
+                remove(self.directory / str(old))
+        _barrier(f"jaxmamba-steps-{self.directory}-{step}")
+        return path
+
+    def restore(self, step: int, trees, files: Iterable[str] = ("meta.json",)):
+        """:func:`read` of step ``step``."""
+        return read(self.directory / str(int(step)), trees, files)
+
+
+def first_line(e: BaseException, limit: int = 400) -> str:
+    """The first line of an exception's message, shortened: for one-line error messages."""
+    text = str(e).strip().splitlines()
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[:limit] + "…"
