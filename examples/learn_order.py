@@ -168,7 +168,7 @@ def figure(learned, h, w, path, title):
     from jaxmamba import plots
 
     names = ["cross", "hilbert", "spiral", "morton"]
-    fig = plots._figure((3.0 * (len(names) + 1), 3.4))
+    fig = plots.figure((3.0 * (len(names) + 1), 3.4))
     axes = fig.subplots(1, len(names) + 1)
     _path(axes[0], learned[0], h, w, title)
     for ax, name in zip(axes[1:], names, strict=True):

@@ -232,7 +232,7 @@ def figure(summary: dict, path: Path) -> None:
     titles = {"block_distinctness": "block distinctness (silhouette)",
               "sequence_locality": "sequence locality (Spearman)",
               "attention_distance_norm": "attention distance / grid diagonal"}  # fmt: skip
-    fig = plots._figure((13, 3.8))
+    fig = plots.figure((13, 3.8))
     axes = fig.subplots(1, 3)
     x = np.arange(len(stages))
     for ax, key in zip(axes, FINDINGS, strict=True):

@@ -484,7 +484,16 @@ def export(
                          title=study.meta.get("title", "jaxmamba"))  # fmt: skip
     data.update(count=study.count, signed=study.signed,
                 models={o["name"]: study.meta["models"][o["model"]]["description"]
-                        for o in study.meta["orders"] if o["name"] in orders})  # fmt: skip
+                        for o in study.meta["orders"] if o["name"] in orders},
+                findings={o: study.findings[o] for o in orders if o in study.findings})  # fmt: skip
+    stages = sorted({study.block(n).stage for n in names})
+    full = [s for s in stages if {b.name for b in study.blocks if b.stage == s} <= set(names)]
+    kept = lambda o, s: (study.path / "joint" / o / f"stage{s}.{study.methods[0]}.npy").exists()
+    data["joint"] = {
+        o: {str(s): {m: _short(study.stage_points("joint", o, s, m)) for m in study.methods}
+            for s in full if kept(o, s)}
+        for o in orders
+    }  # fmt: skip
     text = render_explorer(data)
     size = len(text.encode("utf-8"))
     if size > max_mb * 1e6:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmamba import plots
+from jaxmamba import plots, reduce
 from jaxmamba.study import Study
 
 __all__ = ["write_figures"]
@@ -54,15 +54,24 @@ def write_figures(
     image_name = study.meta["images"][0]["name"]
     n = study.count
     figures = []
+    models = {o["model"] for o in study.meta["orders"]}
+    per_order = len(models) > 1  # one trained model per order
     for method in study.methods:
         for b in picks:
             h, w = b.grid
             xy = study.coords(main, b.name, method)
+            labels = None
+            if method == "pca":
+                var = reduce.pca_variance(
+                    np.asarray(study.map(main, b.name)), seed=study.meta["seed"]
+                )
+                labels = (f"PC 1 ({var[0]:.0%} of variance)", f"PC 2 ({var[1]:.0%})")
             for color_by, label in (("row", "grid row"), ("scan", "scan position")):
                 fig = plots.scatter(
                     xy, h, w, color_by=color_by, routes=study.routes(main, b.name),
                     title=f"{b.name}, order {main}: {_NAMES[method]} of the {h * w} patches' "
-                    f"attention rows, coloured by {label}",
+                    f"mean attention rows ({n} images), coloured by {label}",
+                    axis_labels=labels,
                 )  # fmt: skip
                 figures.append(plots.save(fig, out / f"scatter_{method}_{b.name}_{color_by}.png"))
     h, w = first.grid
@@ -75,12 +84,19 @@ def write_figures(
     )  # fmt: skip
     figures.append(plots.save(fig, out / f"patch_view_{first.name}.png"))
     maps = {b.name: np.asarray(study.map(main, b.name)) for b in study.blocks}
-    fig = plots.overview(maps, {b.name: b.grid for b in study.blocks}, image=image)
+    fig = plots.overview(
+        maps, {b.name: b.grid for b in study.blocks}, image=image,
+        title=f"Order {main}: mean attention each patch receives (column mean), mean over {n} "
+        f"images, drawn over {image_name}; one colour scale per block",
+    )  # fmt: skip
     figures.append(plots.save(fig, out / f"overview_{main}.png"))
     if len(study.orders) > 1:
         fig = plots.compare_orders(
             {o: np.asarray(study.map(o, first.name)) for o in study.orders}, h, w, centre,
             image=image,
+            title=f"{first.name}: what patch ({h // 2}, {w // 2}) attends to in each order "
+            f"({'one trained model per order' if per_order else 'one model scanned in each order'}"
+            f"; mean over {n} images, drawn over {image_name})",
         )  # fmt: skip
         figures.append(plots.save(fig, out / f"compare_orders_{first.name}.png"))
     return figures

@@ -40,6 +40,7 @@ __all__ = [
     "block_distinctness",
     "scan_distance",
     "sequence_locality",
+    "silhouette",
     "stage_hierarchy",
     "summarize",
 ]
@@ -156,6 +157,23 @@ def block_distinctness(
     points, labels = embed_joint(arrays, method, n_components=n_components, seed=seed)
     points = np.asarray(points, np.float64)
     if np.ptp(points, axis=0).max() == 0:  # all points coincide: no structure to separate
+        return 0.0
+    return float(_sklearn_silhouette()(points, labels, metric="euclidean"))
+
+
+def silhouette(points, labels) -> float:
+    """Silhouette score (Euclidean, scikit-learn) of ``labels`` for ``points (n, dims)``: how
+    well the labelled groups separate, in [-1, 1].
+
+    >>> import numpy as np
+    >>> round(silhouette(np.array([[0.0], [0.1], [5.0], [5.1]]), ["a", "a", "b", "b"]), 2)
+    0.98
+    """
+    points = np.asarray(points, np.float64)
+    labels = np.asarray(labels)
+    if points.ndim != 2 or len(points) != len(labels) or len(set(labels.tolist())) < 2:
+        raise MetricsError("silhouette needs (n, dims) points and at least two labels, one each")
+    if np.ptp(points, axis=0).max() == 0:
         return 0.0
     return float(_sklearn_silhouette()(points, labels, metric="euclidean"))
 

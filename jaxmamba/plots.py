@@ -6,10 +6,17 @@ a PNG. Maps are ``(L, L)`` with row p the query (output) patch and column q the 
 both row-major ``p = r·w + c`` on an ``(h, w)`` grid (see :mod:`jaxmamba.attention`).
 Images are ``(H, W, 3)`` or ``(H, W)``, uint8 or float (floats outside [0, 1] are min-max
 scaled), stretched over the grid so that patch (r, c) covers its pixels.
+
+Colour: hidden attention is signed. Values with a negative entry are drawn on a diverging scale
+centred at zero (``RdBu_r``: blue < 0 < red, white at 0, symmetric limits); non-negative values
+on a sequential one. Over an image the map is alpha-ramped (opacity ∝ |value| / max|value|), so
+strong values have exactly the colour bar's colours and the image shows through near zero.
+Colour-bar numbers are written for reading (``2.4e-05``, ``0.0123``), without an offset.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +27,8 @@ from jaxmamba.errors import PlotError, require
 
 __all__ = [
     "PlotError",
+    "figure",
+    "number",
     "scatter",
     "patch_view",
     "overview",
@@ -29,7 +38,8 @@ __all__ = [
 ]
 
 
-def _figure(figsize):
+def figure(figsize):
+    """A new matplotlib Figure on the Agg canvas, with constrained layout (no pyplot)."""
     FigureCanvasAgg = require("matplotlib.backends.backend_agg", "plot", "plots").FigureCanvasAgg
     Figure = require("matplotlib.figure", "plot", "plots").Figure
     fig = Figure(figsize=figsize, layout="constrained")
@@ -81,14 +91,55 @@ def _extent(h: int, w: int):
     return (-0.5, w - 0.5, h - 0.5, -0.5)
 
 
+def number(v: float) -> str:
+    """A colour-bar or caption number for reading: ``0``, ``0.0123``, ``12.3``, ``2.4e-05``.
+
+    >>> number(2.4e-5), number(0.01234), number(-3.0), number(0)
+    ('2.4e-05', '0.0123', '-3', '0')
+    """
+    if v == 0 or not np.isfinite(v):
+        return "0" if v == 0 else str(v)
+    a = abs(v)
+    if a >= 1e4 or a < 1e-3:
+        return f"{v:.1e}".replace(".0e", "e")
+    return f"{v:.3g}"
+
+
+def _limits(values, vmin=None, vmax=None, cmap=None):
+    """``(cmap, vmin, vmax, signed)``: diverging and symmetric around 0 when any value < 0."""
+    lo = float(np.min(values)) if vmin is None else vmin
+    hi = float(np.max(values)) if vmax is None else vmax
+    if lo < 0:
+        m = max(abs(lo), abs(hi)) or 1.0
+        return "RdBu_r", -m, m, True
+    return cmap or "inferno", lo, hi if hi > lo else lo + 1e-12, False
+
+
+def _colorbar(fig, im, ax, label: str, **kwargs):
+    from matplotlib.ticker import FuncFormatter
+
+    cb = fig.colorbar(im, ax=ax, label=label, format=FuncFormatter(lambda v, _: number(v)),
+                      **kwargs)  # fmt: skip
+    cb.solids.set_alpha(1)  # the bar shows the full colours even where the map is alpha-ramped
+    return cb
+
+
 def _heat(ax, values: np.ndarray, h: int, w: int, *, image, alpha, cmap, vmin=None, vmax=None):
-    """Draw an (h, w) heat map over the optional image; returns the heat AxesImage."""
+    """Draw an (h, w) heat map over the optional image; returns the heat AxesImage.
+
+    Signed values get the diverging scale centred at 0; over an image the map's opacity is
+    ``alpha · |value| / max|value|`` (colours exact where strong, the image through near 0)."""
+    cmap, vmin, vmax, signed = _limits(values, vmin, vmax, cmap)
+    ramp = None
     if image is not None:
         img = _image(image)
         ax.imshow(img, extent=_extent(h, w), cmap="gray" if img.ndim == 2 else None)
+        ref = max(abs(vmin), abs(vmax)) if signed else (vmax - vmin)
+        t = np.abs(values) if signed else values - vmin
+        ramp = np.clip(alpha * t / (ref or 1.0), 0.0, 1.0).reshape(h, w)
     im = ax.imshow(
         values.reshape(h, w), extent=_extent(h, w), cmap=cmap, vmin=vmin, vmax=vmax,
-        alpha=alpha if image is not None else None, interpolation="nearest",
+        alpha=ramp, interpolation="nearest",
     )  # fmt: skip
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
@@ -134,6 +185,7 @@ def scatter(
     routes=None,
     route: int = 0,
     title: str | None = None,
+    axis_labels: tuple[str, str] | None = None,
     cmap: str = "viridis",
     size: float | None = None,
     figsize=(5, 4.5),
@@ -147,13 +199,16 @@ def scatter(
         values.
       routes: ``(K, L)`` routes of the block's grid, needed for ``"scan"``.
       route: which route ``"scan"`` uses.
+      title: wrapped to the figure's width; axis_labels: e.g. ``("PC 1 (31% of variance)",
+        "PC 2 (12%)")`` (default: no labels, no ticks: t-SNE/UMAP axes have no units).
 
     Returns:
-      A Figure with two axes: the scatter and its colour bar.
+      A Figure with two axes, the scatter and its colour bar; with at most four distinct
+      colour values (a 2x2 grid, say) one axes with a legend of those values instead.
 
     >>> import numpy as np
-    >>> fig = scatter(np.random.default_rng(0).random((12, 2)), 3, 4, color_by="col")
-    >>> len(fig.axes)
+    >>> fig = scatter(np.random.default_rng(0).random((48, 2)), 6, 8, color_by="col")
+    >>> len(fig.axes)  # the scatter and its colour bar
     2
     """
     h, w = _grid(h, w)
@@ -180,15 +235,31 @@ def scatter(
         values, label = np.asarray(color_by, dtype=np.float64), "value"
         if values.shape != (h * w,):
             raise PlotError(f"color_by values must be (L,) = ({h * w},), got {values.shape}")
-    fig = _figure(figsize)
+    fig = figure(figsize)
     ax = fig.add_subplot()
     s = size if size is not None else max(4.0, 2000.0 / (h * w))
-    sc = ax.scatter(pts[:, 0], pts[:, 1], c=values, cmap=cmap, s=s, linewidths=0)
-    fig.colorbar(sc, ax=ax, label=label)
-    ax.set_title(title if title is not None else f"patches by attention row ({h}x{w})")
+    levels = np.unique(values)
+    if len(levels) <= 4 and np.allclose(levels, np.round(levels)):  # discrete: a legend
+        sc = ax.scatter(pts[:, 0], pts[:, 1], c=values, cmap=cmap, s=max(s, 30), linewidths=0,
+                        vmin=levels.min(), vmax=max(levels.max(), levels.min() + 1))  # fmt: skip
+        handles, names = sc.legend_elements()
+        ax.legend(handles, [f"{label} {v:g}" for v in levels], loc="best", fontsize=8)
+    else:
+        sc = ax.scatter(pts[:, 0], pts[:, 1], c=values, cmap=cmap, s=s, linewidths=0)
+        fig.colorbar(sc, ax=ax, label=label)
+    _title(ax, title if title is not None else f"patches by attention row ({h}x{w})", figsize)
+    if axis_labels:  # the directions matter, not their units: labels without ticks
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
     ax.set_xticks([])
     ax.set_yticks([])
     return fig
+
+
+def _title(ax, text: str, figsize, fontsize: float = 10) -> None:
+    """A title wrapped to the figure's width (long titles are never clipped)."""
+    chars = max(20, int(figsize[0] * 72 * 0.75 / (0.6 * fontsize)))  # the axes' share of the width
+    ax.set_title("\n".join(textwrap.wrap(text, chars)) or text, fontsize=fontsize)
 
 
 def patch_view(
@@ -201,7 +272,7 @@ def patch_view(
     direction: str = "query",
     title: str | None = None,
     cmap: str = "inferno",
-    alpha: float = 0.6,
+    alpha: float = 1.0,
     figsize=(5, 4.5),
 ):
     """Patch view: heat map over the grid of what ``patch`` attends to, or what attends to it.
@@ -233,13 +304,13 @@ def patch_view(
         values, verb = a[:, p], "attended by"
     else:
         raise PlotError(f'direction must be "query" or "source", got {direction!r}')
-    fig = _figure(figsize)
+    fig = figure(figsize)
     ax = fig.add_subplot()
     im = _heat(ax, values, h, w, image=image, alpha=alpha, cmap=cmap)
-    _mark(ax, p, w)
-    fig.colorbar(im, ax=ax, label="attention")
+    _mark(ax, p, w, color="#00a03c")
+    _colorbar(fig, im, ax, "attention")
     r, c = divmod(p, w)
-    ax.set_title(title if title is not None else f"patch ({r}, {c}) {verb}")
+    _title(ax, title if title is not None else f"patch ({r}, {c}) {verb}", figsize)
     return fig
 
 
@@ -276,10 +347,11 @@ def overview(
     stat: str = "received",
     image=None,
     cmap: str = "inferno",
-    alpha: float = 0.6,
+    alpha: float = 1.0,
     panel_size: float = 2.0,
+    title: str | None = None,
 ):
-    """Stage × block grid of small heat maps, one panel per block.
+    """Stage × block grid of small heat maps, one panel per block, each with its colour bar.
 
     Args:
       maps: ``{"layers.i.blocks.j": (L, L)}``; official names are laid out one stage per row,
@@ -287,19 +359,22 @@ def overview(
       grids: ``{name: (h, w)}`` each block's grid.
       stat: per-patch value shown: ``"received"`` (column mean: mean attention each patch
         receives), ``"given"`` (row mean), ``"centre"`` (the centre patch's row), ``"self"``
-        (the diagonal). Each panel has its own colour scale.
+        (the diagonal). Each panel has its own colour scale and colour bar (diverging around 0
+        when the panel has negative values).
       image: optional image under every panel.
+      title: the figure's title (default says the statistic); name the order and images in it.
 
     Returns:
-      A Figure with rows × cols axes (stages × most blocks in a stage; unused panels hidden).
+      A Figure with rows × cols panel axes (stages × most blocks in a stage; unused panels
+      hidden), plus one colour-bar axes per drawn panel.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> grids = {"layers.0.blocks.0": (4, 4), "layers.0.blocks.1": (4, 4),
     ...          "layers.1.blocks.0": (2, 2)}
     >>> maps = {n: rng.random((h * w, h * w)) for n, (h, w) in grids.items()}
-    >>> len(overview(maps, grids).axes)
-    4
+    >>> len(overview(maps, grids).axes)  # 2 x 2 panels (one hidden) and 3 colour bars
+    7
     """
     if not isinstance(maps, Mapping) or not maps:
         raise PlotError("maps must be a non-empty mapping {block name: (L, L)}")
@@ -309,7 +384,8 @@ def overview(
     pos = _layout(list(maps))
     rows = 1 + max(r for r, _ in pos.values())
     cols = 1 + max(c for _, c in pos.values())
-    fig = _figure((panel_size * cols + 0.5, panel_size * rows + 0.5))
+    size = (panel_size * 1.35 * cols + 0.5, panel_size * rows + 0.8)
+    fig = figure(size)
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False))
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -318,9 +394,17 @@ def overview(
         a = _square(m, h, w, f"maps[{name!r}]")
         ax = axes[pos[name]]
         ax.set_axis_on()
-        _heat(ax, _stat(a, h, w, stat), h, w, image=image, alpha=alpha, cmap=cmap)
+        im = _heat(ax, _stat(a, h, w, stat), h, w, image=image, alpha=alpha, cmap=cmap)
+        _colorbar(fig, im, ax, "", shrink=0.85).ax.tick_params(labelsize=6)
         ax.set_title(name, fontsize=8)
-    fig.suptitle(f"attention per block ({stat})")
+    words = {
+        "received": "mean attention each patch receives (column mean)",
+        "given": "mean attention each patch pays (row mean)",
+        "centre": "what the centre patch attends to",
+        "self": "self-attention (diagonal)",
+    }
+    text = title if title is not None else f"attention per block: {words[stat]}"
+    fig.suptitle("\n".join(textwrap.wrap(text, int(size[0] * 11))), fontsize=10)
     return fig
 
 
@@ -334,8 +418,9 @@ def compare_orders(
     direction: str = "query",
     shared_scale: bool = True,
     cmap: str = "inferno",
-    alpha: float = 0.6,
+    alpha: float = 1.0,
     panel_size: float = 3.0,
+    title: str | None = None,
 ):
     """The same block under different patch orders, side by side, for one patch.
 
@@ -343,6 +428,7 @@ def compare_orders(
       maps_by_order: ``{order name: (L, L)}`` the block's map under each order.
       h, w, patch, image, direction: as :func:`patch_view`.
       shared_scale: one colour scale for all panels (else one per panel).
+      title: the figure's title (name the block and the images in it).
 
     Returns:
       A Figure with one axes per order plus one colour bar.
@@ -366,16 +452,21 @@ def compare_orders(
     lo = min(float(v.min()) for v in vals.values()) if shared_scale else None
     hi = max(float(v.max()) for v in vals.values()) if shared_scale else None
     n = len(vals)
-    fig = _figure((panel_size * n + 1.0, panel_size + 0.6))
+    fig = figure((panel_size * n + 1.0, panel_size + 0.9))
     axes = np.asarray(fig.subplots(1, n, squeeze=False)).ravel()
     im = None
     for ax, (name, v) in zip(axes, vals.items(), strict=True):
         im = _heat(ax, v, h, w, image=image, alpha=alpha, cmap=cmap, vmin=lo, vmax=hi)
-        _mark(ax, p, w)
-        ax.set_title(name)
-    fig.colorbar(im, ax=list(axes), label="attention", shrink=0.8)
+        _mark(ax, p, w, color="#00a03c")
+        ax.set_title(f"order {name}", fontsize=10)
+        if not shared_scale:
+            _colorbar(fig, im, ax, "attention", shrink=0.8)
+    if shared_scale:
+        _colorbar(fig, im, list(axes), "attention (one scale)", shrink=0.8)
     r, c = divmod(p, w)
-    fig.suptitle(f"patch ({r}, {c}), {direction} direction")
+    verb = "attends to" if direction == "query" else "is attended by"
+    text = title if title is not None else f"what patch ({r}, {c}) {verb}, in each order"
+    fig.suptitle(text, fontsize=10)
     return fig
 
 

@@ -1,8 +1,12 @@
-"""The models shipped with the package (no network, no torch): the default model.
+"""The models shipped with the package (no network, no torch).
 
-The default model is a small cross-scan VMamba trained on the bundled digits by
-``examples/train_default.py`` (see ``jaxmamba/default_model/TRAINING.md``).  Loading it needs
-neither the training loop nor scikit-learn.
+* The default model: a small VMamba trained on the bundled digits in VMamba's cross-scan order
+  by ``examples/train_default.py`` (see ``jaxmamba/default_model/TRAINING.md``).
+* One model per scan order (:func:`load_order_models`): the same recipe trained in the cross
+  (the default model), diagonal, Morton and spiral orders, the reference study's comparison of
+  models *trained* in each order; each folder's ``TRAINING.md`` gives the command that made it.
+
+Loading them needs neither the training loop nor scikit-learn.
 """
 
 from __future__ import annotations
@@ -13,9 +17,19 @@ from jaxmamba.config import VMambaConfig, get_config
 from jaxmamba.errors import CheckpointError
 from jaxmamba.model import Model
 
-__all__ = ["DEFAULT_IMAGE_SIZE", "DEFAULT_MODEL_DIR", "default_model_config", "load_default"]
+__all__ = [
+    "DEFAULT_IMAGE_SIZE",
+    "DEFAULT_MODEL_DIR",
+    "ORDER_MODELS",
+    "ORDER_MODELS_DIR",
+    "default_model_config",
+    "load_default",
+    "load_order_models",
+]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+ORDER_MODELS_DIR = Path(__file__).resolve().parent / "order_models"
+ORDER_MODELS = ("cross", "diagonal", "morton", "spiral")
 DEFAULT_IMAGE_SIZE = 64
 
 
@@ -46,3 +60,25 @@ def load_default() -> Model:
             "create it with: python examples/train_default.py"
         )
     return checkpoint.load(DEFAULT_MODEL_DIR)
+
+
+def order_model_dir(order: str) -> Path:
+    """The folder of the shipped model trained in ``order`` (the default model for cross)."""
+    if order not in ORDER_MODELS:
+        raise CheckpointError(
+            f"no shipped model was trained in order {order!r}; the shipped ones are "
+            f"{', '.join(ORDER_MODELS)} (train another with examples/train_default.py --order)"
+        )
+    return DEFAULT_MODEL_DIR if order == "cross" else ORDER_MODELS_DIR / order
+
+
+def load_order_models(orders=ORDER_MODELS) -> dict[str, Model]:
+    """``{order: model}``: the shipped models trained on the digits in each of ``orders``.
+
+    >>> models = load_order_models(["cross", "spiral"])
+    >>> sorted(models), models["spiral"].config == models["cross"].config
+    (['cross', 'spiral'], True)
+    """
+    from jaxmamba import checkpoint
+
+    return {o: checkpoint.load(order_model_dir(o)) for o in orders}

@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxmamba.errors import ReduceError, require
 
-__all__ = ["METHODS", "ReduceError", "embed", "embed_joint"]
+__all__ = ["METHODS", "ReduceError", "embed", "embed_joint", "pca_variance"]
 
 METHODS = ("pca", "tsne", "umap")
 
@@ -166,3 +166,22 @@ def embed_joint(
     labels = np.concatenate([np.full(len(r), name, dtype=object) for name, r in rows.items()])
     pts = _embed(x, method, int(n_components), int(seed), int(pca_dims))
     return pts, labels.astype(str)
+
+
+def pca_variance(maps, n_components: int = 2, *, seed: int = 0) -> np.ndarray:
+    """Fraction of the rows' variance along each of the first ``n_components`` principal axes
+    (the axes of :func:`embed` with ``"pca"``): for labelling a Scatterplot view's axes.
+
+    >>> import numpy as np
+    >>> x = np.outer(np.arange(6.0), [1.0, 2.0, 0.0])  # all variance on one line
+    >>> pca_variance(x).round(3).tolist()
+    [1.0, 0.0]
+    """
+    x = _check_rows(maps)
+    PCA = _pca_class()
+    k = min(n_components, x.shape[0], x.shape[1])
+    out = np.zeros(n_components)
+    if x.shape[0] > 1:
+        pca = PCA(n_components=k, svd_solver="auto", random_state=seed).fit(x)
+        out[:k] = pca.explained_variance_ratio_
+    return out

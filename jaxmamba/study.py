@@ -38,12 +38,14 @@ image (:func:`jaxmamba.attention_mean`).  A rerun into an existing study must ha
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import os
 import shutil
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -166,7 +168,8 @@ def _model_entry(model: Model, source: str | None) -> dict:
     }
 
 
-def _plan(models, sources, images, names, orders, blocks, methods, route_maps, options, seed):
+def _plan(models, sources, images, names, orders, blocks, methods, route_maps, options, seed,
+          single):  # fmt: skip
     model_ids, model_table = {}, {}
     for order in orders:
         entry = _model_entry(models[order], sources.get(order))
@@ -186,15 +189,17 @@ def _plan(models, sources, images, names, orders, blocks, methods, route_maps, o
         "image_size": list(images.shape[1:3]),
         "images": [{"name": str(n)} for n in names],
         "images_digest": _digest_array(np.asarray(images, np.float32)),
+        "single_images": [int(i) for i in single],
         "methods": list(methods),
         "route_maps": bool(route_maps),
         "options": {**options.to_dict(), "signed": options.signed},
+        "pool_grid": POOL_GRID,
         "seed": int(seed),
     }
 
 
-_PLAN_KEYS = ("models", "orders", "blocks", "image_size", "images", "images_digest", "methods",
-              "route_maps", "options", "seed")  # fmt: skip
+_PLAN_KEYS = ("models", "orders", "blocks", "image_size", "images", "images_digest",
+              "single_images", "methods", "route_maps", "options", "pool_grid", "seed")  # fmt: skip
 
 
 def _check_existing(out: Path, plan: dict) -> dict | None:
@@ -233,6 +238,7 @@ def write_study(
     blocks=None,
     methods: Sequence[str] = ("pca",),
     route_maps: bool = False,
+    single_images: int | Sequence[int] = 16,
     image_names: Sequence[str] | None = None,
     sources: Mapping[str, str] | str | None = None,
     batch_size: int = 8,
@@ -254,6 +260,9 @@ def write_study(
       blocks: block selection (:func:`jaxmamba.select_blocks`); default every block.
       methods: reductions for the scatterplots (``pca``, ``tsne``, ``umap``).
       route_maps: also keep the per-route mean maps (K times the disk of the means).
+      single_images: how many images (the first ones), or which, whose single-image maps the
+        study can show (their scan inputs are kept; maps are computed exactly on demand) and
+        embed in the inter-block mode; 0 for none.
       image_names: one name per image (file names); default ``image 0`` ...
       sources: where the model(s) came from (a path), per order or one for all; recorded.
       batch_size: images per extraction batch.
@@ -309,19 +318,28 @@ def write_study(
     names_list = list(image_names) if image_names is not None else [f"image {i}" for i in range(n)]
     if len(names_list) != n:
         raise StudyError(f"image_names has {len(names_list)} names for {n} images")
+    if isinstance(single_images, int | np.integer):
+        single = list(range(min(int(single_images), n)))
+    else:
+        single = sorted({int(i) for i in single_images})
+    if any(not 0 <= i < n for i in single):
+        raise StudyError(f"single_images must be indices 0..{n - 1}, got {single_images!r}")
     if isinstance(sources, str) or sources is None:
         sources = dict.fromkeys(orders, sources)
     options = AttentionOptions(route_mode="each" if route_maps else "sum")
     plan = _plan(models, sources, images, names_list, orders, block_info, methods, route_maps,
-                 options, seed)  # fmt: skip
+                 options, seed, single)  # fmt: skip
     saved = _check_existing(out, plan)
     k = first.config.k_routes
     say = print if progress else (lambda *a, **k: None)
     size = estimate_bytes(block_info, len(orders), k, route_maps)
+    size += len(orders) * len(single) * sum(4 * first.config.d_inner(b.stage) * b.length
+                                            for b in block_info)  # fmt: skip
     say(
         f"study {out}: {n} images at {images.shape[1]}x{images.shape[2]}, "
-        f"{len(orders)} orders ({', '.join(orders)}) x {len(names)} blocks; maps "
-        f"{_fmt_bytes(size)}; embeddings: {', '.join(methods)}" + (" (resuming)" if saved else "")
+        f"{len(orders)} orders ({', '.join(orders)}) x {len(names)} blocks, "
+        f"{len(single)} single images; {_fmt_bytes(size)}; embeddings: {', '.join(methods)}"
+        + (" (resuming)" if saved else "")
     )
     meta = dict(saved or plan)
     meta.update(plan)
@@ -334,46 +352,121 @@ def write_study(
     meta["complete"] = False
     out.mkdir(parents=True, exist_ok=True)
     _save_meta(out, meta)
-
+    writer = _Writer(out, meta, models, block_info, progress)
     for i in range(n):
         path = out / "images" / f"{i}.png"
         if not path.exists():
             _write_bytes(path, png_bytes(display[i], max_side=448))
-
     for order in orders:
-        if all((out / "means" / order / f"{b.name}.npy").exists() for b in block_info) and (
-            not route_maps
-            or all(
-                (out / "routes" / order / f"{b.name}.npy").exists() for b in block_info
-            )  # fmt: skip
-        ):
-            continue
+        writer.means(order, images, options, batch_size, save_every)
+        writer.singles(order, images[single], batch_size)
+    writer.embeddings(orders, methods, seed)
+    writer.stage_embeddings(orders, methods, seed, single)
+    writer.findings(orders, seed)
+    meta["count"] = n
+    meta["complete"] = True
+    _save_meta(out, meta)
+    return Study(out)
+
+
+POOL_GRID = 14  # inter-block points: maps pooled to at most 14 x 14 groups of patches per axis
+
+
+def pool_map(a: np.ndarray, h: int, w: int, g: int = POOL_GRID) -> np.ndarray:
+    """Average-pool an ``(L, L)`` map over groups of patches on both axes: the query and source
+    patches of an ``h x w`` grid fall into at most ``g x g`` equal-area groups (row ``r`` into
+    group ``r · gh // h``), giving ``(gh·gw, gh·gw)``; grids of at most ``g`` keep their size.
+
+    >>> pool_map(np.arange(16.0).reshape(4, 4), 2, 2, g=1).tolist()
+    [[7.5]]
+    """
+    gh, gw = min(h, g), min(w, g)
+    group = (np.arange(h)[:, None] * gh // h) * gw + (np.arange(w)[None] * gw // w)
+    group = group.reshape(-1)
+    onehot = np.zeros((gh * gw, h * w), np.float64)
+    onehot[group, np.arange(h * w)] = 1.0
+    onehot /= onehot.sum(axis=1, keepdims=True)
+    return onehot @ np.asarray(a, np.float64) @ onehot.T
+
+
+class _Writer:
+    """The phases of :func:`write_study`; each skips what is already on disk."""
+
+    def __init__(self, out: Path, meta: dict, models, blocks, progress: bool) -> None:
+        self.out, self.meta, self.models, self.blocks, self.progress = (
+            out, meta, models, blocks, progress
+        )  # fmt: skip
+        self.names = tuple(b.name for b in blocks)
+        self._pooled_maps: dict = {}
+
+    def _bar(self, total: int, desc: str):
+        if not self.progress or not total:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="step")
+
+    def means(self, order, images, options, batch_size, save_every) -> None:
+        out, route_maps = self.out, options.route_mode == "each"
+        paths = [out / "means" / order / f"{b.name}.npy" for b in self.blocks]
+        if route_maps:
+            paths += [out / "routes" / order / f"{b.name}.npy" for b in self.blocks]
+        if all(p.exists() for p in paths):
+            return
+        n = len(images)
         work = out / "work" / order
         batches = (images[i : i + batch_size] for i in range(0, n, batch_size))
         mean = attention_mean(
-            models[order], batches, order=order, blocks=names, route_mode=options.route_mode,
-            out_dir=work, save_every=save_every, progress=progress, total=n,
+            self.models[order], batches, order=order, blocks=self.names,
+            route_mode=options.route_mode, out_dir=work, save_every=save_every,
+            progress=self.progress, total=n,
         )  # fmt: skip
-        for b in block_info:
+        for b in self.blocks:
             m = np.asarray(mean[b.name], np.float32)
             if route_maps:
                 _write_npy(out / "routes" / order / f"{b.name}.npy", m)
                 m = m.sum(axis=0)
             _write_npy(out / "means" / order / f"{b.name}.npy", m)
-        meta["done"][f"means/{order}"] = mean.count
-        _save_meta(out, meta)
+        self.meta["done"][f"means/{order}"] = mean.count
+        _save_meta(out, self.meta)
         shutil.rmtree(work)  # the running mean this function started
         if not any((out / "work").iterdir()):
             (out / "work").rmdir()
 
-    todo = [(o, b, m) for o in orders for b in block_info for m in methods
-            if not (out / "embeddings" / o / f"{b.name}.{m}.npy").exists()]  # fmt: skip
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
+    def singles(self, order, images, batch_size) -> None:
+        """The scan input of every block for the single images, and the blocks' parameters."""
+        from jaxmamba.attention import block_params
+        from jaxmamba.model import run_with_cache
 
-        bar = tqdm(total=len(todo), desc="embeddings", unit="map")
-    try:
+        if not len(images):
+            return
+        out, model = self.out, self.models[order]
+        digest = self.meta["orders"][[o["name"] for o in self.meta["orders"]].index(order)]["model"]
+        for b in self.blocks:
+            path = out / "ops" / digest / f"{b.name}.npz"
+            if not path.exists():
+                params = block_params(model, b.name)
+                op = {k: np.asarray(params[k], np.float32) for k in SCAN_PARAMS}
+                buf = io.BytesIO()
+                np.savez(buf, **op)
+                _write_bytes(path, buf.getvalue())
+        paths = {b.name: out / "single" / order / f"{b.name}.npy" for b in self.blocks}
+        if all(p.exists() for p in paths.values()):
+            return
+        xs = {name: [] for name in self.names}
+        for i in range(0, len(images), batch_size):
+            _, cache = run_with_cache(model, images[i : i + batch_size], order=order,
+                                      blocks=self.names)  # fmt: skip
+            for name in self.names:
+                xs[name].append(np.asarray(cache[name]["x"], np.float32))
+        for name, path in paths.items():
+            _write_npy(path, np.concatenate(xs[name]))
+
+    def embeddings(self, orders, methods, seed) -> None:
+        out = self.out
+        todo = [(o, b, m) for o in orders for b in self.blocks for m in methods
+                if not (out / "embeddings" / o / f"{b.name}.{m}.npy").exists()]  # fmt: skip
+        bar = self._bar(len(todo), "embeddings")
         for o, b, m in todo:
             if bar is not None:
                 bar.set_description(f"{_METHOD_NAMES[m]} of {b.name} ({o}, L={b.length})")
@@ -381,13 +474,122 @@ def write_study(
             _write_npy(out / "embeddings" / o / f"{b.name}.{m}.npy", embed(a, m, seed=seed))
             if bar is not None:
                 bar.update(1)
-    finally:
         if bar is not None:
             bar.close()
-    meta["count"] = n
-    meta["complete"] = True
-    _save_meta(out, meta)
-    return Study(out)
+
+    def stage_embeddings(self, orders, methods, seed, single) -> None:
+        """Per stage with several blocks: the joint embedding of the blocks' patches (mean maps)
+        and the inter-block embedding of the (image, block) single-image maps, pooled."""
+        from jaxmamba.reduce import embed_joint
+
+        out = self.out
+        stages = sorted({b.stage for b in self.blocks})
+        stages = [s for s in stages if sum(b.stage == s for b in self.blocks) > 1]
+        todo = [(o, s, m, kind) for o in orders for s in stages for m in methods
+                for kind in ("joint", "interblock") if kind == "joint" or single
+                if not (out / kind / o / f"stage{s}.{m}.npy").exists()]  # fmt: skip
+        bar = self._bar(len(todo), "stage embeddings")
+        for o, s, m, kind in todo:
+            members = [b for b in self.blocks if b.stage == s]
+            if bar is not None:
+                what = "patches of" if kind == "joint" else "images x"
+                bar.set_description(f"{_METHOD_NAMES[m]} of the {what} {len(members)} blocks "
+                                    f"of stage {s} ({o})")  # fmt: skip
+            if kind == "joint":
+                maps = {b.name: np.load(out / "means" / o / f"{b.name}.npy") for b in members}
+                xy, _ = embed_joint(maps, m, seed=seed)
+            else:
+                xy = embed(self._pooled(o, members), m, seed=seed)
+            _write_npy(out / kind / o / f"stage{s}.{m}.npy", xy)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+
+    def _pooled(self, order: str, members) -> np.ndarray:
+        """``(blocks · images, F)`` pooled single-image maps, block-major (computed once)."""
+        key = (order, tuple(b.name for b in members))
+        if key not in self._pooled_maps:
+            self._pooled_maps[key] = self._pool(order, members)
+        return self._pooled_maps[key]
+
+    def _pool(self, order: str, members) -> np.ndarray:
+        study = Study(self.out, require_complete=False)
+        rows = []
+        for b in members:
+            for i in range(len(self.meta["single_images"])):
+                a = study.single_map(order, b.name, i)
+                rows.append(pool_map(a, *b.grid).reshape(-1))
+        return np.stack(rows)
+
+    def findings(self, orders, seed) -> None:
+        """The reference study's findings as numbers, per order, stage and block (mean maps)."""
+        from jaxmamba import metrics
+
+        findings = self.meta.setdefault("findings", {})
+        for o in orders:
+            if o in findings:
+                continue
+            routes = {b.name: as_order(o).routes(*b.grid) for b in self.blocks}
+            blocks, stages = {}, {}
+            for b in self.blocks:
+                a = np.load(self.out / "means" / o / f"{b.name}.npy")
+                entry = {"attention_distance": _finite(metrics.attention_distance, a, *b.grid,
+                                                       normalize=True)}  # fmt: skip
+                entry["sequence_locality"] = (
+                    _finite(metrics.sequence_locality, a, routes[b.name], seed=seed)
+                    if b.length > 2 else None
+                )  # fmt: skip
+                blocks[b.name] = entry
+            for s in sorted({b.stage for b in self.blocks}):
+                members = [b for b in self.blocks if b.stage == s]
+                entry = {k: _mean([blocks[b.name][k] for b in members])
+                         for k in ("attention_distance", "sequence_locality")}  # fmt: skip
+                entry["block_distinctness"] = None
+                entry["image_block_distinctness"] = None
+                if len(members) > 1 and members[0].length > 1:
+                    maps = {b.name: np.load(self.out / "means" / o / f"{b.name}.npy")
+                            for b in members}  # fmt: skip
+                    entry["block_distinctness"] = _finite(metrics.block_distinctness, maps,
+                                                          seed=seed)  # fmt: skip
+                    if self.meta["single_images"] and len(self.meta["single_images"]) > 1:
+                        x = self._pooled(o, members)
+                        labels = np.repeat([b.name for b in members], len(x) // len(members))
+                        entry["image_block_distinctness"] = _finite(
+                            metrics.silhouette, embed(x, "pca", seed=seed), labels
+                        )
+                stages[str(s)] = entry
+            findings[o] = {"blocks": blocks, "stages": stages}
+            _save_meta(self.out, self.meta)
+
+
+SCAN_PARAMS = ("x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds")
+CACHE_BYTES = 400 * 2**20  # single-image maps kept in memory by a reader (the server)
+
+
+@functools.lru_cache(maxsize=64)
+def _single_fn(order: str, grid: tuple[int, int], each: bool):
+    """Jitted exact map of one block for one image: ``(op, x (1, D, L)) -> (1, [K,] L, L)``."""
+    import jax
+
+    from jaxmamba.attention import block_attention
+
+    routes = as_order(order).routes(*grid)
+    mode = "each" if each else "sum"
+    return jax.jit(lambda op, x: block_attention(op, x, routes, route_mode=mode))
+
+
+def _finite(f, *args, **kwargs):
+    try:
+        v = float(f(*args, **kwargs))
+    except ValueError:  # e.g. an all-zero map: the statistic is undefined
+        return None
+    return v if np.isfinite(v) else None
+
+
+def _mean(values):
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if v else None
 
 
 _METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
@@ -406,7 +608,7 @@ class Study:
       averaged; signed: whether maps can be negative (a diverging colour scale).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, require_complete: bool = True) -> None:
         self.path = Path(path).expanduser().absolute()
         try:
             meta = json.loads((self.path / STUDY_FILE).read_text())
@@ -419,7 +621,7 @@ class Study:
         if meta.get("version") != VERSION:
             raise StudyError(f"{self.path} is a study of format version {meta.get('version')}; "
                              f"this jaxmamba reads version {VERSION}")  # fmt: skip
-        if not meta.get("complete"):
+        if require_complete and not meta.get("complete"):
             raise StudyError(
                 f"{self.path} is an unfinished study; run the same explore command again to "
                 "complete it"
@@ -429,9 +631,12 @@ class Study:
         self.blocks = [Block(b["name"], b["stage"], b["index"], tuple(b["grid"]))
                        for b in meta["blocks"]]  # fmt: skip
         self.methods = list(meta["methods"])
-        self.count = int(meta["count"])
+        self.count = int(meta.get("count") or len(meta["images"]))
         self.signed = bool(meta["options"]["signed"])
+        self.single_images = list(meta.get("single_images", []))
+        self.findings = meta.get("findings", {})
         self._blocks = {b.name: b for b in self.blocks}
+        self._cache: OrderedDict = OrderedDict()  # computed single-image maps, least recent first
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Study:
@@ -449,7 +654,7 @@ class Study:
             raise StudyError(f"the study has no order {order!r}; it has {self.orders}")
         return order
 
-    def _route(self, order: str, route) -> int | None:
+    def _route(self, order: str, route, single: bool = False) -> int | None:
         if route in (None, "sum"):
             return None
         k = next(o["routes"] for o in self.meta["orders"] if o["name"] == order)
@@ -457,7 +662,7 @@ class Study:
             r = int(route)
         except (TypeError, ValueError):
             r = -1
-        if not self.meta["route_maps"]:
+        if not self.meta["route_maps"] and not single:
             raise StudyError("the study keeps no per-route maps (explore --routes keeps them)")
         if not 0 <= r < k:
             raise StudyError(f"route must be 'sum' or 0..{k - 1}, got {route!r}")
@@ -479,10 +684,14 @@ class Study:
             )
         return m
 
-    def heat(self, order: str, block: str, patches, direction: str = "query", route=None):
+    def heat(self, order: str, block: str, patches, direction="query", route=None, subject="mean"):
         """Mean of the selected patches' rows (``"query"``: what they attend to) or columns
-        (``"source"``: what attends to them): ``(L,)`` float32 over the block's grid."""
-        m = self.map(order, block, route)
+        (``"source"``: what attends to them): ``(L,)`` float32 over the block's grid, of the mean
+        map (``subject="mean"``) or of one single image's (``subject`` its position)."""
+        if subject in (None, "mean"):
+            m = self.map(order, block, route)
+        else:
+            m = self.single_map(order, block, subject, route)
         idx = self._patches(block, patches)
         if direction == "query":
             return np.asarray(m[idx].mean(axis=0), np.float32)
@@ -521,6 +730,68 @@ class Study:
         if not isinstance(index, int | np.integer) or not 0 <= index < n:
             raise StudyError(f"image must be 0..{n - 1}, got {index!r}")
         return (self.path / "images" / f"{int(index)}.png").read_bytes()
+
+    # ---- single images: maps computed exactly, on demand, from the kept scan inputs ------------
+    def _single_index(self, image) -> int:
+        try:
+            i = int(image)
+        except (TypeError, ValueError):
+            i = -1
+        if not 0 <= i < len(self.single_images):
+            raise StudyError(
+                f"single image must be 0..{len(self.single_images) - 1} (the study keeps "
+                f"{len(self.single_images)} single images), got {image!r}"
+            )
+        return i
+
+    def single_map(self, order: str, block: str, image, route=None) -> np.ndarray:
+        """The ``(L, L)`` map of one image (``image``: its position among ``single_images``):
+        exact, computed from the block's scan input and parameters (the same code as
+        :func:`jaxmamba.extract_attention`), and kept in a small cache."""
+        order, b = self._order(order), self.block(block)
+        r, i = self._route(order, route, single=True), self._single_index(image)
+        key = (order, b.name, i, r)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        digest = next(o["model"] for o in self.meta["orders"] if o["name"] == order)
+        try:
+            x = np.load(self.path / "single" / order / f"{b.name}.npy", mmap_mode="r")[i]
+            with np.load(self.path / "ops" / digest / f"{b.name}.npz", allow_pickle=False) as f:
+                op = {k: f[k] for k in f.files}
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            raise StudyError(
+                f"the single-image data of {order}/{b.name} is unreadable: {e}"
+            ) from None
+        maps = np.asarray(_single_fn(order, b.grid, r is not None)(op, np.asarray(x)[None]))[0]
+        m = maps if r is None else maps[r]
+        self._cache[key] = m
+        while sum(v.nbytes for v in self._cache.values()) > CACHE_BYTES and len(self._cache) > 1:
+            self._cache.popitem(last=False)
+        return m
+
+    def single_coords(self, order: str, block: str, image) -> np.ndarray:
+        """``(L, 2)`` PCA of one image's rows (computed on demand, cached)."""
+        key = ("pca", order, block, self._single_index(image))
+        if key not in self._cache:
+            self._cache[key] = embed(self.single_map(order, block, image), "pca")
+        return self._cache[key]
+
+    def stage_points(self, kind: str, order: str, stage: int, method: str) -> np.ndarray:
+        """Coordinates of a stage's ``"joint"`` embedding (its blocks' patches, block-major:
+        block j's patch p is row ``j·L + p``) or ``"interblock"`` embedding ((block, image)
+        pairs, block-major: row ``j·n + i`` for single image i)."""
+        order = self._order(order)
+        if kind not in ("joint", "interblock") or method not in self.methods:
+            raise StudyError(f"no {kind!r} embedding by {method!r}")
+        try:
+            stage = int(stage)
+        except (TypeError, ValueError):
+            raise StudyError(f"stage must be an integer, got {stage!r}") from None
+        path = self.path / kind / order / f"stage{stage}.{method}.npy"
+        if not path.exists():
+            raise StudyError(f"the study has no {kind} embedding of stage {stage}")
+        return np.load(path)
 
     def size_bytes(self, orders=None, blocks=None, route_maps: bool = True) -> int:
         """Bytes of the maps of ``orders`` × ``blocks`` (default all), per-route maps included."""

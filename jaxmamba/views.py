@@ -11,11 +11,16 @@ patches' rows or columns, ``L`` numbers.
 method      args                                                  payload
 =========== ===================================================== ==========================
 ``meta``    —                                                     — (content: the study)
-``coords``  order, block, method                                  float32 ``(L, 2)``
+``coords``  order, block, method, subject                         float32 ``(L, 2)``
 ``routes``  order, block                                          int32 ``(K, L)``
-``heat``    order, block, patches, direction, route              float32 ``(L,)``
+``heat``    order, block, patches, direction, route, subject      float32 ``(L,)``
+``points``  kind (joint, interblock), order, stage, method        float32 ``(n, 2)``
 ``image``   index                                                 PNG
 =========== ===================================================== ==========================
+
+``subject`` is ``"mean"`` (the mean over the study's images, the default) or the position of
+one of the study's single images (its map computed exactly on demand; its scatterplot is the
+PCA of its rows).
 
 >>> import numpy as np, tempfile, jaxmamba
 >>> from jaxmamba.study import write_study
@@ -40,7 +45,7 @@ from jaxmamba.study import DIRECTIONS, Study
 
 __all__ = ["METHODS", "ViewAPI"]
 
-METHODS = ("meta", "coords", "routes", "heat", "image")
+METHODS = ("meta", "coords", "routes", "heat", "points", "image")
 MAX_PATCHES = 1 << 16
 
 
@@ -90,6 +95,21 @@ class ViewAPI:
                 for b in s.blocks
             ],
             "images": [{"name": i["name"]} for i in m["images"]],
+            "single_images": [
+                {"subject": k, "image": i, "name": m["images"][i]["name"]}
+                for k, i in enumerate(s.single_images)
+            ],
+            "stages": [
+                {
+                    "stage": st,
+                    "grid": list(next(b.grid for b in s.blocks if b.stage == st)),
+                    "blocks": [b.name for b in s.blocks if b.stage == st],
+                }
+                for st in sorted({b.stage for b in s.blocks})
+            ],  # fmt: skip
+            "pool_grid": m.get("pool_grid"),
+            "findings": s.findings,
+            "synthetic": bool(m.get("synthetic", False)),
         }
 
     def handle(self, method: str, args: Mapping) -> tuple[dict, bytes | None]:
@@ -100,7 +120,15 @@ class ViewAPI:
         if method == "meta":
             return self.meta(), None
         if method == "coords":
-            xy = s.coords(_str(args, "order"), _str(args, "block"), _str(args, "method"))
+            subject = args.get("subject", "mean")
+            if subject == "mean":
+                xy = s.coords(_str(args, "order"), _str(args, "block"), _str(args, "method"))
+            else:
+                xy = s.single_coords(_str(args, "order"), _str(args, "block"), subject)
+            return _array(xy, "float32")
+        if method == "points":
+            xy = s.stage_points(_str(args, "kind"), _str(args, "order"), args.get("stage"),
+                                _str(args, "method"))  # fmt: skip
             return _array(xy, "float32")
         if method == "routes":
             return _array(s.routes(_str(args, "order"), _str(args, "block")), "int32")
@@ -118,7 +146,7 @@ class ViewAPI:
                 raise StudyError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
             values = s.heat(
                 _str(args, "order"), _str(args, "block"), patches, direction,
-                args.get("route", "sum"),
+                args.get("route", "sum"), args.get("subject", "mean"),
             )  # fmt: skip
             return _array(values, "float32")
         if method == "image":

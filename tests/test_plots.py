@@ -39,8 +39,24 @@ def heat_of(ax) -> np.ndarray:
 )
 def test_scatter_colours(color_by, expected):
     fig = scatter(np.random.default_rng(0).random((L, 2)), H, W, color_by=color_by)
-    assert len(fig.axes) == 2  # scatter + colour bar
     np.testing.assert_array_equal(fig.axes[0].collections[0].get_array(), expected)
+    levels = np.unique(expected)
+    if len(levels) <= 4:  # a few discrete values: a legend naming each, no colour bar
+        assert len(fig.axes) == 1
+        texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert len(texts) == len(levels) and texts[-1].endswith(f"{levels[-1]:g}")
+    else:
+        assert len(fig.axes) == 2  # scatter + colour bar
+
+
+def test_long_titles_are_wrapped_not_clipped():
+    title = "layers.0.blocks.1, order spiral: t-SNE of the 3136 patches' mean attention rows " * 2
+    fig = scatter(np.zeros((L, 2)), H, W, color_by=np.arange(L) * 1.0, title=title)
+    lines = fig.axes[0].get_title().splitlines()
+    assert len(lines) > 1 and " ".join(lines) == title.strip()
+    fig.canvas.draw()
+    box = fig.axes[0].title.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # inside the figure
 
 
 def test_scatter_scan_position():
@@ -92,12 +108,14 @@ def test_overview_layout_and_values():
     }
     maps = {n: rng.random((h * w, h * w)) for n, (h, w) in grids.items()}
     fig = overview(maps, grids)
-    assert len(fig.axes) == 2 * 3
-    visible = [ax for ax in fig.axes if ax.axison]
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 2 * 3 and len(fig.axes) == 2 * 3 + len(grids)  # one colour bar each
+    visible = [ax for ax in panels if ax.axison]
     assert [ax.get_title() for ax in visible] == list(grids)
     np.testing.assert_allclose(heat_of(visible[3]).ravel(), maps["layers.1.blocks.0"].mean(0))
     fig = overview(maps, grids, stat="centre")
     np.testing.assert_allclose(heat_of(fig.axes[0]).ravel(), maps["layers.0.blocks.0"][2 * 4 + 2])
+    assert "centre patch" in fig._suptitle.get_text()
     with pytest.raises(PlotError, match="no grid"):
         overview(maps, {})
     with pytest.raises(PlotError, match="stat must be"):
@@ -106,8 +124,9 @@ def test_overview_layout_and_values():
 
 def test_overview_other_names_in_one_row():
     fig = overview({"a": np.eye(4), "b": np.eye(4)}, {"a": (2, 2), "b": (2, 2)}, stat="self")
-    assert len(fig.axes) == 2
-    np.testing.assert_array_equal(heat_of(fig.axes[1]).ravel(), np.ones(4))
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 2
+    np.testing.assert_array_equal(heat_of(panels[1]).ravel(), np.ones(4))
 
 
 def test_compare_orders(attn):
@@ -119,6 +138,7 @@ def test_compare_orders(attn):
     lo, hi = fig.axes[0].images[-1].get_clim()
     assert fig.axes[1].images[-1].get_clim() == (lo, hi)
     assert lo == min(attn[:, 7].min(), other[:, 7].min()) and hi == other[:, 7].max()
+    assert "order cross" in fig.axes[0].get_title() and "in each order" in fig._suptitle.get_text()
 
 
 def test_save_png(tmp_path, attn):
@@ -143,3 +163,26 @@ def test_save_png(tmp_path, attn):
 def test_errors(attn, call, match):
     with pytest.raises(PlotError, match=match):
         call(attn)
+
+
+def test_signed_maps_are_diverging_with_zero_at_the_centre_colour(attn):
+    signed = attn - 0.7  # mostly negative
+    fig = patch_view(signed, H, W, 4)
+    im = fig.axes[0].images[-1]
+    lo, hi = im.get_clim()
+    assert lo == -hi and hi == np.abs(signed[4]).max()  # symmetric: 0 in the middle
+    assert im.get_cmap().name == "RdBu_r"
+    white = np.asarray(im.get_cmap()(im.norm(0.0))[:3])
+    np.testing.assert_allclose(white, [0.97, 0.97, 0.97], atol=0.03)  # zero is (near) white
+    positive = patch_view(attn, H, W, 4).axes[0].images[-1]
+    assert positive.get_cmap().name == "inferno"  # non-negative: sequential
+    ticks = [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    assert any(t == "0" for t in ticks) and not any("1e" in t and "." in t for t in ticks)
+
+
+def test_the_map_over_an_image_is_alpha_ramped(attn):
+    signed = attn - 0.5
+    image = np.random.default_rng(1).random((24, 32, 3))
+    im = patch_view(signed, H, W, 4, image=image).axes[0].images[-1]
+    alpha = np.asarray(im.get_alpha())
+    np.testing.assert_allclose(alpha.ravel(), np.abs(signed[4]) / np.abs(signed[4]).max())

@@ -113,13 +113,15 @@ const JM = (() => {
     return {
       kind: "http",
       meta: async () => (await check(await fetch(endpoint("meta")))).json(),
-      coords: async (order, block, method) =>
-        new Float32Array(await (await check(await fetch(endpoint("coords", { order, block, method })))).arrayBuffer()),
+      coords: async (order, block, method, subject) =>
+        new Float32Array(await (await check(await fetch(endpoint("coords", { order, block, method, subject })))).arrayBuffer()),
       routes: async (order, block) =>
         new Int32Array(await (await check(await fetch(endpoint("routes", { order, block })))).arrayBuffer()),
-      heat: async (order, block, route, direction, patches) => {
+      points: async (kind, order, stage, method) =>
+        new Float32Array(await (await check(await fetch(endpoint("points", { kind, order, stage, method })))).arrayBuffer()),
+      heat: async (order, block, route, direction, patches, subject) => {
         const r = await fetch(endpoint("heat"), { method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ order, block, route, direction, patches }) });
+          body: JSON.stringify({ order, block, route, direction, patches, subject }) });
         return new Float32Array(await (await check(r)).arrayBuffer());
       },
       imageUrl: (i) => endpoint("image", { index: i }),
@@ -154,12 +156,24 @@ const JM = (() => {
         blocks: Object.keys(D.data[o]) })),
       blocks: [...blocks.values()],
       images: D.images.map((im) => ({ name: im.name })),
+      single_images: [],
+      stages: [...new Set([...blocks.values()].map((b) => b.stage))].map((st) => {
+        const members = [...blocks.values()].filter((b) => b.stage === st);
+        return { stage: st, grid: members[0].grid, blocks: members.map((b) => b.name) };
+      }),
+      findings: D.findings || {},
+      joint: D.joint || {},
     };
     return {
       kind: "embedded",
       meta: async () => meta,
       coords: async (order, block, method) => Float32Array.from(entry(order, block).coords[method].flat()),
       routes: async (order, block) => { const r = entry(order, block).routes; return r ? Int32Array.from(r.flat()) : null; },
+      points: async (kind, order, stage, method) => {
+        const p = kind === "joint" && D.joint && D.joint[order] && D.joint[order][stage];
+        if (!p || !p[method]) throw new Error("this file holds no " + kind + " embedding of stage " + stage);
+        return Float32Array.from(p[method].flat());
+      },
       heat: async (order, block, route, direction, patches) => {
         const e = entry(order, block);
         return meanRows(matrix(order, block, route), e.h * e.w, patches, direction);
@@ -190,10 +204,11 @@ const JM = (() => {
     return {
       kind: "widget",
       meta: async () => (await ask("meta")).content,
-      coords: async (order, block, method) => new Float32Array((await ask("coords", { order, block, method })).bytes),
+      coords: async (order, block, method, subject) => new Float32Array((await ask("coords", { order, block, method, subject })).bytes),
       routes: async (order, block) => new Int32Array((await ask("routes", { order, block })).bytes),
-      heat: async (order, block, route, direction, patches) =>
-        new Float32Array((await ask("heat", { order, block, route, direction, patches })).bytes),
+      points: async (kind, order, stage, method) => new Float32Array((await ask("points", { kind, order, stage, method })).bytes),
+      heat: async (order, block, route, direction, patches, subject) =>
+        new Float32Array((await ask("heat", { order, block, route, direction, patches, subject })).bytes),
       imageUrl: (i) => {
         if (!urls.has(i)) urls.set(i, ask("image", { index: i }).then((a) => URL.createObjectURL(new Blob([a.bytes], { type: "image/png" }))));
         return urls.get(i);
@@ -220,6 +235,11 @@ const JM = (() => {
     return sel.value;
   }
 
+  const TAB10 = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+    [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]];
+  const METHOD_NAMES = { pca: "PCA", tsne: "t-SNE", umap: "UMAP" };
+  const MODES = [["patches", "Patches of a block"], ["blocks", "Blocks of a stage"], ["compare", "Side by side"]];
+
   function mount(root, source) {
     const SIZE = 500, PAD = 14;
     root.classList.add("jm-root");
@@ -227,47 +247,62 @@ const JM = (() => {
     const title = el("h1", { text: "jaxmamba attention explorer" });
     const sub = el("div", { class: "jm-sub" });
     const ctl = {
-      order: dropdown("order"), stage: dropdown("stage"), block: dropdown("block"), route: dropdown("route"),
-      method: dropdown("method"), colorby: dropdown("colorby"), direction: dropdown("direction"), image: dropdown("image"),
+      mode: dropdown("mode"), order: dropdown("order"), stage: dropdown("stage"), block: dropdown("block"),
+      subject: dropdown("subject"), route: dropdown("route"), method: dropdown("method"), points: dropdown("points"),
+      colorby: dropdown("colorby"), direction: dropdown("direction"), image: dropdown("image"),
+      orderB: dropdown("orderB"), blockB: dropdown("blockB"), subjectB: dropdown("subjectB"),
       showpath: el("input", { id: "showpath", type: "checkbox" }), noself: el("input", { id: "noself", type: "checkbox" }),
       reset: el("button", { id: "reset", type: "button", text: "centre patch" }),
     };
+    fill(ctl.mode, MODES, "patches");
     fill(ctl.direction, [["query", "what the selection attends to (rows)"], ["source", "what attends to the selection (columns)"]], "query");
-    const controls = el("div", { class: "jm-controls" },
-      control("order", ctl.order, "order"), control("stage", ctl.stage, "stage"), control("block", ctl.block, "block"),
-      control("route", ctl.route, "route"), control("embedding", ctl.method, "method"), control("colour by", ctl.colorby, "colorby"),
-      control("heat map", ctl.direction, "direction"), control("image", ctl.image, "image"),
-      el("label", { id: "path-ctl" }, ctl.showpath, " scan path"), el("label", {}, ctl.noself, " scale without the selected patches"), ctl.reset);
+    fill(ctl.points, [["interblock", "one point per (image, block) map"], ["joint", "one point per (patch, block), mean maps"]], "interblock");
+    const row1 = el("div", { class: "jm-controls" },
+      control("view", ctl.mode, "mode"), control("order", ctl.order, "order"), control("stage", ctl.stage, "stage"),
+      control("block", ctl.block, "block"), control("map of", ctl.subject, "subject"), control("route", ctl.route, "route"),
+      control("embedding", ctl.method, "method"), control("points", ctl.points, "points"), control("colour by", ctl.colorby, "colorby"));
+    const row2 = el("div", { class: "jm-controls" },
+      control("heat map", ctl.direction, "direction"), control("image under the map", ctl.image, "image"),
+      el("label", { id: "path-ctl" }, ctl.showpath, " scan path"), el("label", { id: "noself-ctl" }, ctl.noself, " scale without the selected patches"), ctl.reset);
+    const rowB = el("div", { class: "jm-controls", id: "compare-ctl" }, el("b", { text: "right panel:" }),
+      control("order", ctl.orderB, "orderB"), control("block", ctl.blockB, "blockB"), control("map of", ctl.subjectB, "subjectB"));
     const scatterCv = el("canvas", { id: "scatter", class: "jm-scatter", width: SIZE, height: SIZE });
     const heatCv = el("canvas", { id: "heat", class: "jm-heat", width: SIZE, height: SIZE, "data-selected": "" });
+    const heatCvB = el("canvas", { id: "heatB", class: "jm-heat", width: SIZE, height: SIZE, "data-selected": "" });
     const barCv = el("canvas", { id: "colorbar", width: 260, height: 12 });
     const ticks = el("div", { class: "jm-ticks", id: "ticks" });
     const scatterTitle = el("h2", { id: "scatter-title", text: "Scatterplot" });
     const scatterLegend = el("div", { class: "jm-legend", id: "scatter-legend" });
     const heatTitle = el("h2", { id: "heat-title", text: "Patch view" });
+    const heatTitleB = el("h2", { id: "heat-title-b", text: "" });
     const caption = el("div", { class: "jm-caption", id: "caption" });
+    const captionB = el("div", { class: "jm-caption", id: "caption-b" });
+    const findings = el("div", { class: "jm-findings", id: "findings" });
     const status = el("div", { class: "jm-status", id: "status" });
     const info = el("div", { class: "jm-info", id: "info" });
-    const help = el("div", { class: "jm-help", text: "Click a point or a grid cell to select that patch (shift-click adds or removes it). " +
-      "Drag in the scatterplot to lasso patches, or drag across the grid for a rectangle: the heat map then shows their mean " +
-      "attention. Switching to another stage keeps the selection on the same image area." });
-    root.append(title, sub, controls, status,
-      el("div", { class: "jm-main" },
-        el("section", { class: "jm-panel" }, scatterTitle, scatterCv, scatterLegend),
-        el("section", { class: "jm-panel" }, heatTitle, heatCv, el("div", { class: "jm-bar" }, el("div", {}, barCv, ticks)), caption)),
-      info, help);
-    const sctx = scatterCv.getContext("2d"), hctx = heatCv.getContext("2d");
+    const help = el("div", { class: "jm-help", id: "help" });
+    const scatterPanel = el("section", { class: "jm-panel", id: "scatter-panel" }, scatterTitle, scatterCv, scatterLegend);
+    const heatPanel = el("section", { class: "jm-panel" }, heatTitle, heatCv, el("div", { class: "jm-bar" }, el("div", {}, barCv, ticks)), caption);
+    const heatPanelB = el("section", { class: "jm-panel", id: "heat-panel-b" }, heatTitleB, heatCvB, captionB);
+    root.append(title, sub, row1, row2, rowB, findings, status,
+      el("div", { class: "jm-main" }, scatterPanel, heatPanel, heatPanelB), info, help);
+    const sctx = scatterCv.getContext("2d");
 
     let M = null;  // meta
-    const S = { order: null, block: null, route: "sum", method: null, colorBy: "row", direction: "query",
-      image: -1, showPath: false, noSelf: false, selection: [], hover: -1 };
+    const S = { mode: "patches", order: null, block: null, subject: "mean", route: "sum", method: null, points: "interblock",
+      colorBy: "row", direction: "query", image: -1, showPath: false, noSelf: false, selection: [], hover: -1,
+      B: { order: null, block: null, subject: "mean" }, picked: null, anchor: null };
+    // anchor: the selection as last made by hand, with its grid; other grids show its image area
     const blockOf = (name) => M.blocks.find((b) => b.name === name);
+    const orderOf = (name) => M.orders.find((o) => o.name === name);
+    const stageOf = (st) => M.stages.find((x) => String(x.stage) === String(st));
     const grid = () => blockOf(S.block).grid;
     const L = () => grid()[0] * grid()[1];
-    const orderOf = (name) => M.orders.find((o) => o.name === name);
+    const subjectName = (subj) => subj === "mean" ? `mean of ${M.count} images` : `image “${M.single_images[+subj].name}”`;
     let busy = 0, generation = 0, lastError = null;
-    const coordsCache = new Map(), routesCache = new Map(), heatCache = new Map(), images = new Map();
-    let coords = null, routes = null, heat = null, screen = null;
+    const cache = { coords: new Map(), routes: new Map(), heat: new Map(), points: new Map() };
+    const images = new Map();
+    let points = null, routes = null, heatA = null, heatB = null, screen = null, scale = null, pointInfo = null;
 
     async function cached(map, key, make) {
       if (!map.has(key)) {
@@ -281,7 +316,7 @@ const JM = (() => {
     function imageEl(i) {
       if (!images.has(i)) {
         const im = new Image();
-        im.onload = () => drawHeat();
+        im.onload = () => drawHeats();
         Promise.resolve(source.imageUrl(i)).then((u) => { im.src = u; });
         images.set(i, im);
       }
@@ -289,28 +324,65 @@ const JM = (() => {
     }
 
     // ---------------------------------------------------------------- controls
-    function stages() { return [...new Set(orderOf(S.order).blocks.map((n) => blockOf(n).stage))]; }
+    function subjects() {
+      return [["mean", `mean of ${M.count} images`]].concat(M.single_images.map((s) => [String(s.subject), "image: " + s.name]));
+    }
     function syncControls() {
-      S.order = fill(ctl.order, M.orders.map((o) => [o.name, o.name + (o.model && M.orders.some((q) => q.model !== o.model) ? " — " + o.model : "")]), S.order);
-      root.querySelector("#order-ctl").classList.toggle("hidden", M.orders.length < 2);
+      const many = M.orders.some((o) => o.model !== M.orders[0].model);
+      const orderItems = M.orders.map((o) => [o.name, o.name + (many && o.model ? " (its own model)" : "")]);
+      S.mode = fill(ctl.mode, MODES.filter(([m]) => m !== "blocks" || M.stages.some((s) => s.blocks.length > 1)), S.mode);
+      S.order = fill(ctl.order, orderItems, S.order);
       const names = orderOf(S.order).blocks;
       if (!names.includes(S.block)) S.block = names[0];
-      const stage = fill(ctl.stage, stages().map((s) => [s, s === null ? "all" : "stage " + s]), blockOf(S.block).stage);
+      const stage = fill(ctl.stage, M.stages.filter((s) => S.mode !== "blocks" || s.blocks.length > 1)
+        .map((s) => [s.stage, `stage ${s.stage} (${s.grid[0]}×${s.grid[1]}, ${s.blocks.length} blocks)`]), blockOf(S.block).stage);
       const inStage = names.filter((n) => String(blockOf(n).stage) === String(stage));
+      if (!inStage.includes(S.block)) S.block = inStage[0];
       S.block = fill(ctl.block, inStage.map((n) => [n, n]), S.block);
-      const routes = [["sum", "sum of routes"]];
-      if (M.route_maps) { const k = orderOf(S.order).routes || 4; for (let r = 0; r < k; r++) routes.push([String(r), "route " + r]); }
-      S.route = fill(ctl.route, routes, S.route);
-      root.querySelector("#route-ctl").classList.toggle("hidden", routes.length < 2);
-      S.method = fill(ctl.method, M.methods.map((m) => [m, { pca: "PCA", tsne: "t-SNE", umap: "UMAP" }[m] || m]), S.method);
+      S.subject = fill(ctl.subject, subjects(), S.subject);
+      const routeItems = [["sum", "sum of routes"]];
+      const k = orderOf(S.order).routes || 4;
+      if (M.route_maps || S.subject !== "mean") for (let r = 0; r < k; r++) routeItems.push([String(r), "route " + r]);
+      S.route = fill(ctl.route, routeItems, S.route);
+      const methodItems = S.mode === "patches" && S.subject !== "mean" ? [["pca", "PCA of this image's rows"]]
+        : M.methods.map((m) => [m, METHOD_NAMES[m] || m]);
+      S.method = fill(ctl.method, methodItems, S.method);
+      S.points = fill(ctl.points, [["interblock", "one point per (image, block) map"], ["joint", "one point per (patch, block), mean maps"]]
+        .filter(([p]) => p !== "interblock" || M.single_images.length > 1), S.points);
       S.colorBy = fill(ctl.colorby, [["row", "grid row"], ["col", "grid column"], ["scan", "scan position"]], S.colorBy);
       S.image = +fill(ctl.image, [["-1", "none"]].concat(M.images.map((im, i) => [String(i), im.name])), String(S.image));
-      root.querySelector("#image-ctl").classList.toggle("hidden", M.images.length === 0);
+      S.B.order = fill(ctl.orderB, orderItems, S.B.order || (M.orders[1] || M.orders[0]).name);
+      const namesB = orderOf(S.B.order).blocks;
+      S.B.block = fill(ctl.blockB, namesB.map((n) => [n, n]), namesB.includes(S.B.block) ? S.B.block : S.block);
+      S.B.subject = fill(ctl.subjectB, subjects(), S.B.subject);
+      const show = (id, on) => root.querySelector(id).classList.toggle("hidden", !on);
+      show("#order-ctl", M.orders.length > 1 || S.mode !== "patches");
+      show("#block-ctl", S.mode !== "blocks");
+      show("#subject-ctl", M.single_images.length > 0 && S.mode !== "blocks");
+      show("#route-ctl", routeItems.length > 1 && S.mode !== "blocks");
+      show("#points-ctl", S.mode === "blocks");
+      show("#colorby-ctl", S.mode === "patches");
+      show("#method-ctl", S.mode !== "compare");
+      show("#image-ctl", M.images.length > 0);
+      show("#path-ctl", S.mode === "patches");
+      show("#compare-ctl", S.mode === "compare");
+      scatterPanel.classList.toggle("hidden", S.mode === "compare");
+      heatPanelB.classList.toggle("hidden", S.mode !== "compare");
+      help.textContent = {
+        patches: "Click a point or a grid cell to select that patch (shift-click adds or removes it). Drag in the scatterplot to " +
+          "lasso patches, or drag across the grid for a rectangle: the heat map shows their mean attention. Switching stage keeps " +
+          "the selection on the same image area.",
+        blocks: "Each point is one block's attention: of one image ((image, block) points: the maps pooled to at most " +
+          `${M.pool_grid || 14}×${M.pool_grid || 14} groups of patches on both axes, then embedded) or of one patch of the mean ` +
+          "map ((patch, block) points). Click a point to open that map in the patch view.",
+        compare: "Two maps side by side on one colour scale. Click either grid: the selection is linked by image area (a patch of " +
+          "a coarser stage covers the patches of a finer one).",
+      }[S.mode];
     }
 
     /** Map patches of grid (h, w) to the patches of grid (h2, w2) covering the same image area. */
     function mapSelection(ps, from, to) {
-      if (from[0] === to[0] && from[1] === to[1]) return ps;
+      if (from[0] === to[0] && from[1] === to[1]) return ps.slice();
       const out = new Set();
       for (const p of ps) {
         const r = Math.floor(p / from[1]), c = p % from[1];
@@ -320,22 +392,34 @@ const JM = (() => {
       }
       return [...out].sort((a, b) => a - b);
     }
-    function centre() { const [h, w] = grid(); return Math.floor(h / 2) * w + Math.floor(w / 2); }
+    function centreOf(g) { return Math.floor(g[0] / 2) * g[1] + Math.floor(g[1] / 2); }
+    const gridB = () => blockOf(S.B.block).grid;
+    const selectionB = () => S.anchor ? mapSelection(S.anchor.sel, S.anchor.grid, gridB())
+      : mapSelection(S.selection, grid(), gridB());
 
     // ---------------------------------------------------------------- loading
+    function heatFor(order, block, subject, sel) {
+      const key = [order, block, subject, S.route, S.direction, sel.join(",")].join("|");
+      return cached(cache.heat, key, () => source.heat(order, block, S.route, S.direction, sel, subject));
+    }
     async function load() {
       const gen = ++generation;
       busy++;
       try {
-        const [o, b, m] = [S.order, S.block, S.method];
-        const needRoutes = S.colorBy === "scan" || S.showPath;
-        const c = await cached(coordsCache, o + "|" + b + "|" + m, () => source.coords(o, b, m));
-        const r = needRoutes ? await cached(routesCache, o + "|" + b, () => source.routes(o, b)) : null;
         const sel = S.selection.slice().sort((x, y) => x - y);
-        const key = [o, b, S.route, S.direction, sel.join(",")].join("|");
-        const hv = await cached(heatCache, key, () => source.heat(o, b, S.route, S.direction, sel));
+        let pts = null, r = null;
+        if (S.mode === "patches") {
+          const subj = S.subject, m = S.method;
+          pts = await cached(cache.coords, [S.order, S.block, m, subj].join("|"), () => source.coords(S.order, S.block, m, subj));
+          if (S.colorBy === "scan" || S.showPath) r = await cached(cache.routes, S.order + "|" + S.block, () => source.routes(S.order, S.block));
+        } else if (S.mode === "blocks") {
+          const st = blockOf(S.block).stage;
+          pts = await cached(cache.points, [S.points, S.order, st, S.method].join("|"), () => source.points(S.points, S.order, st, S.method));
+        }
+        const a = await heatFor(S.order, S.block, S.subject, sel);
+        const b = S.mode === "compare" ? await heatFor(S.B.order, S.B.block, S.B.subject, selectionB()) : null;
         if (gen !== generation) return;
-        coords = c; routes = r; heat = hv; lastError = null; status.textContent = "";
+        points = pts; routes = r; heatA = a; heatB = b; lastError = null; status.textContent = "";
         layoutPoints();
         draw();
       } catch (e) {
@@ -346,31 +430,45 @@ const JM = (() => {
     function refresh(prevGrid) {
       syncControls();
       const g = grid();
-      if (!S.selection.length) S.selection = [centre()];
+      if (!S.selection.length) S.selection = [centreOf(g)];
+      else if (S.anchor) S.selection = mapSelection(S.anchor.sel, S.anchor.grid, g);
       else if (prevGrid) S.selection = mapSelection(S.selection, prevGrid, g);
       S.selection = S.selection.filter((p) => p < L());
-      if (!S.selection.length) S.selection = [centre()];
+      if (!S.selection.length) S.selection = [centreOf(g)];
       S.hover = -1;
       return load();
     }
 
     // ---------------------------------------------------------------- scatterplot
     function layoutPoints() {
-      const n = L();
+      screen = null;
+      if (!points) return;
+      const n = points.length / 2;
       let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
-      for (let i = 0; i < n; i++) { const x = coords[2 * i], y = coords[2 * i + 1];
+      for (let i = 0; i < n; i++) { const x = points[2 * i], y = points[2 * i + 1];
         x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
       const span = Math.max(x1 - x0, y1 - y0) || 1, k = (SIZE - 2 * PAD) / span;
       const ox = (SIZE - (x1 - x0) * k) / 2, oy = (SIZE - (y1 - y0) * k) / 2;
       screen = new Float32Array(2 * n);
       for (let i = 0; i < n; i++) {
-        screen[2 * i] = ox + (coords[2 * i] - x0) * k;
-        screen[2 * i + 1] = SIZE - (oy + (coords[2 * i + 1] - y0) * k);
+        screen[2 * i] = ox + (points[2 * i] - x0) * k;
+        screen[2 * i + 1] = SIZE - (oy + (points[2 * i + 1] - y0) * k);
       }
+    }
+    /** What point i of the scatterplot is: a patch (patches mode) or a (block, image|patch) pair. */
+    function describePoints() {
+      if (S.mode === "patches") return null;
+      const st = stageOf(blockOf(S.block).stage), nb = st.blocks.length, n = points.length / 2, per = n / nb;
+      return { blocks: st.blocks, per, of: (i) => ({ block: st.blocks[Math.floor(i / per)], item: i % per }) };
     }
     const scanRoute = () => S.route === "sum" ? 0 : +S.route;
     function pointColours() {
-      const [h, w] = grid(), n = h * w, vals = new Float32Array(n);
+      const n = points.length / 2;
+      if (S.mode === "blocks") {
+        const d = describePoints();
+        return { cols: Array.from({ length: n }, (_, i) => css(TAB10[Math.floor(i / d.per) % 10])), legend: d.blocks };
+      }
+      const [h, w] = grid(), vals = new Float32Array(n);
       let top = 1, what;
       if (S.colorBy === "scan" && routes) {
         const k = scanRoute();
@@ -380,27 +478,28 @@ const JM = (() => {
         for (let p = 0; p < n; p++) vals[p] = S.colorBy === "col" ? p % w : Math.floor(p / w);
         top = (S.colorBy === "col" ? w : h) - 1; what = "grid " + (S.colorBy === "col" ? "column" : "row");
       }
-      return [Array.from(vals, (v) => css(lerp(VIRIDIS, top > 0 ? v / top : 0))), top, what];
+      return { cols: Array.from(vals, (v) => css(lerp(VIRIDIS, top > 0 ? v / top : 0))), top, what };
     }
     let lasso = null;
     function drawScatter() {
-      if (!screen) return;
-      const n = L(), rad = n > 1500 ? 2 : n > 400 ? 3 : 4.5;
-      const [cols, top, what] = pointColours();
+      if (!screen || S.mode === "compare") return;
+      const n = points.length / 2, rad = n > 1500 ? 2 : n > 400 ? 3 : 4.5;
+      const pc = pointColours();
       sctx.clearRect(0, 0, SIZE, SIZE);
-      const sel = new Set(S.selection);
+      const sel = S.mode === "patches" ? new Set(S.selection) : new Set(S.picked !== null && S.picked !== undefined ? [S.picked] : []);
       for (let p = 0; p < n; p++) {
-        sctx.fillStyle = cols[p];
+        sctx.fillStyle = pc.cols[p];
         sctx.globalAlpha = sel.size > 1 && !sel.has(p) ? 0.45 : 1;
         sctx.beginPath(); sctx.arc(screen[2 * p], screen[2 * p + 1], rad, 0, 2 * Math.PI); sctx.fill();
       }
       sctx.globalAlpha = 1;
       const ring = sel.size > 50 ? 1 : 2.5;
       for (const p of sel) {
-        sctx.fillStyle = cols[p]; sctx.strokeStyle = "#e0218a"; sctx.lineWidth = ring < 2 ? 1 : 2;
+        if (p >= n) continue;
+        sctx.fillStyle = pc.cols[p]; sctx.strokeStyle = "#e0218a"; sctx.lineWidth = ring < 2 ? 1 : 2;
         sctx.beginPath(); sctx.arc(screen[2 * p], screen[2 * p + 1], rad + ring, 0, 2 * Math.PI); sctx.fill(); sctx.stroke();
       }
-      if (S.hover >= 0) {
+      if (S.hover >= 0 && S.mode === "patches") {
         sctx.strokeStyle = "#000"; sctx.lineWidth = 1.5;
         sctx.beginPath(); sctx.arc(screen[2 * S.hover], screen[2 * S.hover + 1], rad + 5, 0, 2 * Math.PI); sctx.stroke();
       }
@@ -410,14 +509,27 @@ const JM = (() => {
         for (const [x, y] of lasso) sctx.lineTo(x, y);
         sctx.closePath(); sctx.stroke(); sctx.setLineDash([]);
       }
-      const mname = { pca: "PCA", tsne: "t-SNE", umap: "UMAP" }[S.method] || S.method;
-      scatterTitle.textContent = `Scatterplot: the ${n} patches of ${S.block} by their attention rows (${mname})`;
-      scatterLegend.textContent = `Order ${S.order}. Colour: ${what} (0 … ${top}, viridis). ` +
-        (S.method === "pca" ? "Axes: the first two principal components." : "Distances are only locally meaningful.");
+      const mname = METHOD_NAMES[S.method] || S.method;
+      scatterLegend.innerHTML = "";
+      if (S.mode === "patches") {
+        scatterTitle.textContent = `Scatterplot: the ${n} patches of ${S.block} by their attention rows (${mname})`;
+        scatterLegend.textContent = `Order ${S.order}, ${subjectName(S.subject)}. Colour: ${pc.what} (0 … ${pc.top}, viridis). ` +
+          (S.method === "pca" ? "Axes: the first two principal components." : "Distances are only locally meaningful.");
+      } else {
+        const st = blockOf(S.block).stage, d = describePoints();
+        scatterTitle.textContent = S.points === "interblock"
+          ? `Inter-block: ${n} maps of stage ${st} (${d.blocks.length} blocks × ${d.per} images), ${mname}`
+          : `Joint: the ${n} patches of the ${d.blocks.length} blocks of stage ${st} (mean maps), ${mname}`;
+        scatterLegend.append(`Order ${S.order}. Colour: block — `);
+        d.blocks.forEach((b, j) => {
+          const sw = el("span", { class: "jm-swatch" }); sw.style.background = css(TAB10[j % 10]);
+          scatterLegend.append(sw, ` ${b.replace("layers.", "").replace(".blocks.", ".")}  `);
+        });
+      }
     }
     function nearest(x, y, maxDist) {
       let best = -1, bd = maxDist * maxDist;
-      for (let p = 0; p < L(); p++) {
+      for (let p = 0; p < screen.length / 2; p++) {
         const dx = screen[2 * p] - x, dy = screen[2 * p + 1] - y, d = dx * dx + dy * dy;
         if (d <= bd) { bd = d; best = p; }
       }
@@ -431,65 +543,102 @@ const JM = (() => {
       }
       return c;
     }
+    /** A click on point i of the blocks mode opens that map in the patch view. */
+    function pick(i) {
+      const d = describePoints(), { block, item } = d.of(i);
+      const prev = grid();
+      S.picked = i;
+      S.block = block;
+      if (S.points === "interblock") { S.subject = String(item); }
+      else { S.subject = "mean"; S.selection = [item]; S.anchor = null; return refresh(null); }
+      return refresh(prev);
+    }
 
-    // ---------------------------------------------------------------- heat map
-    function gridGeom() { const [h, w] = grid(), cell = SIZE / Math.max(h, w); return { h, w, cell, W: cell * w, H: cell * h }; }
-    let scale = null;
-    function drawHeat() {
-      if (!heat) return;
-      const g = gridGeom(), n = L(), sel = new Set(S.selection);
-      heatCv.width = Math.round(g.W); heatCv.height = Math.round(g.H);
-      hctx.clearRect(0, 0, heatCv.width, heatCv.height);
-      const img = S.image >= 0 ? imageEl(S.image) : null;
+    // ---------------------------------------------------------------- heat maps
+    function geom(g) { const cell = SIZE / Math.max(g[0], g[1]); return { h: g[0], w: g[1], cell, W: cell * g[1], H: cell * g[0] }; }
+    function underlay(subject) {
+      if (subject !== "mean") return M.single_images[+subject].image;  // a single image's map: over that image
+      return S.image;
+    }
+    function drawHeat(cv, g, values, sel, subject, hover) {
+      const G = geom(g), n = G.h * G.w, ctx = cv.getContext("2d");
+      cv.width = Math.round(G.W); cv.height = Math.round(G.H);
+      ctx.clearRect(0, 0, cv.width, cv.height);
+      const u = underlay(subject), img = u >= 0 ? imageEl(u) : null;
       const withImage = !!(img && img.complete && img.naturalWidth);
-      if (withImage) hctx.drawImage(img, 0, 0, g.W, g.H);
-      scale = scaleFor(heat, M.signed, S.noSelf ? sel : null);
+      if (withImage) ctx.drawImage(img, 0, 0, G.W, G.H);
       for (let q = 0; q < n; q++) {
-        const v = heat[q], c = lerp(scale.stops, scale.t(v));
-        hctx.fillStyle = withImage ? css(c, scale.alpha(v)) : css(c);
-        const col = q % g.w, r = Math.floor(q / g.w), x0 = Math.round(col * g.cell), y0 = Math.round(r * g.cell);
-        hctx.fillRect(x0, y0, Math.round((col + 1) * g.cell) - x0, Math.round((r + 1) * g.cell) - y0);
+        const v = values[q], c = lerp(scale.stops, scale.t(v));
+        ctx.fillStyle = withImage ? css(c, scale.alpha(v)) : css(c);
+        const col = q % G.w, r = Math.floor(q / G.w), x0 = Math.round(col * G.cell), y0 = Math.round(r * G.cell);
+        ctx.fillRect(x0, y0, Math.round((col + 1) * G.cell) - x0, Math.round((r + 1) * G.cell) - y0);
       }
-      if (S.showPath && routes) {
+      if (S.showPath && routes && cv === heatCv && S.mode === "patches") {
         const k = scanRoute();
-        hctx.strokeStyle = "rgba(0,200,255,0.7)"; hctx.lineWidth = Math.max(1, Math.min(3, g.cell / 16));
-        hctx.beginPath();
+        ctx.strokeStyle = "rgba(0,200,255,0.7)"; ctx.lineWidth = Math.max(1, Math.min(3, G.cell / 16));
+        ctx.beginPath();
         for (let t = 0; t < n; t++) {
-          const p = routes[k * n + t], x = (p % g.w + 0.5) * g.cell, y = (Math.floor(p / g.w) + 0.5) * g.cell;
-          if (t === 0) hctx.moveTo(x, y); else hctx.lineTo(x, y);
+          const p = routes[k * n + t], x = (p % G.w + 0.5) * G.cell, y = (Math.floor(p / G.w) + 0.5) * G.cell;
+          if (t === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
         }
-        hctx.stroke();
+        ctx.stroke();
         const p0 = routes[k * n];
-        hctx.fillStyle = "rgba(0,200,255,1)";
-        hctx.beginPath(); hctx.arc((p0 % g.w + 0.5) * g.cell, (Math.floor(p0 / g.w) + 0.5) * g.cell, Math.max(2, g.cell / 5), 0, 2 * Math.PI); hctx.fill();
+        ctx.fillStyle = "rgba(0,200,255,1)";
+        ctx.beginPath(); ctx.arc((p0 % G.w + 0.5) * G.cell, (Math.floor(p0 / G.w) + 0.5) * G.cell, Math.max(2, G.cell / 5), 0, 2 * Math.PI); ctx.fill();
       }
-      hctx.lineWidth = Math.max(1, Math.min(3, g.cell / 8));
-      hctx.strokeStyle = sel.size > 1 ? "rgba(0,160,60,0.8)" : "#00a03c";
-      for (const p of sel) hctx.strokeRect((p % g.w) * g.cell + 1, Math.floor(p / g.w) * g.cell + 1, g.cell - 2, g.cell - 2);
-      if (S.hover >= 0) {
-        hctx.strokeStyle = "#000";
-        hctx.strokeRect((S.hover % g.w) * g.cell, Math.floor(S.hover / g.w) * g.cell, g.cell, g.cell);
+      ctx.lineWidth = Math.max(1, Math.min(3, G.cell / 8));
+      ctx.strokeStyle = sel.length > 1 ? "rgba(0,160,60,0.8)" : "#00a03c";
+      for (const p of sel) ctx.strokeRect((p % G.w) * G.cell + 1, Math.floor(p / G.w) * G.cell + 1, G.cell - 2, G.cell - 2);
+      if (hover >= 0) {
+        ctx.strokeStyle = "#000";
+        ctx.strokeRect((hover % G.w) * G.cell, Math.floor(hover / G.w) * G.cell, G.cell, G.cell);
       }
-      if (rect) {
-        hctx.strokeStyle = "#000"; hctx.setLineDash([4, 3]);
-        hctx.strokeRect(Math.min(rect[0], rect[2]), Math.min(rect[1], rect[3]), Math.abs(rect[2] - rect[0]), Math.abs(rect[3] - rect[1]));
-        hctx.setLineDash([]);
+      if (rect && rect.cv === cv) {
+        ctx.strokeStyle = "#000"; ctx.setLineDash([4, 3]);
+        ctx.strokeRect(Math.min(rect.x0, rect.x1), Math.min(rect.y0, rect.y1), Math.abs(rect.x1 - rect.x0), Math.abs(rect.y1 - rect.y0));
+        ctx.setLineDash([]);
       }
-      heatCv.setAttribute("data-selected", S.selection.join(","));
+      cv.setAttribute("data-selected", sel.join(","));
+      return withImage;
+    }
+    function captionFor(order, block, subject, withImage) {
+      const g = blockOf(block).grid;
+      let text = (subject === "mean" ? `Mean attention over ${M.count} images` : `Attention of the single ${subjectName(subject)}`) +
+        `, ${block} (${g[0]}×${g[1]}), order ${order}, ` + (S.route === "sum" ? "routes summed" : "route " + S.route) + ". ";
+      const u = underlay(subject);
+      if (withImage) text += subject === "mean" ? `Drawn over image “${M.images[u].name}” (one of the averaged images); ` :
+        "Drawn over that image; ";
+      text += withImage ? "opacity ∝ |value|." : "No image under the map.";
+      if (scale.kind === "diverging") text += withImage ? " Signed values: blue < 0 < red; near 0 the image shows through." :
+        " Signed values: blue < 0 < red, white at 0.";
+      return text;
+    }
+    function drawHeats() {
+      if (!heatA) return;
+      const selA = S.selection, skip = S.noSelf ? new Set(selA) : null;
+      let values = heatA;
+      if (S.mode === "compare" && heatB) { values = new Float32Array(heatA.length + heatB.length); values.set(heatA); values.set(heatB, heatA.length); }
+      scale = scaleFor(values, M.signed, skip);
+      const withImage = drawHeat(heatCv, grid(), heatA, selA, S.subject, S.hover);
       heatCv.setAttribute("data-block", S.block);
+      heatCv.setAttribute("data-subject", S.subject);
+      const rc = (p, g) => "(" + Math.floor(p / g[1]) + ", " + (p % g[1]) + ")";
+      const selText = selA.length === 1 ? "patch " + rc(selA[0], grid()) : "mean of " + selA.length + " patches";
+      heatTitle.textContent = (S.mode === "compare" ? "Left: " : "Patch view: ") + selText +
+        (S.direction === "query" ? " attends to" : " is attended by");
+      caption.textContent = captionFor(S.order, S.block, S.subject, withImage);
+      if (S.mode === "compare" && heatB) {
+        const selB = selectionB(), withB = drawHeat(heatCvB, gridB(), heatB, selB, S.B.subject, -1);
+        heatCvB.setAttribute("data-block", S.B.block);
+        heatTitleB.textContent = "Right: " + (selB.length === 1 ? "patch " + rc(selB[0], gridB()) : "mean of " + selB.length + " patches") +
+          " (the same image area)" + (S.direction === "query" ? " attends to" : " is attended by");
+        captionB.textContent = captionFor(S.B.order, S.B.block, S.B.subject, withB) + " One colour scale for both panels.";
+      }
       drawColorbar(withImage);
-      const rc = (p) => "(" + Math.floor(p / g.w) + ", " + (p % g.w) + ")";
-      const selText = S.selection.length === 1 ? "patch " + rc(S.selection[0]) : "mean of " + S.selection.length + " patches";
-      heatTitle.textContent = "Patch view: " + selText + (S.direction === "query" ? " attends to" : " is attended by");
-      const what = M.count ? `Mean attention over ${M.count} images` : "Attention";
-      caption.textContent = what + `, ${S.block} (${g.h}×${g.w}), order ${S.order}, ` +
-        (S.route === "sum" ? "routes summed" : "route " + S.route) + ". " +
-        (withImage ? `Drawn over image “${M.images[S.image].name}” (one of the averaged images), opacity ∝ |value|.`
-          : "No image under the map.") +
-        (scale.kind === "diverging" ? " Signed values: blue < 0 < red, white at 0." : "");
-      info.textContent = "selected: " + S.selection.slice(0, 12).map(rc).join(" ") + (S.selection.length > 12 ? " …" : "") +
-        (S.hover >= 0 ? " · hover " + rc(S.hover) + " value " + fmt(heat[S.hover]) : "") +
+      info.textContent = "selected: " + selA.slice(0, 12).map((p) => rc(p, grid())).join(" ") + (selA.length > 12 ? " …" : "") +
+        (S.hover >= 0 ? " · hover " + rc(S.hover, grid()) + " value " + fmt(heatA[S.hover]) : "") +
         ` · data range ${fmt(scale.dataLo)} … ${fmt(scale.dataHi)}`;
+      drawFindings();
     }
     function drawColorbar(withImage) {
       const bctx = barCv.getContext("2d"), W = barCv.width;
@@ -508,19 +657,32 @@ const JM = (() => {
         ticks.appendChild(s);
       }
     }
-    function cellAt(x, y) {
-      const g = gridGeom(), c = Math.floor(x / g.cell), r = Math.floor(y / g.cell);
-      return r >= 0 && r < g.h && c >= 0 && c < g.w ? r * g.w + c : -1;
+    function drawFindings() {
+      const f = M.findings && M.findings[S.order];
+      if (!f) { findings.textContent = ""; return; }
+      const st = blockOf(S.block).stage, fs = f.stages[String(st)] || {}, fb = f.blocks[S.block] || {};
+      const num = (v) => v === null || v === undefined ? "–" : fmt(v);
+      findings.textContent = `Findings, order ${S.order}, mean maps. Stage ${st}: block distinctness ${num(fs.block_distinctness)} ` +
+        `(silhouette of block labels, patches embedded jointly)` +
+        (fs.image_block_distinctness !== undefined && fs.image_block_distinctness !== null
+          ? `, across images ${num(fs.image_block_distinctness)} (silhouette of block labels of the (image, block) maps)` : "") +
+        `; attention distance ${num(fs.attention_distance)} of the grid diagonal; sequence locality ρ ${num(fs.sequence_locality)}. ` +
+        `Block ${S.block}: distance ${num(fb.attention_distance)}, locality ρ ${num(fb.sequence_locality)}.`;
+    }
+    function cellAt(cv, g, x, y) {
+      const G = geom(g), c = Math.floor(x / G.cell), r = Math.floor(y / G.cell);
+      return r >= 0 && r < G.h && c >= 0 && c < G.w ? r * G.w + c : -1;
     }
 
-    function draw() { drawScatter(); drawHeat(); }
-    function select(ps, additive) {
+    function draw() { drawScatter(); drawHeats(); }
+    function select(ps, additive, from) {
       if (!ps.length) { draw(); return Promise.resolve(); }
       if (additive) {
         const s = new Set(S.selection);
         if (ps.length === 1 && s.has(ps[0])) s.delete(ps[0]); else for (const p of ps) s.add(p);
         if (s.size) S.selection = [...s];
       } else S.selection = [...new Set(ps)];
+      S.anchor = from ? { grid: from.grid, sel: from.sel } : { grid: grid(), sel: S.selection.slice() };
       draw();
       return load();
     }
@@ -531,11 +693,11 @@ const JM = (() => {
 
     // ---------------------------------------------------------------- events
     let down = null, rect = null;
-    scatterCv.addEventListener("mousedown", (ev) => { down = pos(ev, scatterCv); lasso = [down]; ev.preventDefault(); });
+    scatterCv.addEventListener("mousedown", (ev) => { down = pos(ev, scatterCv); lasso = S.mode === "patches" ? [down] : null; ev.preventDefault(); });
     scatterCv.addEventListener("mousemove", (ev) => {
-      if (!screen) return;
+      if (!screen || S.mode !== "patches") return;
       const [x, y] = pos(ev, scatterCv);
-      if (down) { lasso.push([x, y]); drawScatter(); return; }
+      if (down && lasso) { lasso.push([x, y]); drawScatter(); return; }
       const p = nearest(x, y, 8);
       if (p !== S.hover) { S.hover = p; draw(); }
     });
@@ -543,8 +705,10 @@ const JM = (() => {
     scatterCv.addEventListener("mouseup", (ev) => {
       if (!down || !screen) return;
       const [x, y] = pos(ev, scatterCv), poly = lasso;
-      const moved = poly.some(([px, py]) => Math.hypot(px - down[0], py - down[1]) > 4);
+      const start = down;
       down = null; lasso = null;
+      if (S.mode === "blocks") { const p = nearest(x, y, 10); if (p >= 0) pick(p); return; }
+      const moved = poly && poly.some(([px, py]) => Math.hypot(px - start[0], py - start[1]) > 4);
       if (moved && poly.length > 2) {
         const ps = [];
         for (let p = 0; p < L(); p++) if (inside(poly, screen[2 * p], screen[2 * p + 1])) ps.push(p);
@@ -554,40 +718,56 @@ const JM = (() => {
         if (p >= 0) select([p], ev.shiftKey); else draw();
       }
     });
-    heatCv.addEventListener("mousedown", (ev) => { const [x, y] = pos(ev, heatCv); rect = [x, y, x, y]; ev.preventDefault(); });
-    heatCv.addEventListener("mousemove", (ev) => {
-      const [x, y] = pos(ev, heatCv);
-      if (rect) { rect[2] = x; rect[3] = y; }
-      const p = cellAt(x, y);
-      if (p !== S.hover || rect) { S.hover = p; draw(); }
-    });
-    heatCv.addEventListener("mouseleave", () => { if (!rect && S.hover >= 0) { S.hover = -1; draw(); } });
-    heatCv.addEventListener("mouseup", (ev) => {
-      if (!rect) return;
-      const r = rect; rect = null;
-      const a = cellAt(Math.min(r[0], r[2]), Math.min(r[1], r[3])), z = cellAt(Math.max(r[0], r[2]) - 1e-3, Math.max(r[1], r[3]) - 1e-3);
-      if (a >= 0 && z >= 0 && a !== z) {
-        const w = grid()[1], ps = [];
-        for (let rr = Math.floor(a / w); rr <= Math.floor(z / w); rr++) for (let cc = a % w; cc <= z % w; cc++) ps.push(rr * w + cc);
+    for (const [cv, g] of [[heatCv, grid], [heatCvB, gridB]]) {
+      cv.addEventListener("mousedown", (ev) => { const [x, y] = pos(ev, cv); rect = { cv, x0: x, y0: y, x1: x, y1: y }; ev.preventDefault(); });
+      cv.addEventListener("mousemove", (ev) => {
+        const [x, y] = pos(ev, cv);
+        if (rect && rect.cv === cv) { rect.x1 = x; rect.y1 = y; }
+        if (cv !== heatCv) { if (rect) drawHeats(); return; }
+        const p = cellAt(cv, g(), x, y);
+        if (p !== S.hover || rect) { S.hover = p; draw(); }
+      });
+      cv.addEventListener("mouseleave", () => { if (!rect && S.hover >= 0) { S.hover = -1; draw(); } });
+      cv.addEventListener("mouseup", (ev) => {
+        if (!rect || rect.cv !== cv) return;
+        const r = rect; rect = null;
+        const G = g(), w = G[1];
+        const a = cellAt(cv, G, Math.min(r.x0, r.x1), Math.min(r.y0, r.y1));
+        const z = cellAt(cv, G, Math.max(r.x0, r.x1) - 1e-3, Math.max(r.y0, r.y1) - 1e-3);
+        let ps = [];
+        if (a >= 0 && z >= 0 && a !== z) {
+          for (let rr = Math.floor(a / w); rr <= Math.floor(z / w); rr++) for (let cc = a % w; cc <= z % w; cc++) ps.push(rr * w + cc);
+        } else {
+          const p = cellAt(cv, G, r.x1, r.y1);
+          if (p >= 0) ps = [p];
+        }
+        if (!ps.length) { draw(); return; }
+        if (cv !== heatCv) {  // the right panel's cells: its image area on the left grid
+          select(mapSelection(ps, G, grid()), false, { grid: G, sel: ps });
+          return;
+        }
         select(ps, ev.shiftKey);
-      } else {
-        const p = cellAt(r[2], r[3]);
-        if (p >= 0) select([p], ev.shiftKey); else draw();
-      }
-    });
+      });
+    }
     window.addEventListener("mouseup", () => { if (down || rect) { down = null; lasso = null; rect = null; draw(); } });
     const on = (elem, f) => elem.addEventListener("change", () => { const prev = S.block ? grid() : null; f(elem); refresh(prev); });
+    on(ctl.mode, (t) => { S.mode = t.value; S.picked = null; });
     on(ctl.order, (t) => { S.order = t.value; });
-    on(ctl.stage, (t) => { S.block = orderOf(S.order).blocks.find((n) => String(blockOf(n).stage) === t.value); });
+    on(ctl.stage, (t) => { S.block = orderOf(S.order).blocks.find((n) => String(blockOf(n).stage) === t.value); S.picked = null; });
     on(ctl.block, (t) => { S.block = t.value; });
+    on(ctl.subject, (t) => { S.subject = t.value; });
     on(ctl.route, (t) => { S.route = t.value; });
     on(ctl.method, (t) => { S.method = t.value; });
+    on(ctl.points, (t) => { S.points = t.value; S.picked = null; });
     on(ctl.colorby, (t) => { S.colorBy = t.value; });
     on(ctl.direction, (t) => { S.direction = t.value; });
     on(ctl.image, (t) => { S.image = +t.value; });
     on(ctl.showpath, (t) => { S.showPath = t.checked; });
     on(ctl.noself, (t) => { S.noSelf = t.checked; });
-    ctl.reset.addEventListener("click", () => select([centre()], false));
+    on(ctl.orderB, (t) => { S.B.order = t.value; });
+    on(ctl.blockB, (t) => { S.B.block = t.value; });
+    on(ctl.subjectB, (t) => { S.B.subject = t.value; });
+    ctl.reset.addEventListener("click", () => select([centreOf(grid())], false));
 
     // ---------------------------------------------------------------- start
     const api = {
@@ -595,9 +775,12 @@ const JM = (() => {
       get busy() { return busy; }, get error() { return lastError; },
       meta: () => M,
       select: (ps) => select(ps, false),
-      heatValues: () => heat ? Array.from(heat) : null,
+      pick: (i) => pick(i),
+      heatValues: () => heatA ? Array.from(heatA) : null,
+      heatValuesB: () => heatB ? Array.from(heatB) : null,
       scale: () => scale && { kind: scale.kind, lo: scale.lo, hi: scale.hi },
       colourAt: (v) => { const c = lerp(scale.stops, scale.t(v)); return [c[0] | 0, c[1] | 0, c[2] | 0]; },
+      pointCount: () => (points ? points.length / 2 : 0),
       pointPosition: (p) => ({ x: screen[2 * p] * scatterCv.getBoundingClientRect().width / scatterCv.width,
         y: screen[2 * p + 1] * scatterCv.getBoundingClientRect().height / scatterCv.height }),
       setControl: (id, value) => { const e = root.querySelector("#" + id); if (e.type === "checkbox") e.checked = !!value; else e.value = value; e.dispatchEvent(new Event("change")); },
@@ -608,11 +791,14 @@ const JM = (() => {
     busy++;
     source.meta().then((meta) => {
       M = meta;
+      M.single_images = M.single_images || [];
+      M.stages = M.stages || [];
       title.textContent = M.title || "jaxmamba attention explorer";
       const models = [...new Set(M.orders.map((o) => o.model).filter(Boolean))];
       sub.textContent = (M.count ? `Mean hidden attention over ${M.count} images` : "Hidden attention") +
-        (models.length === 1 ? " · model: " + models[0] : models.length > 1 ? " · one model per order" : "") +
-        (M.signed ? " · signed maps (diverging colour scale)" : "");
+        (models.length === 1 ? " · model: " + models[0] : models.length > 1 ? ` · ${models.length} models: one trained per order` : "") +
+        (M.single_images.length ? ` · ${M.single_images.length} single images` : "") +
+        (M.signed ? " · signed maps (diverging colour scale)" : "") + (M.synthetic ? " · SYNTHETIC planted maps" : "");
       S.order = M.orders[0].name;
       S.block = M.orders[0].blocks[0];
       S.method = M.methods[0];
@@ -622,6 +808,5 @@ const JM = (() => {
       .finally(() => { busy--; });
     return () => { root.innerHTML = ""; };
   }
-
   return { mount, httpSource, embeddedSource, widgetSource, decodeMatrix, fmt, scaleFor };
 })();

@@ -1,0 +1,151 @@
+"""The explorer's modes in headless Chromium, served from a real study with single images:
+patches of a block (mean or one image), blocks of a stage (inter-block and joint embeddings),
+side by side; selection linked by image area across stages; honest colour."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import jaxmamba
+from jaxmamba.study import write_study
+
+pytest.importorskip("starlette", reason="the [serve] extra is not installed")
+B2, B2b, B3 = "layers.2.blocks.0", "layers.2.blocks.1", "layers.3.blocks.0"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    models = {
+        o: jaxmamba.create_model("vmamba_test", seed=s) for o, s in (("cross", 1), ("spiral", 2))
+    }
+    x = np.random.default_rng(0).standard_normal((6, 64, 64, 3)).astype(np.float32)
+    out = tmp_path_factory.mktemp("modes") / "s"
+    return write_study(out, models, x, orders=["cross", "spiral"], blocks=[2, 3], single_images=4,
+                       batch_size=6, progress=False)  # fmt: skip
+
+
+@pytest.fixture
+def page(study, chromium):
+    from jaxmamba.serve import ServerThread
+
+    with ServerThread(study) as server:
+        chromium.get(server.url)
+        idle(chromium)
+        yield chromium
+
+
+def idle(drv, timeout: float = 60.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        state = drv.execute_script(
+            "return window.explorer ? [explorer.ready, explorer.busy, explorer.error] : null;"
+        )
+        if state and state[2]:
+            raise AssertionError(f"the page reports an error: {state[2]}")
+        if state and state[0] and state[1] == 0:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the explorer did not become idle")
+
+
+def js(drv, code, *args):
+    out = drv.execute_script(code, *args)
+    idle(drv)
+    return out
+
+
+def severe(drv) -> list:
+    return [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+
+
+@pytest.mark.browser
+def test_patches_mode_mean_and_single_image(page, study):
+    assert js(page, "return explorer.state.mode;") == "patches"
+    assert page.find_element("id", "heat").get_attribute("data-block") == B2
+    js(page, "explorer.select([5]);")
+    mean_row = np.asarray(js(page, "return explorer.heatValues();"))
+    np.testing.assert_allclose(mean_row, np.asarray(study.map("cross", B2))[5], rtol=1e-5)
+    js(page, "explorer.setControl('subject', '2');")  # the third single image
+    one = np.asarray(js(page, "return explorer.heatValues();"))
+    np.testing.assert_allclose(one, study.single_map("cross", B2, 2)[5], rtol=1e-5, atol=1e-12)
+    assert not np.allclose(one, mean_row)
+    caption = page.find_element("id", "caption").text
+    assert "single image “image 2”" in caption and "Drawn over that image" in caption
+    assert js(page, "return explorer.pointCount();") == 16  # this image's rows, embedded
+    js(page, "explorer.setControl('subject', 'mean');")
+    caption = page.find_element("id", "caption").text
+    assert "Mean attention over 6 images" in caption and "“image 0”" in caption  # which image
+    assert severe(page) == []
+
+
+@pytest.mark.browser
+def test_blocks_mode_opens_the_clicked_map(page, study):
+    js(page, "explorer.setControl('mode', 'blocks');")
+    assert js(page, "return explorer.pointCount();") == 2 * 4  # 2 blocks x 4 single images
+    assert "Inter-block" in page.find_element("id", "scatter-title").text
+    assert "block distinctness" in page.find_element("id", "findings").text
+    js(page, "explorer.pick(7);")  # block-major: block 1 (layers.2.blocks.1), image 3
+    state = js(
+        page, "return [explorer.state.block, explorer.state.subject, explorer.state.selection];"
+    )
+    assert state[:2] == [B2b, "3"]
+    values = np.asarray(js(page, "return explorer.heatValues();"))
+    np.testing.assert_allclose(values, study.single_map("cross", B2b, 3)[state[2][0]], rtol=1e-5,
+                               atol=1e-12)  # fmt: skip
+    js(page, "explorer.setControl('points', 'joint');")
+    assert js(page, "return explorer.pointCount();") == 2 * 16  # 2 blocks x 16 patches
+    js(page, "explorer.pick(16 + 9);")  # block 1, patch 9, mean map
+    values = np.asarray(js(page, "return explorer.heatValues();"))
+    np.testing.assert_allclose(values, np.asarray(study.map("cross", B2b))[9], rtol=1e-5)
+    assert severe(page) == []
+
+
+@pytest.mark.browser
+def test_side_by_side_shares_one_scale_and_links_by_area(page, study):
+    js(page, "explorer.setControl('mode', 'compare');")
+    js(page, "explorer.setControl('orderB', 'spiral'); ")
+    js(page, "explorer.setControl('blockB', arguments[0]);", B3)
+    js(page, "explorer.select([2 * 4 + 3]);")  # stage 2 (4x4): patch (2, 3)
+    right = np.asarray(js(page, "return explorer.heatValuesB();"))
+    # stage 3 is 2x2: the same image area is patch (1, 1); the right panel is spiral's model
+    np.testing.assert_allclose(right, np.asarray(study.map("spiral", B3))[3], rtol=1e-5)
+    assert page.find_element("id", "heatB").get_attribute("data-selected") == "3"
+    left = np.asarray(js(page, "return explorer.heatValues();"))
+    scale = js(page, "return explorer.scale();")
+    top = max(np.abs(left).max(), np.abs(right).max())
+    assert (
+        scale["kind"] == "diverging"
+        and np.isclose(scale["hi"], top)
+        and scale["lo"] == -scale["hi"]
+    )
+    assert severe(page) == []
+
+
+@pytest.mark.browser
+def test_stage_switch_keeps_the_image_area(page):
+    js(page, "explorer.select([1 * 4 + 1]);")  # stage 2 (4x4): patch (1, 1)
+    js(page, "explorer.setControl('stage', '3');")
+    assert js(page, "return explorer.state.selection;") == [0]  # 2x2: the patch covering it
+    js(page, "explorer.setControl('stage', '2');")
+    assert js(page, "return explorer.state.selection;") == [5]  # back: the patch chosen, not (0, 3)
+    js(page, "explorer.select([0]);")  # a coarse-grid choice covers several fine patches
+    js(page, "explorer.setControl('stage', '3');")
+    js(page, "explorer.select([3]);")
+    js(page, "explorer.setControl('stage', '2');")
+    assert js(page, "return explorer.state.selection;") == [10, 11, 14, 15]
+    assert severe(page) == []
+
+
+@pytest.mark.browser
+def test_a_signed_map_draws_zero_at_the_centre_colour(page):
+    scale = js(page, "return explorer.scale();")
+    assert scale["kind"] == "diverging" and scale["lo"] == -scale["hi"]
+    assert js(page, "return explorer.colourAt(0);") == [247, 247, 247]  # white
+    both = "return [explorer.colourAt(arguments[0]), explorer.colourAt(-arguments[0])];"
+    red, blue = js(page, both, scale["hi"])
+    assert red[0] > red[2] and blue[2] > blue[0]
+    ticks = page.find_element("id", "ticks").text.split()
+    assert ticks[1] == "0" and ticks[0].startswith("-")
