@@ -51,15 +51,15 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo",
         help="a study of the bundled models on held-out digits (figures and explorer.html)",
-        description="Average the attention of the bundled digit models over held-out digits in "
-        "four scan orders; write the study, its figures and an offline explorer.html. Returns "
-        "when done; then look with: jaxmamba serve OUT.",
+        description="Average the attention of the bundled digit models, one trained in each of "
+        "four scan orders, over held-out digits; write the study, its figures and an offline "
+        "explorer.html. Returns when done; then look with: jaxmamba serve OUT.",
     )
     d.add_argument("--out", required=True, help="the study folder to write")
     d.add_argument("--images", type=_positive, default=200, help="held-out digits to average")
     d.add_argument(
         "--order", nargs="+", default=["cross", "diagonal", "morton", "spiral"], metavar="ORDER",
-        help=f"scan orders ({_ORDERS})",
+        help="scan orders with a bundled model trained in them (cross, diagonal, morton, spiral)",
     )  # fmt: skip
     d.add_argument(
         "--method", nargs="+", default=["pca", "tsne"], choices=METHODS, metavar="METHOD",
@@ -234,19 +234,21 @@ def _demo(args) -> None:
     from jaxmamba.data import load_digits_images
     from jaxmamba.explorer import export
     from jaxmamba.figures import write_figures
-    from jaxmamba.pretrained import DEFAULT_IMAGE_SIZE, DEFAULT_MODEL_DIR, load_default
+    from jaxmamba.pretrained import DEFAULT_IMAGE_SIZE, load_order_models, order_model_dir
     from jaxmamba.study import write_study
 
     out = Path(args.out).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder for the study")
-    model = load_default()
+    models = load_order_models(args.order)  # one model trained in each order
     images, _ = load_digits_images(DEFAULT_IMAGE_SIZE, split="test")
     images = images[: args.images]
     study = write_study(
-        out, model, images, orders=args.order, methods=args.method, route_maps=True,
+        out, models, images, orders=args.order, methods=args.method, route_maps=True,
         image_names=[f"test digit {i}" for i in range(len(images))],
-        sources=f"embedded default model ({DEFAULT_MODEL_DIR.name})", batch_size=32,
+        sources={o: f"bundled digit model trained in order {o} ({order_model_dir(o).name})"
+                 for o in args.order},
+        batch_size=32,
     )  # fmt: skip
     figures = write_figures(study)
     page = export(study, out / "explorer.html", route_maps=True, overwrite=True)

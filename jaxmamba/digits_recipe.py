@@ -26,7 +26,7 @@ from jaxmamba.optim import TrainConfig
 from jaxmamba.pretrained import DEFAULT_IMAGE_SIZE, DEFAULT_MODEL_DIR
 from jaxmamba.train import fit
 
-__all__ = ["DEFAULT_TRAIN_CONFIG", "TRAINING_JSON", "train_digits"]
+__all__ = ["DEFAULT_TRAIN_CONFIG", "TRAINING_JSON", "train_digits", "training_markdown"]
 
 TRAINING_JSON = "TRAINING.json"
 
@@ -121,11 +121,12 @@ def train_digits(
         "date": datetime.date.today().isoformat(),
     }
     store.write_text_atomic(out / TRAINING_JSON, json.dumps(record, indent=1) + "\n")
-    (out / "TRAINING.md").write_text(_training_markdown(record))
+    (out / "TRAINING.md").write_text(training_markdown(record))
     return record
 
 
-def _training_markdown(r: dict[str, Any]) -> str:
+def training_markdown(r: dict[str, Any]) -> str:
+    """The human-readable ``TRAINING.md`` of a training record (``TRAINING.json``)."""
     tc = r["train_config"]
     rows = "\n".join(
         f"| {e} | {loss:.4f} | {tr:.4f} | {'-' if te is None else f'{te:.4f}'} |"
@@ -137,7 +138,15 @@ def _training_markdown(r: dict[str, Any]) -> str:
             strict=True,
         )
     )
-    return f"""# Default model: training record
+    what = (
+        "Default model"
+        if r["order"] == "cross"
+        else f"Digit model trained in the {r['order']} order"
+    )
+    load = "jaxmamba.load_default()"
+    if r["order"] != "cross":
+        load = f'jaxmamba.pretrained.load_order_models(["{r["order"]}"])'
+    return f"""# {what}: training record
 
 Produced by `{r["command"]}` on {r["date"]} ({r["environment"]["backend"]}, \
 {r["environment"]["cpu_count"]} CPUs, jax {r["environment"]["jax"]}), in \
@@ -155,7 +164,7 @@ weight decay {tc["weight_decay"]}, clip {tc["grad_clip"]}, label smoothing \
 {tc["label_smoothing"]}, augmentation {tc["augment"]}, seed {tc["seed"]}.
 - **Test accuracy: {r["test_accuracy"]:.4f}** ({r["data"]["n_test"]} held-out digits).
 
-Load it with `jaxmamba.load_default()`; the images it expects come from
+Load it with `{load}`; the images it expects come from
 `jaxmamba.data.load_digits_images({r["data"]["image_size"]}, split="test")`.
 Full configs and history: `TRAINING.json`.
 

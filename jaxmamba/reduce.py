@@ -26,7 +26,6 @@ blocks of one L (same stage); others raise :class:`ReduceError`.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Mapping
 
@@ -44,10 +43,12 @@ def _pca_class():
 
 
 def _tsne(z: np.ndarray, n_components: int, perplexity: float, seed: int) -> np.ndarray:
+    # One thread: at a block's few thousand points two threads gained nothing on this CPU and,
+    # with the cores shared, were 3-10x slower (thread hand-offs); it is deterministic either way.
     openTSNE = require("openTSNE", "plot", "t-SNE")
     model = openTSNE.TSNE(
         n_components=n_components, perplexity=perplexity, initialization="pca",
-        negative_gradient_method="bh", n_jobs=min(os.cpu_count() or 1, 8), random_state=seed,
+        negative_gradient_method="bh", n_jobs=1, random_state=seed,
     )  # fmt: skip
     return np.asarray(model.fit(z), dtype=np.float32)
 

@@ -335,7 +335,7 @@ const JM = (() => {
       const names = orderOf(S.order).blocks;
       if (!names.includes(S.block)) S.block = names[0];
       const stage = fill(ctl.stage, M.stages.filter((s) => S.mode !== "blocks" || s.blocks.length > 1)
-        .map((s) => [s.stage, `stage ${s.stage} (${s.grid[0]}×${s.grid[1]}, ${s.blocks.length} blocks)`]), blockOf(S.block).stage);
+        .map((s) => [s.stage, `stage ${s.stage} (${s.grid[0]}×${s.grid[1]}, ${s.blocks.length} block${s.blocks.length > 1 ? "s" : ""})`]), blockOf(S.block).stage);
       const inStage = names.filter((n) => String(blockOf(n).stage) === String(stage));
       if (!inStage.includes(S.block)) S.block = inStage[0];
       S.block = fill(ctl.block, inStage.map((n) => [n, n]), S.block);
@@ -363,7 +363,7 @@ const JM = (() => {
       show("#points-ctl", S.mode === "blocks");
       show("#colorby-ctl", S.mode === "patches");
       show("#method-ctl", S.mode !== "compare");
-      show("#image-ctl", M.images.length > 0);
+      show("#image-ctl", M.images.length > 0 && !(S.mode !== "compare" && S.subject !== "mean"));
       show("#path-ctl", S.mode === "patches");
       show("#compare-ctl", S.mode === "compare");
       scatterPanel.classList.toggle("hidden", S.mode === "compare");
