@@ -61,9 +61,9 @@ def _to_rgb(im, path: Path):
         grey = np.asarray(im, dtype=np.float64)
         return image.fromarray(np.round(grey / 257.0).clip(0, 255).astype(np.uint8)).convert("RGB")
     if mode in ("I", "F") or mode.startswith("I;"):
-        kind = "floating-point" if mode == "F" else "integer"
+        kind = "a floating-point" if mode == "F" else "an integer"
         raise ImageError(
-            f"cannot read image {path}: a {kind} image (Pillow mode {mode!r}) has no fixed value "
+            f"cannot read image {path}: {kind} image (Pillow mode {mode!r}) has no fixed value "
             "range to scale from; save it as an 8- or 16-bit PNG or JPEG"
         )
     if mode == "P" and "transparency" in im.info or mode == "PA":

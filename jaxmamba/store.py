@@ -47,6 +47,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -144,6 +145,7 @@ def guard(folder: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) 
     for what, place in places:
         if real == place:
             raise CheckpointError(f"{shown} is {what}{never}")
+    for what, place in places:
         if real in place.parents:
             raise CheckpointError(f"{shown} contains {what} ({place}){never}")
     for path in protect:
@@ -319,10 +321,32 @@ def _terminate_cleanly() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _closed_loop(report) -> bool:
+    return isinstance(report.exc_value, RuntimeError) and "Event loop is closed" in str(
+        report.exc_value
+    )
+
+
+def _drop_closed_loop_reports() -> None:
+    """From now on, drop the "Event loop is closed" reports that tensorstore's callbacks keep
+    sending, after a failed Orbax write, to event loops Orbax has closed (other reports pass)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxmamba_filter", False):
+        return
+
+    def hook(report):
+        if not _closed_loop(report):
+            previous(report)
+
+    hook._jaxmamba_filter = True
+    sys.unraisablehook = hook
+
+
 @contextlib.contextmanager
 def _held_unraisable() -> Iterator[None]:
     """Hold the "Exception ignored" reports of a write's threads (Orbax's and tensorstore's event
-    loops report a failed write dozens of times); replay them only if the write succeeds."""
+    loops report a failed write dozens of times, some of them later); replay them only if the
+    write succeeds."""
     held = []
     previous = sys.unraisablehook
     sys.unraisablehook = held.append
@@ -335,6 +359,21 @@ def _held_unraisable() -> Iterator[None]:
         if ok:
             for report in held:
                 previous(report)
+        else:
+            for report in held:
+                if not _closed_loop(report):
+                    previous(report)
+            _drop_closed_loop_reports()
+
+
+def _remove_temporary(tmp: Path) -> None:
+    """Remove a failed write's folder, and again if a writer thread still finishing recreates
+    part of it (tensorstore may complete a pending write after Orbax gave up)."""
+    for _ in range(20):
+        shutil.rmtree(tmp, ignore_errors=True)
+        time.sleep(0.05)
+        if not tmp.exists():
+            return
 
 
 def _no_space(e: BaseException) -> bool:
@@ -376,7 +415,7 @@ def _write_primary(folder: Path, trees: Mapping[str, object], files: Mapping[str
                 folder.rmdir()
         tmp.rename(folder)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_temporary(tmp)
         if old.exists() and not folder.exists():
             old.rename(folder)  # put the previous folder back
         for parent in new_parents:  # innermost first
