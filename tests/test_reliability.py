@@ -153,7 +153,9 @@ def test_convert_never_replaces_the_cwd_home_root_or_the_inputs_folder(
     assert snapshot(home) == before
 
 
-def test_convert_out_dot_overwrite_as_the_issue_ran_it(home):
+@pytest.mark.torch
+def test_convert_out_dot_overwrite_as_the_issue_ran_it(torch, home):
+    state_dict_file(torch, home / "work" / "model.pth")  # a real checkpoint: on main, it converts
     before = snapshot(home)
     env = dict(ENV, HOME=str(home))
     run = subprocess.run(
