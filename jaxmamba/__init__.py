@@ -28,6 +28,8 @@ from jaxmamba.errors import (
 from jaxmamba.model import Model, create_model, forward, run_with_cache, select_blocks
 from jaxmamba.orders import ORDER_NAMES, Order, SoftOrder, as_order, make_routes
 from jaxmamba.pretrained import load_default
+from jaxmamba.study import Study, write_study
+from jaxmamba.widget import show
 
 __version__ = "0.2.0"
 
@@ -35,7 +37,7 @@ __all__ = [
     "AggregateError", "AttentionError", "CheckpointError", "ConfigError", "InputError",
     "JaxmambaError", "OrderError",
     "AttentionMaps", "AttentionOptions", "attention_mean", "extract_attention", "rollout", "verify",
-    "load", "save", "load_default",
+    "load", "save", "load_default", "Study", "write_study", "show",
     "Block", "VMambaConfig", "get_config", "list_models",
     "Model", "create_model", "forward", "run_with_cache", "select_blocks",
     "ORDER_NAMES", "Order", "SoftOrder", "as_order", "make_routes",

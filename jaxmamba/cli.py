@@ -1,8 +1,10 @@
 """The ``jaxmamba`` command (also ``python -m jaxmamba``).
 
-    jaxmamba demo --out demo
-    jaxmamba explore --checkpoint vssm1_tiny_0230s_ckpt_epoch_264.pth \\
-        --images photos/ --out out --order cross spiral --blocks 0 3 --method pca tsne
+    jaxmamba demo --out demo                      # a study of the bundled models, figures, explorer
+    jaxmamba explore --checkpoint vmamba_t --images photos/ --out study --order cross spiral
+    jaxmamba explore --checkpoint cross=A.pth diagonal=B.pth --images photos/ --out study
+    jaxmamba serve study                          # the explorer at http://127.0.0.1:8765/
+    jaxmamba export study --out small.html --blocks 2 3
     jaxmamba convert vssm1_tiny_0230s_ckpt_epoch_264.pth --out vmamba_t
 
 Every failure is one line ``error: ...`` on stderr and exit status 2, with nothing written.
@@ -11,8 +13,13 @@ Every failure is one line ``error: ...`` on stderr and exit status 2, with nothi
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import time
+from pathlib import Path
 
+from jaxmamba.errors import InputError, JaxmambaError
 from jaxmamba.orders import ORDER_NAMES
 from jaxmamba.reduce import METHODS
 
@@ -20,6 +27,16 @@ __all__ = ["main", "parser"]
 
 _ORDERS = ", ".join(ORDER_NAMES)
 _METHODS = ", ".join(METHODS)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,12 +50,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = sub.add_parser(
         "demo",
-        help="the embedded default model on the bundled digits",
-        description="Average the attention of the embedded default model over held-out digits "
-        "in several scan orders and write figures and an offline explorer.",
+        help="a study of the bundled models on held-out digits (figures and explorer.html)",
+        description="Average the attention of the bundled digit models over held-out digits in "
+        "four scan orders; write the study, its figures and an offline explorer.html. Returns "
+        "when done; then look with: jaxmamba serve OUT.",
     )
-    d.add_argument("--out", required=True, help="output folder (created)")
-    d.add_argument("--images", type=int, default=200, help="held-out digits to average over")
+    d.add_argument("--out", required=True, help="the study folder to write")
+    d.add_argument("--images", type=_positive, default=200, help="held-out digits to average")
     d.add_argument(
         "--order", nargs="+", default=["cross", "diagonal", "morton", "spiral"], metavar="ORDER",
         help=f"scan orders ({_ORDERS})",
@@ -49,16 +67,21 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     e = sub.add_parser(
         "explore",
-        help="a checkpoint (.pth or Orbax folder) on your images",
-        description="Average the attention of a checkpoint over your images in the given scan "
-        "orders and write figures and an offline explorer.",
+        help="a study of a checkpoint (or one per order) on your images",
+        description="Average the attention of a model over your images in the given scan orders "
+        "and write a study folder with its figures; then: jaxmamba serve OUT, or jaxmamba export.",
     )
-    e.add_argument("--checkpoint", required=True, help=".pth/.safetensors file or Orbax folder")
-    e.add_argument("--images", required=True, nargs="+", help="image files or folders")
-    e.add_argument("--out", required=True, help="output folder (created)")
     e.add_argument(
-        "--order", nargs="+", default=["cross"], metavar="ORDER", help=f"scan orders ({_ORDERS})"
-    )
+        "--checkpoint", nargs="+", default=None, metavar="CKPT",
+        help="a .pth/.safetensors file or Orbax folder scanned in every order, or ORDER=PATH "
+        "pairs (one trained model per order); default: the embedded digit model",
+    )  # fmt: skip
+    e.add_argument("--images", required=True, nargs="+", help="image files or folders")
+    e.add_argument("--out", required=True, help="the study folder to write (or resume)")
+    e.add_argument(
+        "--order", nargs="+", default=None, metavar="ORDER",
+        help=f"scan orders ({_ORDERS}); default cross, or the orders of ORDER=PATH checkpoints",
+    )  # fmt: skip
     e.add_argument(
         "--blocks", nargs="+", default=None, metavar="BLOCK",
         help="stage indices (0 1 ...) or block names (layers.0.blocks.1); default all blocks",
@@ -67,9 +90,35 @@ def parser() -> argparse.ArgumentParser:
         "--method", nargs="+", default=["pca"], choices=METHODS, metavar="METHOD",
         help=f"reductions of the scatterplots ({_METHODS})",
     )  # fmt: skip
-    e.add_argument("--size", type=int, default=224, help="input size (a multiple of 32)")
+    e.add_argument("--size", type=_positive, default=224, help="input size (a multiple of 32)")
     e.add_argument("--variant", default=None, help="expected variant of a .pth checkpoint")
-    e.add_argument("--batch-size", type=int, default=8, help="images per extraction batch")
+    e.add_argument("--batch-size", type=_positive, default=8, help="images per extraction batch")
+    e.add_argument("--routes", action="store_true", help="also keep per-route mean maps")
+    s = sub.add_parser(
+        "serve",
+        help="the explorer of a study in your browser (a local server)",
+        description="Serve the explorer of a study on 127.0.0.1; the page fetches only the rows "
+        "a selection needs.",
+    )
+    s.add_argument("study", help="a study folder (jaxmamba explore / demo)")
+    s.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
+    s.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    x = sub.add_parser(
+        "export",
+        help="one offline HTML explorer of a small part of a study",
+        description="Write a self-contained explorer.html of some orders and blocks of a study, "
+        "for sharing; prints its size first and refuses above --max-mb.",
+    )
+    x.add_argument("study", help="a study folder")
+    x.add_argument("--out", required=True, help="the .html file to write")
+    x.add_argument("--orders", nargs="+", default=None, metavar="ORDER", help="default all")
+    x.add_argument(
+        "--blocks", nargs="+", default=None, metavar="BLOCK",
+        help="stage indices or block names; default all",
+    )  # fmt: skip
+    x.add_argument("--max-mb", type=float, default=100.0, help="size budget (default 100)")
+    x.add_argument("--routes", action="store_true", help="include per-route maps")
+    x.add_argument("--overwrite", action="store_true", help="replace an explorer page there")
     c = sub.add_parser("convert", help="an official PyTorch checkpoint to an Orbax folder")
     c.description = convert_cli.DESCRIPTION
     convert_cli.add_arguments(c)
@@ -82,62 +131,157 @@ def _blocks(values):
     return [int(v) if v.isdigit() else v for v in values]
 
 
-def _demo(args) -> dict:
-    from jaxmamba import pipeline
-    from jaxmamba.data import load_digits_images
-    from jaxmamba.pretrained import DEFAULT_IMAGE_SIZE, load_default
+def _load_model(path: str, variant: str | None):
+    p = Path(path)
+    if p.is_dir():
+        from jaxmamba.checkpoint import load
 
+        if variant is not None:
+            raise InputError(
+                f"--variant applies to .pth files; {p} is an Orbax folder, whose config says "
+                "what it is"
+            )
+        return load(p)
+    from jaxmamba.convert import load_torch_checkpoint
+
+    return load_torch_checkpoint(p, variant)
+
+
+def _models(args):
+    """``(models: {order: Model} or Model, orders, sources)`` from --checkpoint and --order."""
+    from jaxmamba.pretrained import DEFAULT_MODEL_DIR, load_default
+
+    items = args.checkpoint or []
+    pairs = [i.split("=", 1) for i in items if "=" in i]
+    if pairs and len(pairs) != len(items):
+        raise InputError("--checkpoint takes one path, or ORDER=PATH pairs, not both")
+    if pairs:
+        orders = [o for o, _ in pairs]
+        bad = [o for o in orders if o not in ORDER_NAMES]
+        if bad or len(set(orders)) < len(orders):
+            raise InputError(f"--checkpoint ORDER=PATH needs distinct orders from {_ORDERS}")
+        if args.order is not None and list(args.order) != orders:
+            raise InputError("--order must list the orders of the ORDER=PATH checkpoints, or go")
+        models = {o: _load_model(path, args.variant) for o, path in pairs}
+        return models, orders, {o: str(Path(path).absolute()) for o, path in pairs}
+    if len(items) > 1:
+        raise InputError("--checkpoint takes one path (or ORDER=PATH pairs, one per order)")
+    orders = args.order or ["cross"]
+    if items:
+        return _load_model(items[0], args.variant), orders, str(Path(items[0]).absolute())
+    if args.variant is not None:
+        raise InputError("--variant needs a --checkpoint")
+    return load_default(), orders, f"embedded default model ({DEFAULT_MODEL_DIR.name})"
+
+
+def _check_resources(config, size: int, batch: int, maps_bytes: int, out: Path, route_maps: bool):
+    """Refuse up front, with the estimate and the flag that lowers it, what cannot fit."""
+    k = config.k_routes if route_maps else 1
+    per_image = maps_bytes * k  # one image's maps, every chosen block
+    need = 7 * batch * per_image + 2 * per_image  # extraction temporaries + running sums
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        available = None
+    if available and need > 0.8 * available:
+        raise InputError(
+            f"averaging {size}x{size} images in batches of {batch} needs about "
+            f"{need / 2**30:.1f} GiB of memory, {available / 2**30:.1f} GiB are free; lower "
+            "--batch-size (or --size, or choose fewer --blocks)"
+        )
+    parent = next(p for p in [out, *out.parents] if p.exists())
+    free = shutil.disk_usage(parent).free
+    disk = 3 * per_image  # the maps, and the resumable running sums while an order is averaged
+    if disk > free:
+        raise InputError(
+            f"the study needs about {disk / 1e9:.1f} GB of disk at {out}, {free / 1e9:.1f} GB are "
+            "free; choose fewer --blocks or --orders, or another --out"
+        )
+
+
+def _explore(args) -> None:
+    from jaxmamba.figures import write_figures
+    from jaxmamba.images import list_images, load_images
+    from jaxmamba.model import select_blocks
+    from jaxmamba.study import estimate_bytes, write_study
+
+    out = Path(args.out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder for the study")
+    files = list_images(args.images)  # fail on bad paths before loading a model
+    models, orders, sources = _models(args)
+    first = models if not isinstance(models, dict) else models[orders[0]]
+    config = first.config
+    if args.size % config.reduction:
+        raise InputError(f"--size must be a multiple of {config.reduction}, got {args.size}")
+    names = select_blocks(config, _blocks(args.blocks))
+    blocks = [config.block(n, (args.size, args.size)) for n in names]
+    maps_bytes = estimate_bytes(blocks, 1, 1, False)
+    _check_resources(config, args.size, args.batch_size, maps_bytes, out, args.routes)
+    images, display, files = load_images(files, args.size)
+    print(f"{config.describe()}; {len(files)} images at {args.size}x{args.size}")
+    study = write_study(
+        out, models, images, display, orders=orders, blocks=names, methods=args.method,
+        route_maps=args.routes, image_names=[f.name for f in files], sources=sources,
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    figures = write_figures(study)
+    print(f"wrote {len(figures)} figures to {study.path / 'figures'}")
+    print(f"explore it: jaxmamba serve {study.path}")
+
+
+def _demo(args) -> None:
+    from jaxmamba.data import load_digits_images
+    from jaxmamba.explorer import export
+    from jaxmamba.figures import write_figures
+    from jaxmamba.pretrained import DEFAULT_IMAGE_SIZE, DEFAULT_MODEL_DIR, load_default
+    from jaxmamba.study import write_study
+
+    out = Path(args.out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder for the study")
     model = load_default()
     images, _ = load_digits_images(DEFAULT_IMAGE_SIZE, split="test")
     images = images[: args.images]
-    lo, hi = images.min(), images.max()
-    display = ((images - lo) / (hi - lo) * 255).astype("uint8")
-    return pipeline.run(model, images, display, args.out, orders=args.order, methods=args.method)
-
-
-def _explore(args) -> dict:
-    from pathlib import Path
-
-    from jaxmamba import pipeline
-    from jaxmamba.images import list_images, load_images
-
-    path = Path(args.checkpoint)
-    files = list_images(args.images)  # fail on bad paths before loading a model
-    if path.is_dir():
-        from jaxmamba.checkpoint import load
-
-        model = load(path)
-    else:
-        from jaxmamba.convert import load_torch_checkpoint
-
-        model = load_torch_checkpoint(path, args.variant)
-    if args.size % model.config.reduction:
-        raise ValueError(f"--size must be a multiple of {model.config.reduction}")
-    images, display, files = load_images(files, args.size)
-    print(f"{model.config.describe()}; {len(files)} images at {args.size}x{args.size}")
-    return pipeline.run(
-        model, images, display, args.out, orders=args.order, blocks=_blocks(args.blocks),
-        methods=args.method, batch_size=args.batch_size,
+    study = write_study(
+        out, model, images, orders=args.order, methods=args.method, route_maps=True,
+        image_names=[f"test digit {i}" for i in range(len(images))],
+        sources=f"embedded default model ({DEFAULT_MODEL_DIR.name})", batch_size=32,
     )  # fmt: skip
+    figures = write_figures(study)
+    page = export(study, out / "explorer.html", route_maps=True, overwrite=True)
+    print(f"wrote {len(figures)} figures to {study.path / 'figures'} and {page}")
+    print(f"explore it: jaxmamba serve {study.path}   (or open {page})")
 
 
 def main(argv=None) -> int:
     """Run the ``jaxmamba`` command; returns the exit status (0, or 2 on any error)."""
     args = parser().parse_args(argv)
+    start = time.perf_counter()
     try:
         if args.command == "convert":
             from jaxmamba.convert import cli as convert_cli
 
             return convert_cli.run(args)
-        summary = _demo(args) if args.command == "demo" else _explore(args)
-    except (ValueError, OSError) as e:  # every library error is a JaxmambaError (a ValueError)
+        if args.command == "serve":
+            from jaxmamba.serve import serve
+
+            serve(args.study, args.port, open_browser=not args.no_browser)
+            return 0
+        if args.command == "export":
+            from jaxmamba.explorer import export
+
+            export(
+                args.study, args.out, orders=args.orders, blocks=_blocks(args.blocks),
+                route_maps=args.routes, max_mb=args.max_mb, overwrite=args.overwrite,
+            )  # fmt: skip
+            return 0
+        _demo(args) if args.command == "demo" else _explore(args)
+    except (JaxmambaError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    print(
-        f"wrote {len(summary['figures'])} figures and {summary['explorer']} "
-        f"({summary['images']} images, {summary['seconds']} s)"
-    )
+    print(f"done in {time.perf_counter() - start:.0f} s")
     return 0

@@ -1,19 +1,12 @@
-"""Interactive attention explorer: one self-contained, offline HTML file per run.
+"""The offline explorer: one self-contained HTML file holding a small subset of a study.
 
-The file links the paper's two views. A scatterplot of the patches of a block (PCA/t-SNE/UMAP
-coordinates computed here, in Python) and a heat map of the selected patches' attention over
-the patch grid, drawn over the image. Clicking or hovering a point highlights its patch; clicking
-a grid cell selects that patch; a lasso in the scatterplot (or a rectangle dragged over the grid)
-selects several patches and the heat map shows their mean row (or column). Controls switch
-order, stage, block, route (sum or each route, when per-route maps were given), embedding,
-colouring (grid row, column, scan position), direction, image, and show the scan path.
-
-Why a hand-written template rather than Bokeh: no new dependency, a file of a few hundred
-lines of plain JS and canvas that has no loader, no CDN and no version drift; the whole page is
-under a Content-Security-Policy of ``default-src 'none'`` (inline script and style, ``data:``
-images), so it cannot touch the network even by accident, and it opens from disk in any
-browser. Bokeh's inline resources would add about 1 MB of JS per file and a linked-selection
-model that is awkward for a patch-grid heat map recomputed from the selection.
+``jaxmamba export STUDY --out FILE.html`` (:func:`export`) writes the same front end as
+``jaxmamba serve`` (:mod:`jaxmamba.web`) with the maps of the chosen orders and blocks embedded
+in the page, for sharing: no server, no network (the page's Content-Security-Policy is
+``default-src 'none'``), opens from disk in any browser.  Its size is estimated and printed
+before anything is written, and a file above the budget (``max_mb``) is refused: at the paper's
+scale the maps of every block are far too large for one page (a 56x56 block alone is 13 MB);
+serve those instead.  :func:`explorer_data` builds the same page from maps in memory.
 
 Storage (``encoding``), all little-endian base64 inside one JSON block:
 
@@ -32,29 +25,31 @@ as PNG data URIs.
 from __future__ import annotations
 
 import base64
-import html
 import json
+import os
 import re
-import struct
-import zlib
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jaxmamba import store
 from jaxmamba.config import parse_block_name
-from jaxmamba.errors import ExplorerError
+from jaxmamba.errors import ExplorerError, StudyError
 from jaxmamba.orders import ORDER_NAMES, make_routes
 from jaxmamba.reduce import METHODS, embed
+from jaxmamba.study import Study, png_bytes
+from jaxmamba.web import page
 
 __all__ = [
     "ENCODINGS",
     "ExplorerError",
     "decode",
     "encode",
+    "estimate_export_bytes",
     "explorer_data",
+    "export",
     "read_explorer",
     "render_explorer",
     "write_explorer",
@@ -63,6 +58,10 @@ __all__ = [
 ENCODINGS = ("uint8", "float16", "float32")
 FORMAT = "jaxmamba-explorer"
 VERSION = 1
+BOOT = (
+    "JM.mount(document.getElementById('app'), "
+    "JM.embeddedSource(JSON.parse(document.getElementById('jm-data').textContent)));"
+)
 _DATA_RE = re.compile(r'<script type="application/json" id="jm-data">(.*?)</script>', re.DOTALL)
 
 
@@ -133,45 +132,11 @@ def decode(enc: Mapping) -> np.ndarray:
     return lo + codes * step
 
 
-def _png(image) -> bytes:
-    """Encode an ``(H, W)`` / ``(H, W, 3|4)`` uint8 or float image as PNG (stdlib only)."""
-    img = np.asarray(image)
-    if img.ndim == 3 and img.shape[-1] == 1:
-        img = img[..., 0]
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=-1)
-    if img.ndim != 3 or img.shape[-1] not in (3, 4) or img.shape[0] < 1 or img.shape[1] < 1:
-        raise ExplorerError(f"image must be (H, W), (H, W, 3) or (H, W, 4), got {img.shape}")
-    if img.dtype != np.uint8:
-        f = img.astype(np.float64)
-        if not np.all(np.isfinite(f)):
-            raise ExplorerError("image contains NaN/inf values")
-        lo, hi = float(f.min()), float(f.max())
-        if lo < 0.0 or hi > 1.0:  # e.g. mean/std-normalised network input: min-max to [0, 1]
-            f = (f - lo) / (hi - lo if hi > lo else 1.0)
-        img = np.rint(np.clip(f, 0.0, 1.0) * 255.0).astype(np.uint8)
-    h, w, c = img.shape
-    rows = np.concatenate([np.zeros((h, 1), np.uint8), img.reshape(h, w * c)], axis=1)
-
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 6 if c == 4 else 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 9))
-        + chunk(b"IEND", b"")
-    )
-
-
 def _data_uri(image) -> str:
-    if isinstance(image, bytes):
-        if not image.startswith(b"\x89PNG"):
-            raise ExplorerError("image bytes must be a PNG file")
-        png = image
-    else:
-        png = _png(image)
+    try:
+        png = png_bytes(image)
+    except StudyError as e:
+        raise ExplorerError(str(e)) from None
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
@@ -339,10 +304,6 @@ def explorer_data(
 # ------------------------------------------------------------------------------------------------
 
 
-def _template() -> str:
-    return resources.files("jaxmamba").joinpath("explorer_template.html").read_text("utf-8")
-
-
 def _check_data(data: Mapping) -> None:
     if not isinstance(data, Mapping) or data.get("format") != FORMAT:
         raise ExplorerError("data must come from explorer_data (missing 'format')")
@@ -361,9 +322,10 @@ def render_explorer(data: Mapping) -> str:
     _check_data(data)
     # "<" escaped so that no "</script>" (or "<!--") inside strings can end the JSON block.
     blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
-    page = _template()
-    page = page.replace("{{TITLE}}", html.escape(str(data["title"])))
-    return page.replace("{{DATA}}", blob)
+    return page(
+        str(data["title"]), BOOT, inline=True,
+        data=f'<script type="application/json" id="jm-data">{blob}</script>',
+    )  # fmt: skip
 
 
 def write_explorer(path, data: Mapping) -> Path:
@@ -399,3 +361,135 @@ def read_explorer(path) -> dict:
     data = json.loads(m.group(1))
     _check_data(data)
     return data
+
+
+# ------------------------------------------------------------------------------------------------
+# export of a study subset
+# ------------------------------------------------------------------------------------------------
+
+_PAGE_BYTES = 60_000  # the app's script, style and page, measured at about 35 KB
+
+
+def _subset(study: Study, orders, blocks) -> tuple[list[str], list[str]]:
+    orders = list(study.orders if orders is None else orders)
+    unknown = [o for o in orders if o not in study.orders]
+    if unknown or not orders:
+        raise ExplorerError(f"the study has orders {study.orders}; asked for {orders}")
+    wanted = None if blocks is None else set(_block_names(study, blocks))
+    names = [b.name for b in study.blocks if wanted is None or b.name in wanted]
+    if not names:
+        raise ExplorerError("the selection holds no block")
+    return orders, names
+
+
+def _block_names(study: Study, blocks) -> list[str]:
+    names = []
+    for item in [blocks] if isinstance(blocks, int | str) else list(blocks):
+        if isinstance(item, str) and item.isdigit():
+            item = int(item)
+        if isinstance(item, int):
+            found = [b.name for b in study.blocks if b.stage == item]
+            if not found:
+                raise ExplorerError(f"the study has no block of stage {item}")
+            names += found
+        elif item in {b.name for b in study.blocks}:
+            names.append(item)
+        else:
+            raise ExplorerError(f"the study has no block {item!r}")
+    return names
+
+
+def estimate_export_bytes(study: Study, orders=None, blocks=None, route_maps: bool = False) -> int:
+    """Bytes of the page :func:`export` would write for this selection (uint8 maps), before
+    encoding anything: 4/3 base64 of each ``L x L`` code matrix and its per-row scales, the
+    coordinates, routes and images, and the page itself."""
+    orders, names = _subset(study, orders, blocks)
+    k = max(o["routes"] for o in study.meta["orders"])
+    total = _PAGE_BYTES
+    for name in names:
+        l = study.block(name).length
+        maps = 1 + (k if route_maps and study.meta["route_maps"] else 0)
+        per_block = maps * (l * l + 8 * l) * 4 / 3 + len(study.methods) * l * 2 * 10 + k * l * 6
+        total += len(orders) * per_block
+    for i in range(len(study.meta["images"])):
+        total += os.path.getsize(study.path / "images" / f"{i}.png") * 4 / 3 + 40
+    return int(total)
+
+
+def export(
+    study: Study | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    orders: Sequence[str] | None = None,
+    blocks=None,
+    route_maps: bool = False,
+    max_mb: float = 100.0,
+    overwrite: bool = False,
+    say=print,
+) -> Path:
+    """Write the offline explorer of a subset of ``study`` to the HTML file ``out``.
+
+    Args:
+      study: a :class:`~jaxmamba.study.Study` or its folder.
+      out: the ``.html`` file to write.
+      orders: orders to include (default all); blocks: stage indices or block names (default
+        all).
+      route_maps: include the per-route maps (K times more).
+      max_mb: refuse (writing nothing) when the page would exceed this many megabytes.
+      overwrite: replace an existing ``out`` only if it is an explorer page jaxmamba wrote.
+      say: where the size is reported before writing (``print``; ``None`` for silence).
+
+    Returns:
+      The path written.
+    """
+    study = study if isinstance(study, Study) else Study(study)
+    out = Path(out).expanduser().absolute()
+    if out.is_dir():
+        raise ExplorerError(f"--out {out} is a folder; give the .html file to write")
+    if out.exists():
+        if not overwrite:
+            raise ExplorerError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+        try:
+            read_explorer(out)
+        except (ExplorerError, OSError, ValueError, UnicodeDecodeError):
+            raise ExplorerError(
+                f"{out} is not an explorer page jaxmamba wrote; not replaced"
+            ) from None
+    orders, names = _subset(study, orders, blocks)
+    estimate = estimate_export_bytes(study, orders, names, route_maps)
+    what = f"{len(orders)} orders x {len(names)} blocks"
+    if estimate > max_mb * 1e6:
+        raise ExplorerError(
+            f"the explorer of {what} would be about {estimate / 1e6:.0f} MB, above --max-mb "
+            f"{max_mb:g}; nothing was written. Serve the study instead (jaxmamba serve "
+            f"{study.path}), or export fewer blocks or orders (e.g. --blocks 2 3)"
+        )
+    if say:
+        say(f"writing {out} (about {estimate / 1e6:.1f} MB: {what})")
+    entries = {}
+    for o in orders:
+        entries[o] = {}
+        for name in names:
+            b = study.block(name)
+            entry = {"grid": b.grid, "attn": np.asarray(study.map(o, name))}
+            if route_maps and study.meta["route_maps"]:
+                k = next(x["routes"] for x in study.meta["orders"] if x["name"] == o)
+                entry["route_attn"] = np.stack(
+                    [np.asarray(study.map(o, name, r)) for r in range(k)]
+                )
+            entry["coords"] = {m: study.coords(o, name, m) for m in study.methods}
+            entries[o][name] = entry
+    images = {im["name"]: study.image_png(i) for i, im in enumerate(study.meta["images"])}
+    data = explorer_data(entries, images=images, methods=study.methods,
+                         title=study.meta.get("title", "jaxmamba"))  # fmt: skip
+    data.update(count=study.count, signed=study.signed,
+                models={o["name"]: study.meta["models"][o["model"]]["description"]
+                        for o in study.meta["orders"] if o["name"] in orders})  # fmt: skip
+    text = render_explorer(data)
+    size = len(text.encode("utf-8"))
+    if size > max_mb * 1e6:
+        raise ExplorerError(f"the page is {size / 1e6:.1f} MB, above --max-mb {max_mb:g}; "
+                            "nothing was written")  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text_atomic(out, text)
+    return out

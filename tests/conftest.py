@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import jax
@@ -77,3 +78,36 @@ def alpha64(dt, A, B, C):
     decay = np.where(causal[..., None], np.exp(diff[..., None] * A[:, :, None, None, :]), 0.0)
     # (k, d, t, s, n)
     return np.einsum("knt,kdtsn,kds,kns->kdts", C, decay, dt, B)
+
+
+CHROMIUM = next(
+    (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if shutil.which(p)), None
+)
+CHROMEDRIVER = shutil.which("chromedriver") or (
+    "/usr/bin/chromedriver" if shutil.which("/usr/bin/chromedriver") else None
+)
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """Headless Debian Chromium driven by selenium (never a downloaded browser); skips without."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip(
+            "needs the system chromium and chromedriver (apt-get install chromium chromium-driver)"
+        )
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000",
+    ):  # fmt: skip
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    drv.set_page_load_timeout(30)
+    yield drv
+    drv.quit()

@@ -37,18 +37,28 @@ def test_unreadable_image(tmp_path):
         load_image(bad)
 
 
-def test_explore_on_an_orbax_checkpoint(photo, tmp_path):
+def test_explore_on_an_orbax_checkpoint_then_export(photo, tmp_path, capsys):
     ckpt = jaxmamba.save(jaxmamba.create_model("vmamba_test"), tmp_path / "ckpt")
     out = tmp_path / "out"
     rc = main([
         "explore", "--checkpoint", str(ckpt), "--images", str(photo / "a.png"), "--out", str(out),
-        "--size", "64", "--blocks", "2", "3", "--method", "pca",
+        "--size", "64", "--blocks", "2", "3", "--method", "pca", "tsne", "--order", "cross",
+        "spiral",
     ])  # fmt: skip
     assert rc == 0
-    pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) >= 3 and (out / "explorer.html").stat().st_size > 10_000
-    html = (out / "explorer.html").read_text()
-    assert "http://" not in html and "https://" not in html
+    said = capsys.readouterr().out
+    assert "2 orders (cross, spiral) x 3 blocks" in said and f"jaxmamba serve {out}" in said
+    study = jaxmamba.Study(out)
+    assert study.orders == ["cross", "spiral"] and study.meta["images"] == [{"name": "a.png"}]
+    pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert sum("pca" in n for n in pngs) == sum("tsne" in n for n in pngs) == 4  # every method
+    assert len(pngs) >= 10
+    page = tmp_path / "e.html"
+    assert main(["export", str(out), "--out", str(page), "--orders", "spiral"]) == 0
+    html = page.read_text()
+    assert "http://" not in html and "https://" not in html and page.stat().st_size > 10_000
+    assert main(["export", str(out), "--out", str(tmp_path / "f.html"), "--max-mb", "0.01"]) == 2
+    assert "above --max-mb" in capsys.readouterr().err and not (tmp_path / "f.html").exists()
 
 
 @pytest.mark.parametrize(
@@ -57,6 +67,9 @@ def test_explore_on_an_orbax_checkpoint(photo, tmp_path):
         (["--images", "missing.png"], "no such file"),
         (["--checkpoint", "nowhere.pth"], "error:"),
         (["--size", "60"], "multiple of 32"),
+        (["--variant", "vmamba_tiny_s1l8"], "--variant applies to .pth files"),
+        (["--order", "snail"], "orders must be distinct names"),
+        (["--checkpoint", "snail=a"], "distinct orders"),
     ],
 )
 def test_explore_errors_write_nothing(photo, tmp_path, capsys, args, message):
@@ -77,4 +90,37 @@ def test_module_help_runs():
     out = subprocess.run(
         [sys.executable, "-m", "jaxmamba", "--help"], capture_output=True, text=True
     )
-    assert out.returncode == 0 and "demo" in out.stdout and "explore" in out.stdout
+    assert out.returncode == 0
+    for command in ("demo", "explore", "serve", "export", "convert"):
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["explore", "--images", "x.png", "--out", "o", "--batch-size", "0"], "at least 1"),
+        (["explore", "--images", "x.png", "--out", "o", "--size", "0"], "at least 1"),
+        (["demo", "--out", "o", "--images", "0"], "at least 1"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_or_a_foreign_folder(photo, tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    argv = ["explore", "--images", str(photo / "a.png"), "--size", "64", "--blocks", "3"]
+    assert main([*argv, "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "file").read_text() == "mine"
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "notes.txt").write_text("mine")
+    assert main([*argv, "--out", str(tmp_path / "folder")]) == 2
+    assert "not a study jaxmamba wrote" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "folder").iterdir()] == ["notes.txt"]
+
+
+def test_serve_of_a_missing_study(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "nothing"), "--no-browser"]) == 2
+    assert "not a study" in capsys.readouterr().err

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import io
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -156,37 +155,6 @@ def test_errors(block, kwargs, match):
 # the page in headless Chromium
 # ------------------------------------------------------------------------------------------------
 
-CHROMIUM = next(
-    (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if shutil.which(p)), None
-)
-CHROMEDRIVER = shutil.which("chromedriver") or (
-    "/usr/bin/chromedriver" if shutil.which("/usr/bin/chromedriver") else None
-)
-
-
-@pytest.fixture
-def driver(tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    from selenium.webdriver.chrome.service import Service
-
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip(
-            "needs the system chromium and chromedriver (apt-get install chromium chromium-driver)"
-        )
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000",
-    ):  # fmt: skip
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    drv.set_page_load_timeout(30)
-    yield drv
-    drv.quit()
-
 
 def severe(drv) -> list:
     return [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
@@ -198,7 +166,8 @@ def heat_hash(drv) -> str:
 
 
 @pytest.mark.browser
-def test_page_in_chromium(driver, inputs, page):
+def test_page_in_chromium(chromium, inputs, page):
+    driver = chromium
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -277,3 +246,48 @@ def test_page_in_chromium(driver, inputs, page):
     assert heat.get_attribute("data-block") == S0  # "mine" has only stage 0
     assert driver.execute_script("return explorer.state.order;") == "mine"
     assert severe(driver) == []
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    from jaxmamba.study import write_synthetic_study
+
+    return write_synthetic_study(tmp_path_factory.mktemp("synthetic") / "s")  # VMamba-T, 224
+
+
+def test_export_refuses_above_its_budget_and_writes_nothing(synthetic, tmp_path, capsys):
+    from jaxmamba.explorer import estimate_export_bytes, export
+
+    out = tmp_path / "all.html"
+    assert estimate_export_bytes(synthetic) > 100e6  # 4 orders x 14 blocks at 224x224
+    with pytest.raises(ExplorerError, match=r"about \d+ MB, above --max-mb 100.*jaxmamba serve"):
+        export(synthetic, out)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ExplorerError, match="above --max-mb 1"):
+        export(synthetic, out, blocks=[1], max_mb=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_of_a_subset_holds_the_study_maps(synthetic, tmp_path, capsys):
+    from jaxmamba.explorer import estimate_export_bytes, export
+
+    out = export(synthetic, tmp_path / "small.html", orders=["spiral"], blocks=[2, 3])
+    said = capsys.readouterr().out
+    size = out.stat().st_size
+    assert f"about {estimate_export_bytes(synthetic, ['spiral'], [2, 3]) / 1e6:.1f} MB" in said
+    assert 0.8 < size / estimate_export_bytes(synthetic, ["spiral"], [2, 3]) < 1.2
+    data = read_explorer(out)
+    assert data["orders"] == ["spiral"] and len(data["data"]["spiral"]) == 10
+    name = "layers.2.blocks.3"
+    m = np.asarray(synthetic.map("spiral", name))
+    step = (m.max(1) - m.min(1)) / 255
+    assert np.all(
+        np.abs(decode(data["data"]["spiral"][name]["attn"]) - m) <= step[:, None] / 2 + 1e-9
+    )
+    with pytest.raises(ExplorerError, match="exists"):
+        export(synthetic, out, orders=["spiral"], blocks=[3])
+    export(synthetic, out, orders=["spiral"], blocks=[3], overwrite=True)  # our page: replaced
+    (tmp_path / "notes.html").write_text("<p>mine</p>")
+    with pytest.raises(ExplorerError, match="not an explorer page jaxmamba wrote"):
+        export(synthetic, tmp_path / "notes.html", blocks=[3], overwrite=True)
+    assert (tmp_path / "notes.html").read_text() == "<p>mine</p>"

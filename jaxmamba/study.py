@@ -1,0 +1,600 @@
+"""A study folder: what ``jaxmamba explore`` and ``jaxmamba demo`` write and every view reads.
+
+A study averages the exact attention of one model per scan order (or one model scanned in every
+order) over a set of images, and keeps what the views need, each piece readable on its own::
+
+    STUDY/study.json                       the plan (models with a digest of their parameters,
+                                           orders, blocks and grids, images, options, library
+                                           version) and what is done
+    STUDY/means/<order>/<block>.npy        (L, L) float32 mean map, routes summed
+    STUDY/routes/<order>/<block>.npy       (K, L, L) float32 per-route means (``route_maps``)
+    STUDY/embeddings/<order>/<block>.<method>.npy   (L, 2) float32 scatterplot coordinates
+    STUDY/images/<i>.png                   the images as shown (thumbnails)
+    STUDY/figures/*.png                    static figures (written by the command line)
+    STUDY/work/<order>/                    resumable running mean while an order is averaged
+
+Maps are plain ``.npy`` files opened as memory maps: a view reads the few rows (12 KB each at
+L = 3136) or columns it needs straight from the operating system's page cache, without loading
+a 39 MB map; ``.npy`` needs nothing beyond NumPy and any tool can read it (measured warm on this
+CPU: 0.02 ms a row, 1 ms a column, 1.4 ms the mean of 500 rows; chunked Zarr through
+TensorStore was 5-10x slower warm without a chunk cache and saves nothing for float data).
+
+Every file is written atomically (a temporary sibling, then a rename), entry by entry: a killed
+run resumes where it stopped and never recomputes a finished entry; a running mean resumes by
+image (:func:`jaxmamba.attention_mean`).  A rerun into an existing study must have the same plan
+(the same models, images, orders, blocks and options) or is refused, naming what differs.
+
+>>> import numpy as np, tempfile, jaxmamba
+>>> model = jaxmamba.create_model("vmamba_test")
+>>> x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
+>>> study = write_study(tempfile.mkdtemp() + "/s", model, x, orders=["cross", "spiral"],
+...                     blocks=[3], methods=["pca"], progress=False)
+>>> study.orders, [b.name for b in study.blocks], study.count
+(['cross', 'spiral'], ['layers.3.blocks.0'], 2)
+>>> study.heat("spiral", "layers.3.blocks.0", [0, 1]).shape
+(4,)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from jaxmamba import params as P
+from jaxmamba import store
+from jaxmamba.aggregate import attention_mean
+from jaxmamba.attention import AttentionOptions
+from jaxmamba.config import Block
+from jaxmamba.errors import StudyError, require
+from jaxmamba.model import Model, check_images, select_blocks
+from jaxmamba.orders import ORDER_NAMES, as_order
+from jaxmamba.reduce import METHODS, embed
+
+__all__ = [
+    "DIRECTIONS",
+    "Study",
+    "StudyError",
+    "estimate_bytes",
+    "png_bytes",
+    "write_study",
+    "write_synthetic_study",
+]
+
+STUDY_FILE = "study.json"
+FORMAT = "jaxmamba-study"
+VERSION = 1
+DIRECTIONS = ("query", "source")  # rows: what the selection attends to; columns: what attends to it
+
+
+def png_bytes(image, max_side: int | None = None) -> bytes:
+    """An image as PNG bytes (Pillow), optionally downscaled so no side exceeds ``max_side``.
+
+    ``image`` is ``(H, W)``, ``(H, W, 1|3|4)``, uint8 or float: floats in [0, 1] are scaled by
+    255, floats outside it (e.g. normalised model inputs) are min-max scaled; PNG bytes pass.
+
+    >>> png_bytes(np.zeros((4, 6, 3), np.uint8))[:4]
+    b'\\x89PNG'
+    """
+    if isinstance(image, bytes):
+        if not image.startswith(b"\x89PNG"):
+            raise StudyError("image bytes must be a PNG file")
+        return image
+    Image = require("PIL.Image", "plot", "writing images")
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] not in (3, 4)) or 0 in img.shape:
+        raise StudyError(f"an image must be (H, W), (H, W, 3) or (H, W, 4), got {img.shape}")
+    if img.dtype != np.uint8:
+        f = img.astype(np.float64)
+        if not np.all(np.isfinite(f)):
+            raise StudyError("an image to show contains NaN/inf values")
+        lo, hi = float(f.min()), float(f.max())
+        if lo < 0.0 or hi > 1.0:  # e.g. mean/std-normalised network input: min-max to [0, 1]
+            f = (f - lo) / (hi - lo if hi > lo else 1.0)
+        img = np.rint(np.clip(f, 0.0, 1.0) * 255.0).astype(np.uint8)
+    im = Image.fromarray(img)
+    if max_side and max(im.size) > max_side:
+        scale = max_side / max(im.size)
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _digest_array(a: np.ndarray) -> str:
+    a = np.ascontiguousarray(a)
+    return hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()[:16]
+
+
+def _write_npy(path: Path, array) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array, np.float32))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def estimate_bytes(blocks: Sequence[Block], n_orders: int, k_routes: int, route_maps: bool) -> int:
+    """Bytes of the maps a study keeps (means, and per-route means when asked).
+
+    >>> from jaxmamba import get_config
+    >>> b = get_config("vmamba_tiny_s1l8").block("layers.0.blocks.0", (224, 224))
+    >>> estimate_bytes([b], 1, 4, False) / 2**20  # one 56x56 block: 3136 x 3136 float32
+    37.515625
+    """
+    per_order = sum(4 * b.length**2 for b in blocks)
+    return n_orders * per_order * (1 + (k_routes if route_maps else 0))
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _model_entry(model: Model, source: str | None) -> dict:
+    return {
+        "description": model.config.describe(),
+        "config": json.loads(json.dumps(dataclasses.asdict(model.config))),
+        "params_digest": P.digest(model.params),
+        "source": source,
+    }
+
+
+def _plan(models, sources, images, names, orders, blocks, methods, route_maps, options, seed):
+    model_ids, model_table = {}, {}
+    for order in orders:
+        entry = _model_entry(models[order], sources.get(order))
+        model_ids[order] = entry["params_digest"]
+        model_table[entry["params_digest"]] = entry
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "models": model_table,
+        "orders": [
+            {"name": o, "model": model_ids[o], "routes": models[o].config.k_routes} for o in orders
+        ],
+        "blocks": [
+            {"name": b.name, "stage": b.stage, "index": b.index, "grid": list(b.grid)}
+            for b in blocks
+        ],  # fmt: skip
+        "image_size": list(images.shape[1:3]),
+        "images": [{"name": str(n)} for n in names],
+        "images_digest": _digest_array(np.asarray(images, np.float32)),
+        "methods": list(methods),
+        "route_maps": bool(route_maps),
+        "options": {**options.to_dict(), "signed": options.signed},
+        "seed": int(seed),
+    }
+
+
+_PLAN_KEYS = ("models", "orders", "blocks", "image_size", "images", "images_digest", "methods",
+              "route_maps", "options", "seed")  # fmt: skip
+
+
+def _check_existing(out: Path, plan: dict) -> dict | None:
+    """The saved study.json if ``out`` holds this study; None for a new or empty folder."""
+    if out.exists() and not out.is_dir():
+        raise StudyError(f"{out} exists and is not a folder; nothing was written")
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    try:
+        saved = json.loads((out / STUDY_FILE).read_text())
+    except FileNotFoundError:
+        raise StudyError(
+            f"{out} is not empty and holds no {STUDY_FILE}: it is not a study jaxmamba wrote, "
+            "so it is neither used nor changed; choose another --out"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise StudyError(f"{out / STUDY_FILE} is unreadable or damaged: {e}") from None
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+        raise StudyError(f"{out / STUDY_FILE} is not a jaxmamba study")
+    differ = [k for k in _PLAN_KEYS if saved.get(k) != plan[k]]
+    if differ:
+        raise StudyError(
+            f"{out} holds a study with other {', '.join(differ)}; a study is resumed only with the "
+            "same models, images, orders, blocks and options. Choose another --out."
+        )
+    return saved
+
+
+def write_study(
+    out_dir: str | os.PathLike,
+    models: Model | Mapping[str, Model],
+    images,
+    display=None,
+    *,
+    orders: Sequence[str] = ("cross",),
+    blocks=None,
+    methods: Sequence[str] = ("pca",),
+    route_maps: bool = False,
+    image_names: Sequence[str] | None = None,
+    sources: Mapping[str, str] | str | None = None,
+    batch_size: int = 8,
+    save_every: int = 10,
+    seed: int = 0,
+    title: str | None = None,
+    progress: bool = True,
+) -> Study:
+    """Average attention over ``images`` in every order and write (or resume) a study folder.
+
+    Args:
+      out_dir: the study folder (created; an existing one must be this same study, which is
+        then resumed).
+      models: one :class:`~jaxmamba.Model` scanned in every order, or ``{order: model}`` (one
+        trained model per order, the reference study's comparison).
+      images: ``(N, H, W, 3)`` model inputs.
+      display: ``(N, H, W, 3)`` uint8 images as shown (default: ``images`` min-max scaled).
+      orders: named scan orders (:data:`jaxmamba.ORDER_NAMES`).
+      blocks: block selection (:func:`jaxmamba.select_blocks`); default every block.
+      methods: reductions for the scatterplots (``pca``, ``tsne``, ``umap``).
+      route_maps: also keep the per-route mean maps (K times the disk of the means).
+      image_names: one name per image (file names); default ``image 0`` ...
+      sources: where the model(s) came from (a path), per order or one for all; recorded.
+      batch_size: images per extraction batch.
+      save_every: batches between saves of the running mean (what a killed run resumes from).
+      seed: seed of the reductions.
+      title: shown by the views.
+      progress: progress bars (and the plan printed up front).
+
+    Returns:
+      The :class:`Study` (opened for reading).
+    """
+    out = Path(out_dir).expanduser().absolute()
+    orders = list(orders)
+    if not orders or any(o not in ORDER_NAMES for o in orders) or len(set(orders)) < len(orders):
+        raise StudyError(f"orders must be distinct names from {ORDER_NAMES}, got {orders}")
+    if isinstance(models, Model):
+        models = dict.fromkeys(orders, models)
+    missing = [o for o in orders if o not in models]
+    if missing:
+        raise StudyError(f"no model for orders {missing}; models are given for {sorted(models)}")
+    methods = list(methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise StudyError(f"methods must be some of {METHODS}, got {methods}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise StudyError(f"batch_size must be a positive int, got {batch_size!r}")
+    images = np.asarray(images)
+    first = models[orders[0]]
+    arch = lambda m: {k: v for k, v in dataclasses.asdict(m.config).items() if k != "name"}
+    for o in orders:
+        if not isinstance(models[o], Model):
+            raise StudyError(f"the model for order {o!r} is a {type(models[o]).__name__}")
+        check_images(models[o].config, images)
+        if models[o].config.k_routes != as_order(o).num_routes(2, 2):
+            raise StudyError(
+                f"the model for order {o!r} has {models[o].config.k_routes} per-route parameter "
+                f"sets, the order {as_order(o).num_routes(2, 2)} routes"
+            )
+        if arch(models[o]) != arch(first):
+            raise StudyError(
+                f"the models of a study must share one architecture: {o!r} has "
+                f"{models[o].config.describe()}, {orders[0]!r} {first.config.describe()}"
+            )
+    names = select_blocks(first.config, blocks)
+    block_info = [first.config.block(n, images.shape[1:3]) for n in names]
+    if display is None:
+        lo, hi = float(images.min()), float(images.max())
+        display = ((images - lo) / ((hi - lo) or 1.0) * 255).round().astype(np.uint8)
+    display = np.asarray(display)
+    if display.shape[0] != images.shape[0]:
+        raise StudyError(f"display has {display.shape[0]} images, images {images.shape[0]}")
+    n = images.shape[0]
+    names_list = list(image_names) if image_names is not None else [f"image {i}" for i in range(n)]
+    if len(names_list) != n:
+        raise StudyError(f"image_names has {len(names_list)} names for {n} images")
+    if isinstance(sources, str) or sources is None:
+        sources = dict.fromkeys(orders, sources)
+    options = AttentionOptions(route_mode="each" if route_maps else "sum")
+    plan = _plan(models, sources, images, names_list, orders, block_info, methods, route_maps,
+                 options, seed)  # fmt: skip
+    saved = _check_existing(out, plan)
+    k = first.config.k_routes
+    say = print if progress else (lambda *a, **k: None)
+    size = estimate_bytes(block_info, len(orders), k, route_maps)
+    say(
+        f"study {out}: {n} images at {images.shape[1]}x{images.shape[2]}, "
+        f"{len(orders)} orders ({', '.join(orders)}) x {len(names)} blocks; maps "
+        f"{_fmt_bytes(size)}; embeddings: {', '.join(methods)}" + (" (resuming)" if saved else "")
+    )
+    meta = dict(saved or plan)
+    meta.update(plan)
+    meta.setdefault("created", time.strftime("%Y-%m-%d %H:%M:%S"))
+    meta["title"] = title or meta.get("title") or f"jaxmamba: {first.config.describe()}"
+    from jaxmamba import __version__
+
+    meta["library_version"] = __version__
+    meta.setdefault("done", {})
+    meta["complete"] = False
+    out.mkdir(parents=True, exist_ok=True)
+    _save_meta(out, meta)
+
+    for i in range(n):
+        path = out / "images" / f"{i}.png"
+        if not path.exists():
+            _write_bytes(path, png_bytes(display[i], max_side=448))
+
+    for order in orders:
+        if all((out / "means" / order / f"{b.name}.npy").exists() for b in block_info) and (
+            not route_maps
+            or all(
+                (out / "routes" / order / f"{b.name}.npy").exists() for b in block_info
+            )  # fmt: skip
+        ):
+            continue
+        work = out / "work" / order
+        batches = (images[i : i + batch_size] for i in range(0, n, batch_size))
+        mean = attention_mean(
+            models[order], batches, order=order, blocks=names, route_mode=options.route_mode,
+            out_dir=work, save_every=save_every, progress=progress, total=n,
+        )  # fmt: skip
+        for b in block_info:
+            m = np.asarray(mean[b.name], np.float32)
+            if route_maps:
+                _write_npy(out / "routes" / order / f"{b.name}.npy", m)
+                m = m.sum(axis=0)
+            _write_npy(out / "means" / order / f"{b.name}.npy", m)
+        meta["done"][f"means/{order}"] = mean.count
+        _save_meta(out, meta)
+        shutil.rmtree(work)  # the running mean this function started
+        if not any((out / "work").iterdir()):
+            (out / "work").rmdir()
+
+    todo = [(o, b, m) for o in orders for b in block_info for m in methods
+            if not (out / "embeddings" / o / f"{b.name}.{m}.npy").exists()]  # fmt: skip
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="embeddings", unit="map")
+    try:
+        for o, b, m in todo:
+            if bar is not None:
+                bar.set_description(f"{_METHOD_NAMES[m]} of {b.name} ({o}, L={b.length})")
+            a = np.load(out / "means" / o / f"{b.name}.npy", mmap_mode="r")
+            _write_npy(out / "embeddings" / o / f"{b.name}.{m}.npy", embed(a, m, seed=seed))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    meta["count"] = n
+    meta["complete"] = True
+    _save_meta(out, meta)
+    return Study(out)
+
+
+_METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+
+
+def _save_meta(out: Path, meta: dict) -> None:
+    store.write_text_atomic(out / STUDY_FILE, json.dumps(meta, indent=1) + "\n")
+
+
+class Study:
+    """A study folder opened for reading; every read touches only what it returns.
+
+    Attributes:
+      path: the folder; meta: its ``study.json``; orders: order names; blocks: the
+      :class:`~jaxmamba.config.Block` of each block; methods: reductions kept; count: images
+      averaged; signed: whether maps can be negative (a diverging colour scale).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path).expanduser().absolute()
+        try:
+            meta = json.loads((self.path / STUDY_FILE).read_text())
+        except FileNotFoundError:
+            raise StudyError(f"{self.path} is not a study: it has no {STUDY_FILE}") from None
+        except (OSError, ValueError) as e:
+            raise StudyError(f"{self.path / STUDY_FILE} is unreadable or damaged: {e}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise StudyError(f"{self.path / STUDY_FILE} is not a jaxmamba study")
+        if meta.get("version") != VERSION:
+            raise StudyError(f"{self.path} is a study of format version {meta.get('version')}; "
+                             f"this jaxmamba reads version {VERSION}")  # fmt: skip
+        if not meta.get("complete"):
+            raise StudyError(
+                f"{self.path} is an unfinished study; run the same explore command again to "
+                "complete it"
+            )
+        self.meta = meta
+        self.orders = [o["name"] for o in meta["orders"]]
+        self.blocks = [Block(b["name"], b["stage"], b["index"], tuple(b["grid"]))
+                       for b in meta["blocks"]]  # fmt: skip
+        self.methods = list(meta["methods"])
+        self.count = int(meta["count"])
+        self.signed = bool(meta["options"]["signed"])
+        self._blocks = {b.name: b for b in self.blocks}
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Study:
+        """Open the study at ``path`` (an error names what is missing or damaged)."""
+        return cls(path)
+
+    # ---- names -> checked paths (no path is ever built from an unchecked string) ---------------
+    def block(self, name: str) -> Block:
+        if name not in self._blocks:
+            raise StudyError(f"the study has no block {name!r}")
+        return self._blocks[name]
+
+    def _order(self, order: str) -> str:
+        if order not in self.orders:
+            raise StudyError(f"the study has no order {order!r}; it has {self.orders}")
+        return order
+
+    def _route(self, order: str, route) -> int | None:
+        if route in (None, "sum"):
+            return None
+        k = next(o["routes"] for o in self.meta["orders"] if o["name"] == order)
+        try:
+            r = int(route)
+        except (TypeError, ValueError):
+            r = -1
+        if not self.meta["route_maps"]:
+            raise StudyError("the study keeps no per-route maps (explore --routes keeps them)")
+        if not 0 <= r < k:
+            raise StudyError(f"route must be 'sum' or 0..{k - 1}, got {route!r}")
+        return r
+
+    def map(self, order: str, block: str, route=None) -> np.ndarray:
+        """The ``(L, L)`` mean map as a read-only memory map (route ``None``/"sum" or ``k``)."""
+        order, b = self._order(order), self.block(block)
+        r = self._route(order, route)
+        path = self.path / ("means" if r is None else "routes") / order / f"{b.name}.npy"
+        try:
+            m = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise StudyError(f"cannot read {path}: {e}") from None
+        m = m if r is None else m[r]
+        if m.shape != (b.length, b.length):
+            raise StudyError(
+                f"{path} holds {m.shape}, not the ({b.length}, {b.length}) of {b.name}"
+            )
+        return m
+
+    def heat(self, order: str, block: str, patches, direction: str = "query", route=None):
+        """Mean of the selected patches' rows (``"query"``: what they attend to) or columns
+        (``"source"``: what attends to them): ``(L,)`` float32 over the block's grid."""
+        m = self.map(order, block, route)
+        idx = self._patches(block, patches)
+        if direction == "query":
+            return np.asarray(m[idx].mean(axis=0), np.float32)
+        if direction == "source":
+            return np.asarray(m[:, idx].mean(axis=1), np.float32)
+        raise StudyError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+
+    def _patches(self, block: str, patches) -> np.ndarray:
+        b = self.block(block)
+        try:
+            idx = np.unique(np.asarray(patches, dtype=np.int64).reshape(-1))
+        except (TypeError, ValueError):
+            raise StudyError(f"patches must be integers, got {patches!r}") from None
+        if idx.size == 0 or idx[0] < 0 or idx[-1] >= b.length:
+            raise StudyError(f"patches must be a non-empty selection of 0..{b.length - 1}")
+        return idx
+
+    def coords(self, order: str, block: str, method: str) -> np.ndarray:
+        """``(L, 2)`` float32 scatterplot coordinates of ``method``."""
+        order, b = self._order(order), self.block(block)
+        if method not in self.methods:
+            raise StudyError(f"the study has no {method!r} embedding; it has {self.methods}")
+        path = self.path / "embeddings" / order / f"{b.name}.{method}.npy"
+        try:
+            return np.load(path)
+        except (OSError, ValueError) as e:
+            raise StudyError(f"cannot read {path}: {e}") from None
+
+    def routes(self, order: str, block: str) -> np.ndarray:
+        """``(K, L)`` scan routes of ``order`` on the block's grid."""
+        return as_order(self._order(order)).routes(*self.block(block).grid)
+
+    def image_png(self, index: int) -> bytes:
+        """PNG bytes of image ``index`` as shown."""
+        n = len(self.meta["images"])
+        if not isinstance(index, int | np.integer) or not 0 <= index < n:
+            raise StudyError(f"image must be 0..{n - 1}, got {index!r}")
+        return (self.path / "images" / f"{int(index)}.png").read_bytes()
+
+    def size_bytes(self, orders=None, blocks=None, route_maps: bool = True) -> int:
+        """Bytes of the maps of ``orders`` × ``blocks`` (default all), per-route maps included."""
+        orders = self.orders if orders is None else [self._order(o) for o in orders]
+        chosen = self.blocks if blocks is None else [self.block(b) for b in blocks]
+        k = max(o["routes"] for o in self.meta["orders"])
+        return estimate_bytes(chosen, len(orders), k, route_maps and self.meta["route_maps"])
+
+    def __repr__(self) -> str:
+        return (f"Study({self.path}, {len(self.orders)} orders, {len(self.blocks)} blocks, "
+                f"{self.count} images)")  # fmt: skip
+
+
+def write_synthetic_study(
+    out_dir: str | os.PathLike,
+    variant: str = "vmamba_tiny_s1l8",
+    image_size: int = 224,
+    *,
+    orders: Sequence[str] = ("cross", "diagonal", "morton", "spiral"),
+    n_images: int = 4,
+    seed: int = 0,
+) -> Study:
+    """A study of planted maps at a real model's sizes, computed in seconds: for testing and
+    timing the views at scale (e.g. VMamba-T at 224²: 14 blocks, 56x56 grids), not for science.
+
+    Each block's map is signed, local attention (a Gaussian of the grid distance whose width
+    grows with the stage) minus a smaller, order-dependent term (decaying with the distance in
+    scan order); the scatterplot coordinates are the patches' grid positions plus noise, and the
+    images are noise.  ``study.json`` says ``"synthetic": true``.
+
+    >>> import tempfile
+    >>> s = write_synthetic_study(tempfile.mkdtemp() + "/s", "vmamba_test", 64, orders=["cross"])
+    >>> [b.grid for b in s.blocks][:2], s.meta["synthetic"]
+    ([(16, 16), (8, 8)], True)
+    """
+    from jaxmamba.config import get_config
+
+    config = get_config(variant)
+    out = Path(out_dir).expanduser().absolute()
+    if out.exists():
+        raise StudyError(f"{out} exists; a synthetic study is written into a new folder")
+    rng = np.random.default_rng(seed)
+    blocks = [config.block(n, (image_size, image_size)) for n in config.block_names()]
+    options = AttentionOptions()
+    meta = {
+        "format": FORMAT, "version": VERSION, "synthetic": True,
+        "title": f"synthetic study at the sizes of {variant} ({image_size}x{image_size})",
+        "models": {"synthetic": {"description": f"{variant} sizes, planted maps",
+                                 "config": None, "params_digest": None, "source": None}},
+        "orders": [{"name": o, "model": "synthetic", "routes": config.k_routes} for o in orders],
+        "blocks": [{"name": b.name, "stage": b.stage, "index": b.index, "grid": list(b.grid)}
+                   for b in blocks],
+        "image_size": [image_size, image_size],
+        "images": [{"name": f"noise {i}"} for i in range(n_images)],
+        "methods": ["pca"], "route_maps": False,
+        "options": {**options.to_dict(), "signed": True}, "seed": seed,
+        "count": n_images, "complete": False,
+    }  # fmt: skip
+    out.mkdir(parents=True)
+    for i in range(n_images):
+        noise = rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
+        _write_bytes(out / "images" / f"{i}.png", png_bytes(noise))
+    for b in blocks:
+        h, w = b.grid
+        r, c = np.divmod(np.arange(b.length), w)
+        d2 = ((r[:, None] - r[None]) ** 2 + (c[:, None] - c[None]) ** 2).astype(np.float32)
+        local = np.exp(-d2 / np.float32(2.0 * (1.5 + b.stage + 0.3 * b.index) ** 2))
+        for o in orders:
+            pos = np.argsort(as_order(o).routes(h, w)[0]).astype(np.float32)  # scan position
+            seq = np.exp(-np.abs(pos[:, None] - pos[None]) / np.float32(4.0 + 2 * b.index))
+            m = (local - 0.3 * seq) / np.float32(b.length)
+            _write_npy(out / "means" / o / f"{b.name}.npy", m)
+            xy = np.stack([c, -r], axis=1) + rng.normal(0, 0.15, (b.length, 2))
+            _write_npy(out / "embeddings" / o / f"{b.name}.pca.npy", xy)
+    meta["complete"] = True
+    _save_meta(out, meta)
+    return Study(out)

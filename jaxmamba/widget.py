@@ -1,0 +1,72 @@
+"""``jaxmamba.show(study)``: the explorer inline in Jupyter, VS Code or Colab.
+
+The same front end as ``jaxmamba serve`` (:mod:`jaxmamba.web`), in an anywidget (the well-kept
+library for notebook widgets that runs in every modern front end): the page's requests travel
+as widget messages instead of HTTP and are answered by :class:`jaxmamba.views.ViewAPI`, so a
+notebook too reads only the rows a selection needs.
+
+>>> import numpy as np, tempfile, jaxmamba
+>>> from jaxmamba.study import write_study
+>>> x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
+>>> s = write_study(tempfile.mkdtemp() + "/s", jaxmamba.create_model("vmamba_test"), x,
+...                 blocks=[3], progress=False)
+>>> w = show(s)
+>>> sent = []
+>>> w.send = lambda content, buffers=None: sent.append((content, buffers))
+>>> w.answer({"kind": "jm-request", "id": 1, "method": "coords",
+...           "args": {"order": "cross", "block": "layers.3.blocks.0", "method": "pca"}})
+>>> sent[0][0]["id"], np.frombuffer(sent[0][1][0], "<f4").shape
+(1, (8,))
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from jaxmamba.errors import StudyError, require
+from jaxmamba.study import Study
+from jaxmamba.views import ViewAPI
+from jaxmamba.web import web_file
+
+__all__ = ["show"]
+
+_RENDER = (
+    "\nexport default { render({ model, el }) { return JM.mount(el, JM.widgetSource(model)); } };\n"
+)
+
+
+@functools.cache
+def _widget_class():
+    anywidget = require("anywidget", "notebook", "jaxmamba.show")
+
+    class StudyWidget(anywidget.AnyWidget):
+        """The explorer of one study; its requests arrive as ``jm-request`` messages."""
+
+        _esm = web_file("app.js") + _RENDER
+        _css = web_file("app.css")
+
+        def __init__(self, study: Study) -> None:
+            super().__init__()
+            self.api = ViewAPI(study)
+            self.on_msg(lambda widget, content, buffers: self.answer(content))
+
+        def answer(self, content) -> None:
+            """Answer one request message (``{"kind": "jm-request", "id", "method", "args"}``)."""
+            if not isinstance(content, dict) or content.get("kind") != "jm-request":
+                return
+            reply = {"kind": "jm-answer", "id": content.get("id")}
+            try:
+                result, payload = self.api.handle(content.get("method"), content.get("args") or {})
+            except StudyError as e:
+                self.send({**reply, "error": str(e)})
+                return
+            self.send({**reply, "content": result}, buffers=[payload] if payload else None)
+
+    return StudyWidget
+
+
+def show(study: Study | str | os.PathLike):
+    """A notebook widget showing the explorer of ``study`` (a :class:`~jaxmamba.study.Study` or
+    its folder); display it by leaving it last in a cell."""
+    return _widget_class()(study if isinstance(study, Study) else Study(study))
