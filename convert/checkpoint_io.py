@@ -1,9 +1,12 @@
 """Read official VMamba checkpoint files (``.pth``/``.pt``/``.bin``, ``.safetensors``) safely.
 
 PyTorch files are read with ``torch.load(weights_only=True)``: a pickle that would run code is
-refused, never executed. The training config that release checkpoints carry (a yacs ``CfgNode``)
-is read as a plain ``OrderedDict`` stand-in, so those files load without yacs and without
-unpickling anything but data. torch and safetensors are imported lazily (the ``[torch]`` extra).
+refused, never executed.  The CRC-32 of every member of a zip-format file (``torch.save``'s
+default) is checked first, so a damaged file is refused by name; the legacy pickle format and
+safetensors carry no checksum.  A file that is none of these formats is refused before torch is
+needed.  The training config that release checkpoints carry (a yacs ``CfgNode``) is read as a
+plain ``OrderedDict`` stand-in, so those files load without yacs and without unpickling anything
+but data. torch and safetensors are imported lazily (the ``[torch]`` extra).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -42,8 +46,10 @@ def _import_torch():
     return torch
 
 
-def _read_torch(path: Path):
+def _read_torch(path: Path, zip_file: bool = False):
     torch = _import_torch()
+    if zip_file:
+        _check_zip(path)
     stand_ins = [(_ConfigStandIn, name) for name in _CONFIG_CLASSES]
     try:
         with torch.serialization.safe_globals(stand_ins):
@@ -119,7 +125,53 @@ def select_state_dict(obj, *, ema: bool = False, source: str = "the checkpoint")
         sd = obj
     if not isinstance(sd, Mapping):
         raise CheckpointError(f"the state dict in {source} is a {type(sd).__name__}, not a dict")
-    return {k: to_numpy(v) for k, v in sd.items()}
+    out = {}
+    for k, v in sd.items():
+        try:
+            out[k] = to_numpy(v)
+        except CheckpointError as e:
+            raise CheckpointError(f"{source}: state dict value {k} {e}") from None
+    return out
+
+
+_ZIP = b"PK\x03\x04"
+_PICKLE = b"\x80"  # torch.save's legacy format: a pickle of protocol >= 2
+
+
+def _kind(path: Path) -> str:
+    """``"safetensors"``, ``"zip"`` (torch.save's default), ``"pickle"`` (its legacy format), or
+    raise :class:`CheckpointError`: the file is none of them (checked before torch is needed)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    if path.suffix == ".safetensors" or (len(head) > 8 and head[8:9] == b"{"):
+        return "safetensors"
+    if head.startswith(_ZIP):
+        return "zip"
+    if head.startswith(_PICKLE):
+        return "pickle"
+    raise CheckpointError(
+        f"cannot read {path} as a PyTorch checkpoint or safetensors file: it is neither a "
+        f"torch.save file (zip or pickle) nor safetensors (it starts with {head[:8]!r})"
+    )
+
+
+def _check_zip(path: Path) -> None:
+    """Verify the CRC-32 of every member of a torch.save zip file (a flipped byte is an error)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(
+            f"cannot read {path} as a PyTorch checkpoint: a damaged zip file ({first_line(e)})"
+        ) from None
+    if bad is not None:
+        raise CheckpointError(
+            f"cannot read {path} as a PyTorch checkpoint: it is damaged, the CRC-32 of its "
+            f"member {bad} does not match its contents (a changed byte); nothing was loaded"
+        )
 
 
 def read_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, np.ndarray]:
@@ -139,10 +191,11 @@ def read_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, 
         raise CheckpointError(f"checkpoint {path} is not a file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint file {path} is empty")
-    if path.suffix == ".safetensors":
+    kind = _kind(path)
+    if kind == "safetensors":
         obj = _read_safetensors(path)
     else:
-        obj = _read_torch(path)
+        obj = _read_torch(path, zip_file=kind == "zip")
     return select_state_dict(obj, ema=ema, source=str(path))
 
 

@@ -4,6 +4,8 @@
     python -m jaxmamba.convert vssm1_tiny_0230s_ckpt_epoch_264.pth --out ckpt/vmamba_tiny_s1l8
 
 On any error it prints ``error: <message>`` to stderr, exits with status 2 and writes nothing.
+``--out`` is never ``/``, the home folder, the current directory, a folder that holds one of
+them or the input; ``--overwrite`` replaces only a folder that jaxmamba wrote.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from jaxmamba.checkpoint import save
 from jaxmamba.errors import CheckpointError, JaxmambaError
+from jaxmamba.store import guard
 
 from .checkpoint_io import load_torch_checkpoint
 
@@ -47,12 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert as ``args`` say; raises a :class:`~jaxmamba.errors.JaxmambaError` on bad input."""
-    out = Path(args.out).expanduser().absolute()
     source = Path(args.input).expanduser().absolute()
+    try:  # never /, ~, the current directory, a folder holding them or the input
+        out = guard(args.out, protect=[source])
+    except CheckpointError as e:
+        raise CheckpointError(f"--out {e}") from None
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise CheckpointError(f"{out} already exists; pass --overwrite to replace it")
-    if out == source or out in source.parents:
-        raise CheckpointError(f"--out {out} holds the input {source}; choose another folder")
     model = load_torch_checkpoint(source, args.variant, ema=args.ema)
     path = save(model, out, overwrite=args.overwrite)
     print(f"detected {model.config.describe()}")

@@ -21,6 +21,7 @@ from jaxmamba import params as P
 from jaxmamba.checkpoint import CheckpointError, check_params
 from jaxmamba.config import ConfigError, VMambaConfig, get_config, list_models
 from jaxmamba.model import Model
+from jaxmamba.store import first_line
 
 __all__ = ["normalize_state_dict", "detect_config", "state_dict_to_model", "UNDETECTABLE"]
 
@@ -50,10 +51,31 @@ def _listing(keys, limit: int = 10) -> str:
 
 
 def to_numpy(value):
-    """A torch tensor as a NumPy array (floating point → float32); anything else unchanged."""
+    """A torch tensor as a NumPy array (floating point → float32); anything else unchanged.
+
+    Raises :class:`CheckpointError` for a tensor that holds no plain array of numbers: sparse,
+    meta (no data), quantized or nested tensors.
+
+    >>> to_numpy([1, 2])
+    [1, 2]
+    """
     if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
-        tensor = value.detach().cpu()
-        return tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
+        kind = (
+            "a nested tensor" if getattr(value, "is_nested", False)
+            else "a meta tensor, which holds no data" if getattr(value, "is_meta", False)
+            else "a quantized tensor" if getattr(value, "is_quantized", False)
+            else f"a {value.layout} tensor" if str(value.layout) != "torch.strided"
+            else None
+        )  # fmt: skip
+        if kind:
+            raise CheckpointError(f"is {kind}; only dense floating-point tensors are read")
+        try:
+            tensor = value.detach().cpu()
+            return tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
+        except Exception as e:  # an unusual tensor torch cannot hand over as an array
+            raise CheckpointError(
+                f"cannot be read as an array ({type(e).__name__}: {first_line(e)})"
+            ) from None
     return value
 
 
@@ -87,10 +109,15 @@ def normalize_state_dict(state_dict: Mapping[str, object]) -> dict[str, np.ndarr
         raise CheckpointError(
             f"state dict keys must be strings, got {_listing(map(repr, bad_keys))}"
         )
-    arrays, not_tensors = {}, []
+    arrays, not_tensors, empty = {}, [], []
     for key, value in state_dict.items():
-        array = _as_array(value)
-        if array is None:
+        try:
+            array = _as_array(value)
+        except CheckpointError as e:
+            raise CheckpointError(f"state dict value {key} {e}") from None
+        if array is not None and array.size == 0:
+            empty.append(f"{key} {array.shape}")
+        elif array is None:
             dtype = getattr(value, "dtype", None)
             not_tensors.append(f"{key} ({type(value).__name__}{f' {dtype}' if dtype else ''})")
         else:
@@ -99,6 +126,10 @@ def normalize_state_dict(state_dict: Mapping[str, object]) -> dict[str, np.ndarr
         raise CheckpointError(
             f"{len(not_tensors)} state dict value(s) are not floating-point tensors: "
             + _listing(not_tensors)
+        )
+    if empty:
+        raise CheckpointError(
+            f"{len(empty)} state dict value(s) are zero-size tensors: " + _listing(empty)
         )
     out: dict[str, np.ndarray] = {}
     for key, value in arrays.items():
@@ -293,5 +324,11 @@ def state_dict_to_model(
     if variant is not None:
         config = _check_variant(config, variant)
     check_params(config, {k: tuple(v.shape) for k, v in sd.items()}, "the state dict")
+    nonfinite = [f"{k} ({int(n)})" for k, v in sd.items() if (n := np.sum(~np.isfinite(v)))]
+    if nonfinite:
+        raise CheckpointError(
+            f"{len(nonfinite)} parameter(s) hold NaN or inf values (count in brackets): "
+            + _listing(nonfinite)
+        )
     flat = {P.key_to_path(k): jnp.asarray(np.asarray(v, np.float32)) for k, v in sd.items()}
     return Model(config, P.unflatten(flat))

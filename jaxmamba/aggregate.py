@@ -238,20 +238,26 @@ def _identity(model, order, blocks_info, options, shape, nonfinite) -> dict:
 
 def _open(out_dir: Path, identity: dict):
     """The StepStore of ``out_dir`` and the progress saved there (checked against ``identity``)."""
-    out_dir = out_dir.expanduser().absolute()
+    try:
+        out_dir = store.guard(out_dir)
+    except CheckpointError as e:
+        raise AggregateError(f"out_dir {e}") from None
     run_file = out_dir / RUN_FILE
     if out_dir.exists() and not out_dir.is_dir():
         raise AggregateError(f"out_dir {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         try:
-            saved = json.loads(run_file.read_text())
+            saved = store.parse_json(run_file.read_text(), run_file)
         except FileNotFoundError:
             raise AggregateError(
                 f"out_dir {out_dir} is not empty and holds no {RUN_FILE}: it is not a running "
                 "mean that attention_mean wrote, so it is neither used nor changed"
             ) from None
-        except (OSError, ValueError) as e:
-            raise AggregateError(f"{run_file} is unreadable or damaged: {e}") from None
+        except (OSError, ValueError) as e:  # CheckpointError (bad JSON) is a ValueError
+            raise AggregateError(
+                f"the running mean in {out_dir} cannot be resumed: {run_file} is unreadable or "
+                f"damaged ({store.first_line(e)})"
+            ) from None
         if not isinstance(saved, dict) or saved.get("format") != RUN_FORMAT:
             raise AggregateError(f"{run_file} is not a running-mean record of jaxmamba")
         differ = [k for k in identity if saved.get(k) != identity[k]]
@@ -261,23 +267,32 @@ def _open(out_dir: Path, identity: dict):
                 f"{out_dir} holds a running mean made with other options, weights or images "
                 f"({detail}); averaging both would mix them. Use another out_dir."
             )
-    else:
-        if jax.process_index() == 0:
+        if (out_dir / STATE_DIR).exists() and not (out_dir / STATE_DIR).is_dir():
+            raise AggregateError(
+                f"the running mean in {out_dir} cannot be resumed: {out_dir / STATE_DIR} is not "
+                "a folder"
+            )
+    elif jax.process_index() == 0:
+        try:
             out_dir.mkdir(parents=True, exist_ok=True)
             store.write_text_atomic(run_file, json.dumps(identity, indent=1) + "\n")
+        except OSError as e:
+            raise AggregateError(f"cannot write out_dir {out_dir}: {e}") from None
     steps = store.StepStore(out_dir / STATE_DIR, keep=2)
     latest = steps.latest_step()
     if latest is None:
         return steps, _Progress()
     try:
         trees, files = steps.restore(latest, ["sums"], ["meta.json"])
-        meta = json.loads(files["meta.json"])
+        meta = store.parse_json(files["meta.json"], steps.directory / str(latest) / "meta.json")
         state = _Progress(
             {k: jnp.asarray(v) for k, v in trees["sums"].items()},
             int(meta["count"]), int(meta["consumed"]), int(meta["skipped"]),
         )  # fmt: skip
-    except (CheckpointError, KeyError, ValueError, TypeError) as e:
-        raise AggregateError(f"the saved running mean in {out_dir} cannot be resumed: {e}") from e
+    except (CheckpointError, KeyError, ValueError, TypeError, OSError) as e:
+        raise AggregateError(
+            f"the saved running mean in {out_dir} cannot be resumed: {store.first_line(e)}"
+        ) from e
     if set(state.sums) != set(identity["blocks"]):
         raise AggregateError(f"the saved running mean in {out_dir} holds other blocks")
     return steps, state

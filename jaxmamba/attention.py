@@ -91,10 +91,13 @@ def route_attention(
     [[0.5, 0.0, 0.0], [0.303, 0.5, 0.0], [0.184, 0.303, 0.5]]
     """
     k, d, l = dt.shape
+    _check_chunk(chunk)
     if isinstance(channels, str):
         sel = None
     else:
-        sel = np.asarray(channels, dtype=np.int64).reshape(-1)
+        sel = np.asarray(_channels(channels), dtype=np.int64).reshape(-1)
+        if sel.min() < 0 or sel.max() >= d:
+            raise AttentionError(f"channels {tuple(sel.tolist())} out of range: there are {d}")
         dt, A = dt[:, sel], A[:, sel]
     t_ = chunk or _default_chunk(l)
     nc = -(-l // t_)
@@ -147,7 +150,7 @@ def route_attention(
             diag = scale * jnp.sum(jnp.abs(per), axis=1)
         else:
             diag = per
-        zero = jnp.zeros((), jnp.int32)
+        zero = jnp.zeros((), start.dtype)  # int64 under jax_enable_x64: one index type
         idx = (zero,) * (out.ndim - 1) + (start,)
         current = jax.lax.dynamic_slice(out, idx, out.shape[:-1] + (t_,))
         return jax.lax.dynamic_update_slice(out, current + diag, idx)
@@ -156,6 +159,13 @@ def route_attention(
     blocks = jnp.moveaxis(blocks, 0, -3)  # (k, [c,] nc, t, lp)
     full = blocks.reshape(blocks.shape[:-3] + (lp, lp))
     return full[..., :l, :l]
+
+
+def _check_chunk(chunk) -> None:
+    if chunk is not None and (
+        not isinstance(chunk, int | np.integer) or isinstance(chunk, bool) or chunk < 1
+    ):
+        raise AttentionError(f"chunk must be None or an int >= 1, got {chunk!r}")
 
 
 def _to_spatial(maps, routes):
@@ -441,6 +451,7 @@ def extract_attention(
     ((1, 4, 4), (2, 2))
     """
     check_images(model.config, images)
+    _check_chunk(chunk)
     options = AttentionOptions(route_mode, channels, include_skip, normalize)
     names = select_blocks(model.config, blocks)
     return compute_maps(model, images, as_order(order), names, options, implementation, chunk)
@@ -462,8 +473,16 @@ def compute_maps(
     ``names`` a tuple of block names, ``options`` an :class:`AttentionOptions`; the images are
     not checked.
     """
-    _, cache = apply(model, images, order, implementation, frozenset(names))
     blocks = [model.config.block(name, images.shape[1:3]) for name in names]
+    if not isinstance(options.channels, str):  # checked while tracing: names the block
+        for block in blocks:
+            d = model.config.d_inner(block.stage)
+            if not all(0 <= c < d for c in options.channels):
+                raise AttentionError(
+                    f"channels {options.channels} out of range for {block.name}, which has "
+                    f"{d} channels (0..{d - 1})"
+                )
+    _, cache = apply(model, images, order, implementation, frozenset(names))
     maps = {}
     for block in blocks:
         maps[block.name] = _block_attention(
@@ -495,6 +514,9 @@ def verify(
     go ``channel_group`` at a time, so memory is ``B·K·channel_group·L²``.  Any order works, soft
     routes too (``P_k`` is then the soft matrix).
 
+    A block whose maps, rebuilt output or scan output hold a NaN or an infinity gets ``nan``:
+    never a small number (XLA's max reduction may skip NaNs, so finiteness is checked on its own).
+
     >>> import jax.numpy as jnp, jaxmamba
     >>> m = jaxmamba.create_model("vmamba_test")
     >>> err = verify(m, jnp.ones((1, 64, 64, 3)), blocks=3)
@@ -502,6 +524,10 @@ def verify(
     True
     """
     check_images(model.config, images)
+    if images.shape[0] == 0:
+        raise AttentionError("verify needs at least one image, got a batch of 0")
+    if not isinstance(channel_group, int) or isinstance(channel_group, bool) or channel_group < 1:
+        raise AttentionError(f"channel_group must be an int >= 1, got {channel_group!r}")
     names = select_blocks(model.config, blocks)
     order = as_order(order)
     _, cache = apply(model, images, order, None, frozenset(names))
@@ -536,8 +562,11 @@ def _verify_block(op, x, y, order: Order | SoftOrder, grid, group):
         )(take(dt, 2), s["B"], s["C"])  # (b, k, group, l, l) scan order
         maps = maps + take(Dk, 1)[None, :, :, None, None] * jnp.eye(l, dtype=maps.dtype)
         maps = jnp.sum(_to_spatial(maps, routes), axis=1)  # (b, group, l, l)
-        return jnp.einsum("bcpq,bcq->bcp", maps, take(x, 1), precision=HIGHEST)
+        bad = jnp.sum(~jnp.isfinite(maps))
+        return jnp.einsum("bcpq,bcq->bcp", maps, take(x, 1), precision=HIGHEST), bad
 
-    rebuilt = jax.lax.map(rebuild, jnp.arange(0, d, group))  # (d / group, b, group, l)
+    rebuilt, bad = jax.lax.map(rebuild, jnp.arange(0, d, group))  # (d / group, b, group, l)
     rebuilt = jnp.moveaxis(rebuilt, 0, 1).reshape(b, d, l)
-    return jnp.max(jnp.abs(rebuilt - y)) / jnp.max(jnp.abs(y))
+    finite = (jnp.sum(bad) == 0) & jnp.all(jnp.isfinite(rebuilt)) & jnp.all(jnp.isfinite(y))
+    err = jnp.max(jnp.abs(rebuilt - y)) / jnp.max(jnp.abs(y))
+    return jnp.where(finite, err, jnp.nan)

@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxmamba import params as P
 from jaxmamba import store
-from jaxmamba.config import ConfigError, VMambaConfig
+from jaxmamba.config import ConfigError, VMambaConfig, get_config, list_models
 from jaxmamba.errors import CheckpointError
 from jaxmamba.model import Model, create_model
 
@@ -102,10 +102,7 @@ def _config_to_json(config: VMambaConfig) -> str:
 
 
 def _config_from_json(text: str, source: Path) -> VMambaConfig:
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{source} is not valid JSON ({e})") from None
+    payload = store.parse_json(text, source)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{source} is not a jaxmamba checkpoint config (no format {FORMAT!r})"
@@ -124,9 +121,21 @@ def _config_from_json(text: str, source: Path) -> VMambaConfig:
         raise CheckpointError(f"{source} has unknown config fields {unknown}")
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     try:
-        return VMambaConfig(**fields)
+        config = VMambaConfig(**fields)
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{source} holds an invalid config: {e}") from None
+    if config.name in list_models() and config != get_config(config.name):
+        registered = get_config(config.name)
+        diffs = [
+            f"{f.name} {getattr(config, f.name)!r} (variant: {getattr(registered, f.name)!r})"
+            for f in dataclasses.fields(VMambaConfig)
+            if getattr(config, f.name) != getattr(registered, f.name)
+        ]
+        raise CheckpointError(
+            f"{source} names the variant {config.name!r} but differs from it: {'; '.join(diffs)}"
+            " (a changed variant is named 'custom')"
+        )
+    return config
 
 
 def _float32_params(model: Model) -> dict:
@@ -213,8 +222,10 @@ def load(directory: str | os.PathLike) -> Model:
             try:
                 stored = _stored_shapes(checkpointer, params_dir)
                 if stored is not None:
-                    check_params(config, stored, f"the checkpoint in {params_dir}")
-                if json.loads(text)["format_version"] >= 2:  # version 1 wrote no checksums
+                    shapes, dtypes = stored
+                    check_params(config, shapes, f"the checkpoint in {params_dir}")
+                    _check_dtypes(dtypes, params_dir)
+                if store.parse_json(text, config_file)["format_version"] >= 2:  # v1: no checksums
                     try:
                         store.verify(directory)  # before reading a single number
                     except CheckpointError as e:
@@ -237,8 +248,26 @@ def load(directory: str | os.PathLike) -> Model:
     return Model(config, params)
 
 
-def _stored_shapes(checkpointer, path: Path) -> dict[str, tuple[int, ...]] | None:
-    """Key → shape of the arrays in an Orbax checkpoint, or ``None`` if its metadata is unusual."""
+def _check_dtypes(dtypes: Mapping[str, object], params_dir: Path) -> None:
+    """Refuse stored parameters that are not floating point (restoring would cast them)."""
+    bad = []
+    for key, dtype in dtypes.items():
+        try:
+            floating = dtype is not None and jnp.issubdtype(np.dtype(dtype), jnp.floating)
+        except TypeError:
+            floating = False
+        if not floating:
+            bad.append(f"{key} ({dtype})")
+    if bad:
+        raise CheckpointError(
+            f"{params_dir} holds {len(bad)} parameter(s) that are not floating point: "
+            + _listing(bad)
+        )
+
+
+def _stored_shapes(checkpointer, path: Path):
+    """``(key → shape, key → dtype)`` of the arrays in an Orbax checkpoint, or ``None`` if its
+    metadata is unusual."""
     try:
         meta = checkpointer.metadata(path)
     except (AttributeError, NotImplementedError):  # an Orbax without this API: restore decides
@@ -247,10 +276,11 @@ def _stored_shapes(checkpointer, path: Path) -> dict[str, tuple[int, ...]] | Non
     tree = getattr(tree, "tree", tree)
     if not isinstance(tree, Mapping) or not tree:
         return None
-    shapes = {}
+    shapes, dtypes = {}, {}
     for p, leaf in P.flatten(tree).items():
         shape = getattr(leaf, "shape", None)
         if shape is None:
             return None
         shapes[P.path_to_key(p)] = tuple(shape)
-    return shapes
+        dtypes[P.path_to_key(p)] = getattr(leaf, "dtype", None)
+    return shapes, dtypes

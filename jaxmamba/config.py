@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 from typing import Literal, NamedTuple
 
@@ -39,6 +40,17 @@ def parse_block_name(name: str) -> tuple[int, int]:
     if m is None:
         raise ConfigError(f"{name!r} is not a block name layers.i.blocks.j (stage i, block j)")
     return int(m.group(1)), int(m.group(2))
+
+
+_INT_FIELDS = ("d_state", "dt_rank", "num_classes", "patch_size", "in_chans", "k_routes", "d_conv")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class Block(NamedTuple):
@@ -105,12 +117,34 @@ class VMambaConfig:
     eps: float = 1e-5
 
     def __post_init__(self):
-        dims = self.dims
-        if isinstance(dims, int):  # official shorthand: dims=96 -> (96, 192, 384, 768)
-            dims = tuple(dims * 2**i for i in range(len(self.depths)))
-        object.__setattr__(self, "dims", tuple(int(d) for d in dims))
-        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
         problems = []
+        dims = self.dims
+        if _is_int(dims) and isinstance(self.depths, tuple | list):
+            # official shorthand: dims=96 -> (96, 192, 384, 768)
+            dims = tuple(int(dims) * 2**i for i in range(len(self.depths)))
+        for field, value in (("depths", self.depths), ("dims", dims)):
+            if not isinstance(value, tuple | list) or not all(_is_int(v) for v in value):
+                problems.append(f"{field} must be a sequence of integers, got {value!r}")
+                value = ()
+            object.__setattr__(self, field, tuple(int(v) for v in value))
+        for field in _INT_FIELDS:
+            value = getattr(self, field)
+            if _is_int(value):
+                object.__setattr__(self, field, int(value))
+            else:
+                problems.append(f"{field} must be an integer, got {value!r}")
+        for field in ("ssm_ratio", "mlp_ratio", "eps"):
+            value = getattr(self, field)
+            if _is_real(value) and math.isfinite(value):
+                object.__setattr__(self, field, float(value))
+            else:
+                problems.append(f"{field} must be a finite number, got {value!r}")
+        if not isinstance(self.name, str) or not self.name:
+            problems.append(f"name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.conv_bias, bool):
+            problems.append(f"conv_bias must be true or false, got {self.conv_bias!r}")
+        if problems:
+            raise ConfigError("invalid VMamba config: " + "; ".join(problems))
         if len(self.dims) != len(self.depths) or not self.depths:
             problems.append(
                 f"dims {self.dims} and depths {self.depths} must have one entry per stage"
@@ -123,6 +157,12 @@ class VMambaConfig:
             problems.append(f"ssm_ratio must be > 0, got {self.ssm_ratio}")
         if self.mlp_ratio < 0:
             problems.append(f"mlp_ratio must be >= 0, got {self.mlp_ratio}")
+        if self.eps <= 0:
+            problems.append(f"eps must be > 0, got {self.eps}")
+        if self.dt_rank < 0:
+            problems.append(f"dt_rank must be >= 0 (0 = auto), got {self.dt_rank}")
+        if self.patch_size < 1 or self.in_chans < 1 or self.d_conv < 1:
+            problems.append("patch_size, in_chans and d_conv must be >= 1")
         for field, allowed in [
             ("forward_type", ("v0", "v05_noz")),
             ("norm_layer", ("ln", "ln2d")),

@@ -42,28 +42,74 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
+# Pillow modes of grey images with 16 bits per pixel; 16-bit RGB(A) and LA PNGs open as 8-bit
+# "RGB"/"RGBA" (Pillow keeps the high byte), which is the right scale already.
+_GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _to_rgb(im, path: Path):
+    """``im`` as an 8-bit RGB Pillow image, scaled by its real bit depth, or :class:`ImageError`.
+
+    16-bit grey (and Pillow's 32-bit "I" mode of a 16-bit PNG) is divided by 257 (65535 → 255);
+    palette images with transparency and images with alpha lose the alpha (as the timm / VMamba
+    loaders do); CMYK uses Pillow's conversion.  32-bit integer or float images, whose range the
+    file does not say, are refused by name.
+    """
+    image = require("PIL.Image", "plot", "reading images")
+    mode = im.mode
+    if mode in _GREY16 or (mode == "I" and im.format == "PNG"):  # a PNG holds at most 16 bits
+        grey = np.asarray(im, dtype=np.float64)
+        return image.fromarray(np.round(grey / 257.0).clip(0, 255).astype(np.uint8)).convert("RGB")
+    if mode in ("I", "F") or mode.startswith("I;"):
+        kind = "a floating-point" if mode == "F" else "an integer"
+        raise ImageError(
+            f"cannot read image {path}: {kind} image (Pillow mode {mode!r}) has no fixed value "
+            "range to scale from; save it as an 8- or 16-bit PNG or JPEG"
+        )
+    if mode == "P" and "transparency" in im.info or mode == "PA":
+        im = im.convert("RGBA")  # Pillow warns when a transparent palette goes straight to RGB
+    return im.convert("RGB")
+
+
 def load_image(path: str | os.PathLike, size: int = 224, *, crop_ratio: float = 0.875):
     """One image as the model takes it, and as it looks.
 
-    The shorter side is resized to ``size / crop_ratio`` (bicubic), the centre ``size × size``
-    is cropped (the timm / VMamba evaluation transform), then ImageNet mean/std normalisation.
+    The image is turned upright by its EXIF orientation and made 8-bit RGB by its real bit
+    depth (16-bit grey is scaled, not clipped; palette, grey, alpha and CMYK images are
+    converted; 32-bit integer and float images are refused by name).  The shorter side is
+    resized to ``size / crop_ratio`` (bicubic), the centre ``size × size`` is cropped (the timm /
+    VMamba evaluation transform), then ImageNet mean/std normalisation.
 
     Returns:
       ``(normalised (size, size, 3) float32, display (size, size, 3) uint8)``.
+
+    >>> import tempfile, numpy as np
+    >>> from PIL import Image
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(f"{tmp}/grey16.png")
+    ...     x, shown = load_image(f"{tmp}/grey16.png", size=4)
+    >>> x.shape, shown.dtype, int(shown.max())
+    ((4, 4, 3), dtype('uint8'), 255)
     """
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ImageError(f"the image size must be an int >= 1, got {size!r}")
+    if not isinstance(crop_ratio, int | float) or not 0 < crop_ratio <= 1:
+        raise ImageError(f"crop_ratio must be in (0, 1], got {crop_ratio!r}")
     pil = require("PIL.Image", "plot", "reading images")
-    Image, UnidentifiedImageError = pil, pil.UnidentifiedImageError
+    ops = require("PIL.ImageOps", "plot", "reading images")
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with pil.open(path) as im:
+            im = _to_rgb(ops.exif_transpose(im), path)
             scale = size / crop_ratio / min(im.size)
             w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
-            im = im.resize((w, h), Image.BICUBIC)
+            im = im.resize((w, h), pil.BICUBIC)
             left, top = (w - size) // 2, (h - size) // 2
             display = np.asarray(im.crop((left, top, left + size, top + size)), np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"cannot read image {path}: {e}") from e
+    except ImageError:
+        raise
+    except Exception as e:  # Pillow raises many types for damaged or unusual files
+        raise ImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
     normalised = (display.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return normalised, display
 

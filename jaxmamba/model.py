@@ -7,6 +7,7 @@ A model is a config plus a parameter pytree; every function here is pure and jit
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -131,10 +132,19 @@ def select_blocks(config: VMambaConfig, blocks=None) -> tuple[str, ...]:
     if callable(blocks):
         chosen = {n for n in names if blocks(n)}
     else:
-        items = [blocks] if isinstance(blocks, (int, str)) else list(blocks)
+        if isinstance(blocks, numbers.Integral | str):
+            items = [blocks]
+        else:
+            try:
+                items = list(blocks)
+            except TypeError:
+                raise InputError(
+                    f"blocks must be None, a stage, block names or a predicate, got {blocks!r}"
+                ) from None
         chosen = set()
         for item in items:
-            if isinstance(item, int) and not isinstance(item, bool):
+            if isinstance(item, numbers.Integral) and not isinstance(item, bool | np.bool_):
+                item = int(item)  # a NumPy integer too
                 if not 0 <= item < config.num_stages:
                     raise InputError(f"stage {item} out of range 0..{config.num_stages - 1}")
                 chosen |= {n for n in names if n.startswith(f"layers.{item}.")}

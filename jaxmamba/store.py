@@ -15,7 +15,14 @@ Guarantees:
   :class:`~jaxmamba.errors.CheckpointError` naming the damaged file (a flipped byte, a truncated
   or missing file).
 * **Never someone else's.** :func:`write` with ``overwrite=True`` replaces only a folder that
-  :func:`is_ours` recognises; it never deletes anything else.
+  :func:`is_ours` recognises; it never deletes anything else, and :func:`guard` refuses ``/``,
+  the home folder, the current directory, any folder holding one of them, and any folder holding
+  an input of the command, whatever they contain.
+* **Interrupted cleanly.** A write stopped by an exception, Ctrl-C or ``SIGTERM`` removes its
+  temporary folder (then ``SIGTERM`` ends the process as it would have); one killed outright
+  (``SIGKILL``, a power cut) leaves it to the next write's cleaning.  A full disk is one
+  :class:`~jaxmamba.errors.CheckpointError` (checked before writing where the size is known),
+  not a screen of tracebacks from the writer's threads.
 * **Multi-process.** With several JAX processes, process 0 writes (the trees must be the same on
   every process, e.g. replicated sums) and all processes wait for it; every process reads.
 
@@ -30,12 +37,17 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import signal
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -50,7 +62,9 @@ __all__ = [
     "StepStore",
     "clean_temporaries",
     "first_line",
+    "guard",
     "is_ours",
+    "parse_json",
     "quiet_orbax",
     "read",
     "remove",
@@ -65,15 +79,83 @@ _TMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{12}$")
 
 
 @contextlib.contextmanager
-def quiet_orbax() -> Iterator[None]:
-    """Silence Orbax's absl INFO/WARNING chatter for the duration of a save or load."""
+def quiet_orbax(level: int = logging.ERROR) -> Iterator[None]:
+    """Silence Orbax's absl chatter below ``level`` for the duration of a save or load."""
     logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    previous = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(previous)
+
+
+def parse_json(text: str, source: str | os.PathLike) -> object:
+    """``json.loads(text)``, refusing what Python's json accepts but JSON does not.
+
+    ``NaN``/``Infinity`` constants and nesting deep enough to exhaust the recursion limit raise
+    :class:`~jaxmamba.errors.CheckpointError` naming ``source``, like any malformed text.
+
+    >>> parse_json('{"eps": 1e-5}', "config.json")
+    {'eps': 1e-05}
+    >>> parse_json('{"eps": Infinity}', "config.json")
+    Traceback (most recent call last):
+    ...
+    jaxmamba.errors.CheckpointError: config.json is not valid JSON: Infinity is not a JSON number
+    """
+
+    def constant(name):
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(text, parse_constant=constant)
+    except RecursionError:
+        raise CheckpointError(f"{source} is not valid JSON: nested too deeply") from None
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{source} is not valid JSON: {first_line(e)}") from None
+
+
+def _real(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def guard(folder: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) -> Path:
+    """Refuse ``folder`` as a place to replace or clear; return its absolute path if it is safe.
+
+    Raises :class:`~jaxmamba.errors.CheckpointError` if ``folder`` (symbolic links resolved) is
+    ``/``, the home folder, the current directory, a folder that contains one of them, or a
+    folder that is or contains one of the paths in ``protect`` (the inputs of a command) —
+    whatever it holds, even a jaxmamba checkpoint.
+
+    >>> guard("/")
+    Traceback (most recent call last):
+    ...
+    jaxmamba.errors.CheckpointError: / is the root folder; jaxmamba never replaces or clears it
+    """
+    real = _real(folder)
+    shown = Path(folder).expanduser().absolute()
+    never = "; jaxmamba never replaces or clears it"
+    if real == real.parent:
+        raise CheckpointError(f"{shown} is the root folder{never}")
+    places = []
+    with contextlib.suppress(OSError):  # a deleted current directory has no path
+        places.append(("the current directory", _real(os.getcwd())))
+    with contextlib.suppress(RuntimeError, KeyError):  # no home folder known
+        places.append(("your home folder", _real(Path.home())))
+    for what, place in places:
+        if real == place:
+            raise CheckpointError(f"{shown} is {what}{never}")
+    for what, place in places:
+        if real in place.parents:
+            raise CheckpointError(f"{shown} contains {what} ({place}){never}")
+    for path in protect:
+        path = _real(path)
+        if real == path or real in path.parents:
+            raise CheckpointError(
+                f"{shown} {'is' if real == path else 'contains'} the input {path}; "
+                "choose another folder"
+            )
+    return shown
 
 
 def _checkpointer():
@@ -106,9 +188,9 @@ def is_ours(folder: str | os.PathLike) -> bool:
         ("config.json", "format", "jaxmamba"),
     ):
         try:
-            if json.loads((folder / name).read_text()).get(key) == value:
+            if parse_json((folder / name).read_text(), folder / name).get(key) == value:
                 return True
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError):  # CheckpointError is a ValueError
             continue
     return False
 
@@ -131,7 +213,11 @@ def clean_temporaries(parent: Path, name: str) -> None:
         m = _TMP.match(p.name)
         if m and m.group("name") == name and int(m.group("pid")) != os.getpid():
             if not _alive(int(m.group("pid"))):
-                shutil.rmtree(p, ignore_errors=True)
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:  # a file of write_text_atomic
+                    with contextlib.suppress(OSError):
+                        p.unlink()
 
 
 def _barrier(name: str) -> None:
@@ -160,7 +246,7 @@ def write(
     Returns:
       The absolute path of ``folder``.
     """
-    folder = Path(folder).expanduser().absolute()
+    folder = guard(folder)
     files = dict(files or {})
     if folder.exists():
         if not folder.is_dir():
@@ -177,9 +263,128 @@ def write(
                 )
     host = {name: jax.tree.map(np.asarray, tree) for name, tree in trees.items()}
     if jax.process_index() == 0:
-        _write_primary(folder, host, files)
+        _check_space(folder, host, files)
+        with _terminate_cleanly():
+            _write_primary(folder, host, files)
     _barrier(f"jaxmamba-store-{folder}")
     return folder
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def _check_space(folder: Path, trees: Mapping[str, object], files: Mapping[str, str]) -> None:
+    """Refuse a write that cannot fit in the free space of ``folder``'s file system."""
+    need = sum(leaf.nbytes for tree in trees.values() for leaf in jax.tree.leaves(tree))
+    need += sum(len(text.encode()) for text in files.values())
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder.anchor)
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return
+    if need > free:
+        raise CheckpointError(
+            f"not enough space to write {folder}: it needs about {_size(need)}, the disk of "
+            f"{existing} has {_size(free)} free; nothing was written"
+        )
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived during a write (raised by the handler of :func:`_terminate_cleanly`)."""
+
+
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """While a write runs, let ``SIGTERM`` raise so that the write removes its temporary folder;
+    the process then ends by ``SIGTERM`` as it would have.  Only in the main thread, and only
+    where ``SIGTERM`` has its default action (a program's own handler is left alone)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not stop the cleanup
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # the cleanup is done: end as SIGTERM ends us
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _closed_loop(report) -> bool:
+    return isinstance(report.exc_value, RuntimeError) and "Event loop is closed" in str(
+        report.exc_value
+    )
+
+
+def _drop_closed_loop_reports() -> None:
+    """From now on, drop the "Event loop is closed" reports that tensorstore's callbacks keep
+    sending, after a failed Orbax write, to event loops Orbax has closed (other reports pass)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxmamba_filter", False):
+        return
+
+    def hook(report):
+        if not _closed_loop(report):
+            previous(report)
+
+    hook._jaxmamba_filter = True
+    sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def _held_unraisable() -> Iterator[None]:
+    """Hold the "Exception ignored" reports of a write's threads (Orbax's and tensorstore's event
+    loops report a failed write dozens of times, some of them later); replay them only if the
+    write succeeds."""
+    held = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = held.append
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        sys.unraisablehook = previous
+        if ok:
+            for report in held:
+                previous(report)
+        else:
+            for report in held:
+                if not _closed_loop(report):
+                    previous(report)
+            _drop_closed_loop_reports()
+
+
+def _remove_temporary(tmp: Path) -> None:
+    """Remove a failed write's folder, and again if a writer thread still finishing recreates
+    part of it (tensorstore may complete a pending write after Orbax gave up)."""
+    for _ in range(20):
+        shutil.rmtree(tmp, ignore_errors=True)
+        time.sleep(0.05)
+        if not tmp.exists():
+            return
+
+
+def _no_space(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        text = str(e)
+        if "No space left on device" in text or "os_error_code='28'" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _write_primary(folder: Path, trees: Mapping[str, object], files: Mapping[str, str]) -> None:
@@ -191,7 +396,7 @@ def _write_primary(folder: Path, trees: Mapping[str, object], files: Mapping[str
         folder.parent.mkdir(parents=True, exist_ok=True)
         clean_temporaries(folder.parent, folder.name)
         tmp.mkdir()
-        with quiet_orbax():
+        with quiet_orbax(logging.CRITICAL), _held_unraisable():  # a failure is reported below
             checkpointer = _checkpointer()
             try:
                 for name, tree in trees.items():
@@ -210,7 +415,7 @@ def _write_primary(folder: Path, trees: Mapping[str, object], files: Mapping[str
                 folder.rmdir()
         tmp.rename(folder)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_temporary(tmp)
         if old.exists() and not folder.exists():
             old.rename(folder)  # put the previous folder back
         for parent in new_parents:  # innermost first
@@ -218,6 +423,10 @@ def _write_primary(folder: Path, trees: Mapping[str, object], files: Mapping[str
                 parent.rmdir()
         if isinstance(e, CheckpointError) or not isinstance(e, Exception):
             raise
+        if _no_space(e):
+            raise CheckpointError(
+                f"could not write {folder}: no space left on device; nothing was written"
+            ) from None
         raise CheckpointError(f"could not write {folder}: {first_line(e)}") from e
     shutil.rmtree(old, ignore_errors=True)
 
@@ -225,6 +434,7 @@ def _write_primary(folder: Path, trees: Mapping[str, object], files: Mapping[str
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to the file ``path`` atomically (a temporary sibling, then a rename)."""
     path = Path(path)
+    clean_temporaries(path.parent, path.name)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     try:
         tmp.write_text(text)
@@ -243,7 +453,7 @@ def verify(folder: str | os.PathLike) -> dict[str, str]:
     folder = Path(folder)
     table_file = folder / CHECKSUM_FILE
     try:
-        table = json.loads(table_file.read_text())
+        table = parse_json(table_file.read_text(), table_file)
     except FileNotFoundError:
         raise CheckpointError(
             f"{folder} has no {CHECKSUM_FILE}: not a complete jaxmamba store"
@@ -259,6 +469,8 @@ def verify(folder: str | os.PathLike) -> dict[str, str]:
     listed = table["files"]
     for rel, digest in listed.items():
         path = folder / rel
+        if not isinstance(digest, str) or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise CheckpointError(f"{table_file} is not a jaxmamba checksum table")
         if not path.is_file():
             raise CheckpointError(f"{path} is missing: the folder {folder} is incomplete")
         if _sha256(path) != digest:
@@ -308,7 +520,7 @@ def read(
 
 def remove(folder: str | os.PathLike) -> None:
     """Delete ``folder`` if :func:`is_ours` recognises it; refuse anything else."""
-    folder = Path(folder)
+    folder = guard(folder)
     if not folder.exists():
         return
     if not is_ours(folder):
@@ -328,9 +540,9 @@ class StepStore:
     """
 
     def __init__(self, directory: str | os.PathLike, keep: int = 2) -> None:
-        if keep < 1:
-            raise CheckpointError(f"keep must be >= 1, got {keep}")
-        self.directory = Path(directory).expanduser().absolute()
+        if not isinstance(keep, int) or keep < 1:
+            raise CheckpointError(f"keep must be an int >= 1, got {keep!r}")
+        self.directory = guard(directory)
         self.keep = keep
 
     def steps(self) -> list[int]:
