@@ -209,13 +209,13 @@ def _check_existing(out: Path, plan: dict) -> dict | None:
     if not out.is_dir() or not any(out.iterdir()):
         return None
     try:
-        saved = json.loads((out / STUDY_FILE).read_text())
+        saved = store.parse_json((out / STUDY_FILE).read_text(), out / STUDY_FILE)
     except FileNotFoundError:
         raise StudyError(
             f"{out} is not empty and holds no {STUDY_FILE}: it is not a study jaxmamba wrote, "
             "so it is neither used nor changed; choose another --out"
         ) from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, UnicodeDecodeError) as e:
         raise StudyError(f"{out / STUDY_FILE} is unreadable or damaged: {e}") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise StudyError(f"{out / STUDY_FILE} is not a jaxmamba study")
@@ -275,6 +275,10 @@ def write_study(
       The :class:`Study` (opened for reading).
     """
     out = Path(out_dir).expanduser().absolute()
+    try:
+        store.guard(out)  # never /, the home or current folder, or a folder holding them
+    except ValueError as e:
+        raise StudyError(str(e)) from None
     orders = list(orders)
     if not orders or any(o not in ORDER_NAMES for o in orders) or len(set(orders)) < len(orders):
         raise StudyError(f"orders must be distinct names from {ORDER_NAMES}, got {orders}")
@@ -611,10 +615,10 @@ class Study:
     def __init__(self, path: str | os.PathLike, *, require_complete: bool = True) -> None:
         self.path = Path(path).expanduser().absolute()
         try:
-            meta = json.loads((self.path / STUDY_FILE).read_text())
+            meta = store.parse_json((self.path / STUDY_FILE).read_text(), self.path / STUDY_FILE)
         except FileNotFoundError:
             raise StudyError(f"{self.path} is not a study: it has no {STUDY_FILE}") from None
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, UnicodeDecodeError) as e:
             raise StudyError(f"{self.path / STUDY_FILE} is unreadable or damaged: {e}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise StudyError(f"{self.path / STUDY_FILE} is not a jaxmamba study")

@@ -254,6 +254,11 @@ def fit(
         out_dir = Path(out_dir).expanduser()
         ckpt = _Checkpoints(out_dir, config, model, len(images))
         latest = ckpt.latest_step()
+        if latest is None and (out_dir / HISTORY_FILE).exists():
+            raise TrainError(
+                f"{out_dir / HISTORY_FILE} exists but {out_dir} holds no training checkpoints: "
+                "it is not a run fit wrote, so it is not overwritten; use another out_dir"
+            )
         if latest is not None:
             target = {"params": model.params, "opt_state": opt_state, "key": root}
             state, meta = ckpt.restore(latest, target)

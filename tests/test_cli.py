@@ -124,3 +124,12 @@ def test_out_that_is_a_file_or_a_foreign_folder(photo, tmp_path, capsys):
 def test_serve_of_a_missing_study(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "nothing"), "--no-browser"]) == 2
     assert "not a study" in capsys.readouterr().err
+
+
+def test_explore_refuses_up_front_what_cannot_fit(photo, tmp_path, capsys):
+    out = tmp_path / "big"
+    argv = ["explore", "--images", str(photo / "a.png"), "--out", str(out), "--size", "2048"]
+    assert main([*argv, "--blocks", "0"]) == 2  # a 512x512 grid: 275 GB per map
+    err = capsys.readouterr().err
+    assert "GiB of memory" in err and "lower --batch-size" in err and err.count("\n") == 1
+    assert not out.exists()

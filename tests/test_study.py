@@ -170,3 +170,13 @@ def test_synthetic_study_at_vmamba_t_scale(tmp_path):
     assert abs(study.size_bytes() - 2 * 4 * sum(b.length**2 for b in study.blocks)) == 0
     assert study.heat("spiral", "layers.0.blocks.1", list(range(0, 3136, 7))).shape == (3136,)
     assert isinstance(Path(study.path / "study.json").read_text(), str)
+
+
+def test_never_writes_into_the_current_or_home_folder(setup, tmp_path, monkeypatch):
+    model, x, _ = setup
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.txt").write_text("keep")
+    for target in (".", str(tmp_path.parent)):
+        with pytest.raises(StudyError, match="current directory"):
+            write_study(target, model, x, blocks=[3], progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]

@@ -281,3 +281,11 @@ def test_shipped_order_models(order):
     xt, yt = D.load_digits_images(data["image_size"], split="test", seed=data["split_seed"])
     accuracy = evaluate(model, xt, yt, order=order, batch_size=len(yt))
     assert accuracy >= record["test_accuracy"] - 0.005
+
+
+def test_fit_never_overwrites_a_history_it_did_not_write(tmp_path, digits):
+    (tmp_path / "history.json").write_text('{"mine": true}')
+    model = jaxmamba.create_model(TINY)
+    with pytest.raises(TrainError, match="not a run fit wrote"):
+        fit(model, digits[0], None, config(epochs=1), out_dir=tmp_path, progress=False)
+    assert (tmp_path / "history.json").read_text() == '{"mine": true}'
