@@ -70,6 +70,7 @@ __all__ = [
     "remove",
     "verify",
     "write",
+    "write_bytes_atomic",
     "write_text_atomic",
 ]
 
@@ -431,17 +432,24 @@ def _write_primary(folder: Path, trees: Mapping[str, object], files: Mapping[str
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to the file ``path`` atomically (a temporary sibling, then a rename)."""
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to the file ``path`` atomically (a temporary sibling, then a rename);
+    missing parent folders are created."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     clean_temporaries(path.parent, path.name)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to the file ``path`` atomically."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def verify(folder: str | os.PathLike) -> dict[str, str]:

@@ -119,24 +119,9 @@ def _digest_array(a: np.ndarray) -> str:
 
 
 def _write_npy(path: Path, array) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(array, np.float32))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, np.float32))
+    store.write_bytes_atomic(path, buf.getvalue())
 
 
 def estimate_bytes(blocks: Sequence[Block], n_orders: int, k_routes: int, route_maps: bool) -> int:
@@ -360,7 +345,7 @@ def write_study(
     for i in range(n):
         path = out / "images" / f"{i}.png"
         if not path.exists():
-            _write_bytes(path, png_bytes(display[i], max_side=448))
+            store.write_bytes_atomic(path, png_bytes(display[i], max_side=448))
     for order in orders:
         writer.means(order, images, options, batch_size, save_every)
         writer.singles(order, images[single], batch_size)
@@ -453,7 +438,7 @@ class _Writer:
                 op = {k: np.asarray(params[k], np.float32) for k in SCAN_PARAMS}
                 buf = io.BytesIO()
                 np.savez(buf, **op)
-                _write_bytes(path, buf.getvalue())
+                store.write_bytes_atomic(path, buf.getvalue())
         paths = {b.name: out / "single" / order / f"{b.name}.npy" for b in self.blocks}
         if all(p.exists() for p in paths.values()):
             return
@@ -857,7 +842,7 @@ def write_synthetic_study(
     out.mkdir(parents=True)
     for i in range(n_images):
         noise = rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
-        _write_bytes(out / "images" / f"{i}.png", png_bytes(noise))
+        store.write_bytes_atomic(out / "images" / f"{i}.png", png_bytes(noise))
     for b in blocks:
         h, w = b.grid
         r, c = np.divmod(np.arange(b.length), w)

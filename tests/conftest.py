@@ -111,3 +111,25 @@ def chromium(tmp_path):
     drv.set_page_load_timeout(30)
     yield drv
     drv.quit()
+
+
+def wait_idle(drv, timeout: float = 60.0) -> None:
+    """Wait until the explorer page is ready and has no request in flight; fail on its error."""
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        state = drv.execute_script(
+            "return window.explorer ? [explorer.ready, explorer.busy, explorer.error] : null;"
+        )
+        if state and state[2]:
+            raise AssertionError(f"the page reports an error: {state[2]}")
+        if state and state[0] and state[1] == 0:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the explorer did not become idle")
+
+
+def severe(drv) -> list:
+    """The browser console's errors."""
+    return [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]

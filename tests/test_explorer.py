@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import severe
 
 from jaxmamba.explorer import (
     ExplorerError,
@@ -154,10 +155,6 @@ def test_errors(block, kwargs, match):
 # ------------------------------------------------------------------------------------------------
 # the page in headless Chromium
 # ------------------------------------------------------------------------------------------------
-
-
-def severe(drv) -> list:
-    return [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
 
 
 def heat_hash(drv) -> str:

@@ -4,10 +4,9 @@ side by side; selection linked by image area across stages; honest colour."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
+from conftest import severe, wait_idle
 
 import jaxmamba
 from jaxmamba.study import write_study
@@ -33,32 +32,14 @@ def page(study, chromium):
 
     with ServerThread(study) as server:
         chromium.get(server.url)
-        idle(chromium)
+        wait_idle(chromium)
         yield chromium
-
-
-def idle(drv, timeout: float = 60.0):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        state = drv.execute_script(
-            "return window.explorer ? [explorer.ready, explorer.busy, explorer.error] : null;"
-        )
-        if state and state[2]:
-            raise AssertionError(f"the page reports an error: {state[2]}")
-        if state and state[0] and state[1] == 0:
-            return
-        time.sleep(0.02)
-    raise AssertionError("the explorer did not become idle")
 
 
 def js(drv, code, *args):
     out = drv.execute_script(code, *args)
-    idle(drv)
+    wait_idle(drv)
     return out
-
-
-def severe(drv) -> list:
-    return [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
 
 
 @pytest.mark.browser

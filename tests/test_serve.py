@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import severe, wait_idle
 
 from jaxmamba.errors import StudyError
 from jaxmamba.study import write_synthetic_study
@@ -153,23 +154,3 @@ def test_served_page_at_full_scale(study, chromium):
         )
         assert moved < 500_000, moved  # kilobytes per interaction, never a 39 MB map
         assert severe(chromium) == []
-
-
-def wait_idle(drv, timeout: float = 30.0):
-    import time
-
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        state = drv.execute_script(
-            "return window.explorer ? [explorer.ready, explorer.busy, explorer.error] : null;"
-        )
-        if state and state[2]:
-            raise AssertionError(f"the page reports an error: {state[2]}")
-        if state and state[0] and state[1] == 0:
-            return
-        time.sleep(0.02)
-    raise AssertionError("the explorer did not become idle")
-
-
-def severe(drv) -> list:
-    return [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
