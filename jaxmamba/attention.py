@@ -35,6 +35,7 @@ from jaxmamba.layers import HIGHEST
 from jaxmamba.model import Model, apply, check_images, select_blocks
 from jaxmamba.orders import Order, SoftOrder, as_order
 from jaxmamba.ss2d import cross_scan, is_hard, scan_inputs
+from jaxmamba.tiles import causal_maps, spatial_maps
 
 __all__ = [
     "AttentionError",
@@ -76,9 +77,13 @@ def route_attention(
       B, C: ``(K, N, L)`` input and output projections of each route.
       channels: ``"mean"`` (mean of α over channels), ``"abs_mean"`` (mean of |α|), or a
         tuple of channel indices (per-channel maps of those channels of every route).
-      chunk: query rows per tile T (default a power of two near √L); results do not depend on it.
+      chunk: query rows per tile T (default: :func:`jaxmamba.tiles.chunk_plan` for ``"mean"``, a
+        power of two near √L otherwise); results do not depend on it.
 
-    Computes in float32, or float64 when the inputs are float64 (with ``jax_enable_x64``).
+    ``"mean"`` is computed by the chunked matrix products of :mod:`jaxmamba.tiles`; the
+    per-channel modes one query tile at a time, the keys before the tile by one product and the
+    diagonal tile directly.  Computes in float32, or float64 when the inputs are float64 (with
+    ``jax_enable_x64``).
 
     Returns:
       ``(K, L, L)`` for ``"mean"``/``"abs_mean"``, ``(K, C, L, L)`` for a channel subset; row t is
@@ -92,6 +97,8 @@ def route_attention(
     """
     k, d, l = dt.shape
     _check_chunk(chunk)
+    if isinstance(channels, str) and channels == "mean":
+        return causal_maps(dt, A, B, C, chunk=chunk)
     if isinstance(channels, str):
         sel = None
     else:
@@ -387,30 +394,75 @@ def block_attention(
 
 
 def _block_attention(op, x, routes, options: AttentionOptions, chunk):
-    channels = options.channels
-    b, d, l = x.shape
-    k = op["x_proj_weight"].shape[0]
-    n = op["A_logs"].shape[-1]
-    s = scan_inputs(op, cross_scan(x.astype(jnp.float32), routes))
-    dt = jax.nn.softplus(s["delta"] + s["delta_bias"][:, None]).reshape(b, k, d, l)
-    A = s["A"].reshape(k, d, n)
+    b = x.shape[0]
+    dt, A, B, C, Dk = _scan_args(op, x, routes)
+    if _tiled(options, routes):
+        A = jnp.broadcast_to(A, (b,) + A.shape)
+        return _finish(_mean_maps(dt, A, B, C, routes, options, chunk), Dk[None], options)
     maps = jax.lax.map(
-        lambda a: route_attention(a[0], A, a[1], a[2], channels=channels, chunk=chunk),
-        (dt, s["B"], s["C"]),
+        lambda a: route_attention(a[0], A, a[1], a[2], channels=options.channels, chunk=chunk),
+        (dt, B, C),
     )  # (b, k, [c,] l, l) scan order
     if options.include_skip:
-        Dk = s["D"].reshape(k, d)
-        if isinstance(channels, str):
-            skip = jnp.mean(jnp.abs(Dk) if channels == "abs_mean" else Dk, axis=1)  # (k,)
+        l = x.shape[-1]
+        if isinstance(options.channels, str):
+            skip = jnp.mean(jnp.abs(Dk) if options.channels == "abs_mean" else Dk, axis=1)  # (k,)
             maps = maps + skip[None, :, None, None] * jnp.eye(l, dtype=maps.dtype)
         else:
-            skip = Dk[:, np.asarray(channels)]  # (k, c)
+            skip = Dk[:, np.asarray(options.channels)]  # (k, c)
             maps = maps + skip[None, :, :, None, None] * jnp.eye(l, dtype=maps.dtype)
     maps = _to_spatial(maps, routes)
     if options.route_mode == "sum":
         return _normalize(jnp.sum(maps, axis=1), options.normalize)
     if options.route_mode == "nall":
         return _normalize(jnp.mean(_normalize(maps, "minmax"), axis=1), options.normalize)
+    return _normalize(maps, options.normalize)
+
+
+def _scan_args(op, x, routes):
+    """Final Δ ``(B, K, D, L)``, A ``(K, D, N)``, B, C ``(B, K, N, L)``, D ``(K, D)`` of a block."""
+    b, d, l = x.shape
+    k = op["x_proj_weight"].shape[0]
+    n = op["A_logs"].shape[-1]
+    s = scan_inputs(op, cross_scan(x.astype(jnp.float32), routes))
+    dt = jax.nn.softplus(s["delta"] + s["delta_bias"][:, None]).reshape(b, k, d, l)
+    return dt, s["A"].reshape(k, d, n), s["B"], s["C"], s["D"].reshape(k, d)
+
+
+def _tiled(options: AttentionOptions, routes) -> bool:
+    """Whether maps come from :func:`jaxmamba.tiles.spatial_maps` (channel mean, hard routes)."""
+    return options.channels == "mean" and is_hard(routes)
+
+
+_TEMP_BYTES = 2**28  # scans whose maps are made at once (the rest stream through lax.map)
+
+
+def _mean_maps(dt, A, B, C, routes, options: AttentionOptions, chunk):
+    """Channel-mean maps of M scans ``dt (M, K, D, L)`` …: ``(M, L, L)``, or ``(M, K, L, L)``
+    when the routes are kept apart (``route_mode`` ``"each"`` or ``"nall"``)."""
+    m, k, _, l = dt.shape
+    each = options.route_mode != "sum"
+    step = functools.partial(spatial_maps, routes=routes, each=each, chunk=chunk)
+    per_scan = (2 * k + 2) * l * l * 4  # route maps, their sum and the top-level key tensors
+    size = max(1, min(m, _TEMP_BYTES // per_scan))
+    if size >= m:
+        return step(dt, A, B, C)
+    return jax.lax.map(lambda a: step(*(x[None] for x in a))[0], (dt, A, B, C), batch_size=size)
+
+
+def _finish(maps, Dk, options: AttentionOptions):
+    """Skip, route mode and normalisation of channel-mean spatial maps (see :func:`_mean_maps`);
+    ``Dk (M, K, D)`` are the blocks' D skips."""
+    eye = jnp.eye(maps.shape[-1], dtype=maps.dtype)
+    skip = jnp.mean(Dk, axis=-1)  # (M, K): the channel mean, like α
+    if options.route_mode == "sum":
+        if options.include_skip:
+            maps = maps + jnp.sum(skip, axis=1)[:, None, None] * eye
+        return _normalize(maps, options.normalize)
+    if options.include_skip:
+        maps = maps + skip[:, :, None, None] * eye
+    if options.route_mode == "nall":
+        maps = jnp.mean(_normalize(maps, "minmax"), axis=1)
     return _normalize(maps, options.normalize)
 
 
@@ -484,12 +536,35 @@ def compute_maps(
                 )
     _, cache = apply(model, images, order, implementation, frozenset(names))
     maps = {}
-    for block in blocks:
-        maps[block.name] = _block_attention(
-            block_params(model, block.name), cache[block.name]["x"], order.routes(*block.grid),
-            options, chunk,
-        )  # fmt: skip
+    for same in _same_shape(blocks, cache):
+        routes = order.routes(*same[0].grid)
+        if len(same) == 1 or not _tiled(options, routes):
+            for block in same:
+                maps[block.name] = _block_attention(
+                    block_params(model, block.name), cache[block.name]["x"], routes, options,
+                    chunk,
+                )  # fmt: skip
+            continue
+        # blocks of one shape: their scans go through the tiled kernel together
+        b = images.shape[0]
+        parts = [
+            _scan_args(block_params(model, blk.name), cache[blk.name]["x"], routes) for blk in same
+        ]
+        dt, B, C = (jnp.concatenate([p[i] for p in parts]) for i in (0, 2, 3))
+        A = jnp.concatenate([jnp.broadcast_to(p[1], (b,) + p[1].shape) for p in parts])
+        Dk = jnp.concatenate([jnp.broadcast_to(p[4], (b,) + p[4].shape) for p in parts])
+        out = _finish(_mean_maps(dt, A, B, C, routes, options, chunk), Dk, options)
+        for i, block in enumerate(same):
+            maps[block.name] = out[i * b : (i + 1) * b]
     return AttentionMaps(maps, blocks, _order_label(order), options)
+
+
+def _same_shape(blocks, cache) -> list[list[Block]]:
+    """Blocks grouped by grid and scan-input shape, in forward order of their first member."""
+    groups: dict = {}
+    for block in blocks:
+        groups.setdefault((block.grid, cache[block.name]["x"].shape), []).append(block)
+    return list(groups.values())
 
 
 def block_params(model: Model, name: str) -> dict:

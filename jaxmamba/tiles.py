@@ -1,0 +1,369 @@
+"""Exact channel-mean hidden attention by chunked matrix products (the SSD tiling of DESIGN §3).
+
+For one scan route, positions t ≥ s, prefix sums ``P_t = Σ_{j≤t} Δ_j`` (per channel d)::
+
+    ᾱ[t, s] = (1/D) Σ_{d,n} C_t[n] · exp(A_{dn} (P_t − P_s)) · Δ_s B_s[n]
+
+Cut the sequence into chunks of T positions.  For a query in chunk i (first position b) and a
+key in an earlier chunk j (last position e) the decay factorises through the chunk
+boundaries, every exponent ≤ 0::
+
+    exp(A(P_t − P_s)) = exp(A(P_t − P_{b−1})) · exp(A(P_{b−1} − P_e)) · exp(A(P_e − P_s))
+
+so the off-diagonal tiles of a query chunk are one matrix product ``(T × D·N)·(D·N × L)`` with
+the middle factor folded into the keys (the keys of chunks j ≥ i are zero).  A diagonal tile is
+the same problem on a sequence of T positions: it is solved recursively with smaller chunks, and
+chunks of at most 8 positions use the direct form.  Nothing ``D × L × L`` is ever built; the
+largest intermediate is the ``(L/T) × L × D·N`` key tensor of the top level.
+
+Route pairs: a route and its reverse (VMamba's routes 0 and 2, 1 and 3; every named order's
+routes 2, 3 reverse 0, 1) fill the lower and the upper triangle of one matrix in the first
+route's scan coordinates, so one product with inner size ``2·D·N`` writes both.  The route
+un-permutation and the route sum are then one gather-and-add pass over the ``L × L`` output.
+
+Everything is float32 (float64 if the inputs are float64) and differentiable; the results equal
+a float64 evaluation of the definition to float32 rounding (``tests/test_attention.py``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from jaxmamba.layers import HIGHEST
+
+__all__ = ["chunk_plan", "causal_maps", "route_groups", "spatial_maps"]
+
+_DIRECT = 8  # chunks of at most this many positions use the direct form
+_TOP = (7, 8, 6, 5, 4)  # preferred numbers of top-level chunks, best first
+
+
+def _split(t: int) -> int | None:
+    """Chunks per level for a sequence of ``t`` positions, or None for the direct form: the
+    fewest chunks that reach the direct size, else the most chunks (at most 8)."""
+    if t <= _DIRECT:
+        return None
+    final = [f for f in range(2, 9) if t % f == 0 and t // f <= _DIRECT]
+    if final:
+        return final[0]
+    return next((f for f in range(8, 1, -1) if t % f == 0), None)  # None: a prime > 8
+
+
+def _sub_plan(t: int) -> tuple[int, ...]:
+    sizes = []
+    while (f := _split(t)) is not None:
+        t //= f
+        sizes.append(t)
+    return tuple(sizes)
+
+
+def chunk_plan(l: int, chunk: int | None = None) -> tuple[int, tuple[int, ...]]:
+    """Padded length and chunk sizes (coarse to fine) used for a sequence of ``l`` positions.
+
+    The top level cuts the (zero-padded) sequence into 4 to 8 chunks; each level below cuts a
+    chunk into up to 8; chunks of at most 8 positions use the direct form.  ``chunk`` forces the
+    top-level chunk size.  Results do not depend on the plan.
+
+    >>> chunk_plan(3136), chunk_plan(49), chunk_plan(5)
+    ((3136, (448, 56, 7)), (49, (7,)), (5, ()))
+    """
+    if chunk is not None:
+        chunk = max(1, int(chunk))
+        lp = -(-l // chunk) * chunk
+        return (lp, ()) if lp <= chunk else (lp, (chunk,) + _sub_plan(chunk))
+    if l <= 4 * _DIRECT:
+        return l, ()
+    for lp in range(l, 2 * l + 8):
+        for top in _TOP:
+            if lp % top == 0 and _fully_split(lp // top):
+                return lp, (lp // top,) + _sub_plan(lp // top)
+    raise AssertionError(f"no chunk plan for length {l}")  # unreachable: 8·7^k forms exist
+
+
+def _fully_split(t: int) -> bool:
+    while (f := _split(t)) is not None:
+        t //= f
+    return t <= _DIRECT
+
+
+def _factors(dt, A, B, C, c: int):
+    """The three factors of one level with chunks of ``c`` positions.
+
+    dt ``(m, T, D)``, A ``(m, D, N)``, B, C ``(m, T, N)`` → ``q`` (query chunk i, position t:
+    ``C_t exp(A(P_t − P_{b_i−1}))``), ``k`` (key chunk j, position s: ``exp(A(P_{e_j} − P_s))
+    Δ_s B_s``), both ``(m, T/c, c, D, N)``, and ``mid[i, j] = exp(A(P_{b_i−1} − P_{e_j}))`` for
+    j < i, zero otherwise, ``(m, T/c, T/c, D, N)``.  Every exponent is ≤ 0.
+    """
+    m, t_, d = dt.shape
+    n = A.shape[-1]
+    nch = t_ // c
+    S = jnp.cumsum(dt.reshape(m, nch, c, d), axis=2)  # P_t − P_{b−1}, within each chunk
+    tot = S[:, :, -1]  # (m, nch, d) chunk totals
+    a = A[:, None, None]  # (m, 1, 1, d, n)
+    q = C.reshape(m, nch, c, 1, n) * jnp.exp(a * S[..., None])
+    dB = (dt[..., None] * B[:, :, None, :]).reshape(m, nch, c, d, n)
+    k = jnp.exp(a * (tot[:, :, None] - S)[..., None]) * dB
+    # gap[i, j] = P_{b_i−1} − P_{e_j} = Σ_{j<l<i} tot_l, summed directly (no cancellation)
+    between = np.array(
+        [[[j < l < i for l in range(nch)] for j in range(nch)] for i in range(nch)], np.float32
+    )  # (i, j, l)
+    gap = jnp.einsum("ijl,mld->mijd", between.astype(tot.dtype), tot, precision=HIGHEST)
+    before = np.tril(np.ones((nch, nch), bool), -1)[None, :, :, None, None]  # j < i
+    mid = jnp.where(before, jnp.exp(A[:, None, None] * gap[..., None]), 0.0)
+    return q, k, mid
+
+
+def _direct(dt, A, B, C):
+    """Lower-triangular ``Σ_{d,n} α`` of short sequences by the direct form, ``(m, T, T)``.
+
+    Σ_d exp(A_d (P_t − P_s)) Δ^d_s is evaluated as ``Δmax_s · Σ_d exp(A_d (P_t − P_s) +
+    log(Δ^d_s / Δmax_s))`` with ``Δmax_s = max_d Δ^d_s``: one exponential per term, exponent ≤ 0.
+    """
+    m, t_, d = dt.shape
+    n = A.shape[-1]
+    S = jnp.cumsum(dt, axis=1)
+    tri = np.tril(np.ones((t_, t_), bool))
+    diff = jnp.abs(S[:, :, None] - S[:, None])  # (m, t, s, d): P_t − P_s for t ≥ s (dropped above)
+    dmax = jnp.max(dt, axis=-1)  # (m, s)
+    scale = jnp.where(dmax > 0, dmax, 1.0)
+    ratio = dt / scale[..., None]
+    log_ratio = jnp.where(ratio > 0, jnp.log(jnp.where(ratio > 0, ratio, 1.0)), -jnp.inf)
+    acc = 0.0
+    for j in range(n):
+        e = jnp.sum(jnp.exp(A[:, None, None, :, j] * diff + log_ratio[:, None]), axis=-1)
+        acc = acc + e * (C[:, :, None, j] * B[:, None, :, j])
+    return jnp.where(tri, acc * dmax[:, None, :], 0.0)
+
+
+def _maps(dt, A, B, C, sizes: tuple[int, ...]):
+    """Maps of m sequences, or of m pairs of a route and its reverse, ``(m, T, T)``.
+
+    dt ``(m, P, T, D)``, A ``(m, P, D, N)``, B, C ``(m, P, T, N)`` with P = 1 (one route: its
+    lower triangle, diagonal included) or P = 2 (a route and its reverse, each in its own scan
+    order, the reverse zero-padded at its front: the first's lower triangle plus the second's
+    map reversed on both axes, which fills the upper triangle).  Sums over channels and states
+    (no 1/D).  A pair shares one product of inner size ``2·D·N`` at every level, and its diagonal
+    tiles are again pairs: chunk i of the first route with chunk ``nch − 1 − i`` of the second.
+    """
+    m, p, t_, d = dt.shape
+    n = A.shape[-1]
+    flat = lambda x: x.reshape((m * p,) + x.shape[2:])
+    if not sizes:
+        low = _direct(flat(dt), flat(A), flat(B), flat(C)).reshape(m, p, t_, t_)
+        return low[:, 0] if p == 1 else low[:, 0] + jnp.flip(low[:, 1], (1, 2))
+    c = sizes[0]
+    nch = t_ // c
+    q, k, mid = _factors(flat(dt), flat(A), flat(B), flat(C), c)
+    # keys of every query chunk, laid out (D·N, T) for the product: mid[i, j] k_j, zero for j ≥ i
+    kk = jnp.transpose(mid[:, :, :, None] * k[:, None], (0, 1, 4, 5, 2, 3))  # (m·p, i, d, n, j, c)
+    kk = kk.reshape(m, p, nch, d * n, t_)
+    q = q.reshape(m, p, nch, c, d * n)
+    if p == 1:
+        q, kk = q[:, 0], kk[:, 0]
+    else:  # the reverse route's factors in the first route's coordinates, side by side
+        q = jnp.concatenate([q[:, 0], jnp.flip(q[:, 1], (1, 2))], axis=-1)
+        kk = jnp.concatenate([kk[:, 0], jnp.flip(kk[:, 1], (1, 3))], axis=-2)
+    out = jax.lax.dot_general(
+        q.reshape(m * nch, c, -1),
+        kk.reshape(m * nch, -1, t_),
+        (((2,), (1,)), ((0,), (0,))),
+        precision=HIGHEST,
+    ).reshape(m, nch, c, t_)  # the diagonal tiles are still zero
+
+    A_tiles = jnp.broadcast_to(A[:, None], (m, nch, p, d, n)).reshape(m * nch, p, d, n)
+    sub = _maps(_tiles(dt, c), A_tiles, _tiles(B, c), _tiles(C, c), sizes[1:])
+    eye = np.eye(nch, dtype=out.dtype)[:, None, :, None]  # add the diagonal tiles in one pass
+    return (out.reshape(m, nch, c, nch, c) + sub.reshape(m, nch, c, 1, c) * eye).reshape(m, t_, t_)
+
+
+def _tiles(x, c: int):
+    """``(m, P, T, …) → (m·T/c, P, c, …)``: the diagonal tiles' sequences, pairs kept together
+    (chunk i of the first route with chunk ``T/c − 1 − i`` of the second, in its own order)."""
+    m, p, t_ = x.shape[:3]
+    nch = t_ // c
+    x = x.reshape((m, p, nch, c) + x.shape[3:])
+    if p == 2:
+        x = jnp.stack([x[:, 0], jnp.flip(x[:, 1], 1)], axis=1)
+    return jnp.swapaxes(x, 1, 2).reshape((m * nch, p, c) + x.shape[4:])
+
+
+_EXACT_FROM = 512  # sequences at least this long use exact-width products (_top_maps)
+
+
+def _any_maps(dt, A, B, C, sizes: tuple[int, ...]):
+    """:func:`_top_maps` for long sequences, else :func:`_maps` (fewer, masked products, which
+    compile faster)."""
+    if sizes and dt.shape[2] >= _EXACT_FROM:
+        return _top_maps(dt, A, B, C, sizes)
+    return _maps(dt, A, B, C, sizes)
+
+
+def _top_maps(dt, A, B, C, sizes: tuple[int, ...]):
+    """:func:`_maps` for long sequences: the off-diagonal tiles of query chunk i are one product
+    with exactly the ``i·c`` keys before it (no zero keys), per chunk, and the map is assembled
+    from those products, the diagonal tiles and (for a pair) the reverse route's products
+    reversed, in one concatenation."""
+    m, p, t_, d = dt.shape
+    n = A.shape[-1]
+    if not sizes:
+        return _maps(dt, A, B, C, sizes)
+    c = sizes[0]
+    nch = t_ // c
+    flat = lambda x: x.reshape((m * p,) + x.shape[2:])
+    q, k, mid = _factors(flat(dt), flat(A), flat(B), flat(C), c)
+    left = [None]
+    for i in range(1, nch):  # query chunk i against keys 0 .. i·c − 1, both routes of a pair
+        kk = (mid[:, i, :i, None] * k[:, :i]).reshape(m * p, i * c, d * n)
+        prod = jax.lax.dot_general(
+            q[:, i].reshape(m * p, c, d * n), kk, (((2,), (2,)), ((0,), (0,))),
+            precision=HIGHEST,
+        )  # fmt: skip
+        left.append(prod.reshape(m, p, c, i * c))
+    A_tiles = jnp.broadcast_to(A[:, None], (m, nch, p, d, n)).reshape(m * nch, p, d, n)
+    sub = _any_maps(_tiles(dt, c), A_tiles, _tiles(B, c), _tiles(C, c), sizes[1:])
+    sub = sub.reshape(m, nch, c, c)
+    rows = []
+    for i in range(nch):
+        row = ([left[i][:, 0]] if i else []) + [sub[:, i]]
+        if i < nch - 1:
+            rest = t_ - (i + 1) * c
+            if p == 2:  # the reverse route's chunk nch − 1 − i, reversed on both axes
+                row.append(jnp.flip(left[nch - 1 - i][:, 1], (1, 2)))
+            else:
+                row.append(jnp.zeros((m, c, rest), sub.dtype))
+        rows.append(jnp.concatenate(row, axis=-1))
+    return jnp.concatenate(rows, axis=1)
+
+
+def _channel_last(dt, A, B, C):
+    """``dt (..., D, L)``, ``B, C (..., N, L)`` → channel-last float arrays; A unchanged."""
+    f = jnp.promote_types(jnp.result_type(dt, A, B, C), jnp.float32)
+    args = (
+        jnp.swapaxes(dt.astype(f), -1, -2),
+        A.astype(f),
+        jnp.swapaxes(B.astype(f), -1, -2),
+        jnp.swapaxes(C.astype(f), -1, -2),
+    )
+    # materialised once: XLA would otherwise recompute the caller's softplus in every consumer
+    return jax.lax.optimization_barrier(args)
+
+
+def _pad(x, pad: int, front: bool):
+    """Zero-pad axis 1 (the sequence) by ``pad`` positions at the front or the end."""
+    widths = [(0, 0)] * x.ndim
+    widths[1] = (pad, 0) if front else (0, pad)
+    return jnp.pad(x, widths) if pad else x
+
+
+def causal_maps(
+    dt: Float[Array, "m d l"],
+    A: Float[Array, "m d n"],
+    B: Float[Array, "m n l"],
+    C: Float[Array, "m n l"],
+    *,
+    chunk: int | None = None,
+) -> Float[Array, "m l l"]:
+    """Channel-mean hidden attention of m independent scans, in scan order.
+
+    Args:
+      dt: ``(M, D, L)`` final Δ (> 0); A: ``(M, D, N)`` (< 0); B, C: ``(M, N, L)``.
+      chunk: top-level chunk size (performance only, see :func:`chunk_plan`).
+
+    Returns:
+      ``(M, L, L)``: ``out[m, t, s] = (1/D) Σ_{d,n} C_t exp(A (P_t − P_s)) Δ_s B_s`` for t ≥ s,
+      zero above the diagonal.
+
+    >>> import jax.numpy as jnp, numpy as np
+    >>> dt = jnp.full((1, 2, 3), 0.5); A = -jnp.ones((1, 2, 1)); B = C = jnp.ones((1, 1, 3))
+    >>> np.asarray(causal_maps(dt, A, B, C)[0], float).round(3).tolist()
+    [[0.5, 0.0, 0.0], [0.303, 0.5, 0.0], [0.184, 0.303, 0.5]]
+    """
+    m, d, l = dt.shape
+    dt, A, B, C = _channel_last(dt, A, B, C)
+    lp, sizes = chunk_plan(l, chunk)
+    dt, B, C = (_pad(x, lp - l, front=False) for x in (dt, B, C))
+    one = lambda x: x[:, None]
+    return _any_maps(one(dt), one(A), one(B), one(C), sizes)[:, :l, :l] / d
+
+
+def route_groups(routes: Int[np.ndarray, "k l"]) -> tuple[tuple[int, ...], ...]:
+    """Routes grouped for :func:`spatial_maps`: ``(k, k')`` where route k' is route k reversed,
+    ``(k,)`` for a route without its reverse.
+
+    >>> from jaxmamba.orders import make_routes
+    >>> route_groups(make_routes("cross", 3, 4))
+    ((0, 2), (1, 3))
+    """
+    routes = np.asarray(routes)
+    left = list(range(len(routes)))
+    groups = []
+    while left:
+        k = left.pop(0)
+        mate = next((j for j in left if np.array_equal(routes[j], routes[k][::-1])), None)
+        if mate is None:
+            groups.append((k,))
+        else:
+            left.remove(mate)
+            groups.append((k, mate))
+    return tuple(groups)
+
+
+def spatial_maps(
+    dt: Float[Array, "m k d l"],
+    A: Float[Array, "m k d n"],
+    B: Float[Array, "m k n l"],
+    C: Float[Array, "m k n l"],
+    routes: Int[np.ndarray, "k l"],
+    *,
+    each: bool = False,
+    chunk: int | None = None,
+) -> Float[Array, "m *k l l"]:
+    """Channel-mean hidden attention of SS2D scans in row-major spatial coordinates.
+
+    Args:
+      dt: ``(M, K, D, L)`` final Δ of every route (scan order); A: ``(M, K, D, N)``;
+        B, C: ``(M, K, N, L)``.
+      routes: ``(K, L)`` integer routes (scan position → spatial index).
+      each: return every route's map (``(M, K, L, L)``) instead of their sum (``(M, L, L)``).
+      chunk: top-level chunk size (performance only).
+
+    Returns:
+      ``Σ_k P_kᵀ ᾱ_k P_k`` (or each term): row p is the query patch, column q the source patch.
+
+    >>> import jax.numpy as jnp
+    >>> from jaxmamba.orders import make_routes
+    >>> dt = jnp.full((1, 4, 2, 6), 0.5); A = -jnp.ones((1, 4, 2, 1))
+    >>> B = C = jnp.ones((1, 4, 1, 6))
+    >>> spatial_maps(dt, A, B, C, make_routes("cross", 2, 3)).shape
+    (1, 6, 6)
+    """
+    m, k, d, l = dt.shape
+    routes = np.asarray(routes)
+    dt, A, B, C = _channel_last(dt, A, B, C)
+    lp, sizes = chunk_plan(l, chunk)
+    groups = tuple((i,) for i in range(k)) if each else route_groups(routes)
+    if lp > l:  # zero padding: at the end of a route, at the front of the second of a pair
+        second = {g[1] for g in groups if len(g) == 2}
+        dt, B, C = (
+            jnp.stack([_pad(x[:, r], lp - l, r in second) for r in range(k)], axis=1)
+            for x in (dt, B, C)
+        )
+    maps = {}
+    for size in sorted({len(g) for g in groups}):
+        same = [g for g in groups if len(g) == size]
+        idx = np.asarray(same)  # (G, size) routes of every group, scans × groups batched
+        picked = [x[:, idx].reshape((m * len(same), size) + x.shape[2:]) for x in (dt, A, B, C)]
+        got = _any_maps(*picked, sizes)[:, :l, :l]
+        maps.update(zip(same, jnp.unstack(got.reshape(m, len(same), l, l), axis=1), strict=True))
+    out = []
+    for group in groups:
+        g = maps[group]
+        inverse = np.argsort(routes[group[0]])
+        if not np.array_equal(inverse, np.arange(l)):
+            g = jnp.take(jnp.take(g, jnp.asarray(inverse), axis=1), jnp.asarray(inverse), axis=2)
+        out.append(g)
+    if each:
+        return jnp.stack(out, axis=1) / d
+    return sum(out[1:], out[0]) / d
