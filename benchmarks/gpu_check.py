@@ -1,18 +1,27 @@
-"""GPU check of the Pallas selective scan: correctness, VMamba-T stage timings, block-size sweep.
+"""GPU check: the Pallas selective scan, and the 1000-image attention mean of VMamba-T.
 
 On a machine with one GPU (from the repo root)::
 
-    bash benchmarks/gpu_check.sh
+    bash benchmarks/gpu_check.sh              # both parts, each under its own time limit
+    bash benchmarks/gpu_check.sh --mean-only  # part "mean" alone (about 3 minutes at most)
 
-On CPU, to check that the script runs (tiny shapes, Pallas interpreter)::
+On CPU, to check that the script runs (tiny shapes, Pallas interpreter, a tiny model)::
 
-    python benchmarks/gpu_check.py --dry-run
+    python benchmarks/gpu_check.py --dry-run [--part scan|mean]
 
-Sections: (a) Pallas forward and gradients against the XLA path and float64 NumPy; (b) VMamba-T
-(vmamba_tiny_s1l8, batch 128, 4 routes, N = 1) stage shapes, forward and forward+backward, Pallas
-vs the chunked XLA path, ``lax.associative_scan`` and the step-by-step ``lax.scan``; (c) a few
-block sizes for the Pallas kernels.  Every measurement is guarded: an error is printed and the
-script goes on.  A compact summary table is printed last.
+Part "scan", sections: (a) Pallas forward and gradients against the XLA path and float64 NumPy;
+(b) VMamba-T (vmamba_tiny_s1l8, batch 128, 4 routes, N = 1) stage shapes, forward and
+forward+backward, Pallas vs the chunked XLA path, ``lax.associative_scan`` and the step-by-step
+``lax.scan``; (c) a few block sizes for the Pallas kernels.
+
+Part "mean", section (d) (issue 16 item 5): the streamed :func:`jaxmamba.attention_mean` of all
+14 blocks of vmamba_tiny_s1l8 (random weights) over 1000 random 224² images in batches of 128
+(the last one partial), default options (every route's map computed and summed, channel mean),
+timed cold (compilation included) and warm, in seconds and images/s; and the forward throughput
+at batch 128 in images/s next to the published 1686 img/s (VMamba README: one A100, batch 128).
+
+Every measurement is guarded: an error is printed and the script goes on; each part has its own
+time budget (``--budget``, ``--mean-budget``).  Compact summary tables are printed last.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scan import fwd_and_grad, make_inputs, methods, time_fn  # noqa: E402
 
+import jaxmamba  # noqa: E402
 from jaxmamba.kernels import scan_pallas as sp  # noqa: E402
 from jaxmamba.kernels import selective_scan  # noqa: E402
 
@@ -72,10 +82,10 @@ TOL_FWD, TOL_GRAD = 1e-5, 1e-4
 
 
 class Budget:
-    """Wall-clock budget for the whole script."""
+    """Wall-clock budget of a part, counted from ``start`` (default: the script's start)."""
 
-    def __init__(self, seconds: float):
-        self.end = _T0 + seconds
+    def __init__(self, seconds: float, start: float | None = None):
+        self.end = (_T0 if start is None else start) + seconds
 
     def left(self) -> float:
         return self.end - time.perf_counter()
@@ -344,21 +354,122 @@ def summary(shapes, results, check, table, device):
                                              for r in rows))  # fmt: skip
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dry-run", action="store_true", help="CPU: tiny shapes, Pallas interpreter")
-    p.add_argument("--budget", type=float, default=None, help="seconds (default 400; dry 240)")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5)")
-    p.add_argument("--skip-pallas", action="store_true", help="XLA timings only (no kernels)")
-    args = p.parse_args(argv)
+# (d): the 1000-image attention mean and the forward throughput (issue 16 item 5).
+MEAN = {"variant": "vmamba_tiny_s1l8", "images": 1000, "batch": 128, "size": 224}
+MEAN_DRY = {"variant": "vmamba_test", "images": 10, "batch": 4, "size": 64}  # last batch partial
+PUBLISHED_IMG_S = 1686.0  # VMamba README: vmamba_tiny_s1l8 throughput on one A100, batch 128
+GOAL_MEAN_S = 5.0  # issue 16: the 1000-image mean in < 5 s on one H100
+
+
+def random_images(n, size, seed=0):
+    """``(n, size, size, 3)`` float32 standard-normal host images (like normalised pixels)."""
+    return np.random.default_rng(seed).standard_normal((n, size, size, 3), np.float32)
+
+
+def run_mean(model, images, batch, route_mode, implementation):
+    """One streamed :func:`jaxmamba.attention_mean` over the host ``images`` in batches of
+    ``batch`` (the last one partial), until the result is on the device: ``(seconds, maps)``."""
+    t = time.perf_counter()
+    batches = (images[i : i + batch] for i in range(0, len(images), batch))
+    maps = jaxmamba.attention_mean(
+        model, batches, route_mode=route_mode, progress=False, implementation=implementation
+    )
+    jax.block_until_ready(dict(maps))
+    return time.perf_counter() - t, maps
+
+
+def _scan_label(implementation):
+    """The scan path that ``implementation`` picks here (``selective_scan``'s rule for None)."""
+    if implementation is not None:
+        return implementation
+    return "pallas" if jax.default_backend() in ("gpu", "cuda", "tpu") else "xla"
+
+
+def mean_part(budget, dry, reps, route_mode, implementation):
+    """(d): cold and warm 1000-image ``attention_mean``, forward images/s; returns the rows of
+    the summary table ``[(what, batch, images, seconds, note)]``."""
+    cfg = MEAN_DRY if dry else MEAN
+    n, batch, size = cfg["images"], cfg["batch"], cfg["size"]
+    print(
+        f"\n== (d) attention_mean of {n} random {size}x{size} images, batch {batch}, "
+        f"{cfg['variant']} (random weights), route_mode={route_mode!r}, channel mean =="
+    )
+    rows = []
+    t = time.perf_counter()
+    model = guarded("create_model", budget, jaxmamba.create_model, cfg["variant"])
+    if model is None:
+        return cfg, rows
+    rows.append(("create_model (cold init)", None, None, time.perf_counter() - t, ""))
+    print(f"  create_model {rows[-1][3]:.1f} s", flush=True)
+    images = random_images(n, size)
+    n_blocks, k = len(model.config.block_names()), model.config.k_routes
+    what = f"attention_mean, {n_blocks} blocks x {k} routes"
+    impl = _scan_label(implementation)  # explicit, so that the printed path is the one taken
+
+    def mean_once(label):
+        seconds, maps = run_mean(model, images, batch, route_mode, impl)
+        finite = all(bool(jnp.isfinite(v).all()) for v in maps.values())
+        good = maps.count == n and len(maps) == n_blocks and finite
+        shapes = sorted({tuple(v.shape) for v in maps.values()}, reverse=True)
+        print(
+            f"  mean {label}: {seconds:.3f} s, {n / seconds:.1f} img/s; count {maps.count}, "
+            f"{len(maps)} maps {shapes}, finite={finite} -> {'OK' if good else 'WRONG'}",
+            flush=True,
+        )
+        return seconds if good else None
+
+    cold = guarded("mean (cold)", budget, mean_once, "cold", min_left=30.0)
+    if cold is not None:
+        rows.append((f"{what}, cold ({impl} scan)", batch, n, cold, "compilation included"))
+        warm = []
+        for i in range(max(1, min(reps, 3))):
+            s = guarded(
+                f"mean (warm {i + 1})", budget, mean_once, f"warm {i + 1}",
+                min_left=min(cold, 3 * (warm[-1] if warm else cold)) + 5.0,
+            )  # fmt: skip
+            if s is not None:
+                warm.append(s)
+        if warm:
+            best = min(warm)
+            goal = "PASS" if best < GOAL_MEAN_S else "FAIL"
+            note = "dry run" if dry else f"goal < {GOAL_MEAN_S:g} s on one H100 (issue 16): {goal}"
+            rows.append((f"{what}, warm, best of {len(warm)}", batch, n, best, note))
+
+    x = jnp.asarray(images[:batch])
+    for label in dict.fromkeys((impl, "xla")):  # the mean's scan path first
+        fwd = lambda x, i=label: jaxmamba.forward(model, x, implementation=i)
+        ms = guarded(f"forward {label}", budget, time_fn, fwd, x, reps=reps, min_left=20.0)
+        if ms is not None:
+            rate = batch / ms * 1e3
+            print(f"  forward ({label} scan), batch {batch}: {ms:.2f} ms, {rate:.0f} img/s",
+                  flush=True)  # fmt: skip
+            note = "dry run" if dry else (
+                f"{rate / PUBLISHED_IMG_S:.2f}x the published {PUBLISHED_IMG_S:.0f} img/s "
+                "(VMamba README: one A100, batch 128); ours float32"
+            )  # fmt: skip
+            rows.append((f"forward, time per call ({label} scan)", batch, batch, ms / 1e3, note))
+    return cfg, rows
+
+
+def mean_summary(cfg, rows, device):
+    print(f"\n== (d) SUMMARY ({device}; jax {jax.__version__}) ==")
+    print(f"{cfg['variant']}, {cfg['size']}x{cfg['size']}, random weights and images")
+    head = f"| {'what':52s} | batch | images |  seconds |   img/s | note"
+    print(head)
+    print("|" + "-" * 54 + "|-------|--------|----------|---------|" + "-" * 40)
+    for what, batch, n, seconds, note in rows:
+        b = f"{batch:5d}" if batch else "     "
+        i = f"{n:6d}" if n else "      "
+        rate = f"{n / seconds:7.1f}" if n else "       "
+        print(f"| {what:52s} | {b} | {i} | {seconds:8.3f} | {rate} | {note}")
+    if not any(r[0].startswith("attention_mean") and "warm" in r[0] for r in rows):
+        print("the warm 1000-image mean was not measured (see the errors above)")
+
+
+def scan_part(args, budget, reps, device):
+    """Sections (a)-(c): the Pallas selective scan."""
     dry = args.dry_run
-    budget = Budget(args.budget or (240.0 if dry else 400.0))
-    reps = args.reps or (2 if dry else 5)
     interpret = dry
-    device = str(jax.devices()[0].device_kind) if jax.devices() else "?"
-    print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
-    if not dry and jax.default_backend() != "gpu":
-        print("WARNING: no GPU backend; pass --dry-run to use the Pallas interpreter on CPU")
     shapes = STAGES_DRY if dry else STAGES
 
     if args.skip_pallas:
@@ -381,6 +492,40 @@ def main(argv=None):
         table = sweep(order, shapes, interpret, budget, reps, results, dry=dry)
 
     summary(shapes, results, check, table, device)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dry-run", action="store_true", help="CPU: tiny shapes, Pallas interpreter")
+    p.add_argument(
+        "--part", choices=("all", "scan", "mean"), default="all",
+        help="scan: sections (a)-(c); mean: section (d); all: both (default)",
+    )  # fmt: skip
+    p.add_argument("--budget", type=float, default=None, help="seconds (default 400; dry 240)")
+    p.add_argument(
+        "--mean-budget", type=float, default=None,
+        help="seconds for part mean, counted from its start (default 180; dry 120)",
+    )  # fmt: skip
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5)")
+    p.add_argument("--skip-pallas", action="store_true", help="XLA timings only (no kernels)")
+    p.add_argument(
+        "--route-mode", default="sum", choices=("sum", "each"),
+        help="route_mode of the mean (default sum: every route's map, summed)",
+    )  # fmt: skip
+    args = p.parse_args(argv)
+    dry = args.dry_run
+    reps = args.reps or (2 if dry else 5)
+    device = str(jax.devices()[0].device_kind) if jax.devices() else "?"
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
+    if not dry and jax.default_backend() != "gpu":
+        print("WARNING: no GPU backend; pass --dry-run to use the Pallas interpreter on CPU")
+    if args.part in ("all", "scan"):
+        scan_part(args, Budget(args.budget or (240.0 if dry else 400.0)), reps, device)
+    if args.part in ("all", "mean"):
+        budget = Budget(args.mean_budget or (120.0 if dry else 180.0), time.perf_counter())
+        implementation = "xla" if args.skip_pallas else None
+        cfg, rows = mean_part(budget, dry, reps, args.route_mode, implementation)
+        mean_summary(cfg, rows, device)
 
 
 if __name__ == "__main__":

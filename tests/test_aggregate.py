@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ from conftest import rel_err
 
 import jaxmamba
 from jaxmamba.aggregate import AggregateError, attention_mean, rollout
-from jaxmamba.attention import extract_attention
+from jaxmamba.attention import AttentionOptions, compute_maps, extract_attention
+from jaxmamba.model import select_blocks
+from jaxmamba.orders import as_order
 
 BLOCKS = [0, 3]
 
@@ -163,3 +166,52 @@ def test_rollout_properties():
         rollout({"stage0": a1})
     with pytest.raises(AggregateError, match="no maps"):
         rollout({"layers.0.blocks.0": a1}, stage=2)
+
+
+# The batch step of the 1000-image GPU run (`bash benchmarks/gpu_check.sh --mean-only`, issue 16):
+# checked to lower for CUDA on this CPU, from abstract shapes only (nothing is allocated).
+# attention_mean's own jitted step is private to aggregate.py, so `mean_step` computes it through
+# the public jitted core; test_mean_step_is_what_attention_mean_adds ties the two together.
+
+
+def mean_step(model, images, valid, order, names, options, implementation):
+    """The map sums over the valid images of one padded batch, and their count."""
+    maps = compute_maps(model, images, order, names, options, implementation)
+    w = valid.astype(jnp.float32)
+    return {k: jnp.tensordot(w, maps[k], axes=(0, 0)) for k in names}, jnp.sum(valid)
+
+
+MEAN_STEP = jax.jit(mean_step, static_argnums=(3, 4, 5, 6))
+
+
+def test_mean_step_is_what_attention_mean_adds(setup):
+    model, data, _ = setup
+    names = select_blocks(model.config, BLOCKS)
+    padded = np.concatenate([data[2], np.full((2, 64, 64, 3), 7.0, np.float32)])
+    valid = jnp.asarray([True, True, False, False])
+    sums, n = MEAN_STEP(model, padded, valid, as_order(None), names, AttentionOptions(), None)
+    mean = attention_mean(model, [data[2]], blocks=BLOCKS, progress=False)
+    assert int(n) == 2 and set(sums) == set(mean) == set(names)
+    for k in names:
+        assert rel_err(sums[k] / 2, mean[k]) < 1e-5
+
+
+# "pallas" is what implementation=None picks on a GPU; on this CPU None resolves to "xla" while
+# tracing, so the GPU's program is lowered by naming it.
+@pytest.mark.parametrize("implementation", ["pallas", "xla"])
+def test_mean_step_of_the_gpu_run_lowers_for_cuda(implementation):
+    model = jax.eval_shape(lambda: jaxmamba.create_model("vmamba_tiny_s1l8"))
+    assert all(isinstance(p, jax.ShapeDtypeStruct) for p in jax.tree.leaves(model.params))
+    names = select_blocks(model.config)
+    images = jax.ShapeDtypeStruct((128, 224, 224, 3), jnp.float32)  # batch 128, 224²
+    valid = jax.ShapeDtypeStruct((128,), jnp.bool_)
+    args = (model, images, valid, as_order(None), names, AttentionOptions(), implementation)
+    lowered = MEAN_STEP.trace(*args).lower(lowering_platforms=("cuda",))
+    sums, count = lowered.out_info
+    side = {0: 56, 1: 28, 2: 14, 3: 7}  # patch grid of each stage at 224²
+    assert len(names) == 14 and model.config.k_routes == 4
+    expected = {n: (side[int(n.split(".")[1])] ** 2,) * 2 for n in names}
+    assert {k: v.shape for k, v in sums.items()} == expected
+    assert all(v.dtype == jnp.float32 for v in sums.values()) and count.shape == ()
+    text = lowered.as_text()
+    assert ("xla.gpu.triton" in text) == (implementation == "pallas")  # the Pallas scan kernels
