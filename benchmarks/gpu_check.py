@@ -385,6 +385,15 @@ def _scan_label(implementation):
     return "pallas" if jax.default_backend() in ("gpu", "cuda", "tpu") else "xla"
 
 
+def _peak_memory() -> str:
+    """The device's peak memory in use so far, where the backend reports it (GPU, TPU)."""
+    try:
+        peak = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+    except Exception:  # noqa: BLE001 - not every backend has memory_stats
+        peak = None
+    return f"; device peak {peak / 2**30:.1f} GiB" if peak else ""
+
+
 def mean_part(budget, dry, reps, route_mode, implementation):
     """(d): cold and warm 1000-image ``attention_mean``, forward images/s; returns the rows of
     the summary table ``[(what, batch, images, seconds, note)]``."""
@@ -403,7 +412,7 @@ def mean_part(budget, dry, reps, route_mode, implementation):
     print(f"  create_model {rows[-1][3]:.1f} s", flush=True)
     images = random_images(n, size)
     n_blocks, k = len(model.config.block_names()), model.config.k_routes
-    what = f"attention_mean, {n_blocks} blocks x {k} routes"
+    what = f"attention_mean, {n_blocks} blocks x {k} routes ({route_mode})"
     impl = _scan_label(implementation)  # explicit, so that the printed path is the one taken
 
     def mean_once(label):
@@ -413,7 +422,8 @@ def mean_part(budget, dry, reps, route_mode, implementation):
         shapes = sorted({tuple(v.shape) for v in maps.values()}, reverse=True)
         print(
             f"  mean {label}: {seconds:.3f} s, {n / seconds:.1f} img/s; count {maps.count}, "
-            f"{len(maps)} maps {shapes}, finite={finite} -> {'OK' if good else 'WRONG'}",
+            f"{len(maps)} maps {shapes}, finite={finite} -> {'OK' if good else 'WRONG'}"
+            f"{_peak_memory()}",
             flush=True,
         )
         return seconds if good else None
@@ -454,14 +464,14 @@ def mean_part(budget, dry, reps, route_mode, implementation):
 def mean_summary(cfg, rows, device):
     print(f"\n== (d) SUMMARY ({device}; jax {jax.__version__}) ==")
     print(f"{cfg['variant']}, {cfg['size']}x{cfg['size']}, random weights and images")
-    head = f"| {'what':52s} | batch | images |  seconds |   img/s | note"
+    head = f"| {'what':60s} | batch | images |  seconds |   img/s | note"
     print(head)
-    print("|" + "-" * 54 + "|-------|--------|----------|---------|" + "-" * 40)
+    print("|" + "-" * 62 + "|-------|--------|----------|---------|" + "-" * 40)
     for what, batch, n, seconds, note in rows:
         b = f"{batch:5d}" if batch else "     "
         i = f"{n:6d}" if n else "      "
         rate = f"{n / seconds:7.1f}" if n else "       "
-        print(f"| {what:52s} | {b} | {i} | {seconds:8.3f} | {rate} | {note}")
+        print(f"| {what:60s} | {b} | {i} | {seconds:8.3f} | {rate} | {note}")
     if not any(r[0].startswith("attention_mean") and "warm" in r[0] for r in rows):
         print("the warm 1000-image mean was not measured (see the errors above)")
 
