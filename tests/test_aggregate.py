@@ -187,13 +187,13 @@ MEAN_STEP = jax.jit(mean_step, static_argnums=(3, 4, 5, 6))
 def test_mean_step_is_what_attention_mean_adds(setup):
     model, data, _ = setup
     names = select_blocks(model.config, BLOCKS)
-    padded = np.concatenate([data[2], np.full((2, 64, 64, 3), 7.0, np.float32)])
-    valid = jnp.asarray([True, True, False, False])
+    padded = np.concatenate([data[0], np.full((1, 64, 64, 3), 7.0, np.float32)])  # 3 + 1 pad
+    valid = jnp.asarray([True, True, True, False])
     sums, n = MEAN_STEP(model, padded, valid, as_order(None), names, AttentionOptions(), None)
-    mean = attention_mean(model, [data[2]], blocks=BLOCKS, progress=False)
-    assert int(n) == 2 and set(sums) == set(mean) == set(names)
+    mean = attention_mean(model, [data[0]], blocks=BLOCKS, progress=False)
+    assert int(n) == 3 and set(sums) == set(mean) == set(names)
     for k in names:
-        assert rel_err(sums[k] / 2, mean[k]) < 1e-5
+        assert rel_err(sums[k] / 3, mean[k]) < 1e-5
 
 
 # "pallas" is what implementation=None picks on a GPU; on this CPU None resolves to "xla" while
