@@ -1,14 +1,19 @@
 """One process of the multi-process tests (tests/test_multiprocess.py): a JAX process on 127.0.0.1
-that streams its own shard of the images through ``attention_mean`` and saves the result.
+that streams its own shard of the images through ``attention_mean`` and saves what it got.
 
-    python tests/multiprocess_worker.py PORT PROCESS_ID OUT_DIR KILL_AFTER RESULT
+    python tests/multiprocess_worker.py PORT PROCESS_ID RESULT OPTIONS_JSON
 
-OUT_DIR ``-`` keeps no resumable state; KILL_AFTER > 0 makes the process SIGKILL itself when it is
-asked for that batch (with ``save_every=1`` the state of the batches before it is saved by then).
+Options: ``out_dir`` (resumable state, ``save_every=1``; none by default); ``kill_after``: SIGKILL
+this process when it is asked for that batch (the state of the batches before it is saved by
+then); ``poison``: replace the first ``poison`` images of the shard by constant ones, which a
+resumed run must skip (consumed before) for its mean to be right; ``extra``: images added to the
+end of the shard; ``store``: also write the mean with :func:`jaxmamba.store.write` to this folder
+and read it back in every process.  RESULT gets the mean, its count, or the error raised.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -49,7 +54,7 @@ def random_model(seed: int = 4):
     return jaxmamba.Model(config, P.unflatten(flat))
 
 
-def main(port: int, process_id: int, out_dir: str, kill_after: int, result: str) -> None:
+def main(port: int, process_id: int, result: str, options: dict) -> None:
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -60,9 +65,14 @@ def main(port: int, process_id: int, out_dir: str, kill_after: int, result: str)
     )
     assert jax.process_count() == PROCESSES and jax.local_device_count() == LOCAL_DEVICES
 
+    from jaxmamba import store
     from jaxmamba.aggregate import attention_mean
+    from jaxmamba.errors import JaxmambaError
 
     images = shard(process_id)
+    images[: options.get("poison", 0)] = 7.0
+    images = np.concatenate([images, images[: options.get("extra", 0)]])
+    kill_after = options.get("kill_after", 0)
 
     def batches():
         for i in range(0, len(images), BATCH):
@@ -70,20 +80,30 @@ def main(port: int, process_id: int, out_dir: str, kill_after: int, result: str)
                 os.kill(os.getpid(), signal.SIGKILL)
             yield images[i : i + BATCH]
 
-    mean = attention_mean(
-        random_model(),
-        batches(),
-        blocks=BLOCKS,
-        out_dir=None if out_dir == "-" else out_dir,
-        save_every=1,
-        progress=False,
-    )
-    arrays = {k: np.asarray(v) for k, v in mean.items()}
+    out = {}
+    try:
+        mean = attention_mean(
+            random_model(),
+            batches(),
+            blocks=BLOCKS,
+            out_dir=options.get("out_dir"),
+            save_every=1,
+            progress=False,
+        )
+    except JaxmambaError as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    else:
+        out = {k: np.asarray(v) for k, v in mean.items()}
+        out.update(count=mean.count, skipped=mean.skipped)
+        if options.get("store"):
+            store.write(options["store"], {"mean": dict(mean)})
+            back, _ = store.read(options["store"], ["mean"])
+            out["store_equal"] = all(np.array_equal(back["mean"][k], mean[k]) for k in mean)
     tmp = f"{result}.tmp.npz"
-    np.savez(tmp, count=mean.count, skipped=mean.skipped, **arrays)
+    np.savez(tmp, **out)
     os.replace(tmp, result)
 
 
 if __name__ == "__main__":
-    port, process_id, out_dir, kill_after, result = sys.argv[1:]
-    main(int(port), int(process_id), out_dir, int(kill_after), result)
+    port, process_id, result, options = sys.argv[1:]
+    main(int(port), int(process_id), result, json.loads(options))
