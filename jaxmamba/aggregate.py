@@ -3,11 +3,7 @@ rollout across the blocks of a stage.
 
 ``attention_mean`` keeps one running sum per block, so memory is constant in the number of
 images.  Each batch is split over all devices along its batch axis (a 1-D ``Mesh`` over
-``jax.devices()``; XLA reduces the per-device sums).  Multi-host: call
-``jax.distributed.initialize()`` in every process first and give each process its own
-``batches`` (its shard of the images, batches of equal size in every process); the local
-batches are assembled into one global array with ``jax.make_array_from_process_local_data`` and
-the mean covers all hosts.
+``jax.devices()``; XLA reduces the per-device sums).
 
 Resuming (``out_dir``): the running sums, the number of images counted and the number of images
 each process has consumed from its stream are saved atomically, with checksums
@@ -15,6 +11,25 @@ each process has consumed from its stream are saved atomically, with checksums
 exactly the images already consumed (by image, not by batch, so another batch size resumes
 correctly) and refuses, naming what differs, to continue a run made with other model weights
 (a digest of the parameters), another order, other blocks, options or image size.
+
+Multi-process (many hosts): call ``jax.distributed.initialize()`` in every process first and give
+each process its own ``batches`` (its shard of the images): the same number of batches in every
+process, batch ``i`` of the same size and image shape everywhere.  The local batches are assembled
+into one global array with ``jax.make_array_from_process_local_data``; the mean covers all
+processes and every process returns it.  Before each batch the processes exchange a few numbers,
+so that a bad batch, an error of the caller's iterator or streams of different lengths stop every
+process together (the process at fault raises its error, the others an :class:`AggregateError`
+naming it) instead of leaving them waiting in a collective; processes that run other weights,
+orders, blocks, options or image sizes are refused likewise.
+
+``out_dir`` in a multi-process run is process 0's: process 0 alone reads, checks and writes it (the
+sums are the same in every process; what it records as consumed is the count of every process,
+their batches being equal), and sends the saved progress to the others when the run starts, so
+that all resume from the same image.  The other processes never read or write their ``out_dir``
+(they only check that one is given), so it needs no shared file system; on one, any host can be
+process 0 when the run is restarted.  A state is saved only after every process has computed the
+batches it counts, so a killed process (JAX's heartbeat then stops the others) loses at most the
+batches since the last save.  Restart all processes with the same shards and ``out_dir``.
 """
 
 from __future__ import annotations
@@ -123,7 +138,8 @@ def attention_mean(
         :func:`jaxmamba.extract_attention` (normalisation is applied per image); soft routes
         too (a resumed run must use the same ones).
       out_dir: where to keep the resumable state; ``None`` keeps nothing.  An existing folder
-        must be one that ``attention_mean`` wrote.
+        must be one that ``attention_mean`` wrote.  With several processes, process 0's (see the
+        module docstring); every process passes one or none.
       save_every: batches between saves.
       nonfinite: images with NaN or inf pixels: ``"raise"`` (an error naming them; the default)
         or ``"skip"`` (left out of the mean; how many is the result's ``skipped``).
