@@ -257,7 +257,7 @@ def _checked(model, batch, index, shape, seen, nonfinite):
             f"batches {shape}: all images must have one size"
         )
     x = np.asarray(images, np.float32)
-    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    finite = np.isfinite(x).all(axis=(1, 2, 3))
     if not finite.all() and nonfinite == "raise":
         where = [seen + int(i) for i in np.flatnonzero(~finite)]
         raise AggregateError(

@@ -282,8 +282,9 @@ def write(
                 _write_primary(folder, host, files)
         except CheckpointError as e:
             error = e
-        except OSError as e:
+        except Exception as e:  # e.g. a leaf that is no array: one error, in every process
             error = CheckpointError(f"could not write {folder}: {first_line(e)}")
+            error.__cause__ = e
     _agree(error)
     return folder
 
