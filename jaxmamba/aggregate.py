@@ -352,8 +352,8 @@ def _open_everywhere(out_dir: Path, identity: dict):
             head[1:5] = [state.sums is not None, state.count, state.consumed, state.skipped]
             for i, k in enumerate(names):
                 if state.sums is not None:
-                    dims = np.shape(state.sums[k])
-                    head[5 + 5 * i : 6 + 5 * i + len(dims)] = [len(dims), *dims]
+                    dims = np.shape(state.sums[k])  # at most (K, C, L, L)
+                    head[5 + 5 * i : 10 + 5 * i] = [len(dims), *dims, *[0] * (4 - len(dims))]
     head, message = (np.asarray(a) for a in multihost_utils.broadcast_one_to_all((head, message)))
     if head[0]:
         raise AggregateError(_decode(message))
