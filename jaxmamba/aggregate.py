@@ -3,11 +3,7 @@ rollout across the blocks of a stage.
 
 ``attention_mean`` keeps one running sum per block, so memory is constant in the number of
 images.  Each batch is split over all devices along its batch axis (a 1-D ``Mesh`` over
-``jax.devices()``; XLA reduces the per-device sums).  Multi-host: call
-``jax.distributed.initialize()`` in every process first and give each process its own
-``batches`` (its shard of the images, batches of equal size in every process); the local
-batches are assembled into one global array with ``jax.make_array_from_process_local_data`` and
-the mean covers all hosts.
+``jax.devices()``; XLA reduces the per-device sums).
 
 Resuming (``out_dir``): the running sums, the number of images counted and the number of images
 each process has consumed from its stream are saved atomically, with checksums
@@ -15,11 +11,32 @@ each process has consumed from its stream are saved atomically, with checksums
 exactly the images already consumed (by image, not by batch, so another batch size resumes
 correctly) and refuses, naming what differs, to continue a run made with other model weights
 (a digest of the parameters), another order, other blocks, options or image size.
+
+Multi-process (many hosts): call ``jax.distributed.initialize()`` in every process first and give
+each process its own ``batches`` (its shard of the images): the same number of batches in every
+process, batch ``i`` of the same size and image shape everywhere.  The local batches are assembled
+into one global array with ``jax.make_array_from_process_local_data``; the mean covers all
+processes and every process returns it.  Before each batch the processes exchange a few numbers,
+so that a bad batch, an error of the caller's iterator or streams of different lengths stop every
+process together (the process at fault raises its error, the others an :class:`AggregateError`
+naming it) instead of leaving them waiting in a collective; processes that run other weights,
+orders, blocks, options or image sizes are refused likewise.
+
+``out_dir`` in a multi-process run is process 0's: process 0 alone reads, checks and writes it (the
+sums are the same in every process; what it records as consumed is the count of every process,
+their batches being equal), and sends the saved progress to the others when the run starts, so
+that all resume from the same image.  The other processes never read or write their ``out_dir``
+(they only check that one is given), so it needs no shared file system; on one, any host can be
+process 0 when the run is restarted.  A state is saved only after every process has computed the
+batches it counts, so a killed process (JAX's heartbeat then stops the others) loses at most the
+batches since the last save.  Restart all processes with the same shards and ``out_dir``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable
@@ -35,7 +52,7 @@ from jaxmamba import params as P
 from jaxmamba import store
 from jaxmamba.attention import AttentionMaps, AttentionOptions, compute_maps
 from jaxmamba.config import parse_block_name
-from jaxmamba.errors import AggregateError, CheckpointError
+from jaxmamba.errors import AggregateError, CheckpointError, JaxmambaError
 from jaxmamba.model import Model, check_images, select_blocks
 from jaxmamba.orders import Order, as_order
 
@@ -121,7 +138,8 @@ def attention_mean(
         :func:`jaxmamba.extract_attention` (normalisation is applied per image); soft routes
         too (a resumed run must use the same ones).
       out_dir: where to keep the resumable state; ``None`` keeps nothing.  An existing folder
-        must be one that ``attention_mean`` wrote.
+        must be one that ``attention_mean`` wrote.  With several processes, process 0's (see the
+        module docstring); every process passes one or none.
       save_every: batches between saves.
       nonfinite: images with NaN or inf pixels: ``"raise"`` (an error naming them; the default)
         or ``"skip"`` (left out of the mean; how many is the result's ``skipped``).
@@ -151,44 +169,50 @@ def attention_mean(
     if bad:
         raise AggregateError(f"the model's parameters hold {bad} NaN/inf values; nothing averaged")
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+    many = jax.process_count() > 1
     steps, state, blocks_info, shape = None, _Progress(), None, None
     first_size, seen, since_save = 0, 0, 0
+    stream = iter(batches)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=f"attention mean ({order.name})", unit="img")
     try:
-        for index, batch in enumerate(batches):
-            images = _images_of(batch)
-            check_images(model.config, images)
+        for index in itertools.count():
+            x = finite = error = None
+            try:  # everything this process checks alone, before any collective
+                batch = next(stream, _END)
+                if batch is not _END:
+                    x, finite = _checked(model, batch, index, shape, seen, nonfinite)
+            except Exception as e:  # also what the caller's iterator raises
+                error = e
+            if many:  # every process stops together, on the same error or end of its stream
+                _agree_batch(index, error, x)
+            elif error is not None:
+                raise error
+            if x is None:
+                break
+            b = len(x)
             if shape is None:
-                shape = tuple(images.shape[1:])
+                shape = tuple(x.shape[1:])
                 blocks_info = [model.config.block(n, shape[:2]) for n in names]
-                if out_dir is not None:
+                identity = None
+                if out_dir is not None or many:
                     identity = _identity(model, order, blocks_info, options, shape, nonfinite)
-                    steps, state = _open(Path(out_dir), identity)
+                if many:
+                    _agree_run(identity, out_dir is not None, save_every)
+                if out_dir is not None:
+                    opened = _open_everywhere if many else _open
+                    steps, state = opened(Path(out_dir), identity)
                     if bar is not None:
                         bar.update(min(state.consumed, total or state.consumed))
-            elif tuple(images.shape[1:]) != shape:
-                raise AggregateError(
-                    f"batch {index} has images of shape {tuple(images.shape[1:])}, earlier "
-                    f"batches {shape}: all images must have one size"
-                )
-            b = int(images.shape[0])
             start = min(max(state.consumed - seen, 0), b)  # images consumed by an earlier run
             seen += b
             if start == b:
                 continue
-            x = np.asarray(images[start:], np.float32)
-            finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+            x, finite = x[start:], finite[start:]
             if not finite.all():
-                where = [seen - b + start + int(i) for i in np.flatnonzero(~finite)]
-                if nonfinite == "raise":
-                    raise AggregateError(
-                        f"images {where[:10]} (counted from 0 in this stream, batch {index}) hold "
-                        "NaN or inf pixels; pass nonfinite='skip' to leave them out"
-                    )
                 x = np.where(finite[:, None, None, None], x, 0.0).astype(np.float32)
             first_size = first_size or b
             xs, valid = _global_batch(x, finite, mesh, first_size)
@@ -217,6 +241,133 @@ def attention_mean(
     means = {k: v / state.count for k, v in state.sums.items()}
     label = order if isinstance(order, Order) else order.fingerprint([b.grid for b in blocks_info])
     return AttentionMaps(means, blocks_info, label, options, state.count, state.skipped)
+
+
+_END = object()
+
+
+def _checked(model, batch, index, shape, seen, nonfinite):
+    """The images of ``batch`` as float32 host data and which of them are finite; raises on a
+    bad batch (another image size, NaN/inf pixels with ``nonfinite="raise"``)."""
+    images = _images_of(batch)
+    check_images(model.config, images)
+    if shape is not None and tuple(images.shape[1:]) != shape:
+        raise AggregateError(
+            f"batch {index} has images of shape {tuple(images.shape[1:])}, earlier "
+            f"batches {shape}: all images must have one size"
+        )
+    x = np.asarray(images, np.float32)
+    finite = np.isfinite(x).all(axis=(1, 2, 3))
+    if not finite.all() and nonfinite == "raise":
+        where = [seen + int(i) for i in np.flatnonzero(~finite)]
+        raise AggregateError(
+            f"images {where[:10]} (counted from 0 in this stream, batch {index}) hold "
+            "NaN or inf pixels; pass nonfinite='skip' to leave them out"
+        )
+    return x, finite
+
+
+_MESSAGE_BYTES = 1024
+
+
+def _encode(text: str) -> np.ndarray:
+    raw = text.encode()[:_MESSAGE_BYTES]
+    out = np.zeros(_MESSAGE_BYTES, np.uint8)
+    out[: len(raw)] = np.frombuffer(raw, np.uint8)
+    return out
+
+
+def _decode(raw) -> str:
+    return bytes(np.asarray(raw, np.uint8)).rstrip(b"\0").decode(errors="replace")
+
+
+def _agree_batch(index: int, error: Exception | None, x) -> None:
+    """Multi-process: all processes learn whether each has batch ``index``, of which size and
+    image shape, or failed; they raise together unless all go on (or all have ended)."""
+    from jax.experimental import multihost_utils
+
+    shape = x.shape[1:3] if x is not None else (0, 0)
+    head = np.array([error is not None, x is None, 0 if x is None else len(x), *shape], np.int64)
+    message = _encode(f"{type(error).__name__}: {store.first_line(error)}" if error else "")
+    heads, messages = (np.asarray(a) for a in multihost_utils.process_allgather((head, message)))
+    if error is not None:
+        raise error
+    failed = np.flatnonzero(heads[:, 0])
+    if failed.size:
+        p = int(failed[0])
+        raise AggregateError(f"process {p} failed at batch {index}: {_decode(messages[p])}")
+    ended = heads[:, 1].astype(bool)
+    if ended.any() and not ended.all():
+        raise AggregateError(
+            f"the processes' streams differ in length: processes {np.flatnonzero(ended).tolist()} "
+            f"have no batch {index}, processes {np.flatnonzero(~ended).tolist()} have one; every "
+            "process must give the same number of batches"
+        )
+    if not ended.any() and len({tuple(h[2:]) for h in heads.tolist()}) > 1:
+        detail = ", ".join(f"process {i}: {n} images of {h}x{w}" for i, (*_, n, h, w) in
+                           enumerate(heads.tolist()))  # fmt: skip
+        raise AggregateError(
+            f"batch {index} differs between processes ({detail}); every process must give "
+            "batches of equal size and image shape"
+        )
+
+
+def _agree_run(identity: dict, resumable: bool, save_every: int) -> None:
+    """Multi-process: refuse, in every process, a run whose processes hold other weights,
+    orders, blocks or options (their means would be mixed), or disagree on ``out_dir``."""
+    from jax.experimental import multihost_utils
+
+    plan = dict(identity, out_dir=resumable, save_every=save_every)
+    keys = sorted(plan)
+    mine = np.stack([
+        np.frombuffer(hashlib.sha256(json.dumps(plan[k], sort_keys=True).encode()).digest()[:8],
+                      np.uint8) for k in keys
+    ])  # fmt: skip
+    every = np.asarray(multihost_utils.process_allgather(mine))
+    differ = [k for i, k in enumerate(keys) if (every[:, i] != every[0, i]).any()]
+    if differ:
+        raise AggregateError(
+            f"the {jax.process_count()} processes do not run the same mean: they differ in "
+            f"{', '.join(differ)}; every process must pass the same model, order, blocks, "
+            "options, image size and out_dir (given or not)"
+        )
+
+
+def _open_everywhere(out_dir: Path, identity: dict):
+    """Multi-process :func:`_open`: process 0 opens ``out_dir`` and sends the saved progress (or
+    its error) to every process, so that all resume from the same image and the others need no
+    access to the folder."""
+    from jax.experimental import multihost_utils
+
+    names = identity["blocks"]
+    head = np.zeros(5 + 5 * len(names), np.int64)  # failed, has sums, count, consumed, skipped
+    message = _encode("")
+    steps, state = None, _Progress()
+    if jax.process_index() == 0:
+        try:
+            steps, state = _open(out_dir, identity)
+        except (JaxmambaError, OSError) as e:
+            head[0], message = 1, _encode(store.first_line(e, _MESSAGE_BYTES))
+        else:
+            head[1:5] = [state.sums is not None, state.count, state.consumed, state.skipped]
+            for i, k in enumerate(names):
+                if state.sums is not None:
+                    dims = np.shape(state.sums[k])  # at most (K, C, L, L)
+                    head[5 + 5 * i : 10 + 5 * i] = [len(dims), *dims, *[0] * (4 - len(dims))]
+    head, message = (np.asarray(a) for a in multihost_utils.broadcast_one_to_all((head, message)))
+    if head[0]:
+        raise AggregateError(_decode(message))
+    if jax.process_index() != 0:
+        state = _Progress(None, int(head[2]), int(head[3]), int(head[4]))
+        steps = store.StepStore(out_dir / STATE_DIR, keep=2)
+    if head[1]:
+        sums = {k: np.asarray(state.sums[k], np.float32) for k in names} if state.sums else {
+            k: np.zeros(head[6 + 5 * i : 6 + 5 * i + head[5 + 5 * i]], np.float32)
+            for i, k in enumerate(names)
+        }  # fmt: skip
+        sums = multihost_utils.broadcast_one_to_all(sums)
+        state.sums = {k: np.asarray(v) for k, v in sums.items()}
+    return steps, state
 
 
 def _identity(model, order, blocks_info, options, shape, nonfinite) -> dict:

@@ -8,6 +8,8 @@
     jaxmamba convert vssm1_tiny_0230s_ckpt_epoch_264.pth --out vmamba_t
 
 Every failure is one line ``error: ...`` on stderr and exit status 2, with nothing written.
+``demo`` and ``explore`` keep JAX's compiled programs in ``~/.cache/jaxmamba/xla`` (see
+:mod:`jaxmamba.compile_cache`; ``JAXMAMBA_NO_COMPILE_CACHE=1`` turns that off).
 """
 
 from __future__ import annotations
@@ -278,6 +280,9 @@ def main(argv=None) -> int:
                 route_maps=args.routes, max_mb=args.max_mb, overwrite=args.overwrite,
             )  # fmt: skip
             return 0
+        from jaxmamba.compile_cache import enable_compile_cache
+
+        enable_compile_cache()  # before the first compilation: a rerun loads programs from disk
         _demo(args) if args.command == "demo" else _explore(args)
     except (JaxmambaError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

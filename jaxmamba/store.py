@@ -23,8 +23,11 @@ Guarantees:
   (``SIGKILL``, a power cut) leaves it to the next write's cleaning.  A full disk is one
   :class:`~jaxmamba.errors.CheckpointError` (checked before writing where the size is known),
   not a screen of tracebacks from the writer's threads.
-* **Multi-process.** With several JAX processes, process 0 writes (the trees must be the same on
-  every process, e.g. replicated sums) and all processes wait for it; every process reads.
+* **Multi-process.** With several JAX processes, process 0 checks the target and writes (the
+  trees must be the same on every process, e.g. replicated sums) and every process waits for it
+  and learns its outcome: a write that fails raises the same
+  :class:`~jaxmamba.errors.CheckpointError` in every process, none is left waiting.  Every
+  process can read on its own (a shared file system, or a copy of the folder on every host).
 
 >>> import tempfile, numpy as np
 >>> folder = tempfile.mkdtemp() + "/state"
@@ -160,10 +163,13 @@ def guard(folder: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) 
 
 
 def _checkpointer():
+    """An Orbax checkpointer that works in this process alone: the trees are host data, so with
+    several JAX processes one writes (process 0) and each reads without waiting for the others."""
     import orbax.checkpoint as ocp
 
-    if jax.process_count() > 1:  # the trees are host data, the same everywhere: process 0 writes
-        options = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+    if jax.process_count() > 1:
+        me = jax.process_index()
+        options = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
         return ocp.StandardCheckpointer(multiprocessing_options=options)
     return ocp.StandardCheckpointer()
 
@@ -221,11 +227,28 @@ def clean_temporaries(parent: Path, name: str) -> None:
                         p.unlink()
 
 
-def _barrier(name: str) -> None:
+_MESSAGE_BYTES = 2048
+
+
+def _agree(error: CheckpointError | None) -> None:
+    """Wait for process 0 and raise its ``error`` (a step it did alone) in every process.
+
+    With one process this only raises ``error``.  With several, process 0 sends its outcome to all
+    (a collective, so it is also a barrier): a failure of process 0 raises the same
+    :class:`~jaxmamba.errors.CheckpointError` everywhere instead of leaving the others waiting.
+    """
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices(name)
+        text = np.zeros(_MESSAGE_BYTES, np.uint8)
+        if error is not None and jax.process_index() == 0:
+            raw = str(error).encode()[:_MESSAGE_BYTES]
+            text[: len(raw)] = np.frombuffer(raw, np.uint8)
+        text = np.asarray(multihost_utils.broadcast_one_to_all(text))
+        if error is None and text.any():
+            raise CheckpointError(bytes(text).rstrip(b"\0").decode(errors="replace"))
+    if error is not None:
+        raise error
 
 
 def write(
@@ -249,6 +272,24 @@ def write(
     """
     folder = guard(folder)
     files = dict(files or {})
+    error = None
+    if jax.process_index() == 0:  # the others wait for it (they see the folder mid-write)
+        try:
+            _check_target(folder, overwrite)
+            host = {name: jax.tree.map(np.asarray, tree) for name, tree in trees.items()}
+            _check_space(folder, host, files)
+            with _terminate_cleanly():
+                _write_primary(folder, host, files)
+        except CheckpointError as e:
+            error = e
+        except Exception as e:  # e.g. a leaf that is no array: one error, in every process
+            error = CheckpointError(f"could not write {folder}: {first_line(e)}")
+            error.__cause__ = e
+    _agree(error)
+    return folder
+
+
+def _check_target(folder: Path, overwrite: bool) -> None:
     if folder.exists():
         if not folder.is_dir():
             raise CheckpointError(f"{folder} exists and is not a directory; nothing was written")
@@ -262,13 +303,6 @@ def write(
                     f"{folder} is not a folder jaxmamba wrote, so it is not replaced; "
                     "choose another path"
                 )
-    host = {name: jax.tree.map(np.asarray, tree) for name, tree in trees.items()}
-    if jax.process_index() == 0:
-        _check_space(folder, host, files)
-        with _terminate_cleanly():
-            _write_primary(folder, host, files)
-    _barrier(f"jaxmamba-store-{folder}")
-    return folder
 
 
 def _size(n: int) -> str:
@@ -572,10 +606,16 @@ class StepStore:
     ) -> Path:
         """Write step ``step`` (replacing an earlier write of the same step) and prune old ones."""
         path = write(self.directory / str(int(step)), trees, files, overwrite=True)
+        error = None
         if jax.process_index() == 0:
-            for old in self.steps()[: -self.keep]:
-                remove(self.directory / str(old))
-        _barrier(f"jaxmamba-steps-{self.directory}-{step}")
+            try:
+                for old in self.steps()[: -self.keep]:
+                    remove(self.directory / str(old))
+            except CheckpointError as e:
+                error = e
+            except OSError as e:
+                error = CheckpointError(f"could not prune {self.directory}: {first_line(e)}")
+        _agree(error)
         return path
 
     def restore(self, step: int, trees, files: Iterable[str] = ("meta.json",)):

@@ -10,11 +10,12 @@ boundaries, every exponent ≤ 0::
 
     exp(A(P_t − P_s)) = exp(A(P_t − P_{b−1})) · exp(A(P_{b−1} − P_e)) · exp(A(P_e − P_s))
 
-so the off-diagonal tiles of a query chunk are one matrix product ``(T × D·N)·(D·N × L)`` with
-the middle factor folded into the keys (the keys of chunks j ≥ i are zero).  A diagonal tile is
-the same problem on a sequence of T positions: it is solved recursively with smaller chunks, and
-chunks of at most 8 positions use the direct form.  Nothing ``D × L × L`` is ever built; the
-largest intermediate is the ``(L/T) × L × D·N`` key tensor of the top level.
+so the off-diagonal tiles of query chunk i are one matrix product ``(T × D·N)·(D·N × i·T)`` with
+the middle factor folded into its keys.  A diagonal tile is the same problem on a sequence of T
+positions: it is solved recursively with smaller chunks, and chunks of at most 64 positions use
+the direct form, a recurrence over rows whose factors are single-step decays ≤ 1
+(:func:`_direct`).  Nothing ``D × L × L`` is ever built; the largest intermediate is the
+``L × D·N`` key tensor of one top-level query chunk.
 
 Route pairs: a route and its reverse (VMamba's routes 0 and 2, 1 and 3; every named order's
 routes 2, 3 reverse 0, 1) fill the lower and the upper triangle of one matrix in the first
@@ -36,7 +37,7 @@ from jaxmamba.layers import HIGHEST
 
 __all__ = ["chunk_plan", "causal_maps", "route_groups", "spatial_maps"]
 
-_DIRECT = 8  # chunks of at most this many positions use the direct form
+_DIRECT = 64  # chunks of at most this many positions use the direct form
 _TOP = (7, 8, 6, 5, 4)  # preferred numbers of top-level chunks, best first
 
 
@@ -63,17 +64,19 @@ def chunk_plan(l: int, chunk: int | None = None) -> tuple[int, tuple[int, ...]]:
     """Padded length and chunk sizes (coarse to fine) used for a sequence of ``l`` positions.
 
     The top level cuts the (zero-padded) sequence into 4 to 8 chunks; each level below cuts a
-    chunk into up to 8; chunks of at most 8 positions use the direct form.  ``chunk`` forces the
-    top-level chunk size.  Results do not depend on the plan.
+    chunk into up to 8; chunks of at most 64 positions use the direct form.  ``chunk`` forces the
+    top-level chunk size.  Results do not depend on the plan.  (Measured on 2 CPU cores for
+    VMamba-T's stages, ``python benchmarks/attention.py``: fewer, larger direct chunks run faster,
+    more top-level chunks compile slower.)
 
-    >>> chunk_plan(3136), chunk_plan(49), chunk_plan(5)
-    ((3136, (448, 56, 7)), (49, (7,)), (5, ()))
+    >>> chunk_plan(3136), chunk_plan(784), chunk_plan(196), chunk_plan(49)
+    ((3136, (448, 64)), (784, (112, 56)), (196, (28,)), (49, ()))
     """
     if chunk is not None:
         chunk = max(1, int(chunk))
         lp = -(-l // chunk) * chunk
         return (lp, ()) if lp <= chunk else (lp, (chunk,) + _sub_plan(chunk))
-    if l <= 4 * _DIRECT:
+    if l <= _DIRECT:
         return l, ()
     for lp in range(l, 2 * l + 8):
         for top in _TOP:
@@ -118,23 +121,24 @@ def _factors(dt, A, B, C, c: int):
 def _direct(dt, A, B, C):
     """Lower-triangular ``Σ_{d,n} α`` of short sequences by the direct form, ``(m, T, T)``.
 
-    Σ_d exp(A_d (P_t − P_s)) Δ^d_s is evaluated as ``Δmax_s · Σ_d exp(A_d (P_t − P_s) +
-    log(Δ^d_s / Δmax_s))`` with ``Δmax_s = max_d Δ^d_s``: one exponential per term, exponent ≤ 0.
+    Row by row: ``W_t[s] = exp(A (P_t − P_s)) Δ_s B_s`` for s ≤ t is ``W_{t−1}[s] · exp(A Δ_t)``
+    plus the new column ``W_t[t] = Δ_t B_t`` (W starts at zero, so columns s > t stay zero):
+    every factor is a decay ≤ 1 (an underflow is the true limit, never an overflow) and the
+    only exponentials are the T·D·N step decays.  Row t of the map is ``C_t · W_t``.
     """
     m, t_, d = dt.shape
-    n = A.shape[-1]
-    S = jnp.cumsum(dt, axis=1)
-    tri = np.tril(np.ones((t_, t_), bool))
-    diff = jnp.abs(S[:, :, None] - S[:, None])  # (m, t, s, d): P_t − P_s for t ≥ s (dropped above)
-    dmax = jnp.max(dt, axis=-1)  # (m, s)
-    scale = jnp.where(dmax > 0, dmax, 1.0)
-    ratio = dt / scale[..., None]
-    log_ratio = jnp.where(ratio > 0, jnp.log(jnp.where(ratio > 0, ratio, 1.0)), -jnp.inf)
-    acc = 0.0
-    for j in range(n):
-        e = jnp.sum(jnp.exp(A[:, None, None, :, j] * diff + log_ratio[:, None]), axis=-1)
-        acc = acc + e * (C[:, :, None, j] * B[:, None, :, j])
-    return jnp.where(tri, acc * dmax[:, None, :], 0.0)
+    a = jnp.exp(A[:, None] * dt[..., None])  # (m, t, d, n): one step's decay
+    k = dt[..., None] * B[:, :, None, :]  # (m, t, d, n): Δ_s B_s
+    eye = jnp.eye(t_, dtype=k.dtype)
+
+    def step(w, inputs):
+        a_t, k_t, c_t, e_t = inputs
+        w = w * a_t[:, None] + e_t[None, :, None, None] * k_t[:, None]
+        return w, jnp.einsum("msdn,mn->ms", w, c_t, precision=HIGHEST)
+
+    xs = (jnp.moveaxis(a, 1, 0), jnp.moveaxis(k, 1, 0), jnp.moveaxis(C, 1, 0), eye)
+    _, rows = jax.lax.scan(step, jnp.zeros_like(k), xs)  # (t, m, s)
+    return jnp.moveaxis(rows, 0, 1)
 
 
 def _maps(dt, A, B, C, sizes: tuple[int, ...]):
@@ -144,8 +148,14 @@ def _maps(dt, A, B, C, sizes: tuple[int, ...]):
     lower triangle, diagonal included) or P = 2 (a route and its reverse, each in its own scan
     order, the reverse zero-padded at its front: the first's lower triangle plus the second's
     map reversed on both axes, which fills the upper triangle).  Sums over channels and states
-    (no 1/D).  A pair shares one product of inner size ``2·D·N`` at every level, and its diagonal
-    tiles are again pairs: chunk i of the first route with chunk ``nch − 1 − i`` of the second.
+    (no 1/D).  ``sizes`` are the chunk sizes, coarse to fine (:func:`chunk_plan`); none: the
+    direct form.
+
+    The off-diagonal tiles of query chunk i are one product with exactly the ``i·c`` keys
+    before it, for both routes of a pair; the diagonal tiles are the same problem on sequences
+    of c positions (a pair's chunk i with its reverse's chunk ``nch − 1 − i``), solved with the
+    next size; the map is assembled from those products, the diagonal tiles and (for a pair)
+    the reverse route's products reversed, in one concatenation.
     """
     m, p, t_, d = dt.shape
     n = A.shape[-1]
@@ -156,63 +166,6 @@ def _maps(dt, A, B, C, sizes: tuple[int, ...]):
     c = sizes[0]
     nch = t_ // c
     q, k, mid = _factors(flat(dt), flat(A), flat(B), flat(C), c)
-    # keys of every query chunk, laid out (D·N, T) for the product: mid[i, j] k_j, zero for j ≥ i
-    kk = jnp.transpose(mid[:, :, :, None] * k[:, None], (0, 1, 4, 5, 2, 3))  # (m·p, i, d, n, j, c)
-    kk = kk.reshape(m, p, nch, d * n, t_)
-    q = q.reshape(m, p, nch, c, d * n)
-    if p == 1:
-        q, kk = q[:, 0], kk[:, 0]
-    else:  # the reverse route's factors in the first route's coordinates, side by side
-        q = jnp.concatenate([q[:, 0], jnp.flip(q[:, 1], (1, 2))], axis=-1)
-        kk = jnp.concatenate([kk[:, 0], jnp.flip(kk[:, 1], (1, 3))], axis=-2)
-    out = jax.lax.dot_general(
-        q.reshape(m * nch, c, -1),
-        kk.reshape(m * nch, -1, t_),
-        (((2,), (1,)), ((0,), (0,))),
-        precision=HIGHEST,
-    ).reshape(m, nch, c, t_)  # the diagonal tiles are still zero
-
-    A_tiles = jnp.broadcast_to(A[:, None], (m, nch, p, d, n)).reshape(m * nch, p, d, n)
-    sub = _maps(_tiles(dt, c), A_tiles, _tiles(B, c), _tiles(C, c), sizes[1:])
-    eye = np.eye(nch, dtype=out.dtype)[:, None, :, None]  # add the diagonal tiles in one pass
-    return (out.reshape(m, nch, c, nch, c) + sub.reshape(m, nch, c, 1, c) * eye).reshape(m, t_, t_)
-
-
-def _tiles(x, c: int):
-    """``(m, P, T, …) → (m·T/c, P, c, …)``: the diagonal tiles' sequences, pairs kept together
-    (chunk i of the first route with chunk ``T/c − 1 − i`` of the second, in its own order)."""
-    m, p, t_ = x.shape[:3]
-    nch = t_ // c
-    x = x.reshape((m, p, nch, c) + x.shape[3:])
-    if p == 2:
-        x = jnp.stack([x[:, 0], jnp.flip(x[:, 1], 1)], axis=1)
-    return jnp.swapaxes(x, 1, 2).reshape((m * nch, p, c) + x.shape[4:])
-
-
-_EXACT_FROM = 512  # sequences at least this long use exact-width products (_top_maps)
-
-
-def _any_maps(dt, A, B, C, sizes: tuple[int, ...]):
-    """:func:`_top_maps` for long sequences, else :func:`_maps` (fewer, masked products, which
-    compile faster)."""
-    if sizes and dt.shape[2] >= _EXACT_FROM:
-        return _top_maps(dt, A, B, C, sizes)
-    return _maps(dt, A, B, C, sizes)
-
-
-def _top_maps(dt, A, B, C, sizes: tuple[int, ...]):
-    """:func:`_maps` for long sequences: the off-diagonal tiles of query chunk i are one product
-    with exactly the ``i·c`` keys before it (no zero keys), per chunk, and the map is assembled
-    from those products, the diagonal tiles and (for a pair) the reverse route's products
-    reversed, in one concatenation."""
-    m, p, t_, d = dt.shape
-    n = A.shape[-1]
-    if not sizes:
-        return _maps(dt, A, B, C, sizes)
-    c = sizes[0]
-    nch = t_ // c
-    flat = lambda x: x.reshape((m * p,) + x.shape[2:])
-    q, k, mid = _factors(flat(dt), flat(A), flat(B), flat(C), c)
     left = [None]
     for i in range(1, nch):  # query chunk i against keys 0 .. i·c − 1, both routes of a pair
         kk = (mid[:, i, :i, None] * k[:, :i]).reshape(m * p, i * c, d * n)
@@ -222,7 +175,7 @@ def _top_maps(dt, A, B, C, sizes: tuple[int, ...]):
         )  # fmt: skip
         left.append(prod.reshape(m, p, c, i * c))
     A_tiles = jnp.broadcast_to(A[:, None], (m, nch, p, d, n)).reshape(m * nch, p, d, n)
-    sub = _any_maps(_tiles(dt, c), A_tiles, _tiles(B, c), _tiles(C, c), sizes[1:])
+    sub = _maps(_tiles(dt, c), A_tiles, _tiles(B, c), _tiles(C, c), sizes[1:])
     sub = sub.reshape(m, nch, c, c)
     rows = []
     for i in range(nch):
@@ -235,6 +188,17 @@ def _top_maps(dt, A, B, C, sizes: tuple[int, ...]):
                 row.append(jnp.zeros((m, c, rest), sub.dtype))
         rows.append(jnp.concatenate(row, axis=-1))
     return jnp.concatenate(rows, axis=1)
+
+
+def _tiles(x, c: int):
+    """``(m, P, T, …) → (m·T/c, P, c, …)``: the diagonal tiles' sequences, pairs kept together
+    (chunk i of the first route with chunk ``T/c − 1 − i`` of the second, in its own order)."""
+    m, p, t_ = x.shape[:3]
+    nch = t_ // c
+    x = x.reshape((m, p, nch, c) + x.shape[3:])
+    if p == 2:
+        x = jnp.stack([x[:, 0], jnp.flip(x[:, 1], 1)], axis=1)
+    return jnp.swapaxes(x, 1, 2).reshape((m * nch, p, c) + x.shape[4:])
 
 
 def _channel_last(dt, A, B, C):
@@ -285,7 +249,7 @@ def causal_maps(
     lp, sizes = chunk_plan(l, chunk)
     dt, B, C = (_pad(x, lp - l, front=False) for x in (dt, B, C))
     one = lambda x: x[:, None]
-    return _any_maps(one(dt), one(A), one(B), one(C), sizes)[:, :l, :l] / d
+    return _maps(one(dt), one(A), one(B), one(C), sizes)[:, :l, :l] / d
 
 
 def route_groups(routes: Int[np.ndarray, "k l"]) -> tuple[tuple[int, ...], ...]:
@@ -355,7 +319,7 @@ def spatial_maps(
         same = [g for g in groups if len(g) == size]
         idx = np.asarray(same)  # (G, size) routes of every group, scans × groups batched
         picked = [x[:, idx].reshape((m * len(same), size) + x.shape[2:]) for x in (dt, A, B, C)]
-        got = _any_maps(*picked, sizes)[:, :l, :l]
+        got = _maps(*picked, sizes)[:, :l, :l]
         maps.update(zip(same, jnp.unstack(got.reshape(m, len(same), l, l), axis=1), strict=True))
     out = []
     for group in groups:

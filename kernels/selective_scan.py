@@ -214,17 +214,23 @@ def selective_scan_ref(u, delta, A, B, C, D=None, delta_bias=None, *, delta_soft
 
 def scan_plain(u, dt, A, B, C):
     """The scan with prepared inputs (``dt`` the final Δ, no D term): one ``lax.scan`` step per
-    position over the whole state.  Shared by the XLA path and the Pallas reference."""
+    position over the whole state.  Shared by the XLA path and the Pallas reference.
+
+    The inputs are laid out step-major once, outside the loop, and B, C stay grouped (each
+    step broadcasts its group's row to the group's channels): no ``D/G``-fold copy of B and C.
+    """
     b, d, l = u.shape
-    g = B.shape[1]
-    Bd = jnp.repeat(B, d // g, axis=1)  # (b, d, n, l)
-    Cd = jnp.repeat(C, d // g, axis=1)
+    g, n = B.shape[1], A.shape[1]
+    A = A.reshape(g, d // g, n)
+    dt_s = jnp.moveaxis(dt, -1, 0).reshape(l, b, g, d // g)
+    du_s = jnp.moveaxis(dt * u, -1, 0).reshape(l, b, g, d // g)
+    B_s, C_s = jnp.moveaxis(B, -1, 0), jnp.moveaxis(C, -1, 0)  # (l, b, g, n)
 
-    def step(h, xs):
-        dt_t, u_t, B_t, C_t = xs  # (b, d), (b, d), (b, d, n), (b, d, n)
-        h = jnp.exp(dt_t[..., None] * A) * h + (dt_t * u_t)[..., None] * B_t
-        return h, jnp.sum(h * C_t, axis=-1)
+    def step(h, xs):  # h: (b, g, d/g, n)
+        dt_t, du_t, B_t, C_t = xs
+        h = jnp.exp(dt_t[..., None] * A) * h + du_t[..., None] * B_t[:, :, None, :]
+        return h, jnp.sum(h * C_t[:, :, None, :], axis=-1)
 
-    xs = tuple(jnp.moveaxis(a, -1, 0) for a in (dt, u, Bd, Cd))
-    _, y = jax.lax.scan(step, jnp.zeros((b, d, A.shape[1]), jnp.float32), xs)
-    return jnp.moveaxis(y, 0, -1)
+    h0 = jnp.zeros((b, g, d // g, n), jnp.float32)
+    _, y = jax.lax.scan(step, h0, (dt_s, du_s, B_s, C_s))  # (l, b, g, d/g)
+    return jnp.moveaxis(y.reshape(l, b, d), 0, -1)

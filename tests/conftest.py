@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,10 @@ import pytest
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official-vmamba"
 FIXTURE_NAMES = ("v0_small", "s2_small", "s1_small")
+
+# the CLI turns on JAX's persistent compilation cache in the user's cache folder; tests (and the
+# subprocesses they start) leave it off, except tests/test_compile_cache.py
+os.environ.setdefault("JAXMAMBA_NO_COMPILE_CACHE", "1")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -26,7 +26,9 @@ def random_route_inputs(k=2, d=6, n=1, l=45, seed=0, dt_max=2.0, a_max=24.0):
 
 
 @pytest.mark.parametrize("n", [1, 16])
-@pytest.mark.parametrize("l, chunk", [(45, None), (45, 8), (64, 16), (100, 7), (5, 8)])
+@pytest.mark.parametrize(
+    "l, chunk", [(45, None), (45, 8), (64, 16), (100, 7), (5, 8), (600, None)]
+)  # 600: chunks of 75, their diagonal tiles in chunks of 25
 def test_route_attention_matches_float64_oracle(n, l, chunk):
     dt, A, B, C = random_route_inputs(n=n, l=l, seed=l + n)
     ref = alpha64(dt, A, B, C)  # (k, d, l, l)
