@@ -249,7 +249,8 @@ def causal_maps(
     lp, sizes = chunk_plan(l, chunk)
     dt, B, C = (_pad(x, lp - l, front=False) for x in (dt, B, C))
     one = lambda x: x[:, None]
-    return _maps(one(dt), one(A), one(B), one(C), sizes)[:, :l, :l] / d
+    out = _maps(one(dt), one(A), one(B), one(C), sizes)[:, :l, :l] / d
+    return _undefined_where_a_is_not_finite(out, A)
 
 
 def route_groups(routes: Int[np.ndarray, "k l"]) -> tuple[tuple[int, ...], ...]:
@@ -328,6 +329,13 @@ def spatial_maps(
         if not np.array_equal(inverse, np.arange(l)):
             g = jnp.take(jnp.take(g, jnp.asarray(inverse), axis=1), jnp.asarray(inverse), axis=2)
         out.append(g)
-    if each:
-        return jnp.stack(out, axis=1) / d
-    return sum(out[1:], out[0]) / d
+    out = jnp.stack(out, axis=1) / d if each else sum(out[1:], out[0]) / d
+    return _undefined_where_a_is_not_finite(out, A)
+
+
+def _undefined_where_a_is_not_finite(maps, A):
+    """NaN maps for the scans whose A holds ±inf or NaN (``A_logs`` ≥ 89 overflows float32):
+    the decay exp(A·0) is then undefined, and the per-channel maps of :func:`verify` are NaN
+    too, whatever the chunk plan.  ``maps (M, …)``, ``A (M, …)``."""
+    ok = jnp.all(jnp.isfinite(A).reshape(A.shape[0], -1), axis=1)
+    return jnp.where(ok.reshape((-1,) + (1,) * (maps.ndim - 1)), maps, jnp.nan)
