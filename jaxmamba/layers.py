@@ -6,35 +6,15 @@ are channel-last ``(B, H, W, C)``; float32 matmuls and convs run at full precisi
 
 from __future__ import annotations
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Linear", "Conv2d", "LayerNorm", "trunc_normal", "torch_uniform"]
+from jaxmamba.init import Constant, TruncNormal, Uniform, declare
+
+__all__ = ["Linear", "Conv2d", "LayerNorm"]
 
 HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def trunc_normal(std: float = 0.02):
-    """timm's ``trunc_normal_(std)``: normal truncated to [-2, 2] (absolute), as VMamba uses."""
-
-    def init(key, shape, dtype=jnp.float32):
-        lo, hi = -2.0 / std, 2.0 / std
-        return std * jax.random.truncated_normal(key, lo, hi, shape, dtype)
-
-    return init
-
-
-def torch_uniform(fan_in: int):
-    """PyTorch's default Linear/Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(max(fan_in, 1))
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
 
 
 class Linear(nn.Module):
@@ -45,10 +25,10 @@ class Linear(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        w = self.param("weight", trunc_normal(0.02), (self.features, x.shape[-1]))
+        w = declare(self, "weight", TruncNormal(0.02), (self.features, x.shape[-1]))
         y = jnp.einsum("...i,oi->...o", x, w, precision=HIGHEST)
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+            y = y + declare(self, "bias", Constant(0.0), (self.features,))
         return y
 
 
@@ -67,13 +47,14 @@ class Conv2d(nn.Module):
         cin = x.shape[-1]
         k = self.kernel_size
         fan_in = cin // self.groups * k * k
-        w = self.param("weight", torch_uniform(fan_in), (self.features, cin // self.groups, k, k))
+        shape = (self.features, cin // self.groups, k, k)
+        w = declare(self, "weight", Uniform.torch(fan_in), shape)
         if self.groups == cin == self.features and self.stride == 1:
             y = _depthwise(x, w.astype(x.dtype), self.padding)
         else:
             y = self._dense_conv(x, w)
         if self.use_bias:
-            y = y + self.param("bias", torch_uniform(fan_in), (self.features,))
+            y = y + declare(self, "bias", Uniform.torch(fan_in), (self.features,))
         return y
 
     def _dense_conv(self, x, w):
@@ -116,8 +97,8 @@ class LayerNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        w = self.param("weight", nn.initializers.ones, (c,))
-        b = self.param("bias", nn.initializers.zeros, (c,))
+        w = declare(self, "weight", Constant(1.0), (c,))
+        b = declare(self, "bias", Constant(0.0), (c,))
         mean = jnp.mean(x, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
         return (x - mean) * jax.lax.rsqrt(var + self.eps) * w + b

@@ -20,6 +20,7 @@ from jaxtyping import Array, Float
 from jaxmamba import params as P
 from jaxmamba.config import VMambaConfig, get_config
 from jaxmamba.errors import InputError
+from jaxmamba.init import draw_params
 from jaxmamba.orders import Order, OrderError, SoftOrder, as_order
 from jaxmamba.vmamba import VSSM
 
@@ -69,13 +70,14 @@ def create_model(
     return _init(config, seed)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def _init(config: VMambaConfig, seed: int) -> Model:
+    """Shapes by tracing (``jax.eval_shape``), values drawn on the host by each layer's official
+    rule (:mod:`jaxmamba.init`): nothing is compiled, so the first line of a session is quick."""
     size = config.reduction
-    images = jnp.zeros((1, size, size, config.in_chans), jnp.float32)
+    images = np.zeros((1, size, size, config.in_chans), np.float32)
     init_order = as_order(functools.partial(_row_major_routes, config.k_routes))  # any K
-    variables = VSSM(config).init(jax.random.PRNGKey(seed), images, routes_for(config, init_order))
-    return Model(config, variables["params"])
+    params = draw_params(VSSM(config), seed, images, routes_for(config, init_order))
+    return Model(config, params)
 
 
 def _row_major_routes(k: int, h: int, w: int) -> np.ndarray:

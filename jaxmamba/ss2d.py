@@ -11,16 +11,15 @@ Routes are ``(K, L)`` integer permutations (scan position → row-major spatial 
 
 from __future__ import annotations
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from jaxmamba.init import ALog, Constant, DtBias, Uniform, declare
 from jaxmamba.kernels import selective_scan
-from jaxmamba.layers import HIGHEST, Conv2d, LayerNorm, Linear, torch_uniform
+from jaxmamba.layers import HIGHEST, Conv2d, LayerNorm, Linear
 
 __all__ = ["SS2D", "cross_scan", "cross_merge", "scan_inputs", "is_hard"]
 
@@ -96,23 +95,6 @@ def scan_inputs(op, xs):
     )
 
 
-def _dt_bias_init(dt_min=0.001, dt_max=0.1, floor=1e-4):
-    """Mamba's Δ-bias init: softplus⁻¹ of Δ log-uniform in [dt_min, dt_max]."""
-
-    def init(key, shape, dtype=jnp.float32):
-        u = jax.random.uniform(key, shape, dtype)
-        dt = jnp.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = jnp.maximum(dt, floor)
-        return dt + jnp.log(-jnp.expm1(-dt))
-
-    return init
-
-
-def _a_log_init(key, shape, dtype=jnp.float32):
-    n = shape[-1]
-    return jnp.broadcast_to(jnp.log(jnp.arange(1, n + 1, dtype=dtype)), shape)
-
-
 class SS2D(nn.Module):
     """VMamba's SS2D on ``(B, H, W, C)``; routes (static or soft) are an argument, not state."""
 
@@ -142,11 +124,11 @@ class SS2D(nn.Module):
         )(x)  # fmt: skip
         x = jax.nn.silu(x)
         op = dict(
-            x_proj_weight=self.param("x_proj_weight", torch_uniform(d), (k, r + 2 * n, d)),
-            dt_projs_weight=self.param("dt_projs_weight", torch_uniform(r), (k, d, r)),
-            dt_projs_bias=self.param("dt_projs_bias", _dt_bias_init(), (k, d)),
-            A_logs=self.param("A_logs", _a_log_init, (k * d, n)),
-            Ds=self.param("Ds", nn.initializers.ones, (k * d,)),
+            x_proj_weight=declare(self, "x_proj_weight", Uniform.torch(d), (k, r + 2 * n, d)),
+            dt_projs_weight=declare(self, "dt_projs_weight", Uniform.torch(r), (k, d, r)),
+            dt_projs_bias=declare(self, "dt_projs_bias", DtBias(), (k, d)),
+            A_logs=declare(self, "A_logs", ALog(), (k * d, n)),
+            Ds=declare(self, "Ds", Constant(1.0), (k * d,)),
         )
         u = jnp.moveaxis(x.reshape(b, h * w, d), 1, 2)  # (b, d, l) row-major
         s = scan_inputs(op, cross_scan(u, routes))
