@@ -29,7 +29,7 @@ from jaxmamba import params as P
 from jaxmamba import store
 from jaxmamba.config import ConfigError, VMambaConfig, get_config, list_models
 from jaxmamba.errors import CheckpointError
-from jaxmamba.model import Model, create_model
+from jaxmamba.model import Model, abstract_model
 
 __all__ = ["CheckpointError", "save", "load", "param_shapes", "check_params"]
 
@@ -42,7 +42,7 @@ PARAMS_DIR = "params"
 
 @functools.lru_cache(maxsize=64)
 def _shapes(config: VMambaConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    abstract = jax.eval_shape(lambda: create_model(config))  # traces only: nothing is computed
+    abstract = abstract_model(config)  # traces only: nothing is computed
     return tuple((P.path_to_key(p), tuple(v.shape)) for p, v in P.flatten(abstract.params).items())
 
 

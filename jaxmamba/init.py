@@ -36,6 +36,7 @@ __all__ = [
     "declare",
     "draw_params",
     "param_rng",
+    "param_shapes",
 ]
 
 
@@ -159,17 +160,11 @@ def param_rng(seed: int, path: tuple[str, ...]) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), *words])))
 
 
-def draw_params(module, seed: int, *args, **kwargs) -> dict:
-    """The ``"params"`` of ``module.init(key, *args, **kwargs)``, drawn on the host.
+def param_shapes(module, *args, **kwargs) -> tuple[dict, dict]:
+    """``(shapes, rules)`` of ``module.init(key, *args, **kwargs)``'s ``"params"``, by tracing.
 
-    Shapes come from ``jax.eval_shape`` (tracing, no compilation); each parameter is drawn by the
-    rule its layer declared (:func:`declare`) from :func:`param_rng` ``(seed, path)``.
-
-    Returns:
-      the nested parameter dict, as device arrays of the traced shapes and dtypes.
-
-    Raises:
-      RuntimeError: a parameter was created with ``module.param`` instead of :func:`declare`.
+    ``shapes`` is the nested dict of ``jax.ShapeDtypeStruct``; ``rules`` maps each parameter's
+    path to the :class:`Rule` its layer declared (:func:`declare`). Nothing is compiled or drawn.
     """
     record: dict = {}
     token = _RECORD.set(record)
@@ -178,12 +173,28 @@ def draw_params(module, seed: int, *args, **kwargs) -> dict:
         shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs))
     finally:
         _RECORD.reset(token)
+    return shapes["params"], record
+
+
+def draw_params(module, seed: int, *args, **kwargs) -> dict:
+    """The ``"params"`` of ``module.init(key, *args, **kwargs)``, drawn on the host.
+
+    Shapes come from :func:`param_shapes` (tracing, no compilation); each parameter is drawn by
+    the rule its layer declared (:func:`declare`) from :func:`param_rng` ``(seed, path)``.
+
+    Returns:
+      the nested parameter dict, as device arrays of the traced shapes and dtypes.
+
+    Raises:
+      RuntimeError: a parameter was created with ``module.param`` instead of :func:`declare`.
+    """
+    shapes, rules = param_shapes(module, *args, **kwargs)
 
     def draw(path, spec):
         path = tuple(k.key for k in path)
-        if path not in record:
+        if path not in rules:
             raise RuntimeError(f"parameter {'/'.join(path)} declares no init rule")
-        value = record[path].draw(param_rng(seed, path), spec.shape)
+        value = rules[path].draw(param_rng(seed, path), spec.shape)
         return jnp.asarray(value, dtype=spec.dtype)
 
-    return jax.tree_util.tree_map_with_path(draw, shapes["params"])
+    return jax.tree_util.tree_map_with_path(draw, shapes)

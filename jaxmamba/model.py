@@ -20,13 +20,14 @@ from jaxtyping import Array, Float
 from jaxmamba import params as P
 from jaxmamba.config import VMambaConfig, get_config
 from jaxmamba.errors import InputError
-from jaxmamba.init import draw_params
+from jaxmamba.init import draw_params, param_shapes
 from jaxmamba.orders import Order, OrderError, SoftOrder, as_order
 from jaxmamba.vmamba import VSSM
 
 __all__ = [
     "Model",
     "InputError",
+    "abstract_model",
     "apply",
     "check_images",
     "create_model",
@@ -70,14 +71,31 @@ def create_model(
     return _init(config, seed)
 
 
+def abstract_model(variant: str | VMambaConfig = "vmamba_tiny_s1l8", **overrides) -> Model:
+    """The :class:`Model` of ``variant`` with ``jax.ShapeDtypeStruct`` leaves: shapes, no values.
+
+    What ``jax.eval_shape(lambda: create_model(variant))`` gives, without drawing anything (a
+    restore target, a shape check).
+
+    >>> abstract_model("vmamba_test").params["layers_0"]["blocks_0"]["op"]["Ds"].shape
+    (128,)
+    """
+    config = get_config(variant, **overrides)
+    return Model(config, param_shapes(VSSM(config), *_init_args(config))[0])
+
+
 def _init(config: VMambaConfig, seed: int) -> Model:
     """Shapes by tracing (``jax.eval_shape``), values drawn on the host by each layer's official
     rule (:mod:`jaxmamba.init`): nothing is compiled, so the first line of a session is quick."""
+    return Model(config, draw_params(VSSM(config), seed, *_init_args(config)))
+
+
+def _init_args(config: VMambaConfig) -> tuple:
+    """The smallest images and K row-major routes (shapes only): what ``VSSM.init`` traces."""
     size = config.reduction
     images = np.zeros((1, size, size, config.in_chans), np.float32)
     init_order = as_order(functools.partial(_row_major_routes, config.k_routes))  # any K
-    params = draw_params(VSSM(config), seed, images, routes_for(config, init_order))
-    return Model(config, params)
+    return images, routes_for(config, init_order)
 
 
 def _row_major_routes(k: int, h: int, w: int) -> np.ndarray:

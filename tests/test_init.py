@@ -1,0 +1,139 @@
+"""The host-drawn initialisation: every parameter has its layer's rule, the NumPy draws follow the
+same distributions as the JAX initialisers, and a value depends only on (seed, path, shape)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmamba
+from jaxmamba import params as P
+from jaxmamba.config import get_config
+from jaxmamba.init import (
+    ALog,
+    Constant,
+    DtBias,
+    TruncNormal,
+    Uniform,
+    declare,
+    draw_params,
+    param_shapes,
+)
+from jaxmamba.model import _init_args, abstract_model
+from jaxmamba.vmamba import VSSM
+
+# One small config per family: v05_noz (downsample v3, patch embed v2), v2, v0/gated (v1).
+FAMILIES = {
+    "vmamba_test": {},
+    "vanilla_vmamba_test": {},
+    "vmamba_tiny_s2l5": dict(dims=16, depths=(1, 1, 1, 1)),
+    "vmamba_tiny_s1l8": dict(dims=16, depths=(1, 2, 1, 1), num_classes=7),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_parameter_declares_a_rule_with_its_layers_shape(name):
+    config = get_config(name, **FAMILIES[name])
+    shapes, rules = param_shapes(VSSM(config), *_init_args(config))
+    flat = P.flatten(shapes)
+    assert set(flat) == set(rules)
+    model = jaxmamba.create_model(config, seed=5)
+    got = P.flatten(model.params)
+    assert {k: (v.shape, v.dtype) for k, v in got.items()} == {
+        k: (v.shape, v.dtype) for k, v in flat.items()
+    }
+    assert jax.tree.structure(abstract_model(config).params) == jax.tree.structure(model.params)
+    kinds = {type(r) for r in rules.values()}
+    assert {TruncNormal, Uniform, Constant, DtBias, ALog} <= kinds
+
+
+def _stats_agree(host, ref, rule):
+    """Host and JAX draws of one rule: same support and, for large leaves, the same moments."""
+    host, ref = np.asarray(host, np.float64), np.asarray(ref, np.float64)
+    if isinstance(rule, Uniform):
+        assert np.abs(host).max() <= rule.bound and np.abs(ref).max() <= rule.bound
+    if isinstance(rule, TruncNormal):
+        assert np.abs(host).max() <= 2.0
+    if host.size < 2000:
+        return
+    tolerance = 6 * ref.std() / np.sqrt(host.size)  # 6 standard errors of the mean
+    assert abs(host.mean() - ref.mean()) < tolerance + 1e-7
+    assert abs(host.std() / ref.std() - 1) < 0.06
+    assert abs(np.median(host) - np.median(ref)) < 1.3 * tolerance + 1e-7
+
+
+def test_numpy_draws_match_the_jax_initialisers():
+    config = get_config("vmamba_tiny_s1l8", dims=32, depths=(1, 1, 1, 1))
+    args = _init_args(config)
+    reference = P.flatten(VSSM(config).init(jax.random.PRNGKey(0), *args)["params"])
+    _, rules = param_shapes(VSSM(config), *args)
+    host = P.flatten(draw_params(VSSM(config), 0, *args))
+    checked = set()
+    for path, rule in rules.items():
+        if isinstance(rule, Constant | ALog):
+            np.testing.assert_array_equal(host[path], reference[path])
+        else:
+            _stats_agree(host[path], reference[path], rule)
+        checked.add(type(rule))
+    assert checked == {TruncNormal, Uniform, Constant, DtBias, ALog}
+
+
+def test_rules_give_the_official_distributions():
+    rng = np.random.default_rng(0)
+    x = TruncNormal(0.02).draw(rng, (200_000,))
+    assert x.dtype == np.float32 and abs(x.std() - 0.02) < 2e-4 and abs(x.mean()) < 2e-4
+    wide = TruncNormal(1.5).draw(rng, (200_000,))  # the truncation at ±2 bites: resampled
+    assert np.abs(wide).max() <= 2.0 and (np.abs(wide) > 1.9).any()
+    u = Uniform.torch(25).draw(rng, (100_000,))
+    assert np.abs(u).max() <= 0.2 and abs(u.std() - 0.2 / np.sqrt(3)) < 1e-3
+    dt = jax.nn.softplus(DtBias().draw(rng, (50_000,)))
+    assert float(dt.min()) >= 1e-3 * (1 - 1e-5) and float(dt.max()) <= 0.1 * (1 + 1e-5)
+    logs = np.log(np.asarray(dt))  # log-uniform in [1e-3, 0.1]
+    assert abs(logs.mean() - (np.log(1e-3) + np.log(0.1)) / 2) < 0.02
+    np.testing.assert_allclose(np.exp(ALog().draw(rng, (3, 4))), np.tile(np.arange(1, 5), (3, 1)))
+
+
+def test_values_depend_on_seed_path_and_shape_only():
+    a = jaxmamba.create_model("vmamba_test", seed=0)
+    b = jaxmamba.create_model("vmamba_test", seed=0)
+    c = jaxmamba.create_model("vmamba_test", seed=1)
+    d = jaxmamba.create_model("vmamba_test", seed=0, num_classes=3)  # only the head differs
+    fa, fb, fc, fd = (P.flatten(m.params) for m in (a, b, c, d))
+    for path, value in fa.items():
+        np.testing.assert_array_equal(value, fb[path])
+        if path[0] != "classifier":
+            np.testing.assert_array_equal(value, fd[path])
+    w = ("layers_0", "blocks_0", "op", "in_proj", "weight")
+    assert not np.allclose(fa[w], fc[w])
+    # Two blocks of the same shapes get different values: the path seeds the generator.
+    two = P.flatten(jaxmamba.create_model("vmamba_test", depths=(2, 1, 1, 1)).params)
+    x0 = two[("layers_0", "blocks_0", "op", "x_proj_weight")]
+    x1 = two[("layers_0", "blocks_1", "op", "x_proj_weight")]
+    assert x0.shape == x1.shape and not np.allclose(x0, x1)
+    np.testing.assert_array_equal(x0, fa[("layers_0", "blocks_0", "op", "x_proj_weight")])
+
+
+def test_a_parameter_without_a_rule_is_refused():
+    class Bare(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            ok = declare(self, "ok", Constant(1.0), (3,))
+            return x * ok + self.param("bare", nn.initializers.zeros, (3,))
+
+    with pytest.raises(RuntimeError, match="bare declares no init rule"):
+        draw_params(Bare(), 0, jnp.zeros((3,)))
+
+
+def test_create_model_compiles_nothing():
+    compiles = []
+
+    def listen(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    jaxmamba.create_model("vmamba_test", dims=(24, 48, 96, 192), seed=11)  # shapes no test uses
+    assert compiles == []
+    jax.jit(lambda v: v * 3.0)(jnp.arange(7.0))  # the listener does hear a compilation
+    assert compiles
