@@ -233,7 +233,7 @@ def apply(model: Model, images, order: Order | SoftOrder, implementation, captur
     calls the model inside its own ``jit``; users call :func:`forward` or
     :func:`run_with_cache`.
     """
-    module = VSSM(model.config, implementation)
+    module = VSSM(model.config, implementation, cpu_pieces(model.config, images.shape))
     routes = routes_for(model.config, order)
     images = images.astype(jnp.float32)
     if not capture:
@@ -244,5 +244,37 @@ def apply(model: Model, images, order: Order | SoftOrder, implementation, captur
     cache = {}
     for path, value in P.flatten(state["intermediates"]).items():
         name = P.path_to_key(path[:-2])  # (..., "op", "x") -> layers.i.blocks.j
-        cache.setdefault(name, {})[path[-1]] = value[0]
+        cache.setdefault(name, {})[path[-1]] = jnp.concatenate(value)  # pieces of the batch
     return logits, cache
+
+
+# A stage whose widest activation of one image (the MLP's hidden layer or the K routed copies)
+# reaches this size runs image by image on XLA:CPU: larger slices leave the core's 2 MB L2
+# (measured on vmamba_tiny_s1l8 at 224², batch 8: 0.218 s per image unsplit, 0.142 with stages
+# 0-1 split, 0.149-0.164 at batch 1; benchmarks/forward.py). At most _MAX_PIECES slices: each is
+# another copy of the stage for XLA to compile.
+_SPLIT_BYTES = 2 * 2**20
+_MAX_PIECES = 8
+
+
+def cpu_pieces(config: VMambaConfig, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """How many slices of the batch each stage runs as, for images of ``shape`` ``(B, H, W, C)``.
+
+    All ones except on a single CPU device, where a stage whose per-image activations exceed the
+    L2 cache is cut into ``min(B, 8)`` slices (separate subgraphs, same parameters and results).
+    With several devices the batch is sharded over them, and slices would cut across devices.
+
+    >>> from jaxmamba.config import get_config
+    >>> cpu_pieces(get_config("vmamba_tiny_s1l8"), (8, 224, 224, 3))  # on a CPU
+    (8, 8, 1, 1)
+    """
+    b, h, w = shape[:3]
+    if b == 1 or jax.default_backend() != "cpu" or jax.device_count() > 1:
+        return (1,) * config.num_stages
+    pieces = []
+    for i in range(config.num_stages):
+        gh, gw = config.stage_grid(i, h, w)
+        width = max(int(config.dims[i] * config.mlp_ratio), config.k_routes * config.d_inner(i))
+        large = gh * gw * width * 4 >= _SPLIT_BYTES
+        pieces.append(min(b, _MAX_PIECES) if large else 1)
+    return tuple(pieces)

@@ -116,11 +116,15 @@ class VSSM(nn.Module):
 
     ``__call__(images (B, H, W, 3), routes_for, capture)`` where ``routes_for(h, w)`` gives the
     routes of an ``h x w`` grid and ``capture`` is a set of block names whose SS2D input ``x`` and
-    cross-merged scan output ``y`` (both ``(B, D, L)``) are sown into ``"intermediates"``.
+    cross-merged scan output ``y`` (both ``(B, D, L)``) are sown into ``"intermediates"`` (one
+    entry per piece of the batch, in batch order). ``pieces[i]`` cuts stage ``i``'s batch into
+    that many slices run as separate subgraphs (same parameters, same result); XLA:CPU runs
+    them with a working set that fits its caches (see ``model.cpu_pieces``).
     """
 
     config: VMambaConfig
     implementation: str | None = None
+    pieces: tuple[int, ...] = ()
 
     @nn.compact
     def __call__(self, images, routes_for: Callable, capture: frozenset = frozenset()):
@@ -136,5 +140,10 @@ class VSSM(nn.Module):
             x = LayerNorm(c.eps, name="patch_embed_7")(x)
         for i in range(c.num_stages):
             routes = routes_for(x.shape[1], x.shape[2])
-            x = Stage(c, i, self.implementation, name=f"layers_{i}")(x, routes, capture)
+            stage = Stage(c, i, self.implementation, name=f"layers_{i}")
+            n = min(self.pieces[i] if i < len(self.pieces) else 1, x.shape[0])
+            if n > 1:  # the same stage on n slices of the batch: n independent subgraphs
+                x = jnp.concatenate([stage(p, routes, capture) for p in jnp.array_split(x, n)])
+            else:
+                x = stage(x, routes, capture)
         return Classifier(c.num_classes, c.eps, name="classifier")(x)

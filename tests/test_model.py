@@ -196,3 +196,30 @@ def test_models_with_fewer_routes(k, order):
     assert jaxmamba.forward(m, jnp.zeros((1, 32 * 2, 64, 3)), order=order).shape == (1, 10)
     with pytest.raises(jaxmamba.OrderError, match="K=4"):
         jaxmamba.forward(m, jnp.zeros((1, 64, 64, 3)))
+
+
+def test_batch_cut_into_pieces_gives_the_same_logits_and_cache(monkeypatch):
+    """On one CPU device, stages with large activations run as slices of the batch (separate
+    subgraphs); forcing every stage into two uneven slices changes nothing but the program."""
+    from jaxmamba import model as M
+
+    m = jaxmamba.create_model("vmamba_test", seed=2)
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((5, 96, 64, 3)), jnp.float32)
+    whole = M.run_with_cache(m, x, blocks=[0, 3])
+    scans = lambda: str(jax.make_jaxpr(lambda v: M.forward(m, v))(x)).count("scan[")  # noqa: E731
+    n_whole = scans()
+    assert M.cpu_pieces(m.config, x.shape) == (1,) * m.config.num_stages  # small: not cut
+    monkeypatch.setattr(M, "_SPLIT_BYTES", 0)
+    monkeypatch.setattr(M, "_MAX_PIECES", 2)
+    assert M.cpu_pieces(m.config, x.shape) == (2,) * m.config.num_stages  # slices of 3 and 2
+    assert M.cpu_pieces(m.config, x[:1].shape) == (1,) * m.config.num_stages
+    jax.clear_caches()  # the same shapes compiled again, now cut
+    assert scans() == 2 * n_whole > 0  # every stage's scans twice: two subgraphs
+    cut = M.run_with_cache(m, x, blocks=[0, 3])
+    np.testing.assert_allclose(cut[0], whole[0], rtol=1e-5, atol=1e-5)
+    assert cut[1].keys() == whole[1].keys()
+    for name, entry in whole[1].items():
+        for key in ("x", "y"):
+            assert cut[1][name][key].shape == entry[key].shape
+            np.testing.assert_allclose(cut[1][name][key], entry[key], rtol=1e-5, atol=1e-5)
+    jax.clear_caches()
