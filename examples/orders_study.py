@@ -31,14 +31,13 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from jaxmamba import data as D
 from jaxmamba.config import get_config
 from jaxmamba.evaluate import evaluate_metrics
 from jaxmamba.metrics import summarize
-from jaxmamba.model import Model, create_model
+from jaxmamba.model import create_model
 from jaxmamba.optim import TrainConfig
 from jaxmamba.orders import ORDER_NAMES, as_order
 from jaxmamba.pretrained import default_model_config
@@ -61,27 +60,9 @@ def model_config(order: str, depths=(2, 2, 1, 1), dims: int = 16):
 
 
 def init_model(config, seed: int):
-    """``create_model(config, seed=seed)`` for any ``k_routes``.
-
-    ``create_model`` initialises through the cross order (K = 4), so a model with K < 4 routes is
-    made as a K = 4 model whose per-route parameters (stacked route-major) are cut to the first
-    K routes: the same official initialisation, route by route.
-    """
-    k = config.k_routes
-    if k == 4:
-        return create_model(config, seed=seed)
-    full = create_model(config.replace(k_routes=4), seed=seed)
-
-    def cut(path, leaf):
-        name = getattr(path[-1], "key", None)
-        if name in ("x_proj_weight", "dt_projs_weight", "dt_projs_bias"):
-            return leaf[:k]
-        if name in ("A_logs", "Ds"):
-            return leaf.reshape((4, -1) + leaf.shape[1:])[:k].reshape((-1,) + leaf.shape[1:])
-        return leaf
-
-    params = jax.tree_util.tree_map_with_path(cut, full.params)
-    return Model(config, params)
+    """``create_model(config, seed=seed)``: for K < 4 routes, the first K routes' parameters of
+    the K = 4 model (each parameter's values are drawn in order from a stream of its own path)."""
+    return create_model(config, seed=seed)
 
 
 def run_one(order, seed, *, epochs, size, depths, dims, train, test, n_maps, batch_size):
