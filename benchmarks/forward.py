@@ -1,6 +1,6 @@
 """CPU time of the jitted forward pass at 224×224 (issue 2's target: ≥ 2× faster than PyTorch).
 
-    python benchmarks/forward.py [--repeats 5] [--torch]
+    python benchmarks/forward.py [--repeats 5] [--torch] [--whole]
 
 Prints one row per (variant, batch): compile time, and the median wall time of the compiled
 forward per call and per image.  With ``--torch`` it also times the PyTorch VMamba of the test
@@ -50,6 +50,24 @@ def torch_baseline(model, images, repeats):
         return timed(lambda: net(x), repeats)
 
 
+def whole(model, x, repeats) -> str:
+    """Compile and time ``forward`` on ``x`` with no stage cut into slices of the batch."""
+    from jaxmamba import model as M
+
+    saved = M._SPLIT_BYTES
+    M._SPLIT_BYTES = float("inf")  # no stage is large enough to be cut
+    jax.clear_caches()
+    try:
+        t = time.perf_counter()
+        jax.block_until_ready(jaxmamba.forward(model, x))
+        compile_s = time.perf_counter() - t
+        per_call = timed(lambda: jaxmamba.forward(model, x), repeats)
+    finally:
+        M._SPLIT_BYTES = saved
+        jax.clear_caches()
+    return f"{compile_s:9.1f} {per_call:8.3f} {per_call / x.shape[0]:8.3f}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -59,6 +77,10 @@ def main():
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--torch", action="store_true", help="also time the PyTorch baseline")
+    parser.add_argument(
+        "--whole", action="store_true",
+        help="also time each batch > 1 run whole, not cut into slices (model.cpu_pieces)",
+    )  # fmt: skip
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.size}x{args.size}")
     header = f"{'variant':22} {'batch':>5} {'compile s':>9} {'s/call':>8} {'s/image':>8}"
@@ -80,6 +102,8 @@ def main():
                 ref = torch_baseline(model, x, max(1, args.repeats // 2)) / b
                 row += f" {ref:13.3f} {ref / (per_call / b):7.1f}x"
             print(row, flush=True)
+            if args.whole and b > 1:
+                print(f"{'  (whole batch)':22} {b:5d} " + whole(model, x, args.repeats), flush=True)
 
 
 if __name__ == "__main__":

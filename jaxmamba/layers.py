@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmamba.init import Constant, TruncNormal, Uniform, declare
+from jaxmamba.init_rules import Constant, TruncNormal, Uniform, declare
 
 __all__ = ["Linear", "Conv2d", "LayerNorm"]
 

@@ -20,7 +20,7 @@ from jaxtyping import Array, Float
 from jaxmamba import params as P
 from jaxmamba.config import VMambaConfig, get_config
 from jaxmamba.errors import InputError
-from jaxmamba.init import draw_params, param_shapes
+from jaxmamba.init_rules import draw_params, trace_params
 from jaxmamba.orders import Order, OrderError, SoftOrder, as_order
 from jaxmamba.vmamba import VSSM
 
@@ -30,6 +30,7 @@ __all__ = [
     "abstract_model",
     "apply",
     "check_images",
+    "cpu_pieces",
     "create_model",
     "forward",
     "routes_for",
@@ -81,12 +82,12 @@ def abstract_model(variant: str | VMambaConfig = "vmamba_tiny_s1l8", **overrides
     (128,)
     """
     config = get_config(variant, **overrides)
-    return Model(config, param_shapes(VSSM(config), *_init_args(config))[0])
+    return Model(config, trace_params(VSSM(config), *_init_args(config))[0])
 
 
 def _init(config: VMambaConfig, seed: int) -> Model:
-    """Shapes by tracing (``jax.eval_shape``), values drawn on the host by each layer's official
-    rule (:mod:`jaxmamba.init`): nothing is compiled, so the first line of a session is quick."""
+    """Shapes by tracing (``jax.eval_shape``), values drawn on the host by each layer's
+    official rule (:mod:`jaxmamba.init_rules`): nothing is compiled, so a session starts quick."""
     return Model(config, draw_params(VSSM(config), seed, *_init_args(config)))
 
 
@@ -249,10 +250,12 @@ def apply(model: Model, images, order: Order | SoftOrder, implementation, captur
 
 
 # A stage whose widest activation of one image (the MLP's hidden layer or the K routed copies)
-# reaches this size runs image by image on XLA:CPU: larger slices leave the core's 2 MB L2
-# (measured on vmamba_tiny_s1l8 at 224², batch 8: 0.218 s per image unsplit, 0.142 with stages
-# 0-1 split, 0.149-0.164 at batch 1; benchmarks/forward.py). At most _MAX_PIECES slices: each is
-# another copy of the stage for XLA to compile.
+# takes at least this many bytes runs as slices of the batch on XLA:CPU: whole-batch tensors
+# leave the cache (2 MB of L2 per core on the machine measured). vmamba_tiny_s1l8, 224², batch 8
+# (benchmarks/forward.py, 2 cores): 0.218 s per image whole, 0.135 with stages 0-1 cut into 8
+# slices, 0.147 at batch 1. At most _MAX_PIECES slices: each is another copy of the stage for XLA
+# to compile (batch 8 compiles in 8.8 s instead of 5.2 s), so above 8 images a slice holds
+# several. Training steps are cut alike (the gradient of a sum of slices is exact).
 _SPLIT_BYTES = 2 * 2**20
 _MAX_PIECES = 8
 
@@ -260,12 +263,15 @@ _MAX_PIECES = 8
 def cpu_pieces(config: VMambaConfig, shape: tuple[int, ...]) -> tuple[int, ...]:
     """How many slices of the batch each stage runs as, for images of ``shape`` ``(B, H, W, C)``.
 
-    All ones except on a single CPU device, where a stage whose per-image activations exceed the
-    L2 cache is cut into ``min(B, 8)`` slices (separate subgraphs, same parameters and results).
-    With several devices the batch is sharded over them, and slices would cut across devices.
+    All ones except on a single CPU device, where a stage whose per-image activations reach
+    2 MB is cut into ``min(B, 8)`` slices: separate subgraphs with the same parameters, equal
+    results up to float rounding. With several devices the batch is sharded over them, and
+    slices would cut across devices.
 
     >>> from jaxmamba.config import get_config
-    >>> cpu_pieces(get_config("vmamba_tiny_s1l8"), (8, 224, 224, 3))  # on a CPU
+    >>> cpu_pieces(get_config("vmamba_tiny_s1l8"), (1, 224, 224, 3))  # one image: never cut
+    (1, 1, 1, 1)
+    >>> cpu_pieces(get_config("vmamba_tiny_s1l8"), (8, 224, 224, 3))  # doctest: +SKIP
     (8, 8, 1, 1)
     """
     b, h, w = shape[:3]

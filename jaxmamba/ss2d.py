@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from jaxmamba.init import ALog, Constant, DtBias, Uniform, declare
+from jaxmamba.init_rules import ALog, Constant, DtBias, Uniform, declare
 from jaxmamba.kernels import selective_scan
 from jaxmamba.layers import HIGHEST, Conv2d, LayerNorm, Linear
 

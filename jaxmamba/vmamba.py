@@ -117,9 +117,9 @@ class VSSM(nn.Module):
     ``__call__(images (B, H, W, 3), routes_for, capture)`` where ``routes_for(h, w)`` gives the
     routes of an ``h x w`` grid and ``capture`` is a set of block names whose SS2D input ``x`` and
     cross-merged scan output ``y`` (both ``(B, D, L)``) are sown into ``"intermediates"`` (one
-    entry per piece of the batch, in batch order). ``pieces[i]`` cuts stage ``i``'s batch into
-    that many slices run as separate subgraphs (same parameters, same result); XLA:CPU runs
-    them with a working set that fits its caches (see ``model.cpu_pieces``).
+    entry per slice of the batch, in batch order). ``pieces[i]`` cuts stage ``i``'s batch into
+    that many slices run as separate subgraphs (same parameters; equal results up to float
+    rounding), each with a smaller working set for XLA:CPU (see ``model.cpu_pieces``).
     """
 
     config: VMambaConfig

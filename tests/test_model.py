@@ -198,7 +198,11 @@ def test_models_with_fewer_routes(k, order):
         jaxmamba.forward(m, jnp.zeros((1, 64, 64, 3)))
 
 
-def test_batch_cut_into_pieces_gives_the_same_logits_and_cache(monkeypatch):
+@pytest.mark.skipif(
+    jax.default_backend() != "cpu" or jax.device_count() > 1,
+    reason="batches are cut into slices on a single CPU device only",
+)
+def test_batch_cut_into_pieces_gives_the_same_logits_cache_and_gradient(monkeypatch):
     """On one CPU device, stages with large activations run as slices of the batch (separate
     subgraphs); forcing every stage into two uneven slices changes nothing but the program."""
     from jaxmamba import model as M
@@ -206,6 +210,8 @@ def test_batch_cut_into_pieces_gives_the_same_logits_and_cache(monkeypatch):
     m = jaxmamba.create_model("vmamba_test", seed=2)
     x = jnp.asarray(np.random.default_rng(1).standard_normal((5, 96, 64, 3)), jnp.float32)
     whole = M.run_with_cache(m, x, blocks=[0, 3])
+    loss = jax.grad(lambda p, v: jnp.sum(M.forward(M.Model(m.config, p), v) ** 2))
+    grad_whole = loss(m.params, x)
     scans = lambda: str(jax.make_jaxpr(lambda v: M.forward(m, v))(x)).count("scan[")  # noqa: E731
     n_whole = scans()
     assert M.cpu_pieces(m.config, x.shape) == (1,) * m.config.num_stages  # small: not cut
@@ -222,4 +228,7 @@ def test_batch_cut_into_pieces_gives_the_same_logits_and_cache(monkeypatch):
         for key in ("x", "y"):
             assert cut[1][name][key].shape == entry[key].shape
             np.testing.assert_allclose(cut[1][name][key], entry[key], rtol=1e-5, atol=1e-5)
+    grad_cut = loss(m.params, x)
+    for g_cut, g_whole in zip(jax.tree.leaves(grad_cut), jax.tree.leaves(grad_whole), strict=True):
+        np.testing.assert_allclose(g_cut, g_whole, rtol=1e-4, atol=1e-6)
     jax.clear_caches()

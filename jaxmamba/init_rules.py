@@ -7,8 +7,11 @@ shape)``, the same distribution drawn with NumPy. :func:`draw_params` takes the 
 ``jax.eval_shape`` of a module's ``init`` (tracing only, nothing compiled), records which rule
 each parameter declared, and draws every parameter with NumPy from a generator seeded by
 ``(seed, the parameter's path)``: a model is ready in about a second, where compiling Flax's
-monolithic ``init`` (one threefry program per parameter) took 15 s for VMamba-T. A parameter's
-value depends only on the seed, its path and its shape, not on which other parameters exist.
+monolithic ``init`` (one threefry program per parameter) took 15 s for VMamba-T. With a given
+NumPy (whose ``Generator`` streams may change between releases, NEP 19) a parameter's value
+depends only on the seed, its path and its shape, not on which other parameters exist; the
+values fill the array in C order, so a parameter with fewer routes (K rows) gets the first K
+rows of the K = 4 draw.
 
 >>> import numpy as np
 >>> Uniform(0.5).draw(np.random.default_rng(0), (2, 3)).shape
@@ -36,7 +39,7 @@ __all__ = [
     "declare",
     "draw_params",
     "param_rng",
-    "param_shapes",
+    "trace_params",
 ]
 
 
@@ -157,10 +160,11 @@ def param_rng(seed: int, path: tuple[str, ...]) -> np.random.Generator:
     """
     digest = hashlib.sha256("/".join(path).encode()).digest()
     words = np.frombuffer(digest[:16], dtype="<u4").tolist()
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), *words])))
+    entropy = [int(seed) % 2**64, *words]  # any int seed, negative too, as before
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
 
 
-def param_shapes(module, *args, **kwargs) -> tuple[dict, dict]:
+def trace_params(module, *args, **kwargs) -> tuple[dict, dict]:
     """``(shapes, rules)`` of ``module.init(key, *args, **kwargs)``'s ``"params"``, by tracing.
 
     ``shapes`` is the nested dict of ``jax.ShapeDtypeStruct``; ``rules`` maps each parameter's
@@ -179,7 +183,7 @@ def param_shapes(module, *args, **kwargs) -> tuple[dict, dict]:
 def draw_params(module, seed: int, *args, **kwargs) -> dict:
     """The ``"params"`` of ``module.init(key, *args, **kwargs)``, drawn on the host.
 
-    Shapes come from :func:`param_shapes` (tracing, no compilation); each parameter is drawn by
+    Shapes come from :func:`trace_params` (tracing, no compilation); each parameter is drawn by
     the rule its layer declared (:func:`declare`) from :func:`param_rng` ``(seed, path)``.
 
     Returns:
@@ -188,7 +192,7 @@ def draw_params(module, seed: int, *args, **kwargs) -> dict:
     Raises:
       RuntimeError: a parameter was created with ``module.param`` instead of :func:`declare`.
     """
-    shapes, rules = param_shapes(module, *args, **kwargs)
+    shapes, rules = trace_params(module, *args, **kwargs)
 
     def draw(path, spec):
         path = tuple(k.key for k in path)

@@ -10,7 +10,7 @@ import pytest
 import jaxmamba
 from jaxmamba import params as P
 from jaxmamba.config import get_config
-from jaxmamba.init import (
+from jaxmamba.init_rules import (
     ALog,
     Constant,
     DtBias,
@@ -18,7 +18,7 @@ from jaxmamba.init import (
     Uniform,
     declare,
     draw_params,
-    param_shapes,
+    trace_params,
 )
 from jaxmamba.model import _init_args, abstract_model
 from jaxmamba.vmamba import VSSM
@@ -35,7 +35,7 @@ FAMILIES = {
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_every_parameter_declares_a_rule_with_its_layers_shape(name):
     config = get_config(name, **FAMILIES[name])
-    shapes, rules = param_shapes(VSSM(config), *_init_args(config))
+    shapes, rules = trace_params(VSSM(config), *_init_args(config))
     flat = P.flatten(shapes)
     assert set(flat) == set(rules)
     model = jaxmamba.create_model(config, seed=5)
@@ -51,24 +51,27 @@ def test_every_parameter_declares_a_rule_with_its_layers_shape(name):
 def test_numpy_draws_match_the_jax_initialisers():
     """Each rule a model declares, drawn 60 000 times by both forms: the same distribution."""
     config = get_config("vmamba_tiny_s1l8", dims=32, depths=(1, 1, 1, 1))
-    _, rules = param_shapes(VSSM(config), *_init_args(config))
+    _, rules = trace_params(VSSM(config), *_init_args(config))
     kinds = set()
     for i, rule in enumerate(sorted(set(rules.values()), key=repr)):
         kinds.add(type(rule))
         shape = (4, 16) if isinstance(rule, ALog) else (60_000,)
-        host = np.asarray(rule.draw(np.random.default_rng(i), shape), np.float64)
-        ref = np.asarray(rule(jax.random.PRNGKey(i), shape), np.float64)
-        assert host.shape == ref.shape == shape and host.dtype == ref.dtype, rule
+        host, ref = rule.draw(np.random.default_rng(i), shape), rule(jax.random.PRNGKey(i), shape)
+        assert host.shape == ref.shape == shape and host.dtype == ref.dtype == np.float32, rule
+        host, ref = np.asarray(host, np.float64), np.asarray(ref, np.float64)
         if isinstance(rule, Constant | ALog):
             np.testing.assert_array_equal(host, ref)
             continue
         tolerance = 6 * ref.std() / np.sqrt(host.size)  # 6 standard errors of the mean
         assert abs(host.mean() - ref.mean()) < tolerance, rule
         assert abs(host.std() / ref.std() - 1) < 0.02, rule
-        for q in (0.01, 0.1, 0.5, 0.9, 0.99):  # the whole shape, not only two moments
-            assert abs(np.quantile(host, q) - np.quantile(ref, q)) < 0.02 * ref.std() * 3, rule
+        for q in (0.1, 0.5, 0.9):  # the whole shape, not only two moments
+            assert abs(np.quantile(host, q) - np.quantile(ref, q)) < 0.06 * ref.std(), rule
+        for q in (0.01, 0.99):  # the tails: fewer draws, wider margin
+            assert abs(np.quantile(host, q) - np.quantile(ref, q)) < 0.1 * ref.std(), rule
         if isinstance(rule, Uniform):
-            assert np.abs(host).max() <= rule.bound and np.abs(ref).max() <= rule.bound
+            bound = np.float32(rule.bound)
+            assert np.abs(host).max() <= bound and np.abs(ref).max() <= bound
         if isinstance(rule, TruncNormal):
             assert np.abs(host).max() <= 2.0 and np.abs(ref).max() <= 2.0
     assert kinds == {TruncNormal, Uniform, Constant, DtBias, ALog}
@@ -128,7 +131,12 @@ def test_create_model_compiles_nothing():
             compiles.append(duration)
 
     jax.monitoring.register_event_duration_secs_listener(listen)
-    jaxmamba.create_model("vmamba_test", dims=(24, 48, 96, 192), seed=11)  # shapes no test uses
-    assert compiles == []
-    jax.jit(lambda v: v * 3.0)(jnp.arange(7.0))  # the listener does hear a compilation
-    assert compiles
+    try:
+        jaxmamba.create_model(
+            "vmamba_test", dims=(24, 48, 96, 192), seed=-11
+        )  # shapes no test uses
+        assert compiles == []
+        jax.jit(lambda v: v * 3.0)(jnp.arange(7.0))  # the listener does hear a compilation
+        assert compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
