@@ -252,7 +252,7 @@ def apply(model: Model, images, order: Order | SoftOrder, implementation, captur
 # A stage whose widest activation of one image (the MLP's hidden layer or the K routed copies)
 # takes at least this many bytes runs as slices of the batch on XLA:CPU: whole-batch tensors
 # leave the cache (2 MB of L2 per core on the machine measured). vmamba_tiny_s1l8, 224², batch
-# 8 (benchmarks/forward.py --whole, 2 cores): 0.211 s per image whole, 0.135 with stages 0-1 cut
+# 8 (benchmarks/forward.py --whole, 2 cores): 0.20-0.21 s per image whole, 0.135 with stages 0-1 cut
 # into 8 slices, 0.148 at batch 1. At most _MAX_PIECES slices: each is another copy of the stage
 # for XLA to compile (batch 8 compiles in 9.0 s instead of 5.1 s), so above 8 images a slice
 # holds several. Training steps are cut alike (the gradient of a sum of slices is exact).
