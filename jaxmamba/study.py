@@ -22,7 +22,11 @@ TensorStore was 5-10x slower warm without a chunk cache and saves nothing for fl
 Every file is written atomically (a temporary sibling, then a rename), entry by entry: a killed
 run resumes where it stopped and never recomputes a finished entry; a running mean resumes by
 image (:func:`jaxmamba.attention_mean`).  A rerun into an existing study must have the same plan
-(the same models, images, orders, blocks and options) or is refused, naming what differs.
+(the same models, images, orders, blocks and options) or is refused, naming what differs; only an
+unfinished first run that averaged nothing yet may be planned anew.  Every argument is checked
+before the first write; while a study is written, ``STUDY/.lock`` (the writer's pid and host)
+refuses a second writer by name, and the temporaries and lock of a killed writer never block the
+next run, which also removes a finished order's leftover running mean.
 
 >>> import numpy as np, tempfile, jaxmamba
 >>> model = jaxmamba.create_model("vmamba_test")
