@@ -5,12 +5,16 @@ rollout across the blocks of a stage.
 images.  Each batch is split over all devices along its batch axis (a 1-D ``Mesh`` over
 ``jax.devices()``; XLA reduces the per-device sums).
 
-Resuming (``out_dir``): the running sums, the number of images counted and the number of images
-each process has consumed from its stream are saved atomically, with checksums
+Resuming (``out_dir``): the running sums, the number of images counted, the number of images
+each process has consumed from its stream and a digest of those images (a chain of the sha256 of
+each image's float32 pixels, in stream order) are saved atomically, with checksums
 (:mod:`jaxmamba.store`), every ``save_every`` batches.  A rerun with the same ``out_dir`` skips
 exactly the images already consumed (by image, not by batch, so another batch size resumes
-correctly) and refuses, naming what differs, to continue a run made with other model weights
-(a digest of the parameters), another order, other blocks, options or image size.
+correctly) after checking that they are the images the saved sums hold, and refuses, naming what
+differs, to continue a run made with other images (or a stream shorter than what was consumed),
+other model weights (a digest of the parameters), another order, other blocks, options or image
+size.  A state saved by a jaxmamba without image digests is resumed with a warning that its
+images cannot be checked.
 
 Multi-process (many hosts): call ``jax.distributed.initialize()`` in every process first and give
 each process its own ``batches`` (its shard of the images): the same number of batches in every
@@ -24,8 +28,9 @@ orders, blocks, options or image sizes are refused likewise.
 
 ``out_dir`` in a multi-process run is process 0's: process 0 alone reads, checks and writes it (the
 sums are the same in every process; what it records as consumed is the count of every process,
-their batches being equal), and sends the saved progress to the others when the run starts, so
-that all resume from the same image.  The other processes never read or write their ``out_dir``
+their batches being equal, with the image digest of each process's stream), and sends the saved
+progress to the others when the run starts, so that all resume from the same image and each
+checks its own images.  The other processes never read or write their ``out_dir``
 (they only check that one is given), so it needs no shared file system; on one, any host can be
 process 0 when the run is restarted.  A state is saved only after every process has computed the
 batches it counts, so a killed process (JAX's heartbeat then stops the others) loses at most the
@@ -39,6 +44,7 @@ import hashlib
 import itertools
 import json
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -108,6 +114,20 @@ class _Progress:
     count: int = 0  # images averaged, all processes together
     consumed: int = 0  # images this process has taken from its stream (counted or skipped)
     skipped: int = 0  # images with NaN/inf pixels left out, all processes together
+    digests: list[str] | None = None  # per process: _ImageChain of the consumed images (or None)
+
+
+class _ImageChain:
+    """A digest of the images a stream has given, in order, that does not depend on how they were
+    batched: ``d = sha256(d + sha256(image))`` over each image's float32 pixels."""
+
+    def __init__(self) -> None:
+        self.digest, self.count = b"", 0
+
+    def add(self, image: np.ndarray) -> None:
+        pixels = hashlib.sha256(np.ascontiguousarray(image, np.float32)).digest()
+        self.digest = hashlib.sha256(self.digest + pixels).digest()
+        self.count += 1
 
 
 def attention_mean(
@@ -172,6 +192,7 @@ def attention_mean(
     many = jax.process_count() > 1
     steps, state, blocks_info, shape = None, _Progress(), None, None
     first_size, seen, since_save = 0, 0, 0
+    chain = _ImageChain()
     stream = iter(batches)
     bar = None
     if progress:
@@ -192,6 +213,12 @@ def attention_mean(
             elif error is not None:
                 raise error
             if x is None:
+                if steps is not None and seen < state.consumed:  # every process alike: no wait
+                    raise AggregateError(
+                        f"the running mean in {out_dir} was started on other images: it has "
+                        f"consumed {state.consumed} images{_of_process(many)}, this stream ends "
+                        f"after {seen}; give the same images, or use another out_dir"
+                    )
                 break
             b = len(x)
             if shape is None:
@@ -205,9 +232,18 @@ def attention_mean(
                 if out_dir is not None:
                     opened = _open_everywhere if many else _open
                     steps, state = opened(Path(out_dir), identity)
+                    if state.consumed and state.digests is None:
+                        warnings.warn(
+                            f"the running mean in {out_dir} was saved without a digest of its "
+                            f"images (an earlier jaxmamba): the {state.consumed} images it "
+                            "consumed cannot be checked; resuming on trust",
+                            stacklevel=2,
+                        )
                     if bar is not None:
                         bar.update(min(state.consumed, total or state.consumed))
             start = min(max(state.consumed - seen, 0), b)  # images consumed by an earlier run
+            if steps is not None:
+                _follow(chain, x, state, out_dir, many, seen, index)
             seen += b
             if start == b:
                 continue
@@ -226,7 +262,7 @@ def attention_mean(
             if bar is not None:
                 bar.update(len(x))
             if steps is not None and since_save >= save_every:
-                _save(steps, state)
+                _save(steps, state, chain)
                 since_save = 0
         if state.count == 0:
             raise AggregateError(
@@ -234,7 +270,7 @@ def attention_mean(
                 "already or skipped"
             )
         if steps is not None and since_save:
-            _save(steps, state)
+            _save(steps, state, chain)
     finally:
         if bar is not None:
             bar.close()
@@ -244,6 +280,31 @@ def attention_mean(
 
 
 _END = object()
+
+
+def _of_process(many: bool) -> str:
+    return f" in process {jax.process_index()}" if many else ""
+
+
+def _follow(chain: _ImageChain, x, state: _Progress, out_dir, many: bool, seen: int,
+            index: int) -> None:  # fmt: skip
+    """Add the images of a batch to ``chain``; where it reaches the images a resumed run had
+    consumed, check that they were these (every process together, so that none is left waiting
+    when one stream differs)."""
+    mine = state.digests[jax.process_index()] if state.digests else None
+    error = None
+    for image in x:
+        chain.add(image)
+        if chain.count == state.consumed and mine is not None and chain.digest.hex() != mine:
+            error = AggregateError(
+                f"the running mean in {out_dir} was started on other images: the first "
+                f"{state.consumed} images of this stream{_of_process(many)} differ from those it "
+                "averaged; give the same images in the same order, or use another out_dir"
+            )
+    if many and seen < state.consumed <= seen + len(x):  # the same batch in every process
+        _agree_batch(index, error, x)
+    elif error is not None:
+        raise error
 
 
 def _checked(model, batch, index, shape, seen, nonfinite):
@@ -341,6 +402,7 @@ def _open_everywhere(out_dir: Path, identity: dict):
 
     names = identity["blocks"]
     head = np.zeros(5 + 5 * len(names), np.int64)  # failed, has sums, count, consumed, skipped
+    digests = np.zeros((jax.process_count(), 33), np.uint8)  # saved or not, sha256 (per process)
     message = _encode("")
     steps, state = None, _Progress()
     if jax.process_index() == 0:
@@ -350,15 +412,20 @@ def _open_everywhere(out_dir: Path, identity: dict):
             head[0], message = 1, _encode(store.first_line(e, _MESSAGE_BYTES))
         else:
             head[1:5] = [state.sums is not None, state.count, state.consumed, state.skipped]
+            for i, d in enumerate(state.digests or []):
+                digests[i] = [1, *bytes.fromhex(d)]
             for i, k in enumerate(names):
                 if state.sums is not None:
                     dims = np.shape(state.sums[k])  # at most (K, C, L, L)
                     head[5 + 5 * i : 10 + 5 * i] = [len(dims), *dims, *[0] * (4 - len(dims))]
-    head, message = (np.asarray(a) for a in multihost_utils.broadcast_one_to_all((head, message)))
+    head, message, digests = (
+        np.asarray(a) for a in multihost_utils.broadcast_one_to_all((head, message, digests))
+    )
     if head[0]:
         raise AggregateError(_decode(message))
     if jax.process_index() != 0:
-        state = _Progress(None, int(head[2]), int(head[3]), int(head[4]))
+        saved = [bytes(d[1:]).hex() for d in digests] if digests[:, 0].all() else None
+        state = _Progress(None, int(head[2]), int(head[3]), int(head[4]), saved)
         steps = store.StepStore(out_dir / STATE_DIR, keep=2)
     if head[1]:
         sums = {k: np.asarray(state.sums[k], np.float32) for k in names} if state.sums else {
@@ -396,7 +463,7 @@ def _open(out_dir: Path, identity: dict):
     run_file = out_dir / RUN_FILE
     if out_dir.exists() and not out_dir.is_dir():
         raise AggregateError(f"out_dir {out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    if store.entries(out_dir):  # a first write killed left only a temporary: still empty
         try:
             saved = store.parse_json(run_file.read_text(), run_file)
         except FileNotFoundError:
@@ -427,7 +494,7 @@ def _open(out_dir: Path, identity: dict):
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             store.write_text_atomic(run_file, json.dumps(identity, indent=1) + "\n")
-        except OSError as e:
+        except (OSError, CheckpointError) as e:
             raise AggregateError(f"cannot write out_dir {out_dir}: {e}") from None
     steps = store.StepStore(out_dir / STATE_DIR, keep=2)
     latest = steps.latest_step()
@@ -439,6 +506,7 @@ def _open(out_dir: Path, identity: dict):
         state = _Progress(
             {k: jnp.asarray(v) for k, v in trees["sums"].items()},
             int(meta["count"]), int(meta["consumed"]), int(meta["skipped"]),
+            _saved_digests(meta, identity["processes"]),
         )  # fmt: skip
     except (CheckpointError, KeyError, ValueError, TypeError, OSError) as e:
         raise AggregateError(
@@ -449,8 +517,27 @@ def _open(out_dir: Path, identity: dict):
     return steps, state
 
 
-def _save(steps: store.StepStore, state: _Progress) -> None:
-    meta = {"count": state.count, "consumed": state.consumed, "skipped": state.skipped}
+def _saved_digests(meta: dict, processes: int) -> list[str] | None:
+    """The image digests of a saved state, one per process; None for a state saved without."""
+    if "images_digests" not in meta:
+        return None
+    digests = meta["images_digests"]
+    if (not isinstance(digests, list) or len(digests) != processes
+            or not all(isinstance(d, str) and len(d) == 64 for d in digests)):  # fmt: skip
+        raise ValueError(f"its images_digests is not {processes} sha256 digests")
+    return digests
+
+
+def _save(steps: store.StepStore, state: _Progress, chain: _ImageChain) -> None:
+    digest = np.frombuffer(chain.digest, np.uint8)
+    if jax.process_count() > 1:  # every process saves together: gather their digests
+        from jax.experimental import multihost_utils
+
+        every = np.asarray(multihost_utils.process_allgather(digest)).reshape(-1, 32)
+    else:
+        every = digest[None]
+    meta = {"count": state.count, "consumed": state.consumed, "skipped": state.skipped,
+            "images_digests": [bytes(d).hex() for d in every]}  # fmt: skip
     sums = {k: np.asarray(v) for k, v in state.sums.items()}
     steps.save(state.consumed, {"sums": sums}, {"meta.json": json.dumps(meta)})
 

@@ -20,9 +20,12 @@ Guarantees:
   an input of the command, whatever they contain.
 * **Interrupted cleanly.** A write stopped by an exception, Ctrl-C or ``SIGTERM`` removes its
   temporary folder (then ``SIGTERM`` ends the process as it would have); one killed outright
-  (``SIGKILL``, a power cut) leaves it to the next write's cleaning.  A full disk is one
-  :class:`~jaxmamba.errors.CheckpointError` (checked before writing where the size is known),
-  not a screen of tracebacks from the writer's threads.
+  (``SIGKILL``, a power cut) leaves it to the next write's cleaning, and such a dead writer's
+  temporary never makes a folder look "not empty" (:func:`entries`).  A full disk is one
+  :class:`~jaxmamba.errors.CheckpointError` naming the path (checked before writing where the
+  size is known), not a screen of tracebacks from the writer's threads.
+* **One writer.** :func:`locked` holds a lock file in a folder (the owner's pid and host) and
+  refuses a second writer by name; a lock whose process is gone (same host) is taken over.
 * **Multi-process.** With several JAX processes, process 0 checks the target and writes (the
   trees must be the same on every process, e.g. replicated sums) and every process waits for it
   and learns its outcome: a write that fails raises the same
@@ -48,6 +51,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -62,11 +66,15 @@ from jaxmamba.errors import CheckpointError
 
 __all__ = [
     "CHECKSUM_FILE",
+    "LOCK_FILE",
     "StepStore",
     "clean_temporaries",
+    "entries",
     "first_line",
     "guard",
     "is_ours",
+    "is_stale_temporary",
+    "locked",
     "parse_json",
     "quiet_orbax",
     "read",
@@ -212,19 +220,48 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_temporaries(parent: Path, name: str) -> None:
-    """Remove ``.NAME.tmp-*`` / ``.NAME.old-*`` siblings left by writers that are gone."""
-    if not parent.is_dir():
+def is_stale_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a temporary that a jaxmamba writer now gone left behind: its name is
+    ``.NAME.tmp-<pid>-<id>`` or ``.NAME.old-<pid>-<id>`` and no process ``<pid>`` is alive.
+
+    >>> is_stale_temporary(f".study.json.tmp-{os.getpid()}-0123456789ab")  # this process: alive
+    False
+    >>> is_stale_temporary(".study.json.tmp-12-nothex")  # not the library's pattern
+    False
+    """
+    m = _TMP.match(Path(path).name)
+    return bool(m) and int(m.group("pid")) != os.getpid() and not _alive(int(m.group("pid")))
+
+
+def _remove_stale(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:  # a file of write_bytes_atomic
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def clean_temporaries(parent: Path, name: str | None = None) -> None:
+    """Remove ``.NAME.tmp-*`` / ``.NAME.old-*`` siblings left by writers that are gone (of every
+    name when ``name`` is None); nothing else is touched."""
+    if not Path(parent).is_dir():
         return
-    for p in parent.iterdir():
+    for p in Path(parent).iterdir():
         m = _TMP.match(p.name)
-        if m and m.group("name") == name and int(m.group("pid")) != os.getpid():
-            if not _alive(int(m.group("pid"))):
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:  # a file of write_text_atomic
-                    with contextlib.suppress(OSError):
-                        p.unlink()
+        if m and (name is None or m.group("name") == name) and is_stale_temporary(p):
+            _remove_stale(p)
+
+
+def entries(folder: str | os.PathLike, ignore: Iterable[str] = ()) -> list[Path]:
+    """What ``folder`` holds, sorted, less the names in ``ignore`` and less the temporaries of
+    jaxmamba writers that are gone (which are removed): a folder where a first write was killed
+    is still empty.  A missing folder holds nothing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    clean_temporaries(folder)
+    ignore = set(ignore)
+    return sorted(p for p in folder.iterdir() if p.name not in ignore)
 
 
 _MESSAGE_BYTES = 2048
@@ -293,7 +330,7 @@ def _check_target(folder: Path, overwrite: bool) -> None:
     if folder.exists():
         if not folder.is_dir():
             raise CheckpointError(f"{folder} exists and is not a directory; nothing was written")
-        if any(folder.iterdir()):
+        if entries(folder):
             if not overwrite:
                 raise CheckpointError(
                     f"{folder} already exists and is not empty; pass overwrite=True to replace it"
@@ -466,24 +503,141 @@ def _write_primary(folder: Path, trees: Mapping[str, object], files: Mapping[str
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _write_error(path: Path, e: OSError) -> CheckpointError:
+    """One line naming ``path`` for a failed file write: a full disk says so."""
+    if _no_space(e) or e.errno == getattr(errno, "EDQUOT", None):
+        why = "the disk is full"
+    else:
+        why = e.strerror or first_line(e)
+    return CheckpointError(f"could not write {path}: {why}; it was left as it was")
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to the file ``path`` atomically (a temporary sibling, then a rename);
-    missing parent folders are created."""
+    missing parent folders are created.  A failure (a full disk, no permission) raises
+    :class:`~jaxmamba.errors.CheckpointError` naming ``path``, which keeps its old content.
+
+    >>> import tempfile
+    >>> write_bytes_atomic(tempfile.mkdtemp() + "/a.txt", b"hi").read_bytes()
+    b'hi'
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_temporaries(path.parent, path.name)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_temporaries(path.parent, path.name)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as e:
+        raise _write_error(path, e) from None
     return path
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to the file ``path`` atomically."""
+    """Write ``text`` (UTF-8) to the file ``path`` atomically (as :func:`write_bytes_atomic`)."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+LOCK_FILE = ".lock"
+_STALE_UNREADABLE_S = 60.0  # a lock file without a readable owner (its writer killed at once)
+
+
+def _lock_owner(path: Path) -> dict | None:
+    """The owner recorded in the lock file ``path`` (``{"pid", "host", "since"}``), or None if it
+    cannot be read (gone, empty, damaged)."""
+    try:
+        owner = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+        return None
+    return owner
+
+
+def _lock_is_stale(path: Path, owner: dict | None) -> bool:
+    """A lock whose process is gone: its pid is dead on this host, or it names no owner and is
+    older than a minute.  A lock of another host is never stale (its pid cannot be checked)."""
+    if owner is None:
+        try:
+            return time.time() - path.stat().st_mtime > _STALE_UNREADABLE_S
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+    if owner.get("host") != socket.gethostname():
+        return False
+    return owner["pid"] != os.getpid() and not _alive(owner["pid"])
+
+
+def _take_lock(path: Path, advice: str) -> str:
+    """Create the lock file ``path`` (``O_CREAT | O_EXCL``), taking over a stale one; return the
+    token written in it."""
+    token = uuid.uuid4().hex
+    record = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S"), "token": token}  # fmt: skip
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(path)
+            if _lock_is_stale(path, owner):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            if owner is None:
+                raise CheckpointError(
+                    f"{path.parent} is being written by another process (its lock {path} names "
+                    f"no owner yet); {advice}"
+                ) from None
+            host = "" if owner.get("host") == socket.gethostname() else f" on {owner.get('host')}"
+            raise CheckpointError(
+                f"{path.parent} is being written by process {owner['pid']}{host} (since "
+                f"{owner.get('since', '?')}); {advice}"
+            ) from None
+        except OSError as e:
+            raise _write_error(path, e) from None
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(record))
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise _write_error(path, e) from None
+        return token
+    raise CheckpointError(f"could not take the lock {path}: other processes keep taking it")
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike, advice: str = "wait for it or choose another folder"):
+    """Hold the lock file ``folder/.lock`` while the block runs: a second writer (another
+    process, or a second call in this one) gets :class:`~jaxmamba.errors.CheckpointError` naming
+    the owner's pid and start, followed by ``advice``.  The lock is removed when the block ends,
+    by an exception or Ctrl-C too; one left by a killed process (its pid dead on this host) is
+    taken over.  ``folder`` must exist.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with locked(folder):
+    ...     with locked(folder, "wait"):
+    ...         pass
+    Traceback (most recent call last):
+    ...
+    jaxmamba.errors.CheckpointError: ... is being written by process ... (since ...); wait
+    >>> os.listdir(folder)
+    []
+    """
+    path = Path(folder) / LOCK_FILE
+    token = _take_lock(path, advice)
+    try:
+        yield path
+    finally:
+        owner = _lock_owner(path)
+        if owner is not None and owner.get("token") == token:  # still ours: never another's
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def verify(folder: str | os.PathLike) -> dict[str, str]:

@@ -22,7 +22,11 @@ TensorStore was 5-10x slower warm without a chunk cache and saves nothing for fl
 Every file is written atomically (a temporary sibling, then a rename), entry by entry: a killed
 run resumes where it stopped and never recomputes a finished entry; a running mean resumes by
 image (:func:`jaxmamba.attention_mean`).  A rerun into an existing study must have the same plan
-(the same models, images, orders, blocks and options) or is refused, naming what differs.
+(the same models, images, orders, blocks and options) or is refused, naming what differs; only an
+unfinished first run that averaged nothing yet may be planned anew.  Every argument is checked
+before the first write; while a study is written, ``STUDY/.lock`` (the writer's pid and host)
+refuses a second writer by name, and the temporaries and lock of a killed writer never block the
+next run, which also removes a finished order's leftover running mean.
 
 >>> import numpy as np, tempfile, jaxmamba
 >>> model = jaxmamba.create_model("vmamba_test")
@@ -37,12 +41,14 @@ image (:func:`jaxmamba.attention_mean`).  A rerun into an existing study must ha
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 from collections import OrderedDict
@@ -53,10 +59,10 @@ import numpy as np
 
 from jaxmamba import params as P
 from jaxmamba import store
-from jaxmamba.aggregate import attention_mean
+from jaxmamba.aggregate import RUN_FILE, RUN_FORMAT, attention_mean
 from jaxmamba.attention import AttentionOptions
 from jaxmamba.config import Block
-from jaxmamba.errors import StudyError, require
+from jaxmamba.errors import CheckpointError, StudyError, require
 from jaxmamba.model import Model, check_images, select_blocks
 from jaxmamba.orders import ORDER_NAMES, as_order
 from jaxmamba.reduce import METHODS, embed
@@ -185,13 +191,18 @@ def _plan(models, sources, images, names, orders, blocks, methods, route_maps, o
 
 _PLAN_KEYS = ("models", "orders", "blocks", "image_size", "images", "images_digest",
               "single_images", "methods", "route_maps", "options", "pool_grid", "seed")  # fmt: skip
+_MEAN_KEYS = ("models", "orders", "blocks", "image_size", "images_digest", "options")  # fmt: skip
+_LOCK_ADVICE = "wait for it or choose another --out"
 
 
-def _check_existing(out: Path, plan: dict) -> dict | None:
-    """The saved study.json if ``out`` holds this study; None for a new or empty folder."""
+def _check_existing(out: Path, plan: dict | None) -> dict | None:
+    """The saved study.json if ``out`` holds this study; None for a new or empty folder (the
+    temporaries of killed writers and the lock do not count).  With ``plan`` None, only whether
+    ``out`` is a study folder at all is checked.  An unfinished study that holds no result yet
+    (nothing averaged) and was planned otherwise is returned too, marked ``"replan": True``."""
     if out.exists() and not out.is_dir():
         raise StudyError(f"{out} exists and is not a folder; nothing was written")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not store.entries(out, ignore=[store.LOCK_FILE]):
         return None
     try:
         saved = store.parse_json((out / STUDY_FILE).read_text(), out / STUDY_FILE)
@@ -204,13 +215,161 @@ def _check_existing(out: Path, plan: dict) -> dict | None:
         raise StudyError(f"{out / STUDY_FILE} is unreadable or damaged: {e}") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise StudyError(f"{out / STUDY_FILE} is not a jaxmamba study")
+    if plan is None:
+        return saved
     differ = [k for k in _PLAN_KEYS if saved.get(k) != plan[k]]
+    if differ and _holds_no_result(out, saved):
+        return {**saved, "replan": differ}
     if differ:
         raise StudyError(
             f"{out} holds a study with other {', '.join(differ)}; a study is resumed only with the "
             "same models, images, orders, blocks and options. Choose another --out."
         )
     return saved
+
+
+_PNG_NAME = re.compile(r"^\d+\.png$")
+
+
+def _holds_no_result(out: Path, saved: dict) -> bool:
+    """Whether the study folder ``out`` is an unfinished first run that averaged nothing yet: its
+    study.json says nothing is done, and it holds only what write_study writes before the first
+    mean (thumbnails, running means in ``work/``, the lock)."""
+    if saved.get("complete") or saved.get("done") or saved.get("findings"):
+        return False
+    known = {STUDY_FILE, store.LOCK_FILE, "images", "work"}
+    for p in store.entries(out):
+        if p.name not in known or p.is_symlink():
+            return False
+    images, work = out / "images", out / "work"
+    if images.exists() and (
+        not images.is_dir() or images.is_symlink()
+        or not all(_PNG_NAME.match(p.name) and p.is_file() for p in store.entries(images))
+    ):  # fmt: skip
+        return False
+    if work.exists() and (
+        not work.is_dir() or not all(_is_running_mean(p) for p in store.entries(work))
+    ):
+        return False
+    return True
+
+
+def _is_running_mean(folder: Path) -> bool:
+    """Whether ``folder`` is one of the running means write_study starts in ``work/``: a real
+    folder holding an ``attention_mean`` record, or nothing but temporaries of killed writers."""
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    if not store.entries(folder):
+        return True
+    try:
+        record = store.parse_json((folder / RUN_FILE).read_text(), folder / RUN_FILE)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(record, dict) and record.get("format") == RUN_FORMAT
+
+
+def _remove_running_mean(folder: Path) -> None:
+    """Remove ``folder`` if :func:`_is_running_mean` recognises it (anything else is left)."""
+    if _is_running_mean(folder):
+        shutil.rmtree(folder)
+
+
+def _remove_empty(folder: Path) -> None:
+    if folder.is_dir() and not folder.is_symlink() and not store.entries(folder):
+        folder.rmdir()
+
+
+def _clear_for_replan(out: Path, differ: Sequence[str]) -> None:
+    """Remove what an unfinished first run planned otherwise left (checked by
+    :func:`_holds_no_result`): its thumbnails, and its running means if they average something
+    else (another model, order, block, option or image)."""
+    images = out / "images"
+    for p in store.entries(images):
+        p.unlink()
+    _remove_empty(images)
+    if any(k in _MEAN_KEYS for k in differ):
+        for p in store.entries(out / "work"):
+            _remove_running_mean(p)
+        _remove_empty(out / "work")
+
+
+def _int_arg(name: str, value, low: int, high: int | None = None) -> int:
+    """``value`` as an int in ``low..high``; a bool, a float or anything else is refused."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise StudyError(f"{name} must be an int, got {value!r}")
+    if value < low or (high is not None and value > high):
+        span = f">= {low}" if high is None else f"in {low}..{high}"
+        raise StudyError(f"{name} must be {span}, got {value!r}")
+    return int(value)
+
+
+def _single_arg(single_images, n: int) -> list[int]:
+    """The positions of the single images: the first ``single_images`` or those listed."""
+    if isinstance(single_images, int | np.integer) and not isinstance(single_images, bool):
+        return list(range(min(_int_arg("single_images", single_images, 0), n)))
+    if isinstance(single_images, str | bytes) or not hasattr(single_images, "__iter__"):
+        raise StudyError(
+            f"single_images must be a count or a list of image indices, got {single_images!r}"
+        )
+    return sorted({_int_arg("single_images", i, 0, n - 1) for i in single_images})
+
+
+def _check_finite(images: np.ndarray, what: str) -> None:
+    """Refuse NaN/inf values in ``images``, naming the first images holding them."""
+    bad = []
+    for i in range(0, len(images), 64):  # a chunk at a time: no copy of the whole stack
+        chunk = np.asarray(images[i : i + 64])
+        bad += (i + np.flatnonzero(~np.isfinite(chunk).reshape(len(chunk), -1).all(1))).tolist()
+    if bad:
+        raise StudyError(f"{what} {bad[:10]} hold NaN or inf values; nothing was written")
+
+
+def _display_arg(display, images: np.ndarray) -> np.ndarray:
+    """The images as shown: checked against ``images`` (default: ``images`` min-max scaled)."""
+    if display is None:
+        lo, hi = float(images.min()), float(images.max())
+        return ((images - lo) / ((hi - lo) or 1.0) * 255).round().astype(np.uint8)
+    try:
+        display = np.asarray(display)
+    except (ValueError, TypeError) as e:
+        raise StudyError(f"display is not an array of images: {store.first_line(e)}") from None
+    n, h, w = images.shape[:3]
+    if display.shape[:3] != (n, h, w) or not (
+        display.ndim == 3 or (display.ndim == 4 and display.shape[3] in (1, 3, 4))
+    ):
+        raise StudyError(
+            f"display must be ({n}, {h}, {w}, 3) or ({n}, {h}, {w}) like images, got "
+            f"{display.shape}"
+        )
+    if display.dtype != np.uint8 and not np.issubdtype(display.dtype, np.floating):
+        raise StudyError(f"display must be uint8 or floating point, got {display.dtype}")
+    if display.dtype != np.uint8:
+        _check_finite(display, "display images")
+    return display
+
+
+def _names_arg(image_names, n: int) -> list[str]:
+    if image_names is None:
+        return [f"image {i}" for i in range(n)]
+    if isinstance(image_names, str | bytes) or not hasattr(image_names, "__iter__"):
+        raise StudyError(f"image_names must be a list of names, got {image_names!r}")
+    names = list(image_names)
+    if len(names) != n:
+        raise StudyError(f"image_names has {len(names)} names for {n} images")
+    bad = [x for x in names if not isinstance(x, str)]
+    if bad:
+        raise StudyError(f"image_names must be strings, got {bad[0]!r}")
+    return [str(x) for x in names]
+
+
+def _sources_arg(sources, orders: Sequence[str]) -> dict:
+    """``{order: where its model came from (str or None)}``."""
+    if not isinstance(sources, Mapping):
+        sources = dict.fromkeys(orders, sources)
+    bad = [(k, v) for k, v in sources.items() if not isinstance(v, str | os.PathLike | None)]
+    if bad:
+        raise StudyError(f"sources must be paths: the source of {bad[0][0]!r} is {bad[0][1]!r}")
+    return {k: None if v is None else os.fspath(v) for k, v in sources.items()}
 
 
 def write_study(
@@ -264,21 +423,32 @@ def write_study(
         store.guard(out)  # never /, the home or current folder, or a folder holding them
     except ValueError as e:
         raise StudyError(str(e)) from None
+    # every argument is checked before anything is written
     orders = list(orders)
     if not orders or any(o not in ORDER_NAMES for o in orders) or len(set(orders)) < len(orders):
         raise StudyError(f"orders must be distinct names from {ORDER_NAMES}, got {orders}")
     if isinstance(models, Model):
         models = dict.fromkeys(orders, models)
+    if not isinstance(models, Mapping):
+        raise StudyError(f"models must be a Model or {{order: Model}}, got {type(models).__name__}")
     missing = [o for o in orders if o not in models]
     if missing:
         raise StudyError(f"no model for orders {missing}; models are given for {sorted(models)}")
-    methods = list(methods)
+    methods = [methods] if isinstance(methods, str) else list(methods)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise StudyError(f"methods must be some of {METHODS}, got {methods}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise StudyError(f"batch_size must be a positive int, got {batch_size!r}")
-    images = np.asarray(images)
+    batch_size = _int_arg("batch_size", batch_size, 1)
+    save_every = _int_arg("save_every", save_every, 1)
+    seed = _int_arg("seed", seed, 0, 2**32 - 1)
+    if not isinstance(route_maps, bool | np.bool_):
+        raise StudyError(f"route_maps must be True or False, got {route_maps!r}")
+    if title is not None and not isinstance(title, str):
+        raise StudyError(f"title must be a string, got {title!r}")
+    try:
+        images = np.asarray(images)
+    except (ValueError, TypeError) as e:
+        raise StudyError(f"images is not an array of images: {store.first_line(e)}") from None
     first = models[orders[0]]
     arch = lambda m: {k: v for k, v in dataclasses.asdict(m.config).items() if k != "name"}
     for o in orders:
@@ -295,66 +465,65 @@ def write_study(
                 f"the models of a study must share one architecture: {o!r} has "
                 f"{models[o].config.describe()}, {orders[0]!r} {first.config.describe()}"
             )
-    names = select_blocks(first.config, blocks)
-    block_info = [first.config.block(n, images.shape[1:3]) for n in names]
-    if display is None:
-        lo, hi = float(images.min()), float(images.max())
-        display = ((images - lo) / ((hi - lo) or 1.0) * 255).round().astype(np.uint8)
-    display = np.asarray(display)
-    if display.shape[0] != images.shape[0]:
-        raise StudyError(f"display has {display.shape[0]} images, images {images.shape[0]}")
     n = images.shape[0]
-    names_list = list(image_names) if image_names is not None else [f"image {i}" for i in range(n)]
-    if len(names_list) != n:
-        raise StudyError(f"image_names has {len(names_list)} names for {n} images")
-    if isinstance(single_images, int | np.integer):
-        single = list(range(min(int(single_images), n)))
-    else:
-        single = sorted({int(i) for i in single_images})
-    if any(not 0 <= i < n for i in single):
-        raise StudyError(f"single_images must be indices 0..{n - 1}, got {single_images!r}")
-    if isinstance(sources, str) or sources is None:
-        sources = dict.fromkeys(orders, sources)
+    if n == 0:
+        raise StudyError("images holds no image")
+    _check_finite(images, "images")
+    names = select_blocks(first.config, blocks)
+    block_info = [first.config.block(b, images.shape[1:3]) for b in names]
+    display = _display_arg(display, images)
+    names_list = _names_arg(image_names, n)
+    single = _single_arg(single_images, n)
+    sources = _sources_arg(sources, orders)
     options = AttentionOptions(route_mode="each" if route_maps else "sum")
     plan = _plan(models, sources, images, names_list, orders, block_info, methods, route_maps,
                  options, seed, single)  # fmt: skip
-    saved = _check_existing(out, plan)
-    k = first.config.k_routes
-    say = print if progress else (lambda *a, **k: None)
-    size = estimate_bytes(block_info, len(orders), k, route_maps)
-    size += len(orders) * len(single) * sum(4 * first.config.d_inner(b.stage) * b.length
-                                            for b in block_info)  # fmt: skip
-    say(
-        f"study {out}: {n} images at {images.shape[1]}x{images.shape[2]}, "
-        f"{len(orders)} orders ({', '.join(orders)}) x {len(names)} blocks, "
-        f"{len(single)} single images; {_fmt_bytes(size)}; embeddings: {', '.join(methods)}"
-        + (" (resuming)" if saved else "")
-    )
-    meta = dict(saved or plan)
-    meta.update(plan)
-    meta.setdefault("created", time.strftime("%Y-%m-%d %H:%M:%S"))
-    meta["title"] = title or meta.get("title") or f"jaxmamba: {first.config.describe()}"
-    from jaxmamba import __version__
-
-    meta["library_version"] = __version__
-    meta.setdefault("done", {})
-    meta["complete"] = False
+    _check_existing(out, None)  # a file, or a folder of someone else's: refused, nothing written
     out.mkdir(parents=True, exist_ok=True)
-    _save_meta(out, meta)
-    writer = _Writer(out, meta, models, block_info, progress)
-    for i in range(n):
-        path = out / "images" / f"{i}.png"
-        if not path.exists():
-            store.write_bytes_atomic(path, png_bytes(display[i], max_side=448))
-    for order in orders:
-        writer.means(order, images, options, batch_size, save_every)
-        writer.singles(order, images[single], batch_size)
-    writer.embeddings(orders, methods, seed)
-    writer.stage_embeddings(orders, methods, seed, single)
-    writer.findings(orders, seed)
-    meta["count"] = n
-    meta["complete"] = True
-    _save_meta(out, meta)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(store.locked(out, _LOCK_ADVICE))  # one writer at a time
+        except CheckpointError as e:
+            raise StudyError(store.first_line(e)) from None
+        saved = _check_existing(out, plan)
+        if saved is not None and saved.get("replan"):  # an unfinished first run of another plan
+            _clear_for_replan(out, saved["replan"])
+            saved = None
+        k = first.config.k_routes
+        say = print if progress else (lambda *a, **k: None)
+        size = estimate_bytes(block_info, len(orders), k, route_maps)
+        size += len(orders) * len(single) * sum(4 * first.config.d_inner(b.stage) * b.length
+                                                for b in block_info)  # fmt: skip
+        say(
+            f"study {out}: {n} images at {images.shape[1]}x{images.shape[2]}, "
+            f"{len(orders)} orders ({', '.join(orders)}) x {len(names)} blocks, "
+            f"{len(single)} single images; {_fmt_bytes(size)}; embeddings: {', '.join(methods)}"
+            + (" (resuming)" if saved else "")
+        )
+        meta = dict(saved or plan)
+        meta.update(plan)
+        meta.setdefault("created", time.strftime("%Y-%m-%d %H:%M:%S"))
+        meta["title"] = title or meta.get("title") or f"jaxmamba: {first.config.describe()}"
+        from jaxmamba import __version__
+
+        meta["library_version"] = __version__
+        meta.setdefault("done", {})
+        meta["complete"] = False
+        _save_meta(out, meta)
+        writer = _Writer(out, meta, models, block_info, progress)
+        for i in range(n):
+            path = out / "images" / f"{i}.png"
+            if not path.exists():
+                store.write_bytes_atomic(path, png_bytes(display[i], max_side=448))
+        for order in orders:
+            writer.means(order, images, options, batch_size, save_every)
+            writer.singles(order, images[single], batch_size)
+        writer.embeddings(orders, methods, seed)
+        writer.stage_embeddings(orders, methods, seed, single)
+        writer.findings(orders, seed)
+        meta["count"] = n
+        meta["complete"] = True
+        _save_meta(out, meta)
     return Study(out)
 
 
@@ -400,10 +569,11 @@ class _Writer:
         paths = [out / "means" / order / f"{b.name}.npy" for b in self.blocks]
         if route_maps:
             paths += [out / "routes" / order / f"{b.name}.npy" for b in self.blocks]
-        if all(p.exists() for p in paths):
-            return
         n = len(images)
         work = out / "work" / order
+        if all(p.exists() for p in paths):  # averaged before (maybe killed before cleaning up)
+            self._finish_means(order, n)
+            return
         batches = (images[i : i + batch_size] for i in range(0, n, batch_size))
         mean = attention_mean(
             self.models[order], batches, order=order, blocks=self.names,
@@ -416,11 +586,16 @@ class _Writer:
                 _write_npy(out / "routes" / order / f"{b.name}.npy", m)
                 m = m.sum(axis=0)
             _write_npy(out / "means" / order / f"{b.name}.npy", m)
-        self.meta["done"][f"means/{order}"] = mean.count
-        _save_meta(out, self.meta)
-        shutil.rmtree(work)  # the running mean this function started
-        if not any((out / "work").iterdir()):
-            (out / "work").rmdir()
+        self._finish_means(order, mean.count)
+
+    def _finish_means(self, order: str, count: int) -> None:
+        """Record the means of ``order`` as done and remove its running mean ``work/<order>``
+        (and ``work/`` once empty): a run killed between the two leaves it to the next one."""
+        if self.meta["done"].get(f"means/{order}") is None:
+            self.meta["done"][f"means/{order}"] = count
+        _save_meta(self.out, self.meta)
+        _remove_running_mean(self.out / "work" / order)
+        _remove_empty(self.out / "work")
 
     def singles(self, order, images, batch_size) -> None:
         """The scan input of every block for the single images, and the blocks' parameters."""

@@ -124,8 +124,9 @@ def test_two_processes_get_the_one_process_mean(tmp_path, cache, reference):
 )
 def test_resume_after_one_process_is_killed(tmp_path, cache, reference, shared, killed):
     """Kill one process after its pair saved 2 batches (4 images per process), then restart the
-    pair with the same out_dir(s) and the consumed images replaced by others: a resumed pair skips
-    them, so its mean is the reference only if it continues where the state says."""
+    pair with the same out_dir(s): with the consumed images of process 1 replaced by others, every
+    process refuses (process 0 holds the state, process 1 checks its own images against it); with
+    the same images, the resumed pair's mean is the reference (no image counted twice)."""
     dirs = [tmp_path / "run" if shared else tmp_path / f"run{i}" for i in range(worker.PROCESSES)]
     first = [{"out_dir": str(d)} for d in dirs]
     first[killed]["kill_after"] = 2
@@ -133,10 +134,17 @@ def test_resume_after_one_process_is_killed(tmp_path, cache, reference, shared, 
     steps = store.StepStore(dirs[0] / "state")  # process 0 keeps the state, in its out_dir
     assert steps.latest_step() == 4
     meta = json.loads(steps.restore(4, [], ["meta.json"])[1]["meta.json"])
+    digests = meta.pop("images_digests")  # of each process's 4 images
     assert meta == {"count": 8, "consumed": 4, "skipped": 0}
+    assert len(digests) == worker.PROCESSES and len(set(digests)) == worker.PROCESSES
     if not shared:
         assert not dirs[1].exists()  # the other processes never touch theirs
-    second = [{"out_dir": str(d), "poison": 4} for d in dirs]
+    poisoned = [{"out_dir": str(d)} for d in dirs]
+    poisoned[1]["poison"] = 4
+    for result in run_pair(tmp_path, cache, "poisoned", *poisoned):
+        assert "was started on other images" in str(result["error"]), result.get("error")
+    assert steps.latest_step() == 4  # nothing saved
+    second = [{"out_dir": str(d)} for d in dirs]
     for result in run_pair(tmp_path, cache, "resumed", *second):
         assert_mean(result, reference)
     assert steps.latest_step() == 6
