@@ -775,19 +775,34 @@ def _open_file(path: Path) -> int:
     return fd
 
 
-def _pread(fd: int, path: Path, n: int, offset: int) -> bytes:
-    """Exactly ``n`` bytes at ``offset`` (a file cut short is an error, not a short read)."""
-    parts, done = [], 0
-    while done < n:
+def _read_whole(path: Path) -> bytes:
+    """The bytes of a small file read whole (study.json, an image, a block's parameters), at
+    most :data:`MAX_FILE_BYTES`."""
+    fd = _open_file(path)
+    try:
+        size = os.fstat(fd).st_size
+        if size > MAX_FILE_BYTES:
+            raise StudyError(f"{path} is {size} bytes, more than the {MAX_FILE_BYTES} a study "
+                             "reads whole")  # fmt: skip
+        data = bytearray(size)
+        _read_into(fd, path, data, 0)
+        return bytes(data)
+    finally:
+        os.close(fd)
+
+
+def _read_into(fd: int, path: Path, out, offset: int) -> None:
+    """Fill the writable buffer ``out`` with the bytes at ``offset`` (a file cut short is an
+    error naming it, not a short read)."""
+    view, done = memoryview(out).cast("B"), 0
+    while done < len(view):
         try:
-            chunk = os.pread(fd, n - done, offset + done)
+            n = os.preadv(fd, [view[done:]], offset + done)
         except OSError as e:
             raise StudyError(f"cannot read {path}: {e.strerror or e}") from None
-        if not chunk:
+        if n == 0:
             raise StudyError(f"{path} is shorter than its header says (changed while read?)")
-        parts.append(chunk)
-        done += len(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+        done += n
 
 
 class _Npy(NamedTuple):
@@ -798,13 +813,14 @@ class _Npy(NamedTuple):
     shape: tuple[int, ...]
     offset: int
 
-    def matrix_bytes(self) -> int:
-        return 4 * self.shape[-2] * self.shape[-1]
+    def read_into(self, out: np.ndarray, start: int) -> np.ndarray:
+        """Fill the C-contiguous float32 ``out`` with the values from value ``start`` (flat)."""
+        _read_into(self.fd, self.path, out, self.offset + 4 * start)
+        return out
 
     def read(self, start: int, count: int) -> np.ndarray:
         """``count`` float32 values from value ``start`` (flat, C order)."""
-        data = _pread(self.fd, self.path, 4 * count, self.offset + 4 * start)
-        return np.frombuffer(data, "<f4")
+        return self.read_into(np.empty(count, "<f4"), start)
 
 
 def _npy_header(fd: int, path: Path, size: int) -> tuple[tuple[int, ...], int]:
@@ -835,15 +851,24 @@ def _npy_header(fd: int, path: Path, size: int) -> tuple[tuple[int, ...], int]:
     return tuple(int(d) for d in shape), offset
 
 
-def _runs(idx: np.ndarray, gap: int, longest: int) -> list[tuple[int, int]]:
-    """Sorted unique indices as ``(start, stop)`` ranges of at most ``longest``, joining indices
-    ``gap`` or fewer apart (reading a few unused rows costs less than another read)."""
+def _runs(idx: np.ndarray, gap: int, longest: int) -> list[tuple[int, int, int, int]]:
+    """Sorted unique indices as ranges ``(lo, hi, a, z)``: rows ``lo:hi`` (at most ``longest``)
+    hold ``idx[a:z]``; indices ``gap`` or fewer apart share a range (reading a few unused rows
+    costs less than another read)."""
     breaks = np.flatnonzero(np.diff(idx) > gap) + 1
-    runs = []
-    for a, z in zip(np.r_[0, breaks], np.r_[breaks, len(idx)], strict=True):
-        lo, hi = int(idx[a]), int(idx[z - 1]) + 1
-        runs += [(s, min(hi, s + longest)) for s in range(lo, hi, longest)]
-    return runs
+    starts, stops = np.r_[0, breaks], np.r_[breaks, len(idx)]
+    runs = list(zip(idx[starts].tolist(), (idx[stops - 1] + 1).tolist(), starts.tolist(),
+                    stops.tolist(), strict=True))  # fmt: skip
+    if all(hi - lo <= longest for lo, hi, _, _ in runs):
+        return runs
+    split = []
+    for _, _, a, z in runs:
+        while a < z:
+            lo = int(idx[a])
+            e = a + int(np.searchsorted(idx[a:z], lo + longest))
+            split.append((lo, int(idx[e - 1]) + 1, a, e))
+            a = e
+    return split
 
 
 def _finite_array(a: np.ndarray, path: Path) -> np.ndarray:
@@ -870,16 +895,13 @@ class Study:
     def __init__(self, path: str | os.PathLike, *, require_complete: bool = True) -> None:
         self.path = Path(path).expanduser().absolute()
         file = self.path / STUDY_FILE
+        if not os.path.lexists(file):
+            raise StudyError(f"{self.path} is not a study: it has no {STUDY_FILE}")
+        text = _read_whole(file)  # a regular file, not a link
         try:
-            if os.path.islink(file):
-                raise StudyError(f"{file} is a symbolic link; a study holds files only")
-            meta = store.parse_json(file.read_text(), file)
-        except FileNotFoundError:
-            raise StudyError(f"{self.path} is not a study: it has no {STUDY_FILE}") from None
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            if isinstance(e, StudyError):
-                raise
-            raise StudyError(f"{file} is unreadable or damaged: {e}") from None
+            meta = store.parse_json(text.decode("utf-8"), file)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise StudyError(f"{file} is unreadable or damaged: {store.first_line(e)}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise StudyError(f"{file} is not a jaxmamba study")
         if not _is_int(meta.get("version")) or meta["version"] != VERSION:
@@ -1053,23 +1075,10 @@ class Study:
         if not _is_int(index) or not 0 <= index < n:
             raise StudyError(f"image must be 0..{n - 1}, got {_show(index)}")
         path = self._file("images", f"{int(index)}.png")
-        data = self._small_file(path)
+        data = _read_whole(path)
         if not data.startswith(b"\x89PNG\r\n\x1a\n"):
             raise StudyError(f"{path} is not a PNG image")
         return data
-
-    def _small_file(self, path: Path) -> bytes:
-        """The bytes of a file read whole (an image, a block's parameters), at most
-        :data:`MAX_FILE_BYTES`."""
-        fd = _open_file(path)
-        try:
-            size = os.fstat(fd).st_size
-            if size > MAX_FILE_BYTES:
-                raise StudyError(f"{path} is {size} bytes; a study's {path.parent.name} files "
-                                 f"are at most {MAX_FILE_BYTES}")  # fmt: skip
-            return _pread(fd, path, size, 0)
-        finally:
-            os.close(fd)
 
     def has_points(self, kind: str, order: str, stage: int, method: str) -> bool:
         """Whether the study keeps the ``kind`` embedding of ``stage`` by ``method``."""
@@ -1108,7 +1117,7 @@ class Study:
         """The scan parameters of block ``b`` of ``order``'s model, checked against ``d``
         channels and the order's routes."""
         path = self._file("ops", self._order_meta[order]["model"], f"{b.name}.npz")
-        data = self._small_file(path)
+        data = _read_whole(path)
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
                 if sum(i.file_size for i in z.infolist()) > MAX_FILE_BYTES:
@@ -1183,26 +1192,36 @@ class Study:
 
 def _rows_mean(f: _Npy, start: int, b: Block, idx: np.ndarray) -> np.ndarray:
     """Mean of rows ``idx`` of the ``(L, L)`` matrix at value ``start`` of ``f``: one read per
-    run of nearby rows (at most :data:`_CHUNK_BYTES` at once), summed row after row in float32
-    (the same numbers as ``m[idx].mean(axis=0)``)."""
-    l, total = b.length, np.zeros((1, b.length), np.float32)
-    for lo, hi in _runs(idx, max(1, _GAP_BYTES // (4 * l)), max(1, _CHUNK_BYTES // (4 * l))):
-        rows = f.read(start + lo * l, (hi - lo) * l).reshape(hi - lo, l)
-        chosen = idx[np.searchsorted(idx, lo) : np.searchsorted(idx, hi)] - lo
-        total = np.add.reduce(np.concatenate([total, rows[chosen]]), axis=0, keepdims=True)
-    return total[0] / np.float32(len(idx))
+    run of nearby rows into a buffer of at most :data:`_CHUNK_BYTES`, summed row after row in
+    float32 (the same numbers as ``m[idx].mean(axis=0)``)."""
+    l = b.length
+    runs = _runs(idx, max(1, _GAP_BYTES // (4 * l)), max(1, _CHUNK_BYTES // (4 * l)))
+    buf = np.empty((min(max(1, _CHUNK_BYTES // (4 * l)), sum(r[1] - r[0] for r in runs)), l),
+                   "<f4")  # fmt: skip
+    total, used, chosen = np.zeros((1, l), "<f4"), 0, []
+
+    def add(total):
+        return np.add.reduce(np.concatenate([total, buf[np.concatenate(chosen)]]), axis=0,
+                             keepdims=True)  # fmt: skip
+
+    for lo, hi, a, z in runs:
+        if used + hi - lo > len(buf):
+            total, used, chosen = add(total), 0, []
+        f.read_into(buf[used : used + hi - lo], start + lo * l)
+        chosen.append(idx[a:z] - (lo - used))
+        used += hi - lo
+    return add(total)[0] / np.float32(len(idx))
 
 
 def _columns_mean(f: _Npy, start: int, b: Block, idx: np.ndarray) -> np.ndarray:
     """Mean of columns ``idx`` of the ``(L, L)`` matrix at value ``start`` of ``f``, read in
     blocks of rows (at most :data:`_CHUNK_BYTES` at once)."""
     l = b.length
-    step = max(1, _CHUNK_BYTES // (4 * l))
+    rows = np.empty((min(l, max(1, _CHUNK_BYTES // (4 * l))), l), "<f4")
     out = np.empty(l, np.float32)
-    for lo in range(0, l, step):
-        hi = min(l, lo + step)
-        rows = f.read(start + lo * l, (hi - lo) * l).reshape(hi - lo, l)
-        out[lo:hi] = rows[:, idx].mean(axis=1)
+    for lo in range(0, l, len(rows)):
+        hi = min(l, lo + len(rows))
+        out[lo:hi] = f.read_into(rows[: hi - lo], start + lo * l)[:, idx].mean(axis=1)
     return out
 
 

@@ -267,12 +267,20 @@ for direction in ("query", "source"):
         study.heat("cross", "layers.0.blocks.0", [255], direction)
     except StudyError as e:
         print("StudyError:", e, flush=True)
+fifo = os.path.join(sys.argv[1], "embeddings", "cross", "layers.0.blocks.0.pca.npy")
+os.remove(fifo)
+os.mkfifo(fifo)  # opening a FIFO to read waits for a writer: never, here
+try:
+    study.coords("cross", "layers.0.blocks.0", "pca")
+except StudyError as e:
+    print("StudyError:", e, flush=True)
 """
 
 
 def test_a_map_cut_short_while_served_is_an_error_not_a_crash(synthetic, tmp_path):
     """A memory map of a file truncated under it dies of SIGBUS: the study reads with ordinary
-    reads, so the process lives and names the file (run in a subprocess, which would die)."""
+    reads, so the process lives and names the file; a FIFO is refused, not waited on (run in a
+    subprocess, which would die or hang)."""
     s = copy(synthetic, tmp_path)
     path = s / "means" / "cross" / f"{B0}.npy"
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(TRUNCATED), str(s), str(path)],
@@ -280,6 +288,7 @@ def test_a_map_cut_short_while_served_is_an_error_not_a_crash(synthetic, tmp_pat
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     assert "whole map still readable: True" in r.stdout
     assert r.stdout.count(f"StudyError: {path} is shorter than its header says") == 2, r.stdout
+    assert "layers.0.blocks.0.pca.npy is not a regular file" in r.stdout
 
 
 def test_a_map_rewritten_in_place_is_read_anew(synthetic, tmp_path):
@@ -292,6 +301,21 @@ def test_a_map_rewritten_in_place_is_read_anew(synthetic, tmp_path):
     np.save(path, np.zeros((16, 16), np.float32))  # another header, the same file
     with pytest.raises(StudyError, match=r"holds shape \(16, 16\), not \(256, 256\)"):
         study.heat("cross", B0, [0])
+
+
+@pytest.mark.parametrize("chunk", [4 * 256 * 3, 4 * 256 * 1000])  # 3 rows a read; the whole map
+def test_heat_reads_equal_the_whole_map(synthetic, monkeypatch, chunk):
+    """Rows are read in runs, columns in blocks of rows: the means are those of the whole map
+    (the rows' exactly: summed row after row in float32 like ``m[idx].mean(axis=0)``)."""
+    monkeypatch.setattr("jaxmamba.study._CHUNK_BYTES", chunk)
+    study = Study(synthetic)
+    m = np.load(synthetic / "means" / "cross" / f"{B0}.npy")
+    rng = np.random.default_rng(0)
+    for sel in ([0], [255], list(range(40, 90)), rng.choice(256, 100, replace=False), range(256)):
+        idx = np.unique(np.asarray(list(sel)))
+        assert np.array_equal(study.heat("cross", B0, list(sel)), m[idx].mean(axis=0))
+        np.testing.assert_allclose(study.heat("cross", B0, list(sel), "source"),
+                                   m[:, idx].mean(axis=1), rtol=1e-6)  # summed in another order
 
 
 # ---- study.json: every field checked when the study is opened ------------------------------------
