@@ -385,14 +385,14 @@ def _subset(study: Study, orders, blocks) -> tuple[list[str], list[str]]:
 def _block_names(study: Study, blocks) -> list[str]:
     names = []
     for item in [blocks] if isinstance(blocks, int | str) else list(blocks):
-        if isinstance(item, str) and item.isdigit():
+        if isinstance(item, str) and item.isascii() and item.isdigit():  # "²" is a digit too
             item = int(item)
-        if isinstance(item, int):
+        if isinstance(item, int) and not isinstance(item, bool):
             found = [b.name for b in study.blocks if b.stage == item]
             if not found:
                 raise ExplorerError(f"the study has no block of stage {item}")
             names += found
-        elif item in {b.name for b in study.blocks}:
+        elif isinstance(item, str) and item in {b.name for b in study.blocks}:
             names.append(item)
         else:
             raise ExplorerError(f"the study has no block {item!r}")
@@ -412,7 +412,7 @@ def estimate_export_bytes(study: Study, orders=None, blocks=None, route_maps: bo
         per_block = maps * (l * l + 8 * l) * 4 / 3 + len(study.methods) * l * 2 * 10 + k * l * 6
         total += len(orders) * per_block
     for i in range(len(study.meta["images"])):
-        total += os.path.getsize(study.path / "images" / f"{i}.png") * 4 / 3 + 40
+        total += len(study.image_png(i)) * 4 / 3 + 40  # read through the study's checks
     return int(total)
 
 
@@ -488,7 +488,7 @@ def export(
                 findings={o: study.findings[o] for o in orders if o in study.findings})  # fmt: skip
     stages = sorted({study.block(n).stage for n in names})
     full = [s for s in stages if {b.name for b in study.blocks if b.stage == s} <= set(names)]
-    kept = lambda o, s: (study.path / "joint" / o / f"stage{s}.{study.methods[0]}.npy").exists()
+    kept = lambda o, s: study.has_points("joint", o, s, study.methods[0])
     data["joint"] = {
         o: {str(s): {m: _short(study.stage_points("joint", o, s, m)) for m in study.methods}
             for s in full if kept(o, s)}

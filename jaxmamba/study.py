@@ -13,11 +13,18 @@ order) over a set of images, and keeps what the views need, each piece readable 
     STUDY/figures/*.png                    static figures (written by the command line)
     STUDY/work/<order>/                    resumable running mean while an order is averaged
 
-Maps are plain ``.npy`` files opened as memory maps: a view reads the few rows (12 KB each at
-L = 3136) or columns it needs straight from the operating system's page cache, without loading
-a 39 MB map; ``.npy`` needs nothing beyond NumPy and any tool can read it (measured warm on this
-CPU: 0.02 ms a row, 1 ms a column, 1.4 ms the mean of 500 rows; chunked Zarr through
-TensorStore was 5-10x slower warm without a chunk cache and saves nothing for float data).
+Maps are plain ``.npy`` files: a view reads the few rows (12 KB each at L = 3136) or columns it
+needs with ordinary reads of just those bytes (the header is parsed and checked once), without
+loading a 39 MB map; ``.npy`` needs nothing beyond NumPy and any tool can read it.  Nothing is
+memory-mapped: a memory map kills the process (SIGBUS) when its file is cut short under it,
+where a read names the file.  Measured warm on this CPU at L = 3136: the mean of 500 rows
+1.5 ms (a lasso, 20 runs of rows) to 3 ms (500 scattered rows), of 500 columns 4 ms, one row
+0.2 ms (memory maps: 0.4-0.5 ms, 3-6 ms, 0.02 ms); chunked Zarr through TensorStore was 5-10x
+slower warm without a chunk cache and saves nothing for float data.
+
+A study folder is untrusted input (a colleague's, a download): :class:`Study` checks every
+field of ``study.json`` when it opens it, builds paths only from checked names, reads nothing
+through a symbolic link or outside the folder, and checks every array it reads.
 
 Every file is written atomically (a temporary sibling, then a rename), entry by entry: a killed
 run resumes where it stopped and never recomputes a finished entry; a running mean resumes by
@@ -47,21 +54,26 @@ import functools
 import hashlib
 import io
 import json
+import numbers
 import os
 import re
 import shutil
+import stat
 import time
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from jaxmamba import params as P
 from jaxmamba import store
 from jaxmamba.aggregate import RUN_FILE, RUN_FORMAT, attention_mean
 from jaxmamba.attention import AttentionOptions
-from jaxmamba.config import Block
+from jaxmamba.config import Block, parse_block_name
 from jaxmamba.errors import CheckpointError, StudyError, require
 from jaxmamba.model import Model, check_images, select_blocks
 from jaxmamba.orders import ORDER_NAMES, as_order
@@ -763,8 +775,296 @@ def _save_meta(out: Path, meta: dict) -> None:
     store.write_text_atomic(out / STUDY_FILE, json.dumps(meta, indent=1) + "\n")
 
 
+# ------------------------------------------------------------------------------------------------
+# reading: a study folder is untrusted input (a colleague's, a download). study.json is checked
+# field by field when the study is opened; every path is built from checked names, stays inside
+# the folder and passes no symbolic link; every array is checked (dtype, shape, finite) when read.
+# ------------------------------------------------------------------------------------------------
+
+SYNTHETIC_MODEL = "synthetic"  # the model id of write_synthetic_study's planted maps
+MAX_PATCHES = 1 << 16  # patches of a block's grid a study may declare (a 16 GiB float32 map)
+MAX_FILE_BYTES = 64 * 2**20  # an image or a block's parameters (.npz) read whole
+_DIGEST = re.compile(r"[0-9a-f]{16}")  # params.digest: sha256, 16 hex digits
+_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # one path component a study may use
+_KINDS = ("means", "routes", "embeddings", "images", "single", "ops", "joint", "interblock")
+_CHUNK_BYTES = 4 * 2**20  # rows read at once for a heat map
+_GAP_BYTES = 32 * 2**10  # unused rows read rather than making another read
+_MISSING = object()
+
+
+def _is_int(value) -> bool:
+    """An integer (Python or NumPy), not a bool: what every index of a study must be."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Fields:
+    """Reads checked fields of one JSON object of ``study.json``; a failure is one line naming
+    the file, the field and the value at fault."""
+
+    def __init__(self, file: Path, obj, where: str = "") -> None:
+        self.file, self.obj, self.where = file, obj, where
+        if not isinstance(obj, dict):
+            raise self.fail("", "an object", obj)
+
+    def fail(self, key: str, want: str, value=_MISSING) -> StudyError:
+        field = f"{self.where}.{key}".strip(".") or "the top level"
+        got = "it is missing" if value is _MISSING else f"got {_show(value)}"
+        return StudyError(f"{self.file} is damaged: {field} must be {want}; {got}")
+
+    def get(self, key: str, ok, want: str, default=_MISSING):
+        """``obj[key]`` if ``ok(value)``; ``default`` when absent (required without one)."""
+        if key not in self.obj:
+            if default is _MISSING:
+                raise self.fail(key, want)
+            return default
+        value = self.obj[key]
+        if not ok(value):
+            raise self.fail(key, want, value)
+        return value
+
+    def items(self, key: str, want: str, default=_MISSING) -> list:
+        """A list field, each item itself checked by the caller (``_Fields`` of ``key[i]``)."""
+        value = self.get(key, lambda v: isinstance(v, list) and len(v) > 0, want, default)
+        return [_Fields(self.file, x, f"{self.where}.{key}[{i}]".strip("."))
+                if isinstance(x, dict) else x for i, x in enumerate(value)]  # fmt: skip
+
+
+def _positive(value) -> bool:
+    return _is_int(value) and value >= 1
+
+
+def _str(value) -> bool:
+    return isinstance(value, str)
+
+
+def _check_meta(file: Path, meta) -> None:
+    """Refuse a ``study.json`` whose fields a reader would trip on (a missing or wrong-typed
+    field, a name that is no order, block or digest, a grid that is no grid)."""
+    top = _Fields(file, meta)
+    for key, ok, want in (("complete", lambda v: isinstance(v, bool), "true or false"),
+                          ("synthetic", lambda v: isinstance(v, bool), "true or false"),
+                          ("title", _str, "a string"), ("count", _positive, "a positive integer"),
+                          ("pool_grid", _positive, "a positive integer"),
+                          ("done", lambda v: isinstance(v, dict), "an object")):  # fmt: skip
+        top.get(key, ok, want, None)
+    top.get("seed", _is_int, "an integer")
+    top.get("route_maps", lambda v: isinstance(v, bool), "true or false")
+    _Fields(file, top.get("options", lambda v: True, "an object"), "options").get(
+        "signed", lambda v: isinstance(v, bool), "true or false"
+    )
+    top.get("methods", lambda v: isinstance(v, list) and len(v) > 0 and all(map(_str, v))
+            and set(v) <= set(METHODS) and len(set(v)) == len(v),
+            f"distinct names from {METHODS}")  # fmt: skip
+    models = _check_models(file, top)
+    orders = _check_orders(top, models)
+    size = top.get("image_size", lambda v: isinstance(v, list) and len(v) == 2
+                   and all(_positive(x) and x <= MAX_PATCHES for x in v),
+                   "[height, width] in pixels")  # fmt: skip
+    _check_blocks(top, size)
+    images = top.items("images", "a non-empty list of {name}")
+    for i, image in enumerate(images):
+        if not isinstance(image, _Fields):
+            raise top.fail(f"images[{i}]", "an object {name}", image)
+        image.get("name", _str, "a string")
+    n = len(images)
+    top.get("single_images", lambda v: isinstance(v, list)
+            and all(_is_int(i) and 0 <= i < n for i in v) and len(set(v)) == len(v),
+            f"distinct image indices 0..{n - 1}", None)  # fmt: skip
+    findings = top.get("findings", lambda v: isinstance(v, dict), "an object", {})
+    for order, entry in findings.items():
+        if order not in orders or not isinstance(entry, dict):
+            raise top.fail(f"findings[{order!r}]", "an object of one of the study's orders", entry)
+
+
+def _check_models(file: Path, top: _Fields) -> dict:
+    models = top.get("models", lambda v: isinstance(v, dict) and len(v) > 0, "a non-empty object")
+    synthetic = top.obj.get("synthetic") is True
+    for key, entry in models.items():
+        if not (_DIGEST.fullmatch(key) or (synthetic and key == SYNTHETIC_MODEL)):
+            raise top.fail("models", "keyed by parameter digests (16 hex digits)", key)
+        model = _Fields(file, entry, f"models[{key!r}]")
+        model.get("description", _str, "a string")
+        model.get("source", lambda v: v is None or _str(v), "a string or null", None)
+        model.get("config", lambda v: v is None or isinstance(v, dict), "an object or null", None)
+        model.get("params_digest", lambda v, key=key: v is None or v == key, f"null or {key!r}",
+                  None)  # fmt: skip
+    return models
+
+
+def _check_orders(top: _Fields, models: dict) -> list[str]:
+    names = []
+    for i, order in enumerate(top.items("orders", "a non-empty list of {name, model, routes}")):
+        if not isinstance(order, _Fields):
+            raise top.fail(f"orders[{i}]", "an object {name, model, routes}", order)
+        name = order.get("name", lambda v: _str(v) and v in ORDER_NAMES and v not in names,
+                         f"a distinct order name from {ORDER_NAMES}")  # fmt: skip
+        order.get("model", lambda v: _str(v) and v in models, "the digest of one of models")
+        k = as_order(name).num_routes(2, 2)
+        order.get("routes", lambda v, k=k: _is_int(v) and v == k, f"{k}, the routes of {name!r}")
+        names.append(name)
+    return names
+
+
+def _block_name(value) -> bool:
+    """Whether ``value`` is an official block name written as write_study writes it."""
+    try:
+        stage, index = parse_block_name(value)
+    except ValueError:
+        return False
+    return value == f"layers.{stage}.blocks.{index}"
+
+
+def _check_blocks(top: _Fields, size) -> None:
+    names, grids = set(), {}
+    listed = top.items("blocks", "a non-empty list of {name, stage, index, grid}")
+    for i, block in enumerate(listed):
+        if not isinstance(block, _Fields):
+            raise top.fail(f"blocks[{i}]", "an object {name, stage, index, grid}", block)
+        name = block.get("name", lambda v: _block_name(v) and v not in names,
+                         "a distinct block name layers.i.blocks.j")  # fmt: skip
+        stage, index = parse_block_name(name)
+        block.get("stage", lambda v, s=stage: _is_int(v) and v == s, f"{stage}, as its name says")
+        block.get("index", lambda v, j=index: _is_int(v) and v == j, f"{index}, as its name says")
+        want = grids.get(stage)
+        block.get("grid", lambda v, want=want: isinstance(v, list) and len(v) == 2
+                  and all(_positive(x) for x in v) and v[0] <= size[0] and v[1] <= size[1]
+                  and v[0] * v[1] <= MAX_PATCHES and v == (want or v),
+                  f"[h, w] of positive integers within the image size {size} and "
+                  f"{MAX_PATCHES} patches" + (f", {want} like stage {stage}'s other blocks"
+                                               if want else ""))  # fmt: skip
+        names.add(name)
+        grids[stage] = block.obj["grid"]
+
+
+def _open_file(path: Path) -> int:
+    """A descriptor of the regular file ``path`` (a symbolic link, FIFO or device is refused)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise StudyError(f"{path} is missing: the study is incomplete or damaged") from None
+    except OSError as e:
+        raise StudyError(f"cannot read {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StudyError(f"{path} is not a regular file; a study holds files only")
+    return fd
+
+
+def _read_whole(path: Path) -> bytes:
+    """The bytes of a small file read whole (study.json, an image, a block's parameters), at
+    most :data:`MAX_FILE_BYTES`."""
+    fd = _open_file(path)
+    try:
+        size = os.fstat(fd).st_size
+        if size > MAX_FILE_BYTES:
+            raise StudyError(f"{path} is {size} bytes, more than the {MAX_FILE_BYTES} a study "
+                             "reads whole")  # fmt: skip
+        data = bytearray(size)
+        _read_into(fd, path, data, 0)
+        return bytes(data)
+    finally:
+        os.close(fd)
+
+
+def _read_into(fd: int, path: Path, out, offset: int) -> None:
+    """Fill the writable buffer ``out`` with the bytes at ``offset`` (a file cut short is an
+    error naming it, not a short read)."""
+    view, done = memoryview(out).cast("B"), 0
+    while done < len(view):
+        try:
+            n = os.preadv(fd, [view[done:]], offset + done)
+        except OSError as e:
+            raise StudyError(f"cannot read {path}: {e.strerror or e}") from None
+        if n == 0:
+            raise StudyError(f"{path} is shorter than its header says (changed while read?)")
+        done += n
+
+
+class _Npy(NamedTuple):
+    """An open ``.npy`` file of little-endian float32 in C order: descriptor, shape, data offset."""
+
+    fd: int
+    path: Path
+    shape: tuple[int, ...]
+    offset: int
+
+    def read_into(self, out: np.ndarray, start: int) -> np.ndarray:
+        """Fill the C-contiguous float32 ``out`` with the values from value ``start`` (flat)."""
+        _read_into(self.fd, self.path, out, self.offset + 4 * start)
+        return out
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        """``count`` float32 values from value ``start`` (flat, C order)."""
+        return self.read_into(np.empty(count, "<f4"), start)
+
+
+def _npy_header(fd: int, path: Path, size: int) -> tuple[tuple[int, ...], int]:
+    """``(shape, data offset)`` of a ``.npy`` file of float32 (little-endian, C order)."""
+    f = os.fdopen(os.dup(fd), "rb")
+    with f:
+        try:
+            version = npy_format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = npy_format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = npy_format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"format version {version} is not 1.0 or 2.0")
+        except (ValueError, TypeError, SyntaxError, OverflowError, EOFError) as e:
+            raise StudyError(
+                f"{path} is not a .npy file jaxmamba wrote: {store.first_line(e)}"
+            ) from None
+        offset = f.tell()
+    if dtype != np.dtype("<f4") or fortran:
+        raise StudyError(f"{path} holds {dtype}{' (Fortran order)' if fortran else ''}, "
+                         "not little-endian float32 in C order")  # fmt: skip
+    if not all(_is_int(d) and d >= 0 for d in shape):
+        raise StudyError(f"{path} has a damaged header (shape {_show(shape)})")
+    need = offset + 4 * int(np.prod(shape, dtype=object))
+    if size < need:
+        raise StudyError(f"{path} is shorter than its header says ({size} bytes of {need})")
+    return tuple(int(d) for d in shape), offset
+
+
+def _runs(idx: np.ndarray, gap: int, longest: int) -> list[tuple[int, int, int, int]]:
+    """Sorted unique indices as ranges ``(lo, hi, a, z)``: rows ``lo:hi`` (at most ``longest``)
+    hold ``idx[a:z]``; indices ``gap`` or fewer apart share a range (reading a few unused rows
+    costs less than another read)."""
+    breaks = np.flatnonzero(np.diff(idx) > gap) + 1
+    starts, stops = np.r_[0, breaks], np.r_[breaks, len(idx)]
+    runs = list(zip(idx[starts].tolist(), (idx[stops - 1] + 1).tolist(), starts.tolist(),
+                    stops.tolist(), strict=True))  # fmt: skip
+    if all(hi - lo <= longest for lo, hi, _, _ in runs):
+        return runs
+    split = []
+    for _, _, a, z in runs:
+        while a < z:
+            lo = int(idx[a])
+            e = a + int(np.searchsorted(idx[a:z], lo + longest))
+            split.append((lo, int(idx[e - 1]) + 1, a, e))
+            a = e
+    return split
+
+
+def _finite_array(a: np.ndarray, path: Path) -> np.ndarray:
+    if not np.all(np.isfinite(a)):
+        raise StudyError(f"{path} holds NaN or infinite values")
+    return a
+
+
 class Study:
     """A study folder opened for reading; every read touches only what it returns.
+
+    The folder is untrusted: opening checks every field of ``study.json`` (an
+    :class:`~jaxmamba.errors.StudyError` names the field at fault), files are read only inside
+    the folder and never through a symbolic link, and every array read is checked (dtype,
+    shape, finite values).  Maps are read with ordinary reads, never memory-mapped: a file cut
+    short or rewritten while served is an error naming it, not a crash.
 
     Attributes:
       path: the folder; meta: its ``study.json``; orders: order names; blocks: the
@@ -774,17 +1074,21 @@ class Study:
 
     def __init__(self, path: str | os.PathLike, *, require_complete: bool = True) -> None:
         self.path = Path(path).expanduser().absolute()
+        file = self.path / STUDY_FILE
+        if not os.path.lexists(file):
+            raise StudyError(f"{self.path} is not a study: it has no {STUDY_FILE}")
+        text = _read_whole(file)  # a regular file, not a link
         try:
-            meta = store.parse_json((self.path / STUDY_FILE).read_text(), self.path / STUDY_FILE)
-        except FileNotFoundError:
-            raise StudyError(f"{self.path} is not a study: it has no {STUDY_FILE}") from None
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            raise StudyError(f"{self.path / STUDY_FILE} is unreadable or damaged: {e}") from None
+            meta = store.parse_json(text.decode("utf-8"), file)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise StudyError(f"{file} is unreadable or damaged: {store.first_line(e)}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise StudyError(f"{self.path / STUDY_FILE} is not a jaxmamba study")
-        if meta.get("version") != VERSION:
-            raise StudyError(f"{self.path} is a study of format version {meta.get('version')}; "
-                             f"this jaxmamba reads version {VERSION}")  # fmt: skip
+            raise StudyError(f"{file} is not a jaxmamba study")
+        if not _is_int(meta.get("version")) or meta["version"] != VERSION:
+            raise StudyError(f"{self.path} is a study of format version "
+                             f"{_show(meta.get('version'))}; this jaxmamba reads version "
+                             f"{VERSION}")  # fmt: skip
+        _check_meta(file, meta)
         if require_complete and not meta.get("complete"):
             raise StudyError(
                 f"{self.path} is an unfinished study; run the same explore command again to "
@@ -797,9 +1101,12 @@ class Study:
         self.methods = list(meta["methods"])
         self.count = int(meta.get("count") or len(meta["images"]))
         self.signed = bool(meta["options"]["signed"])
-        self.single_images = list(meta.get("single_images", []))
-        self.findings = meta.get("findings", {})
+        self.single_images = [int(i) for i in meta.get("single_images") or []]
+        self.findings = meta.get("findings") or {}
         self._blocks = {b.name: b for b in self.blocks}
+        self._order_meta = {o["name"]: o for o in meta["orders"]}
+        self._root = os.path.realpath(self.path)
+        self._headers: dict = {}  # path -> (file identity, shape, data offset)
         self._cache: OrderedDict = OrderedDict()  # computed single-image maps, least recent first
 
     @classmethod
@@ -809,80 +1116,134 @@ class Study:
 
     # ---- names -> checked paths (no path is ever built from an unchecked string) ---------------
     def block(self, name: str) -> Block:
-        if name not in self._blocks:
-            raise StudyError(f"the study has no block {name!r}")
+        if not isinstance(name, str) or name not in self._blocks:
+            raise StudyError(f"the study has no block {_show(name)}")
         return self._blocks[name]
 
     def _order(self, order: str) -> str:
-        if order not in self.orders:
-            raise StudyError(f"the study has no order {order!r}; it has {self.orders}")
+        if not isinstance(order, str) or order not in self.orders:
+            raise StudyError(f"the study has no order {_show(order)}; it has {self.orders}")
         return order
 
+    def _method(self, method: str) -> str:
+        if not isinstance(method, str) or method not in self.methods:
+            raise StudyError(f"the study has no {_show(method)} embedding; it has {self.methods}")
+        return method
+
     def _route(self, order: str, route, single: bool = False) -> int | None:
-        if route in (None, "sum"):
+        if route is None or (isinstance(route, str) and route == "sum"):
             return None
-        k = next(o["routes"] for o in self.meta["orders"] if o["name"] == order)
-        try:
-            r = int(route)
-        except (TypeError, ValueError):
-            r = -1
+        k = self._order_meta[order]["routes"]
         if not self.meta["route_maps"] and not single:
             raise StudyError("the study keeps no per-route maps (explore --routes keeps them)")
-        if not 0 <= r < k:
-            raise StudyError(f"route must be 'sum' or 0..{k - 1}, got {route!r}")
-        return r
+        if not _is_int(route) or not 0 <= route < k:
+            raise StudyError(f"route must be 'sum' or 0..{k - 1}, got {_show(route)}")
+        return int(route)
+
+    def _file(self, kind: str, *parts: str) -> Path:
+        """The path of a study file ``kind/part/...``, checked: every part a plain name, no
+        symbolic link anywhere below the study folder, the resolved path inside it."""
+        shown = "/".join(str(p) for p in (kind, *parts))
+        if kind not in _KINDS or not parts or not all(_str(p) and _PART.fullmatch(p)
+                                                       for p in parts):  # fmt: skip
+            raise StudyError(f"{_show(shown)} is not a file a study holds")
+        path = self.path
+        for part in (kind, *parts):
+            path = path / part
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                break  # a missing file: reading it says so
+            except OSError as e:
+                raise StudyError(f"cannot read {path}: {e.strerror or e}") from None
+            if stat.S_ISLNK(mode):
+                raise StudyError(f"{path} is a symbolic link; a study is read only from the "
+                                 "files inside its folder")  # fmt: skip
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, self._root]) != self._root:
+            raise StudyError(f"{path} leads out of the study folder {self.path}")
+        return path
+
+    @contextlib.contextmanager
+    def _npy(self, path: Path, shape: tuple):
+        """The open ``.npy`` at ``path`` (from :meth:`_file`) whose shape must match ``shape``
+        (``None`` for any size on that axis); the header is parsed once per file version."""
+        fd = _open_file(path)
+        try:
+            st = os.fstat(fd)
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            hit = self._headers.get(path)
+            if hit is None or hit[0] != key:
+                hit = (key, *_npy_header(fd, path, st.st_size))
+                self._headers[path] = hit
+            got = hit[1]
+            if len(got) != len(shape) or any(w is not None and g != w
+                                             for g, w in zip(got, shape, strict=True)):  # fmt: skip
+                want = tuple("n" if w is None else w for w in shape)
+                raise StudyError(f"{path} holds shape {got}, not {want}".replace("'", ""))
+            yield _Npy(fd, path, got, hit[2])
+        finally:
+            os.close(fd)
+
+    def _map_file(self, order: str, b: Block, r: int | None) -> tuple[Path, tuple, int]:
+        """Path, expected shape and first value of the mean map (``r`` None) or route ``r``'s."""
+        if r is None:
+            return self._file("means", order, f"{b.name}.npy"), (b.length, b.length), 0
+        k = self._order_meta[order]["routes"]
+        path = self._file("routes", order, f"{b.name}.npy")
+        return path, (k, b.length, b.length), r * b.length * b.length
 
     def map(self, order: str, block: str, route=None) -> np.ndarray:
-        """The ``(L, L)`` mean map as a read-only memory map (route ``None``/"sum" or ``k``)."""
+        """The ``(L, L)`` mean map (route ``None``/"sum" or ``k``), read whole (read-only)."""
         order, b = self._order(order), self.block(block)
-        r = self._route(order, route)
-        path = self.path / ("means" if r is None else "routes") / order / f"{b.name}.npy"
-        try:
-            m = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as e:
-            raise StudyError(f"cannot read {path}: {e}") from None
-        m = m if r is None else m[r]
-        if m.shape != (b.length, b.length):
-            raise StudyError(
-                f"{path} holds {m.shape}, not the ({b.length}, {b.length}) of {b.name}"
-            )
-        return m
+        path, shape, start = self._map_file(order, b, self._route(order, route))
+        with self._npy(path, shape) as f:
+            m = f.read(start, b.length * b.length).reshape(b.length, b.length)
+        return _finite_array(m, path)
 
     def heat(self, order: str, block: str, patches, direction="query", route=None, subject="mean"):
         """Mean of the selected patches' rows (``"query"``: what they attend to) or columns
         (``"source"``: what attends to them): ``(L,)`` float32 over the block's grid, of the mean
-        map (``subject="mean"``) or of one single image's (``subject`` its position)."""
-        if subject in (None, "mean"):
-            m = self.map(order, block, route)
+        map (``subject="mean"``) or of one single image's (``subject`` its position).  Only the
+        rows needed are read (the columns: the map in blocks of rows)."""
+        order, b = self._order(order), self.block(block)
+        idx = self._patches(block, patches)
+        if direction not in DIRECTIONS:
+            raise StudyError(f"direction must be one of {DIRECTIONS}, got {_show(direction)}")
+        if subject is None or (isinstance(subject, str) and subject == "mean"):
+            path, shape, start = self._map_file(order, b, self._route(order, route))
+            with self._npy(path, shape) as f:
+                values = (_rows_mean if direction == "query" else _columns_mean)(f, start, b, idx)
         else:
             m = self.single_map(order, block, subject, route)
-        idx = self._patches(block, patches)
-        if direction == "query":
-            return np.asarray(m[idx].mean(axis=0), np.float32)
-        if direction == "source":
-            return np.asarray(m[:, idx].mean(axis=1), np.float32)
-        raise StudyError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+            path = f"the map of single image {subject} ({order}, {b.name})"
+            values = m[idx].mean(axis=0) if direction == "query" else m[:, idx].mean(axis=1)
+        values = np.asarray(values, np.float32)
+        if not np.all(np.isfinite(values)):
+            raise StudyError(f"{path} holds NaN or infinite values")
+        return values
 
     def _patches(self, block: str, patches) -> np.ndarray:
         b = self.block(block)
-        try:
-            idx = np.unique(np.asarray(patches, dtype=np.int64).reshape(-1))
-        except (TypeError, ValueError):
-            raise StudyError(f"patches must be integers, got {patches!r}") from None
-        if idx.size == 0 or idx[0] < 0 or idx[-1] >= b.length:
+        if isinstance(patches, np.ndarray):
+            ok = patches.dtype.kind in "iu"
+        elif isinstance(patches, list | tuple):
+            ok = all(_is_int(p) for p in patches)
+        else:
+            ok, patches = _is_int(patches), [patches]
+        if not ok:
+            raise StudyError(f"patches must be integers, got {_show(patches)}")
+        flat = [int(p) for p in np.asarray(patches, dtype=object).reshape(-1)]
+        if not flat or min(flat) < 0 or max(flat) >= b.length:
             raise StudyError(f"patches must be a non-empty selection of 0..{b.length - 1}")
-        return idx
+        return np.unique(np.asarray(flat, np.int64))
 
     def coords(self, order: str, block: str, method: str) -> np.ndarray:
         """``(L, 2)`` float32 scatterplot coordinates of ``method``."""
-        order, b = self._order(order), self.block(block)
-        if method not in self.methods:
-            raise StudyError(f"the study has no {method!r} embedding; it has {self.methods}")
-        path = self.path / "embeddings" / order / f"{b.name}.{method}.npy"
-        try:
-            return np.load(path)
-        except (OSError, ValueError) as e:
-            raise StudyError(f"cannot read {path}: {e}") from None
+        order, b, method = self._order(order), self.block(block), self._method(method)
+        path = self._file("embeddings", order, f"{b.name}.{method}.npy")
+        with self._npy(path, (b.length, 2)) as f:
+            return _finite_array(f.read(0, 2 * b.length).reshape(b.length, 2), path)
 
     def routes(self, order: str, block: str) -> np.ndarray:
         """``(K, L)`` scan routes of ``order`` on the block's grid."""
@@ -891,22 +1252,72 @@ class Study:
     def image_png(self, index: int) -> bytes:
         """PNG bytes of image ``index`` as shown."""
         n = len(self.meta["images"])
-        if not isinstance(index, int | np.integer) or not 0 <= index < n:
-            raise StudyError(f"image must be 0..{n - 1}, got {index!r}")
-        return (self.path / "images" / f"{int(index)}.png").read_bytes()
+        if not _is_int(index) or not 0 <= index < n:
+            raise StudyError(f"image must be 0..{n - 1}, got {_show(index)}")
+        path = self._file("images", f"{int(index)}.png")
+        data = _read_whole(path)
+        if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise StudyError(f"{path} is not a PNG image")
+        return data
+
+    def has_points(self, kind: str, order: str, stage: int, method: str) -> bool:
+        """Whether the study keeps the ``kind`` embedding of ``stage`` by ``method``."""
+        return self._points_file(kind, order, stage, method)[0].exists()
+
+    def _points_file(self, kind: str, order: str, stage: int, method: str) -> tuple[Path, tuple]:
+        order = self._order(order)
+        if not isinstance(kind, str) or kind not in ("joint", "interblock"):
+            raise StudyError(f"no {_show(kind)} embedding: kinds are joint and interblock")
+        method = self._method(method)
+        if not _is_int(stage) or stage not in {b.stage for b in self.blocks}:
+            raise StudyError(f"stage must be one of the study's stages "
+                             f"{sorted({b.stage for b in self.blocks})}, got {_show(stage)}")
+        members = [b for b in self.blocks if b.stage == stage]
+        n = sum(b.length for b in members) if kind == "joint" else (
+            len(members) * len(self.single_images))  # fmt: skip
+        return self._file(kind, order, f"stage{int(stage)}.{method}.npy"), (n, 2)
 
     # ---- single images: maps computed exactly, on demand, from the kept scan inputs ------------
     def _single_index(self, image) -> int:
-        try:
-            i = int(image)
-        except (TypeError, ValueError):
-            i = -1
-        if not 0 <= i < len(self.single_images):
+        if not _is_int(image) or not 0 <= image < len(self.single_images):
             raise StudyError(
                 f"single image must be 0..{len(self.single_images) - 1} (the study keeps "
-                f"{len(self.single_images)} single images), got {image!r}"
+                f"{len(self.single_images)} single images), got {_show(image)}"
             )
-        return i
+        return int(image)
+
+    def _single_input(self, order: str, b: Block, i: int) -> np.ndarray:
+        """``(D, L)`` scan input of single image ``i`` at block ``b``."""
+        path = self._file("single", order, f"{b.name}.npy")
+        with self._npy(path, (len(self.single_images), None, b.length)) as f:
+            d = f.shape[1]
+            return _finite_array(f.read(i * d * b.length, d * b.length).reshape(d, b.length), path)
+
+    def _block_op(self, order: str, b: Block, d: int) -> dict:
+        """The scan parameters of block ``b`` of ``order``'s model, checked against ``d``
+        channels and the order's routes."""
+        path = self._file("ops", self._order_meta[order]["model"], f"{b.name}.npz")
+        data = _read_whole(path)
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                if sum(i.file_size for i in z.infolist()) > MAX_FILE_BYTES:
+                    raise ValueError("it unpacks to more than the limit")
+            with np.load(io.BytesIO(data), allow_pickle=False) as f:
+                op = {k: f[k] for k in SCAN_PARAMS}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise StudyError(f"{path} is unreadable: {store.first_line(e)}") from None
+        k = self._order_meta[order]["routes"]
+        shapes = {n: a.shape for n, a in op.items()}
+        xp, dw, a = shapes["x_proj_weight"], shapes["dt_projs_weight"], shapes["A_logs"]
+        ok = len(xp) == 3 and len(dw) == 3 and len(a) == 2 and a[1] >= 1 and dw[2] >= 1
+        ok = ok and xp == (k, dw[2] + 2 * a[1], d) and dw[:2] == (k, d) and a[0] == k * d
+        ok = ok and shapes["dt_projs_bias"] == (k, d) and shapes["Ds"] == (k * d,)
+        if not ok or any(v.dtype != np.float32 for v in op.values()):
+            raise StudyError(f"{path} holds parameters of other shapes or types than a block of "
+                             f"{d} channels and {k} routes: {shapes}")  # fmt: skip
+        for v in op.values():
+            _finite_array(v, path)
+        return op
 
     def single_map(self, order: str, block: str, image, route=None) -> np.ndarray:
         """The ``(L, L)`` map of one image (``image``: its position among ``single_images``):
@@ -918,17 +1329,12 @@ class Study:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        digest = next(o["model"] for o in self.meta["orders"] if o["name"] == order)
-        try:
-            x = np.load(self.path / "single" / order / f"{b.name}.npy", mmap_mode="r")[i]
-            with np.load(self.path / "ops" / digest / f"{b.name}.npz", allow_pickle=False) as f:
-                op = {k: f[k] for k in f.files}
-        except (OSError, ValueError, KeyError, IndexError) as e:
-            raise StudyError(
-                f"the single-image data of {order}/{b.name} is unreadable: {e}"
-            ) from None
-        maps = np.asarray(_single_fn(order, b.grid, r is not None)(op, np.asarray(x)[None]))[0]
+        x = self._single_input(order, b, i)
+        op = self._block_op(order, b, x.shape[0])
+        maps = np.asarray(_single_fn(order, b.grid, r is not None)(op, x[None]))[0]
         m = maps if r is None else maps[r]
+        if not np.all(np.isfinite(m)):
+            raise StudyError(f"the map of single image {i} ({order}, {b.name}) is not finite")
         self._cache[key] = m
         while sum(v.nbytes for v in self._cache.values()) > CACHE_BYTES and len(self._cache) > 1:
             self._cache.popitem(last=False)
@@ -936,7 +1342,8 @@ class Study:
 
     def single_coords(self, order: str, block: str, image) -> np.ndarray:
         """``(L, 2)`` PCA of one image's rows (computed on demand, cached)."""
-        key = ("pca", order, block, self._single_index(image))
+        order, b = self._order(order), self.block(block)
+        key = ("pca", order, b.name, self._single_index(image))
         if key not in self._cache:
             self._cache[key] = embed(self.single_map(order, block, image), "pca")
         return self._cache[key]
@@ -945,17 +1352,11 @@ class Study:
         """Coordinates of a stage's ``"joint"`` embedding (its blocks' patches, block-major:
         block j's patch p is row ``j·L + p``) or ``"interblock"`` embedding ((block, image)
         pairs, block-major: row ``j·n + i`` for single image i)."""
-        order = self._order(order)
-        if kind not in ("joint", "interblock") or method not in self.methods:
-            raise StudyError(f"no {kind!r} embedding by {method!r}")
-        try:
-            stage = int(stage)
-        except (TypeError, ValueError):
-            raise StudyError(f"stage must be an integer, got {stage!r}") from None
-        path = self.path / kind / order / f"stage{stage}.{method}.npy"
+        path, shape = self._points_file(kind, order, stage, method)
         if not path.exists():
             raise StudyError(f"the study has no {kind} embedding of stage {stage}")
-        return np.load(path)
+        with self._npy(path, shape) as f:
+            return _finite_array(f.read(0, 2 * shape[0]).reshape(shape), path)
 
     def size_bytes(self, orders=None, blocks=None, route_maps: bool = True) -> int:
         """Bytes of the maps of ``orders`` × ``blocks`` (default all), per-route maps included."""
@@ -967,6 +1368,41 @@ class Study:
     def __repr__(self) -> str:
         return (f"Study({self.path}, {len(self.orders)} orders, {len(self.blocks)} blocks, "
                 f"{self.count} images)")  # fmt: skip
+
+
+def _rows_mean(f: _Npy, start: int, b: Block, idx: np.ndarray) -> np.ndarray:
+    """Mean of rows ``idx`` of the ``(L, L)`` matrix at value ``start`` of ``f``: one read per
+    run of nearby rows into a buffer of at most :data:`_CHUNK_BYTES`, summed row after row in
+    float32 (the same numbers as ``m[idx].mean(axis=0)``)."""
+    l = b.length
+    runs = _runs(idx, max(1, _GAP_BYTES // (4 * l)), max(1, _CHUNK_BYTES // (4 * l)))
+    buf = np.empty((min(max(1, _CHUNK_BYTES // (4 * l)), sum(r[1] - r[0] for r in runs)), l),
+                   "<f4")  # fmt: skip
+    total, used, chosen = np.zeros((1, l), "<f4"), 0, []
+
+    def add(total):
+        return np.add.reduce(np.concatenate([total, buf[np.concatenate(chosen)]]), axis=0,
+                             keepdims=True)  # fmt: skip
+
+    for lo, hi, a, z in runs:
+        if used + hi - lo > len(buf):
+            total, used, chosen = add(total), 0, []
+        f.read_into(buf[used : used + hi - lo], start + lo * l)
+        chosen.append(idx[a:z] - (lo - used))
+        used += hi - lo
+    return add(total)[0] / np.float32(len(idx))
+
+
+def _columns_mean(f: _Npy, start: int, b: Block, idx: np.ndarray) -> np.ndarray:
+    """Mean of columns ``idx`` of the ``(L, L)`` matrix at value ``start`` of ``f``, read in
+    blocks of rows (at most :data:`_CHUNK_BYTES` at once)."""
+    l = b.length
+    rows = np.empty((min(l, max(1, _CHUNK_BYTES // (4 * l))), l), "<f4")
+    out = np.empty(l, np.float32)
+    for lo in range(0, l, len(rows)):
+        hi = min(l, lo + len(rows))
+        out[lo:hi] = f.read_into(rows[: hi - lo], start + lo * l)[:, idx].mean(axis=1)
+    return out
 
 
 def write_synthetic_study(
