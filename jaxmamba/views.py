@@ -58,7 +58,7 @@ __all__ = ["METHODS", "ViewAPI"]
 METHODS = ("meta", "coords", "routes", "heat", "points", "image")
 MAX_PATCHES = 1 << 16
 MAX_INT = (1 << 31) - 1  # every integer of the protocol is a position: 0..MAX_INT
-_DIGITS = re.compile(r"-?\d{1,12}")
+_DIGITS = re.compile(r"-?[0-9]{1,12}")  # ASCII digits only (int() takes others)
 _LOCK = threading.Lock()  # one request at a time touches a study (its cache is not thread-safe)
 
 
