@@ -41,6 +41,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535 (0: any free port), got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the ``jaxmamba`` command."""
     from jaxmamba.convert import cli as convert_cli
@@ -103,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
         "a selection needs.",
     )
     s.add_argument("study", help="a study folder (jaxmamba explore / demo)")
-    s.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
+    s.add_argument("--port", type=_port, default=8765, help="port on 127.0.0.1 (0: any free one)")
     s.add_argument("--no-browser", action="store_true", help="do not open a browser")
     x = sub.add_parser(
         "export",

@@ -7,8 +7,14 @@ study's size.  Answers come from :class:`jaxmamba.views.ViewAPI`.
 
 Built on Starlette and uvicorn (well-kept, small, no hand-written HTTP; Starlette's test client
 needs no socket).  The server binds 127.0.0.1 only (any other address is refused), accepts only
-``Host: 127.0.0.1``/``localhost`` (no DNS rebinding), serves a fixed list of files and answers
-only the named requests: no path is ever taken from a request.
+``Host: 127.0.0.1``/``localhost``/``[::1]`` (no DNS rebinding), serves a fixed list of files and
+answers only the named requests: no path is ever taken from a request.  It answers only its own
+page: a request with a foreign ``Origin`` or a ``Sec-Fetch-Site`` of ``cross-site``/``same-site``
+is refused (403) before anything is computed, so another web site open in the browser cannot
+make it work; a POST must be ``application/json`` (415) of at most 1 MiB (413).  Every refusal
+is a 4xx with a one-line JSON reason ``{"error": ...}``; requests are answered in a worker
+thread, one at a time (:meth:`jaxmamba.views.ViewAPI.handle`), so a single image's map computed
+for seconds never stalls the server.
 
 >>> import numpy as np, tempfile, jaxmamba
 >>> from jaxmamba.study import write_study
@@ -26,16 +32,35 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
+import re
+import socket
 import threading
 import time
+from collections.abc import Mapping
 
-from jaxmamba.errors import StudyError, require
+from jaxmamba.errors import InputError, JaxmambaError, StudyError, require
+from jaxmamba.store import first_line, parse_json
 from jaxmamba.study import Study
 from jaxmamba.views import ViewAPI
 from jaxmamba.web import CSP, STATIC, page, web_file
 
-__all__ = ["ServerThread", "app", "serve"]
+__all__ = ["MAX_BODY", "ServerThread", "app", "serve"]
+
+MAX_BODY = 1 << 20  # bytes of a request body (a selection of every patch of a 56x56 grid: 20 kB)
+_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-store"}
+_HOST = re.compile(r"(127\.0\.0\.1|localhost|\[::1\])(?::([0-9]{1,5}))?")
+_SAFE_SITES = ("same-origin", "none")  # Sec-Fetch-Site values of the page's own requests
+_log = logging.getLogger(__name__)
+
+
+class _Refused(Exception):
+    """A request refused with an HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 def _loopback(host: str) -> str:
@@ -50,51 +75,178 @@ def _loopback(host: str) -> str:
     return host
 
 
+def _port(port) -> int:
+    """``port`` if it is an integer in 0..65535 (0: any free port), else an InputError."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InputError(f"port must be an integer in 0..65535 (0: any free one), got {port!r}")
+    return port
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``; on POSIX with ``SO_REUSEADDR``, so that a restart on the
+    same port does not wait for the last run's connections to leave TIME_WAIT."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        if os.name == "posix":  # on Windows SO_REUSEADDR would let two servers share the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise StudyError(f"cannot listen on {host}:{port} ({e.strerror}); try --port 0") from None
+    return sock
+
+
+def _local(authority: str, port: int | None) -> bool:
+    """Whether ``authority`` (``name[:port]``) names this machine's loopback: 127.0.0.1,
+    localhost or [::1]; on ``port`` (``None``: any), the port 80 being implied when absent."""
+    match = _HOST.fullmatch(authority.lower())
+    return bool(match) and (port is None or int(match.group(2) or 80) == port)
+
+
+def _refusal(headers: Mapping[str, str], port: int | None, navigation: bool) -> _Refused | None:
+    """Why a request with these headers, to a server on ``port``, is refused; ``None`` if it is
+    not.  The ``Host`` must name this machine's loopback (no DNS rebinding); the request must come
+    from the server's own page (an ``Origin`` of ``http://127.0.0.1|localhost|[::1]:port``,
+    ``Sec-Fetch-Site`` ``same-origin``) or from no page at all (curl, a typed address: no
+    ``Origin``, ``Sec-Fetch-Site`` ``none`` or absent).  ``navigation``: a top-level visit of the
+    page itself (a link followed from elsewhere), which computes nothing, needs only the Host.
+
+    >>> _refusal({"host": "127.0.0.1:8765", "origin": "http://localhost:8765"}, 8765, False)
+    >>> print(_refusal({"host": "127.0.0.1:8765", "sec-fetch-site": "cross-site"}, 8765, False))
+    the explorer answers its own page only, not a 'cross-site' request
+    """
+    host = headers.get("host", "")
+    if not _local(host, None):
+        return _Refused(400, f"the explorer answers Host 127.0.0.1, localhost or [::1] only, "
+                             f"not {host[:80]!r}")  # fmt: skip
+    if navigation:
+        return None
+    origin = headers.get("origin")
+    if origin is not None and not (origin.startswith("http://") and _local(origin[7:], port)):
+        return _Refused(403, f"the explorer answers its own page only, not a request from "
+                             f"{origin[:80]!r}")  # fmt: skip
+    site = headers.get("sec-fetch-site")
+    if site is not None and site.lower() not in _SAFE_SITES:
+        return _Refused(403, f"the explorer answers its own page only, not a {site[:20]!r} "
+                             "request")  # fmt: skip
+    return None
+
+
+def _error(status: int, reason: str):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": reason}, status_code=status, headers=_HEADERS)
+
+
+class _Guard:
+    """ASGI middleware: refuses (:func:`_refusal`) before any route runs."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            from starlette.datastructures import Headers
+
+            headers = Headers(scope=scope)
+            server = scope.get("server")
+            navigation = (scope["path"] == "/" and scope["method"] in ("GET", "HEAD")
+                          and headers.get("sec-fetch-mode") == "navigate")  # fmt: skip
+            refused = _refusal(headers, server[1] if server else None, navigation)
+            if refused is not None:
+                await _error(refused.status, str(refused))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _body(request) -> bytes:
+    """The request body, read up to :data:`MAX_BODY` bytes (413 beyond, whatever the
+    ``Content-Length`` says); 415 unless it is ``application/json``."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise _Refused(415, f"a request body must be application/json, not {media[:60]!r}")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:  # refused unread; the stream is counted too
+        raise _Refused(413, f"a request body must be at most {MAX_BODY} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _Refused(413, f"a request body must be at most {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _args(body: bytes) -> dict:
+    """A POST body's arguments: a JSON object (empty body: none)."""
+    if not body.strip():
+        return {}
+    try:
+        args = parse_json(body.decode("utf-8"), "the request body")
+    except UnicodeDecodeError:
+        raise _Refused(400, "the request body is not UTF-8 text") from None
+    except JaxmambaError as e:
+        raise _Refused(400, first_line(e)) from None
+    if not isinstance(args, dict):
+        raise _Refused(400, f"the request body must be a JSON object, not {type(args).__name__}")
+    return args
+
+
 def app(study: Study | str | os.PathLike):
     """The Starlette application serving ``study``."""
     require("starlette", "serve", "jaxmamba serve")
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
     study = study if isinstance(study, Study) else Study(study)
     api = ViewAPI(study)
-    headers = {"Content-Security-Policy": CSP, "Cache-Control": "no-store"}
     boot = "JM.mount(document.getElementById('app'), JM.httpSource('api'));"
     index_html = page(study.meta.get("title", "jaxmamba"), boot)
 
     async def index(request):
-        return HTMLResponse(index_html, headers=headers)
+        return HTMLResponse(index_html, headers=_HEADERS)
 
     async def static(request):
         name = request.path_params["name"]
         if name not in STATIC:
-            return Response("not found", status_code=404)
-        return Response(web_file(name), media_type=STATIC[name], headers=headers)
+            return _error(404, f"no file {name[:80]!r} here")
+        return Response(web_file(name), media_type=STATIC[name], headers=_HEADERS)
 
     async def favicon(request):
         return Response(status_code=204)
 
-    async def call(request):
+    async def answer(request):
         method = request.path_params["method"]
-        if request.method == "POST":
-            try:
-                args = json.loads(await request.body() or b"{}")
-            except ValueError:
-                return JSONResponse({"error": "the request body is not JSON"}, status_code=400)
-        else:
-            args = dict(request.query_params)
-        try:
-            content, payload = api.handle(method, args)
-        except StudyError as e:
-            return JSONResponse({"error": str(e)}, status_code=400)
+        args = _args(await _body(request)) if request.method == "POST" else dict(
+            request.query_params)
+        content, payload = await run_in_threadpool(api.handle, method, args)  # off the loop
         if payload is None:
-            return JSONResponse(content, headers=headers)
+            return JSONResponse(content, headers=_HEADERS)
         media = content.get("media_type", "application/octet-stream")
         extra = {"X-Array": json.dumps(content)} if "dtype" in content else {}
-        return Response(payload, media_type=media, headers={**headers, **extra})
+        return Response(payload, media_type=media, headers={**_HEADERS, **extra})
+
+    async def call(request):
+        try:
+            return await answer(request)
+        except _Refused as e:
+            return _error(e.status, str(e))
+        except JaxmambaError as e:
+            return _error(400, first_line(e))
+        except Exception as e:  # a bug, not bad input: still a one-line JSON answer
+            _log.error("internal error answering %s", request.url.path, exc_info=True)
+            return _error(500, f"internal error: {type(e).__name__}: {first_line(e)}")
+
+    async def http_error(request, exc):
+        return _error(exc.status_code, exc.detail)
 
     routes = [
         Route("/", index),
@@ -102,10 +254,8 @@ def app(study: Study | str | os.PathLike):
         Route("/api/{method:str}", call, methods=["GET", "POST"]),
         Route("/{name:str}", static),
     ]
-    hosts = ["127.0.0.1", "localhost", "[::1]", "::1", "testserver"]
-    return Starlette(
-        routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
-    )
+    return Starlette(routes=routes, middleware=[Middleware(_Guard)],
+                     exception_handlers={HTTPException: http_error})  # fmt: skip
 
 
 class ServerThread:
@@ -118,7 +268,7 @@ class ServerThread:
         uvicorn = require("uvicorn", "serve", "jaxmamba serve")
         self.host = _loopback(host)
         config = uvicorn.Config(
-            app(study), host=self.host, port=port, log_level="warning", lifespan="off",
+            app(study), host=self.host, port=_port(port), log_level="warning", lifespan="off",
             access_log=False,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
@@ -137,7 +287,7 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return _url(self.host, self.port)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
@@ -152,20 +302,14 @@ class ServerThread:
 
 def serve(study, port: int = 8765, *, open_browser: bool = True, host: str = "127.0.0.1") -> None:
     """Serve ``study`` until interrupted (Ctrl-C), printing the URL; opens a browser unless told
-    not to.  ``port=0`` picks a free port."""
+    not to.  ``port=0`` picks a free port; a port outside 0..65535 is an
+    :class:`~jaxmamba.errors.InputError`."""
     uvicorn = require("uvicorn", "serve", "jaxmamba serve")
-    host = _loopback(host)
+    host, port = _loopback(host), _port(port)
     study = study if isinstance(study, Study) else Study(study)
     application = app(study)
-    import socket
-
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise StudyError(f"cannot listen on {host}:{port} ({e.strerror}); try --port 0") from None
-    url = f"http://{host}:{sock.getsockname()[1]}/"
+    sock = _listen(host, port)
+    url = _url(host, sock.getsockname()[1]) + "/"
     print(f"serving {study.path} at {url} (Ctrl-C stops)", flush=True)
     if open_browser:
         import webbrowser

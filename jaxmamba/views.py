@@ -22,6 +22,14 @@ method      args                                                  payload
 one of the study's single images (its map computed exactly on demand; its scatterplot is the
 PCA of its rows).
 
+Arguments arrive as JSON values (a POST body, a widget message) or as strings (a query string),
+and are taken strictly: an integer argument (``patches``, ``subject``, ``stage``, ``route``,
+``index``) is a JSON integer (never a float, even ``2.0``, nor ``true``) or a string of decimal
+digits, within ``0..2**31 - 1``; anything else is refused with a
+:class:`~jaxmamba.errors.StudyError` naming the argument.  :meth:`ViewAPI.handle` answers one
+request at a time per process (``meta`` excepted): the study's cache of single-image maps is not
+thread-safe, so concurrent callers (the server's worker threads) wait their turn.
+
 >>> import numpy as np, tempfile, jaxmamba
 >>> from jaxmamba.study import write_study
 >>> x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
@@ -36,6 +44,8 @@ PCA of its rows).
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -47,6 +57,9 @@ __all__ = ["METHODS", "ViewAPI"]
 
 METHODS = ("meta", "coords", "routes", "heat", "points", "image")
 MAX_PATCHES = 1 << 16
+MAX_INT = (1 << 31) - 1  # every integer of the protocol is a position: 0..MAX_INT
+_DIGITS = re.compile(r"-?[0-9]{1,12}")  # ASCII digits only (int() takes others)
+_LOCK = threading.Lock()  # one request at a time touches a study (its cache is not thread-safe)
 
 
 def _array(a: np.ndarray, dtype: str) -> tuple[dict, bytes]:
@@ -54,11 +67,71 @@ def _array(a: np.ndarray, dtype: str) -> tuple[dict, bytes]:
     return {"dtype": dtype, "shape": list(a.shape)}, a.tobytes()
 
 
+def _show(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error messages stay one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _str(args: Mapping, key: str) -> str:
     value = args.get(key)
     if not isinstance(value, str):
-        raise StudyError(f"{key} must be a string, got {value!r}")
+        raise StudyError(f"{key} must be a string, got {_show(value)}")
     return value
+
+
+def _to_int(value, what: str) -> int:
+    """One integer, strictly: an ``int`` (not a bool) or a string of decimal digits, in
+    ``0..MAX_INT``; else a :class:`StudyError` saying ``what`` it must be."""
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise StudyError(f"{what}, got {_show(value)}")
+    if not 0 <= number <= MAX_INT:
+        raise StudyError(f"{what} in 0..{MAX_INT}, got {_show(value)}")
+    return number
+
+
+def _int(args: Mapping, key: str, keyword: str | None = None):
+    """``args[key]`` as a strict integer, or ``keyword`` (e.g. ``"mean"``, ``"sum"``) when the
+    argument is absent, ``None`` or that very word.
+
+    >>> _int({"index": "3"}, "index"), _int({}, "subject", "mean")
+    (3, 'mean')
+    >>> _int({"stage": 2.0}, "stage")
+    Traceback (most recent call last):
+    ...
+    jaxmamba.errors.StudyError: stage must be an integer, got 2.0
+    """
+    value = args.get(key)
+    if keyword is not None and (value is None or value == keyword):
+        return keyword
+    return _to_int(value, f"{key} must be an integer")
+
+
+def _ints(args: Mapping, key: str, limit: int = MAX_PATCHES) -> list[int]:
+    """``args[key]`` as a list of at most ``limit`` strict integers: a JSON list, or the
+    comma-separated digits of a query string (``"1,2,3"``).
+
+    >>> _ints({"patches": "1,2"}, "patches"), _ints({"patches": [3]}, "patches")
+    ([1, 2], [3])
+    >>> _ints({"patches": [1.9]}, "patches")
+    Traceback (most recent call last):
+    ...
+    jaxmamba.errors.StudyError: patches must be integers, got 1.9
+    """
+    values = args.get(key)
+    if isinstance(values, str):
+        if len(values) > limit * 12:
+            raise StudyError(f"{key} must be at most {limit} integers")
+        values = [v for v in values.split(",") if v]
+    if not isinstance(values, list | tuple):
+        raise StudyError(f"{key} must be a list of integers, got {_show(values)}")
+    if len(values) > limit:
+        raise StudyError(f"{key} must be at most {limit} integers, got {len(values)}")
+    return [_to_int(v, f"{key} must be integers") for v in values]
 
 
 class ViewAPI:
@@ -113,46 +186,37 @@ class ViewAPI:
         }
 
     def handle(self, method: str, args: Mapping) -> tuple[dict, bytes | None]:
-        """Answer one request; bad requests raise :class:`~jaxmamba.errors.StudyError`."""
+        """Answer one request; bad requests raise :class:`~jaxmamba.errors.StudyError`.
+
+        Thread-safe: requests other than ``meta`` are answered one at a time."""
+        if not isinstance(method, str) or method not in METHODS:
+            raise StudyError(f"unknown request {_show(method)}; requests are {METHODS}")
         if not isinstance(args, Mapping):
-            raise StudyError("request arguments must be a mapping")
-        s = self.study
+            raise StudyError(f"request arguments must be a mapping, got {_show(args)}")
         if method == "meta":
             return self.meta(), None
+        with _LOCK:
+            return self._answer(method, args)
+
+    def _answer(self, method: str, args: Mapping) -> tuple[dict, bytes | None]:
+        s = self.study
         if method == "coords":
-            subject = args.get("subject", "mean")
+            order, block = _str(args, "order"), _str(args, "block")
+            subject = _int(args, "subject", "mean")
             if subject == "mean":
-                xy = s.coords(_str(args, "order"), _str(args, "block"), _str(args, "method"))
-            else:
-                xy = s.single_coords(_str(args, "order"), _str(args, "block"), subject)
-            return _array(xy, "float32")
+                return _array(s.coords(order, block, _str(args, "method")), "float32")
+            return _array(s.single_coords(order, block, subject), "float32")
         if method == "points":
-            xy = s.stage_points(_str(args, "kind"), _str(args, "order"), args.get("stage"),
+            xy = s.stage_points(_str(args, "kind"), _str(args, "order"), _int(args, "stage"),
                                 _str(args, "method"))  # fmt: skip
             return _array(xy, "float32")
         if method == "routes":
             return _array(s.routes(_str(args, "order"), _str(args, "block")), "int32")
         if method == "heat":
-            patches = args.get("patches")
-            if isinstance(patches, str):  # "1,2,3" from a query string
-                try:
-                    patches = [int(p) for p in patches.split(",") if p]
-                except ValueError:
-                    raise StudyError(f"patches must be integers, got {patches!r}") from None
-            if not isinstance(patches, list | tuple) or len(patches) > MAX_PATCHES:
-                raise StudyError("patches must be a list of patch indices")
+            order, block, patches = _str(args, "order"), _str(args, "block"), _ints(args, "patches")
             direction = args.get("direction", "query")
-            if direction not in DIRECTIONS:
-                raise StudyError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-            values = s.heat(
-                _str(args, "order"), _str(args, "block"), patches, direction,
-                args.get("route", "sum"), args.get("subject", "mean"),
-            )  # fmt: skip
-            return _array(values, "float32")
-        if method == "image":
-            try:
-                index = int(args.get("index"))
-            except (TypeError, ValueError):
-                raise StudyError(f"index must be an integer, got {args.get('index')!r}") from None
-            return {"media_type": "image/png"}, s.image_png(index)
-        raise StudyError(f"unknown request {method!r}; requests are {METHODS}")
+            if not isinstance(direction, str) or direction not in DIRECTIONS:
+                raise StudyError(f"direction must be one of {DIRECTIONS}, got {_show(direction)}")
+            route, subject = _int(args, "route", "sum"), _int(args, "subject", "mean")
+            return _array(s.heat(order, block, patches, direction, route, subject), "float32")
+        return {"media_type": "image/png"}, s.image_png(_int(args, "index"))

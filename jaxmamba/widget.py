@@ -17,6 +17,14 @@ notebook too reads only the rows a selection needs.
 ...           "args": {"order": "cross", "block": "layers.3.blocks.0", "method": "pca"}})
 >>> sent[0][0]["id"], np.frombuffer(sent[0][1][0], "<f4").shape
 (1, (8,))
+
+Every request gets an answer, a value or an error: a bad request (a
+:class:`~jaxmamba.errors.JaxmambaError`) answers its message, anything else a one-line
+``internal error: ...``, and a malformed message an error naming what is wrong with it.
+
+>>> w.answer({"kind": "jm-request", "id": 2, "method": "image", "args": {"index": 1.5}})
+>>> sent[-1][0]
+{'kind': 'jm-answer', 'id': 2, 'error': 'index must be an integer, got 1.5'}
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from __future__ import annotations
 import functools
 import os
 
-from jaxmamba.errors import StudyError, require
+from jaxmamba.errors import JaxmambaError, StudyError, require
+from jaxmamba.store import first_line
 from jaxmamba.study import Study
 from jaxmamba.views import ViewAPI
 from jaxmamba.web import web_file
@@ -34,6 +43,26 @@ __all__ = ["show"]
 _RENDER = (
     "\nexport default { render({ model, el }) { return JM.mount(el, JM.widgetSource(model)); } };\n"
 )
+
+
+def _request_id(content: dict):
+    """The id to echo: a request's ``id`` if it is an integer or a string, else ``None``."""
+    rid = content.get("id")
+    return rid if isinstance(rid, int | str) and not isinstance(rid, bool) else None
+
+
+def _request(content: dict) -> tuple[str, dict]:
+    """``(method, args)`` of a request message, or a StudyError naming what is malformed."""
+    if _request_id(content) is None:
+        raise StudyError(f"a request needs an integer or string id, got {content.get('id')!r:.60}")
+    method, args = content.get("method"), content.get("args", {})
+    if not isinstance(method, str):
+        raise StudyError(f"a request's method must be a string, got {method!r:.60}")
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise StudyError(f"a request's args must be an object, got {args!r:.60}")
+    return method, args
 
 
 @functools.cache
@@ -52,14 +81,19 @@ def _widget_class():
             self.on_msg(lambda widget, content, buffers: self.answer(content))
 
         def answer(self, content) -> None:
-            """Answer one request message (``{"kind": "jm-request", "id", "method", "args"}``)."""
+            """Answer one request message (``{"kind": "jm-request", "id", "method", "args"}``);
+            messages of another kind are not ours and left alone."""
             if not isinstance(content, dict) or content.get("kind") != "jm-request":
                 return
-            reply = {"kind": "jm-answer", "id": content.get("id")}
+            reply = {"kind": "jm-answer", "id": _request_id(content)}
             try:
-                result, payload = self.api.handle(content.get("method"), content.get("args") or {})
-            except StudyError as e:
-                self.send({**reply, "error": str(e)})
+                result, payload = self.api.handle(*_request(content))
+            except JaxmambaError as e:
+                self.send({**reply, "error": first_line(e)})
+                return
+            except Exception as e:  # a bug, not bad input: answered, and the widget lives on
+                self.send({**reply, "error": f"internal error: {type(e).__name__}: "
+                                             f"{first_line(e)}"})  # fmt: skip
                 return
             self.send({**reply, "content": result}, buffers=[payload] if payload else None)
 

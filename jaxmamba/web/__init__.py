@@ -7,11 +7,14 @@ canvas, no framework and nothing fetched from the network.
 
 >>> "JM.mount" in page("t", "JM.mount(document.body, JM.httpSource('api'));")
 True
+>>> "<title>{{DATA}}</title>" in page("{{DATA}}", "", data="<script>1</script>")
+True
 """
 
 from __future__ import annotations
 
 import html
+import re
 from importlib import resources
 
 __all__ = ["CSP", "OFFLINE_CSP", "STATIC", "page", "web_file"]
@@ -24,6 +27,7 @@ CSP = (
 OFFLINE_CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:"
 )
+_PLACEHOLDER = re.compile(r"\{\{(TITLE|HEAD|SCRIPT|BOOT|DATA)\}\}")
 
 
 def web_file(name: str) -> str:
@@ -47,8 +51,8 @@ def page(title: str, boot: str, *, inline: bool = False, data: str = "") -> str:
         script, boot = f"<script>{web_file('app.js')}\n{boot}</script>", ""
     else:
         script, boot = '<script src="app.js"></script>', f"<script>{boot}</script>"
-    text = web_file("page.html")
-    for key, value in (("TITLE", html.escape(title)), ("HEAD", head), ("SCRIPT", script),
-                       ("BOOT", boot), ("DATA", data)):  # fmt: skip
-        text = text.replace("{{" + key + "}}", value)
-    return text
+    values = {"TITLE": html.escape(title), "HEAD": head, "SCRIPT": script, "BOOT": boot,
+              "DATA": data}  # fmt: skip
+    # one pass over the template only: a placeholder inside a value (a title "{{DATA}}", a
+    # script that mentions "{{BOOT}}") stays as it is
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], web_file("page.html"))

@@ -103,27 +103,40 @@ const JM = (() => {
     return v;
   }
 
-  /** The local server: GET/POST /api/<method>. */
-  function httpSource(base) {
-    const endpoint = (m, args) => base + "/" + m + (args ? "?" + new URLSearchParams(args) : "");
+  /** How long a request may take before the page shows an error instead of waiting: a single
+   *  image's map is computed on demand (seconds; longer on the first, compiling, request). */
+  const REQUEST_TIMEOUT_MS = 120000;
+  const timeoutError = (ms) => new Error(`no answer within ${ms / 1000} s; try again`);
+
+  /** The local server: GET/POST /api/<method> on the page's own origin (relative URLs), each
+   *  request given up after timeoutMs. */
+  function httpSource(base, timeoutMs = REQUEST_TIMEOUT_MS) {
+    const query = (args) => new URLSearchParams(Object.entries(args).filter(([, v]) => v !== undefined && v !== null));
+    const endpoint = (m, args) => base + "/" + m + (args ? "?" + query(args) : "");  // no "undefined" arguments
     async function check(r) {
       if (!r.ok) { let msg = r.statusText; try { msg = (await r.json()).error; } catch (e) { /* text */ } throw new Error(msg); }
       return r;
     }
+    /** fetch, checked, and its body read, within timeoutMs (an error after it). */
+    async function request(url, read, init = {}) {
+      const ctl = new AbortController();
+      const timer = setTimeout(() => ctl.abort(), timeoutMs);
+      try {
+        return await read(await check(await fetch(url, { ...init, credentials: "same-origin", signal: ctl.signal })));
+      } catch (e) {
+        throw ctl.signal.aborted ? timeoutError(timeoutMs) : e;
+      } finally { clearTimeout(timer); }
+    }
+    const floats = async (r) => new Float32Array(await r.arrayBuffer());
     return {
       kind: "http",
-      meta: async () => (await check(await fetch(endpoint("meta")))).json(),
-      coords: async (order, block, method, subject) =>
-        new Float32Array(await (await check(await fetch(endpoint("coords", { order, block, method, subject })))).arrayBuffer()),
-      routes: async (order, block) =>
-        new Int32Array(await (await check(await fetch(endpoint("routes", { order, block })))).arrayBuffer()),
-      points: async (kind, order, stage, method) =>
-        new Float32Array(await (await check(await fetch(endpoint("points", { kind, order, stage, method })))).arrayBuffer()),
-      heat: async (order, block, route, direction, patches, subject) => {
-        const r = await fetch(endpoint("heat"), { method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ order, block, route, direction, patches, subject }) });
-        return new Float32Array(await (await check(r)).arrayBuffer());
-      },
+      meta: () => request(endpoint("meta"), (r) => r.json()),
+      coords: (order, block, method, subject) => request(endpoint("coords", { order, block, method, subject }), floats),
+      routes: (order, block) => request(endpoint("routes", { order, block }), async (r) => new Int32Array(await r.arrayBuffer())),
+      points: (kind, order, stage, method) => request(endpoint("points", { kind, order, stage, method }), floats),
+      heat: (order, block, route, direction, patches, subject) =>
+        request(endpoint("heat"), floats, { method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ order, block, route, direction, patches, subject }) }),
       imageUrl: (i) => endpoint("image", { index: i }),
     };
   }
@@ -183,21 +196,24 @@ const JM = (() => {
     };
   }
 
-  /** The notebook widget (anywidget): requests and answers as widget messages. */
-  function widgetSource(model) {
+  /** The notebook widget (anywidget): requests and answers as widget messages; a request not
+   *  answered within timeoutMs is given up with an error. */
+  function widgetSource(model, timeoutMs = REQUEST_TIMEOUT_MS) {
     let next = 1;
     const pending = new Map();
     model.on("msg:custom", (msg, buffers) => {
       if (!msg || msg.kind !== "jm-answer" || !pending.has(msg.id)) return;
-      const { resolve, reject } = pending.get(msg.id);
+      const { resolve, reject, timer } = pending.get(msg.id);
       pending.delete(msg.id);
+      clearTimeout(timer);
       if (msg.error) { reject(new Error(msg.error)); return; }
       const dv = buffers && buffers[0];
       resolve({ content: msg.content, bytes: dv ? dv.buffer.slice(dv.byteOffset, dv.byteOffset + dv.byteLength) : null });
     });
     const ask = (method, args) => new Promise((resolve, reject) => {
       const id = next++;
-      pending.set(id, { resolve, reject });
+      const timer = setTimeout(() => { if (pending.delete(id)) reject(timeoutError(timeoutMs)); }, timeoutMs);
+      pending.set(id, { resolve, reject, timer });
       model.send({ kind: "jm-request", id, method, args: args || {} });
     });
     const urls = new Map();
