@@ -109,7 +109,10 @@ def load_image(path: str | os.PathLike, size: int = 224, *, crop_ratio: float = 
 
     The image is turned upright by its EXIF orientation and made 8-bit RGB by its real bit
     depth (16-bit grey is scaled, not clipped; palette, grey, alpha and CMYK images are
-    converted; 32-bit integer and float images are refused by name).  The shorter side is
+    converted; 32-bit integer and float images are refused by name).  Only a regular file is
+    opened (a FIFO or device is refused unopened), and an image is refused from its header when
+    Pillow's decompression-bomb limit or the resize budget (:data:`MAX_ASPECT`,
+    :data:`MAX_RESIZED_PIXELS`) would be exceeded.  The shorter side is
     resized to ``size / crop_ratio`` (bicubic), the centre ``size × size`` is cropped (the timm /
     VMamba evaluation transform), then ImageNet mean/std normalisation.
 
