@@ -311,7 +311,7 @@ def _checked(model, batch, index, shape, seen, nonfinite):
     """The images of ``batch`` as float32 host data and which of them are finite; raises on a
     bad batch (another image size, NaN/inf pixels with ``nonfinite="raise"``)."""
     images = _images_of(batch)
-    check_images(model.config, images)
+    check_images(model.config, images, allow_empty=True)  # an empty batch adds nothing
     if shape is not None and tuple(images.shape[1:]) != shape:
         raise AggregateError(
             f"batch {index} has images of shape {tuple(images.shape[1:])}, earlier "

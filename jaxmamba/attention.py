@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
-from collections.abc import Iterator, Mapping
+import numbers
+from collections.abc import Iterable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -78,7 +80,8 @@ def route_attention(
       channels: ``"mean"`` (mean of α over channels), ``"abs_mean"`` (mean of |α|), or a
         tuple of channel indices (per-channel maps of those channels of every route).
       chunk: query rows per tile T (default: :func:`jaxmamba.tiles.chunk_plan` for ``"mean"``, a
-        power of two near √L otherwise); results do not depend on it.
+        power of two near √L otherwise; one above L is taken as L); results do not depend on
+        it.
 
     ``"mean"`` is computed by the chunked matrix products of :mod:`jaxmamba.tiles`; the
     per-channel modes one query tile at a time, the keys before the tile by one product and the
@@ -102,11 +105,14 @@ def route_attention(
     if isinstance(channels, str):
         sel = None
     else:
-        sel = np.asarray(_channels(channels), dtype=np.int64).reshape(-1)
-        if sel.min() < 0 or sel.max() >= d:
-            raise AttentionError(f"channels {tuple(sel.tolist())} out of range: there are {d}")
+        picked = _channels(channels)
+        if not all(0 <= c < d for c in picked):
+            raise AttentionError(f"channels {_cut(picked)} out of range: there are {d}")
+        if len(picked) > d:
+            raise AttentionError(f"{len(picked)} channels asked, there are {d}")
+        sel = np.asarray(picked, dtype=np.int64)
         dt, A = dt[:, sel], A[:, sel]
-    t_ = chunk or _default_chunk(l)
+    t_ = min(chunk, l) if chunk else _default_chunk(l)  # a tile longer than L pads for nothing
     nc = -(-l // t_)
     lp = nc * t_
     pad = lp - l
@@ -209,7 +215,13 @@ def _normalize(m, how):
     return m / jnp.where(s > 0, s, 1.0)
 
 
+MAX_CHANNELS = 65_536  # more channels than any block has (VMamba's widest: 2048)
+
+
 def _channels(channels) -> str | tuple[int, ...]:
+    """A channel mode, or a tuple of channel indices: ints (not bools), non-empty, at most
+    :data:`MAX_CHANNELS` of them, each below it; checked before a long iterable is
+    materialised (the range against a block's channels is checked where the block is known)."""
     if isinstance(channels, str):
         if channels not in CHANNEL_MODES:
             raise AttentionError(
@@ -217,13 +229,35 @@ def _channels(channels) -> str | tuple[int, ...]:
                 f"got {channels!r}"
             )
         return channels
-    try:
-        idx = np.asarray(channels)
-    except (TypeError, ValueError):
-        idx = np.asarray([])
-    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-        raise AttentionError(f"channels must be a non-empty 1-D sequence of ints, got {channels!r}")
-    return tuple(int(i) for i in idx)
+    what = "channels must be a non-empty 1-D sequence of ints (channel indices)"
+    if isinstance(channels, bytes | bytearray | memoryview | Mapping) or not isinstance(
+        channels, Iterable
+    ):
+        raise AttentionError(f"{what}, got {type(channels).__name__} {_cut(channels)}")
+    if isinstance(channels, np.ndarray):
+        if channels.ndim != 1 or not np.issubdtype(channels.dtype, np.integer):
+            raise AttentionError(f"{what}, got a {channels.dtype} array of shape {channels.shape}")
+    items = list(itertools.islice(iter(channels), MAX_CHANNELS + 1))
+    if not items:
+        raise AttentionError(f"{what}, got {_cut(channels)} (non-empty, please)")
+    if len(items) > MAX_CHANNELS:
+        raise AttentionError(f"{what}: at most {MAX_CHANNELS} of them, got more")
+    for i, c in enumerate(items):
+        if isinstance(c, bool | np.bool_) or not isinstance(c, numbers.Integral):
+            raise AttentionError(
+                f"{what}; channels[{i}] is {type(c).__name__} {_cut(c)}, not an int"
+            )
+    picked = tuple(int(c) for c in items)
+    bad = next((c for c in picked if c >= MAX_CHANNELS), None)
+    if bad is not None:
+        raise AttentionError(f"channel {_cut(bad)} out of range: no block has {MAX_CHANNELS}")
+    return picked
+
+
+def _cut(value) -> str:
+    """``repr(value)``, at most 60 characters (for messages)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -531,8 +565,12 @@ def compute_maps(
             d = model.config.d_inner(block.stage)
             if not all(0 <= c < d for c in options.channels):
                 raise AttentionError(
-                    f"channels {options.channels} out of range for {block.name}, which has "
-                    f"{d} channels (0..{d - 1})"
+                    f"channels {_cut(options.channels)} out of range for {block.name}, which "
+                    f"has {d} channels (0..{d - 1})"
+                )
+            if len(options.channels) > d:
+                raise AttentionError(
+                    f"{len(options.channels)} channels asked of {block.name}, which has {d}"
                 )
     _, cache = apply(model, images, order, implementation, frozenset(names))
     maps = {}
@@ -598,7 +636,7 @@ def verify(
     >>> bool(err["layers.3.blocks.0"] < 1e-5)
     True
     """
-    check_images(model.config, images)
+    check_images(model.config, images, allow_empty=True)
     if images.shape[0] == 0:
         raise AttentionError("verify needs at least one image, got a batch of 0")
     if not isinstance(channel_group, int) or isinstance(channel_group, bool) or channel_group < 1:

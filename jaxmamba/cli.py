@@ -186,6 +186,20 @@ def _models(args):
     return load_default(), orders, f"embedded default model ({DEFAULT_MODEL_DIR.name})"
 
 
+def _bytes_text(n: float) -> str:
+    """A byte count in the unit that shows it: ``"512 B"``, ``"3.4 KB"``, ``"1.2 MB"``, ``"7 GB"``.
+
+    >>> _bytes_text(512), _bytes_text(3400), _bytes_text(1.2e6), _bytes_text(7e12)
+    ('512 B', '3.4 KB', '1.2 MB', '7000.0 GB')
+    """
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit, scale in (("KB", 1e3), ("MB", 1e6)):
+        if n < 1000 * scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1e9:.1f} GB"
+
+
 def _check_resources(config, size: int, batch: int, maps_bytes: int, out: Path, route_maps: bool):
     """Refuse up front, with the estimate and the flag that lowers it, what cannot fit."""
     k = config.k_routes if route_maps else 1
@@ -198,7 +212,7 @@ def _check_resources(config, size: int, batch: int, maps_bytes: int, out: Path, 
     if available and need > 0.8 * available:
         raise InputError(
             f"averaging {size}x{size} images in batches of {batch} needs about "
-            f"{need / 2**30:.1f} GiB of memory, {available / 2**30:.1f} GiB are free; lower "
+            f"{_bytes_text(need)} of memory, {_bytes_text(available)} are free; lower "
             "--batch-size (or --size, or choose fewer --blocks)"
         )
     parent = next(p for p in [out, *out.parents] if p.exists())
@@ -206,8 +220,8 @@ def _check_resources(config, size: int, batch: int, maps_bytes: int, out: Path, 
     disk = 3 * per_image  # the maps, and the resumable running sums while an order is averaged
     if disk > free:
         raise InputError(
-            f"the study needs about {disk / 1e9:.1f} GB of disk at {out}, {free / 1e9:.1f} GB are "
-            "free; choose fewer --blocks or --orders, or another --out"
+            f"the study needs about {_bytes_text(disk)} of disk at {out}, {_bytes_text(free)} "
+            "are free; choose fewer --blocks or --orders, or another --out"
         )
 
 
@@ -298,7 +312,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
+        resumable = args.command in ("demo", "explore")
+        again = "; run the same command again to resume" if resumable else ""
+        print(f"interrupted{again}", file=sys.stderr)
         return 130
     print(f"done in {time.perf_counter() - start:.0f} s")
     return 0

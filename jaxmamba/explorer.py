@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ import numpy as np
 from jaxmamba import store
 from jaxmamba.config import parse_block_name
 from jaxmamba.errors import ExplorerError, StudyError
+from jaxmamba.images import file_kind
 from jaxmamba.orders import ORDER_NAMES, make_routes
 from jaxmamba.reduce import METHODS, embed
 from jaxmamba.study import Study, png_bytes
@@ -435,26 +438,19 @@ def export(
       orders: orders to include (default all); blocks: stage indices or block names (default
         all).
       route_maps: include the per-route maps (K times more).
-      max_mb: refuse (writing nothing) when the page would exceed this many megabytes.
-      overwrite: replace an existing ``out`` only if it is an explorer page jaxmamba wrote.
+      max_mb: refuse (writing nothing) when the page would exceed this many megabytes (a
+        finite number above 0).
+      overwrite: replace an existing ``out`` only if it is an explorer page jaxmamba wrote; a
+        folder, FIFO, device or other non-regular ``out`` is refused without being opened.
       say: where the size is reported before writing (``print``; ``None`` for silence).
 
     Returns:
       The path written.
     """
+    _check_max_mb(max_mb)
     study = study if isinstance(study, Study) else Study(study)
     out = Path(out).expanduser().absolute()
-    if out.is_dir():
-        raise ExplorerError(f"--out {out} is a folder; give the .html file to write")
-    if out.exists():
-        if not overwrite:
-            raise ExplorerError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-        try:
-            read_explorer(out)
-        except (ExplorerError, OSError, ValueError, UnicodeDecodeError):
-            raise ExplorerError(
-                f"{out} is not an explorer page jaxmamba wrote; not replaced"
-            ) from None
+    _check_out(out, overwrite)
     orders, names = _subset(study, orders, blocks)
     estimate = estimate_export_bytes(study, orders, names, route_maps)
     what = f"{len(orders)} orders x {len(names)} blocks"
@@ -499,6 +495,46 @@ def export(
     if size > max_mb * 1e6:
         raise ExplorerError(f"the page is {size / 1e6:.1f} MB, above --max-mb {max_mb:g}; "
                             "nothing was written")  # fmt: skip
+    _check_out(out, overwrite)  # again: the check above was before the maps were read
     out.parent.mkdir(parents=True, exist_ok=True)
     store.write_text_atomic(out, text)
     return out
+
+
+def _check_max_mb(max_mb) -> None:
+    """Refuse a size budget that is not a finite number of megabytes above 0."""
+    ok = isinstance(max_mb, int | float | np.integer | np.floating) and not isinstance(
+        max_mb, bool | np.bool_
+    )
+    if not ok or not math.isfinite(max_mb) or max_mb <= 0:
+        raise ExplorerError(f"--max-mb must be a finite number of megabytes > 0, got {max_mb!r}")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that is a folder, a FIFO, a device or any other non-regular file, or an
+    existing file that is not an explorer page jaxmamba wrote (or without ``overwrite``).
+
+    Only ``os.stat`` looks at ``out`` first: a FIFO is never opened (an open would block), and
+    only a regular file is read to see whether jaxmamba wrote it.
+    """
+    try:
+        mode = os.stat(out).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        folder = next(p for p in out.parents if os.path.lexists(p))  # the root exists
+        if not folder.is_dir():
+            raise ExplorerError(f"cannot write --out {out}: {folder} is not a folder") from None
+        return
+    except OSError as e:
+        raise ExplorerError(f"cannot write --out {out}: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise ExplorerError(f"--out {out} is a folder; give the .html file to write")
+    if not stat.S_ISREG(mode):
+        raise ExplorerError(
+            f"--out {out} is {file_kind(mode)}, not a regular file; nothing was written"
+        )
+    if not overwrite:
+        raise ExplorerError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    try:
+        read_explorer(out)
+    except (ExplorerError, OSError, ValueError, UnicodeDecodeError):
+        raise ExplorerError(f"{out} is not an explorer page jaxmamba wrote; not replaced") from None

@@ -6,6 +6,8 @@ Decoding uses Pillow (installed with matplotlib, the ``[plot]`` extra).
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,6 +19,7 @@ __all__ = [
     "ImageError",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "file_kind",
     "list_images",
     "load_image",
     "load_images",
@@ -25,18 +28,48 @@ __all__ = [
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# The most pixels the resized image (short side size / crop_ratio) may have, and the most its
+# area may exceed the square crop's: an aspect ratio above 16:1 (a 60000x1 strip would ask for
+# gigabytes when resized) is refused before anything is decoded.
+MAX_RESIZED_PIXELS = 64_000_000
+MAX_ASPECT = 16
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, in words (for messages).
+
+    >>> import stat
+    >>> file_kind(stat.S_IFIFO), file_kind(stat.S_IFREG)
+    ('a FIFO', 'a regular file')
+    """
+    kinds = (
+        (stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )  # fmt: skip
+    return next((word for test, word in kinds if test(mode)), "a special file")
 
 
 def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Image files named by ``paths`` (files, or folders searched for image suffixes), sorted."""
+    """Image files named by ``paths`` (files, or folders searched for image suffixes), sorted.
+
+    A path that is neither a regular file nor a folder (a FIFO, a device, a socket) is refused
+    by name; nothing is opened.
+    """
     found: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        try:
+            mode = p.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            raise ImageError(f"no such file or folder: {p}") from None
+        except OSError as e:
+            raise ImageError(f"cannot read {p}: {e.strerror or e}") from None
+        if stat.S_ISDIR(mode):
             found += sorted(q for q in p.iterdir() if q.suffix.lower() in SUFFIXES)
-        elif p.is_file():
+        elif stat.S_ISREG(mode):
             found.append(p)
         else:
-            raise ImageError(f"no such file or folder: {p}")
+            raise ImageError(f"{p} is not a regular file or folder ({file_kind(mode)})")
     if not found:
         raise ImageError(f"no images found in {', '.join(map(str, paths))}")
     return found
@@ -76,7 +109,10 @@ def load_image(path: str | os.PathLike, size: int = 224, *, crop_ratio: float = 
 
     The image is turned upright by its EXIF orientation and made 8-bit RGB by its real bit
     depth (16-bit grey is scaled, not clipped; palette, grey, alpha and CMYK images are
-    converted; 32-bit integer and float images are refused by name).  The shorter side is
+    converted; 32-bit integer and float images are refused by name).  Only a regular file is
+    opened (a FIFO or device is refused unopened), and an image is refused from its header when
+    Pillow's decompression-bomb limit or the resize budget (:data:`MAX_ASPECT`,
+    :data:`MAX_RESIZED_PIXELS`) would be exceeded.  The shorter side is
     resized to ``size / crop_ratio`` (bicubic), the centre ``size × size`` is cropped (the timm /
     VMamba evaluation transform), then ImageNet mean/std normalisation.
 
@@ -99,7 +135,8 @@ def load_image(path: str | os.PathLike, size: int = 224, *, crop_ratio: float = 
     ops = require("PIL.ImageOps", "plot", "reading images")
     path = Path(path)
     try:
-        with pil.open(path) as im:
+        with _open_regular(path) as f, _decoded(pil, f, path) as im:
+            _check_size(im.size, size, crop_ratio, path)
             im = _to_rgb(ops.exif_transpose(im), path)
             scale = size / crop_ratio / min(im.size)
             w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
@@ -112,6 +149,56 @@ def load_image(path: str | os.PathLike, size: int = 224, *, crop_ratio: float = 
         raise ImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
     normalised = (display.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return normalised, display
+
+
+def _open_regular(path: Path):
+    """``path`` opened for binary reading, or :class:`ImageError` unless it is a regular file.
+
+    Opened non-blocking and checked on the open descriptor: a FIFO never blocks the loader and
+    is never read; a file replaced between a check and the open cannot slip through.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise ImageError(f"cannot read image {path}: no such file") from None
+    except OSError as e:
+        raise ImageError(f"cannot read image {path}: {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ImageError(f"cannot read image {path}: it is {file_kind(mode)}, not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _decoded(pil, f, path: Path):
+    """Pillow's lazy image of the open file ``f`` (the header only is read); an image above
+    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is an :class:`ImageError`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pil.DecompressionBombWarning)
+            return pil.open(f)
+    except (pil.DecompressionBombError, pil.DecompressionBombWarning) as e:
+        raise ImageError(
+            f"cannot read image {path}: too many pixels for Pillow's decompression-bomb limit "
+            f"(PIL.Image.MAX_IMAGE_PIXELS = {pil.MAX_IMAGE_PIXELS}): {e}"
+        ) from None
+
+
+def _check_size(wh: tuple[int, int], size: int, crop_ratio: float, path: Path) -> None:
+    """Refuse, before decoding, an image whose resize to a short side of ``size / crop_ratio``
+    would exceed :data:`MAX_RESIZED_PIXELS` or :data:`MAX_ASPECT` times the square's area."""
+    w, h = wh
+    if w < 1 or h < 1:
+        raise ImageError(f"cannot read image {path}: it is {w}x{h} pixels")
+    short = size / crop_ratio
+    resized = short * short * max(w, h) / min(w, h)
+    if resized > MAX_RESIZED_PIXELS or resized > MAX_ASPECT * short * short:
+        raise ImageError(
+            f"cannot read image {path}: it is {w}x{h} pixels, and its short side resized to "
+            f"{round(short)} would make {resized / 1e6:.0f} megapixels; images up to "
+            f"{MAX_ASPECT}:1 that resize to at most {MAX_RESIZED_PIXELS / 1e6:.0f} megapixels "
+            "are read"
+        )
 
 
 def load_images(paths, size: int = 224):

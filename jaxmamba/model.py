@@ -7,6 +7,7 @@ A model is a config plus a parameter pytree; every function here is pure and jit
 from __future__ import annotations
 
 import functools
+import itertools
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -119,8 +120,17 @@ def routes_for(config: VMambaConfig, order: Order | SoftOrder) -> Callable:
     return routes
 
 
-def check_images(config: VMambaConfig, images) -> None:
-    """Raise :class:`InputError` unless ``images`` is ``(B, H, W, in_chans)`` with H, W ÷ stride."""
+def check_images(config: VMambaConfig, images, *, allow_empty: bool = False) -> None:
+    """Raise :class:`InputError` unless ``images`` is ``(B, H, W, in_chans)`` with H, W ÷ stride
+    and B ≥ 1 (B = 0 only with ``allow_empty``, for a stream that may hold empty batches).
+
+    >>> import numpy as np
+    >>> from jaxmamba.config import get_config
+    >>> check_images(get_config("vmamba_test"), np.zeros((0, 64, 64, 3), np.float32))
+    Traceback (most recent call last):
+    ...
+    jaxmamba.errors.InputError: images (0, 64, 64, 3) are an empty batch: give at least one image
+    """
     shape = getattr(images, "shape", None)
     if shape is None or len(shape) != 4:
         raise InputError(f"images must be a (B, H, W, {config.in_chans}) array, got shape {shape}")
@@ -134,6 +144,8 @@ def check_images(config: VMambaConfig, images) -> None:
         raise InputError(f"image height and width must be positive multiples of {r}, got {h}x{w}")
     if not jnp.issubdtype(images.dtype, jnp.floating):
         raise InputError(f"images must be floating point, got dtype {images.dtype}")
+    if b == 0 and not allow_empty:
+        raise InputError(f"images {tuple(shape)} are an empty batch: give at least one image")
 
 
 def select_blocks(config: VMambaConfig, blocks=None) -> tuple[str, ...]:
@@ -153,29 +165,60 @@ def select_blocks(config: VMambaConfig, blocks=None) -> tuple[str, ...]:
     if callable(blocks):
         chosen = {n for n in names if blocks(n)}
     else:
-        if isinstance(blocks, numbers.Integral | str):
-            items = [blocks]
-        else:
-            try:
-                items = list(blocks)
-            except TypeError:
-                raise InputError(
-                    f"blocks must be None, a stage, block names or a predicate, got {blocks!r}"
-                ) from None
         chosen = set()
-        for item in items:
-            if isinstance(item, numbers.Integral) and not isinstance(item, bool | np.bool_):
+        for item in _block_items(blocks):
+            if isinstance(item, numbers.Integral):
                 item = int(item)  # a NumPy integer too
                 if not 0 <= item < config.num_stages:
                     raise InputError(f"stage {item} out of range 0..{config.num_stages - 1}")
                 chosen |= {n for n in names if n.startswith(f"layers.{item}.")}
-            elif isinstance(item, str) and item in names:
+            elif item in names:
                 chosen.add(item)
             else:
                 raise InputError(f"unknown block {item!r}; blocks are {names[0]} … {names[-1]}")
     if not chosen:
         raise InputError("the block selection is empty")
     return tuple(n for n in names if n in chosen)
+
+
+_WHAT_BLOCKS = "blocks must be None, a stage index, block names, stage indices or a predicate"
+_MAX_BLOCK_ITEMS = 10_000  # more items than any model has blocks, however often repeated
+
+
+def _block_items(blocks) -> list:
+    """The stage indices (ints) and names (strs) of a block selection that is not a predicate;
+    :class:`InputError` names any other type (bytes, bool, float, None ...)."""
+    if _is_item(blocks):
+        return [blocks]
+    if isinstance(blocks, bytes | bytearray | memoryview | numbers.Number):
+        raise InputError(f"{_WHAT_BLOCKS}; got {_described(blocks)}")
+    try:
+        items = list(itertools.islice(iter(blocks), _MAX_BLOCK_ITEMS + 1))
+    except TypeError:
+        raise InputError(f"{_WHAT_BLOCKS}; got {_described(blocks)}") from None
+    if len(items) > _MAX_BLOCK_ITEMS:
+        raise InputError(f"{_WHAT_BLOCKS}; got more than {_MAX_BLOCK_ITEMS} items")
+    for i, item in enumerate(items):
+        if not _is_item(item):
+            raise InputError(
+                f"blocks[{i}] must be a stage index (int) or a block name (str), got "
+                f"{_described(item)}"
+            )
+    return items
+
+
+def _is_item(item) -> bool:
+    """Whether ``item`` is a stage index (an int, not a bool) or a block name (a str)."""
+    if isinstance(item, bool | np.bool_):
+        return False
+    return isinstance(item, numbers.Integral | str)
+
+
+def _described(value) -> str:
+    """``value`` for a message: its type and a repr cut to 60 characters."""
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return "None" if value is None else f"{type(value).__name__} {text}"
 
 
 def forward(

@@ -28,6 +28,7 @@ from jaxmamba.errors import PlotError, require
 __all__ = [
     "PlotError",
     "figure",
+    "literal",
     "number",
     "scatter",
     "patch_view",
@@ -45,6 +46,24 @@ def figure(figsize):
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def literal(text):
+    """Draw the matplotlib ``Text`` artist ``text`` exactly as written; returns it.
+
+    Mathtext (``$...$``) and LaTeX (``text.usetex``) are turned off for it, so image names,
+    titles, order and block names of a study show literally: ``cost $5 vs $10.png`` is not
+    set as math, and ``$\\nope{$.png`` does not fail the figure.  Every text this module draws
+    goes through it.
+
+    >>> fig = figure((2, 2))
+    >>> t = literal(fig.add_subplot().set_title("$\\nope{$"))
+    >>> t.get_text(), t.get_parse_math()
+    ('$\\nope{$', False)
+    """
+    text.set_parse_math(False)
+    text.set_usetex(False)
+    return text
 
 
 def _grid(h, w) -> tuple[int, int]:
@@ -121,6 +140,8 @@ def _colorbar(fig, im, ax, label: str, **kwargs):
     cb = fig.colorbar(im, ax=ax, label=label, format=FuncFormatter(lambda v, _: number(v)),
                       **kwargs)  # fmt: skip
     cb.solids.set_alpha(1)  # the bar shows the full colours even where the map is alpha-ramped
+    literal(cb.ax.xaxis.label)
+    literal(cb.ax.yaxis.label)
     return cb
 
 
@@ -243,14 +264,17 @@ def scatter(
         sc = ax.scatter(pts[:, 0], pts[:, 1], c=values, cmap=cmap, s=max(s, 30), linewidths=0,
                         vmin=levels.min(), vmax=max(levels.max(), levels.min() + 1))  # fmt: skip
         handles, names = sc.legend_elements()
-        ax.legend(handles, [f"{label} {v:g}" for v in levels], loc="best", fontsize=8)
+        legend = ax.legend(handles, [f"{label} {v:g}" for v in levels], loc="best", fontsize=8)
+        for text in legend.get_texts():
+            literal(text)
     else:
         sc = ax.scatter(pts[:, 0], pts[:, 1], c=values, cmap=cmap, s=s, linewidths=0)
-        fig.colorbar(sc, ax=ax, label=label)
+        cb = fig.colorbar(sc, ax=ax, label=label)
+        literal(cb.ax.yaxis.label)
     _title(ax, title if title is not None else f"patches by attention row ({h}x{w})", figsize)
     if axis_labels:  # the directions matter, not their units: labels without ticks
-        ax.set_xlabel(axis_labels[0])
-        ax.set_ylabel(axis_labels[1])
+        literal(ax.set_xlabel(axis_labels[0]))
+        literal(ax.set_ylabel(axis_labels[1]))
     ax.set_xticks([])
     ax.set_yticks([])
     return fig
@@ -259,7 +283,7 @@ def scatter(
 def _title(ax, text: str, figsize, fontsize: float = 10) -> None:
     """A title wrapped to the figure's width (long titles are never clipped)."""
     chars = max(20, int(figsize[0] * 72 * 0.75 / (0.6 * fontsize)))  # the axes' share of the width
-    ax.set_title("\n".join(textwrap.wrap(text, chars)) or text, fontsize=fontsize)
+    literal(ax.set_title("\n".join(textwrap.wrap(text, chars)) or text, fontsize=fontsize))
 
 
 def patch_view(
@@ -396,7 +420,7 @@ def overview(
         ax.set_axis_on()
         im = _heat(ax, _stat(a, h, w, stat), h, w, image=image, alpha=alpha, cmap=cmap)
         _colorbar(fig, im, ax, "", shrink=0.85).ax.tick_params(labelsize=6)
-        ax.set_title(name, fontsize=8)
+        literal(ax.set_title(name, fontsize=8))
     words = {
         "received": "mean attention each patch receives (column mean)",
         "given": "mean attention each patch pays (row mean)",
@@ -404,7 +428,7 @@ def overview(
         "self": "self-attention (diagonal)",
     }
     text = title if title is not None else f"attention per block: {words[stat]}"
-    fig.suptitle("\n".join(textwrap.wrap(text, int(size[0] * 11))), fontsize=10)
+    literal(fig.suptitle("\n".join(textwrap.wrap(text, int(size[0] * 11))), fontsize=10))
     return fig
 
 
@@ -458,7 +482,7 @@ def compare_orders(
     for ax, (name, v) in zip(axes, vals.items(), strict=True):
         im = _heat(ax, v, h, w, image=image, alpha=alpha, cmap=cmap, vmin=lo, vmax=hi)
         _mark(ax, p, w, color="#00a03c")
-        ax.set_title(f"order {name}", fontsize=10)
+        literal(ax.set_title(f"order {name}", fontsize=10))
         if not shared_scale:
             _colorbar(fig, im, ax, "attention", shrink=0.8)
     if shared_scale:
@@ -466,7 +490,7 @@ def compare_orders(
     r, c = divmod(p, w)
     verb = "attends to" if direction == "query" else "is attended by"
     text = title if title is not None else f"what patch ({r}, {c}) {verb}, in each order"
-    fig.suptitle(text, fontsize=10)
+    literal(fig.suptitle(text, fontsize=10))
     return fig
 
 

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from jaxmamba.errors import AttentionError
 from jaxmamba.layers import HIGHEST
 
 __all__ = ["chunk_plan", "causal_maps", "route_groups", "spatial_maps"]
@@ -65,15 +66,20 @@ def chunk_plan(l: int, chunk: int | None = None) -> tuple[int, tuple[int, ...]]:
 
     The top level cuts the (zero-padded) sequence into 4 to 8 chunks; each level below cuts a
     chunk into up to 8; chunks of at most 64 positions use the direct form.  ``chunk`` forces the
-    top-level chunk size.  Results do not depend on the plan.  (Measured on 2 CPU cores for
-    VMamba-T's stages, ``python benchmarks/attention.py``: fewer, larger direct chunks run faster,
-    more top-level chunks compile slower.)
+    top-level chunk size (one above ``l`` is taken as ``l``).  Results do not depend on the
+    plan.  (Measured on 2 CPU cores for VMamba-T's stages, ``python benchmarks/attention.py``:
+    fewer, larger direct chunks run faster, more top-level chunks compile slower.)
+
+    >>> chunk_plan(49, chunk=10**9)
+    (49, ())
 
     >>> chunk_plan(3136), chunk_plan(784), chunk_plan(196), chunk_plan(49)
     ((3136, (448, 64)), (784, (112, 56)), (196, (28,)), (49, ()))
     """
     if chunk is not None:
-        chunk = max(1, int(chunk))
+        if not isinstance(chunk, int | np.integer) or isinstance(chunk, bool) or chunk < 1:
+            raise AttentionError(f"chunk must be None or an int >= 1, got {chunk!r}")
+        chunk = min(int(chunk), l)  # a chunk longer than the sequence would only pad it
         lp = -(-l // chunk) * chunk
         return (lp, ()) if lp <= chunk else (lp, (chunk,) + _sub_plan(chunk))
     if l <= _DIRECT:

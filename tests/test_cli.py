@@ -131,5 +131,5 @@ def test_explore_refuses_up_front_what_cannot_fit(photo, tmp_path, capsys):
     argv = ["explore", "--images", str(photo / "a.png"), "--out", str(out), "--size", "2048"]
     assert main([*argv, "--blocks", "0"]) == 2  # a 512x512 grid: 275 GB per map
     err = capsys.readouterr().err
-    assert "GiB of memory" in err and "lower --batch-size" in err and err.count("\n") == 1
+    assert "GB of memory" in err and "lower --batch-size" in err and err.count("\n") == 1
     assert not out.exists()
