@@ -136,10 +136,12 @@ def _refusal(headers: Mapping[str, str], port: int | None, navigation: bool) -> 
     return None
 
 
-def _error(status: int, reason: str):
+def _error(status: int, reason: str, headers: Mapping[str, str] | None = None):
+    """An error answer: ``{"error": reason}`` with HTTP ``status``."""
     from starlette.responses import JSONResponse
 
-    return JSONResponse({"error": reason}, status_code=status, headers=_HEADERS)
+    return JSONResponse({"error": reason}, status_code=status, headers={**_HEADERS,
+                                                                        **(headers or {})})
 
 
 class _Guard:
@@ -203,6 +205,7 @@ def app(study: Study | str | os.PathLike):
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
+    from starlette.requests import ClientDisconnect
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
@@ -224,9 +227,11 @@ def app(study: Study | str | os.PathLike):
         return Response(status_code=204)
 
     async def answer(request):
+        if request.method == "POST":
+            args = _args(await _body(request))
+        else:
+            args = dict(request.query_params)
         method = request.path_params["method"]
-        args = _args(await _body(request)) if request.method == "POST" else dict(
-            request.query_params)
         content, payload = await run_in_threadpool(api.handle, method, args)  # off the loop
         if payload is None:
             return JSONResponse(content, headers=_HEADERS)
@@ -241,12 +246,14 @@ def app(study: Study | str | os.PathLike):
             return _error(e.status, str(e))
         except JaxmambaError as e:
             return _error(400, first_line(e))
+        except ClientDisconnect:  # gone while its body was read: nobody reads the answer
+            return _error(400, "the client disconnected")
         except Exception as e:  # a bug, not bad input: still a one-line JSON answer
             _log.error("internal error answering %s", request.url.path, exc_info=True)
             return _error(500, f"internal error: {type(e).__name__}: {first_line(e)}")
 
-    async def http_error(request, exc):
-        return _error(exc.status_code, exc.detail)
+    async def http_error(request, exc):  # no route (404), a method not allowed (405)
+        return _error(exc.status_code, exc.detail, exc.headers)
 
     routes = [
         Route("/", index),

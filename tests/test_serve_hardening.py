@@ -6,6 +6,8 @@ refuses a bad port and restarts on a port in TIME_WAIT."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import shutil
 import socket
@@ -16,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import severe, wait_idle
 
 import jaxmamba
 from jaxmamba.errors import ImageError, InputError
@@ -114,6 +117,58 @@ def test_local_hosts_are_answered(client):
         assert client.get("/api/meta", headers={"host": host}).status_code == 200
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+ATTACK = """
+const [url, block, done] = arguments;
+const body = JSON.stringify({ order: "cross", block, patches: [1] });
+const image = new Promise((res) => {
+  const im = new Image();
+  im.onload = () => res("loaded");
+  im.onerror = () => res("refused");
+  im.src = url + "/api/image?index=0";
+});
+const plain = { "Content-Type": "text/plain" };
+Promise.all([
+  fetch(url + "/api/heat", { method: "POST", mode: "no-cors", headers: plain, body })
+    .then((r) => r.type, (e) => "failed"),
+  fetch(url + "/api/meta", { mode: "no-cors" }).then((r) => r.type, (e) => "failed"),
+  image,
+]).then(done, (e) => done(String(e)));
+"""
+
+
+@pytest.mark.browser
+def test_another_site_open_in_the_browser_cannot_make_the_server_compute(study, calls, chromium,
+                                                                         tmp_path):
+    """The attack of the issue, in Chromium: a page of another origin (another local port)
+    posts ``text/plain`` in ``no-cors`` mode and loads an image; the server computes nothing,
+    and its own page then works."""
+    from jaxmamba.serve import ServerThread
+
+    (tmp_path / "attack.html").write_text("<!DOCTYPE html><title>another site</title>")
+    other = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path)))
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        with ServerThread(study) as server:
+            chromium.set_script_timeout(30)
+            chromium.get(f"http://127.0.0.1:{other.server_port}/attack.html")
+            answers = chromium.execute_async_script(ATTACK, server.url, BLOCK)
+            assert answers[2] == "refused" and calls == []  # nothing computed
+            said = " ".join(e["message"] for e in severe(chromium))  # (and the log is read)
+            assert "403 (Forbidden)" in said, said
+            chromium.get(server.url)
+            wait_idle(chromium)
+            assert severe(chromium) == [] and "heat" in calls  # the own page is answered
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
 # ---- bodies: JSON objects of at most 1 MiB -----------------------------------------------------
 @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
 def test_a_body_that_is_not_declared_json_is_refused(client, calls, ctype):
@@ -159,7 +214,7 @@ NESTED = '{"patches": ' + "[" * 100_000 + "]" * 100_000 + "}"
     "null",
     "{",
     b"\xff\xfe{}",
-])  # fmt: skip
+], ids=lambda body: body[:48] if len(body) < 1000 else "nested 100000 deep")  # fmt: skip
 def test_bad_bodies_are_a_4xx_with_a_one_line_reason(client, body):
     r = post(client, body)
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])
