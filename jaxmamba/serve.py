@@ -239,27 +239,33 @@ def app(study: Study | str | os.PathLike):
         extra = {"X-Array": json.dumps(content)} if "dtype" in content else {}
         return Response(payload, media_type=media, headers={**_HEADERS, **extra})
 
-    async def call(request):
-        try:
-            return await answer(request)
-        except _Refused as e:
-            return _error(e.status, str(e))
-        except JaxmambaError as e:
-            return _error(400, first_line(e))
-        except ClientDisconnect:  # gone while its body was read: nobody reads the answer
-            return _error(400, "the client disconnected")
-        except Exception as e:  # a bug, not bad input: still a one-line JSON answer
-            _log.error("internal error answering %s", request.url.path, exc_info=True)
-            return _error(500, f"internal error: {type(e).__name__}: {first_line(e)}")
+    def answered(route):
+        """``route``, whose every failure is a one-line JSON error answer, never a bare 500."""
+
+        async def call(request):
+            try:
+                return await route(request)
+            except _Refused as e:
+                return _error(e.status, str(e))
+            except JaxmambaError as e:
+                return _error(400, first_line(e))
+            except ClientDisconnect:  # gone while its body was read: nobody reads the answer
+                return _error(400, "the client disconnected")
+            except Exception as e:  # a bug, not bad input: still a one-line JSON answer
+                _log.error("internal error answering %s", request.url.path, exc_info=True)
+                reason = f"internal error: {type(e).__name__}: {first_line(e)}"
+                return _error(500, reason.encode("utf-8", "backslashreplace").decode())
+
+        return call
 
     async def http_error(request, exc):  # no route (404), a method not allowed (405)
         return _error(exc.status_code, exc.detail, exc.headers)
 
     routes = [
-        Route("/", index),
-        Route("/favicon.ico", favicon),
-        Route("/api/{method:str}", call, methods=["GET", "POST"]),
-        Route("/{name:str}", static),
+        Route("/", answered(index)),
+        Route("/favicon.ico", answered(favicon)),
+        Route("/api/{method:str}", answered(answer), methods=["GET", "POST"]),
+        Route("/{name:str}", answered(static)),
     ]
     return Starlette(routes=routes, middleware=[Middleware(_Guard)],
                      exception_handlers={HTTPException: http_error})  # fmt: skip

@@ -54,6 +54,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import numbers
 import os
 import re
@@ -61,6 +62,7 @@ import shutil
 import stat
 import time
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -875,10 +877,84 @@ def _check_meta(file: Path, meta) -> None:
     top.get("single_images", lambda v: isinstance(v, list)
             and all(_is_int(i) and 0 <= i < n for i in v) and len(set(v)) == len(v),
             f"distinct image indices 0..{n - 1}", None)  # fmt: skip
+    _check_findings(file, top, orders, {b["name"]: b["stage"] for b in top.obj["blocks"]})
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a key shown as .key in a field's path
+
+
+def _field(path: tuple) -> str:
+    """The JSON path ``models['3f…'].description``, ``blocks[0].grid`` of a value of study.json
+    (a key that is not a plain name is shown quoted and escaped: the path is printable)."""
+    out = ""
+    for key in path:
+        if isinstance(key, str) and _NAME.fullmatch(key):
+            out += f".{key}"
+        else:
+            out += f"[{key!r}]"
+    return out.lstrip(".") or "the top level"
+
+
+def _check_values(file: Path, meta) -> None:
+    """Refuse a value of ``study.json`` that cannot be written out again: a number that is not
+    finite (``1e400`` parses as infinity) or a string or key that is not UTF-8 text (a lone
+    surrogate such as ``"\\ud800"``).  An explicit stack: the nesting may be deep."""
+    stack = [(meta, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StudyError(f"{file} is damaged: {_field(path)} is not a finite number "
+                             f"({value!r})")  # fmt: skip
+        if isinstance(value, str) and not _text(value):
+            raise StudyError(f"{file} is damaged: {_field(path)} is not UTF-8 text (a lone "
+                             f"surrogate): {_show(value)}")  # fmt: skip
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not _text(key):
+                    raise StudyError(f"{file} is damaged: {_field(path)} has a key that is not "
+                                     f"UTF-8 text (a lone surrogate): {_show(key)}")  # fmt: skip
+                stack.append((item, (*path, key)))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+
+
+def _text(value: str) -> bool:
+    """Whether ``value`` can be encoded as UTF-8 (no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _measure(value) -> bool:
+    """A finding's value: a finite number (one a browser reads as a number) or null."""
+    if value is None:
+        return True
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _check_findings(file: Path, top: _Fields, orders: list[str], stages: dict) -> None:
+    """``findings``: per order, ``{"blocks": {block: {measure: number|null}}, "stages": {stage:
+    {measure: number|null}}}`` of the study's blocks and stages (what the page draws)."""
     findings = top.get("findings", lambda v: isinstance(v, dict), "an object", {})
     for order, entry in findings.items():
         if order not in orders or not isinstance(entry, dict):
             raise top.fail(f"findings[{order!r}]", "an object of one of the study's orders", entry)
+        f = _Fields(file, entry, f"findings[{order!r}]")
+        for key, names in (("blocks", set(stages)), ("stages", {str(s) for s in stages.values()})):
+            want = f"an object {{{key[:-1]}: {{measure: number or null}}}}"
+            for name, values in f.get(key, lambda v: isinstance(v, dict), want).items():
+                if name not in names:
+                    raise f.fail(key, f"keyed by the study's {key} {sorted(names)}", name)
+                row = _Fields(file, values, f"{f.where}.{key}[{name!r}]")
+                for measure in values:
+                    row.get(measure, _measure, "a finite number or null")
 
 
 def _check_models(file: Path, top: _Fields) -> dict:
@@ -920,7 +996,7 @@ def _block_name(value) -> bool:
 
 
 def _check_blocks(top: _Fields, size) -> None:
-    names, grids = set(), {}
+    names, grids, fits = set(), {}, np.ones(min(size), bool)  # fits: for each patch size
     listed = top.items("blocks", "a non-empty list of {name, stage, index, grid}")
     for i, block in enumerate(listed):
         if not isinstance(block, _Fields):
@@ -939,6 +1015,32 @@ def _check_blocks(top: _Fields, size) -> None:
                                                if want else ""))  # fmt: skip
         names.add(name)
         grids[stage] = block.obj["grid"]
+        fits = fits & _grid_fits(block.obj["grid"], stage, size)
+        if not fits.any():
+            raise block.fail("grid", f"the grid of stage {stage} for images of {size} pixels "
+                             f"(the stage-0 grid, height and width ÷ the patch size, halved "
+                             f"{stage} times) like the other blocks'",
+                             block.obj["grid"])  # fmt: skip
+
+
+def _grid_fits(grid, stage: int, size) -> np.ndarray:
+    """For each patch size ``p`` in ``1..min(size)`` (index ``p - 1``): whether ``grid`` is the
+    grid of ``stage`` of VMamba for images of ``size = [H, W]`` (:meth:`VMambaConfig.block
+    <jaxmamba.config.VMambaConfig.block>`: the stage-0 grid ``H // p``, halved ``stage`` times,
+    rounding down or up).
+
+    >>> [int(p) + 1 for p in np.flatnonzero(_grid_fits([2, 2], 3, [64, 64]))]
+    [3, 4, 5, 6, 7]
+    >>> bool(_grid_fits([1, 4], 3, [64, 64]).any())  # as many patches, not the grid of any p
+    False
+    """
+    p = np.arange(1, min(size) + 1, dtype=np.int64)
+    s = min(stage, 62)  # beyond, any grid of at most 2**16 patches halves to 0 (floor) or 1
+    ok = np.ones(len(p), bool)
+    for g, n in zip(grid, size, strict=True):
+        g0 = n // p
+        ok &= (g0 >= 1) & ((g == g0 >> s) | (g == -(-g0 >> s)))
+    return ok
 
 
 def _open_file(path: Path) -> int:
@@ -1003,32 +1105,70 @@ class _Npy(NamedTuple):
         return self.read_into(np.empty(count, "<f4"), start)
 
 
-def _npy_header(fd: int, path: Path, size: int) -> tuple[tuple[int, ...], int]:
-    """``(shape, data offset)`` of a ``.npy`` file of float32 (little-endian, C order)."""
-    f = os.fdopen(os.dup(fd), "rb")
-    with f:
-        try:
-            version = npy_format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = npy_format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, dtype = npy_format.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"format version {version} is not 1.0 or 2.0")
-        except (ValueError, TypeError, SyntaxError, OverflowError, EOFError) as e:
-            raise StudyError(
-                f"{path} is not a .npy file jaxmamba wrote: {store.first_line(e)}"
-            ) from None
+def _read_header(f, path) -> tuple[tuple[int, ...], int]:
+    """``(shape, data offset)`` of the ``.npy`` stream ``f`` (at its start), which must hold
+    little-endian float32 in C order; ``path`` names it in errors."""
+    try:
+        version = npy_format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy_format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"format version {version} is not 1.0 or 2.0")
         offset = f.tell()
+    except (ValueError, TypeError, SyntaxError, OverflowError, EOFError) as e:
+        raise StudyError(
+            f"{path} is not a .npy file jaxmamba wrote: {store.first_line(e)}"
+        ) from None
     if dtype != np.dtype("<f4") or fortran:
         raise StudyError(f"{path} holds {dtype}{' (Fortran order)' if fortran else ''}, "
                          "not little-endian float32 in C order")  # fmt: skip
     if not all(_is_int(d) and d >= 0 for d in shape):
         raise StudyError(f"{path} has a damaged header (shape {_show(shape)})")
+    return tuple(int(d) for d in shape), offset
+
+
+def _npy_header(fd: int, path: Path, size: int) -> tuple[tuple[int, ...], int]:
+    """``(shape, data offset)`` of a ``.npy`` file of float32 (little-endian, C order) of
+    ``size`` bytes, checked to hold as many values as its header says."""
+    with os.fdopen(os.dup(fd), "rb") as f:
+        shape, offset = _read_header(f, path)
     need = offset + 4 * int(np.prod(shape, dtype=object))
     if size < need:
         raise StudyError(f"{path} is shorter than its header says ({size} bytes of {need})")
-    return tuple(int(d) for d in shape), offset
+    return shape, offset
+
+
+def _shape_is(got: tuple, want: tuple) -> bool:
+    """Whether shape ``got`` matches ``want`` (``None``: any size on that axis)."""
+    if len(got) != len(want):
+        return False
+    return all(w is None or g == w for g, w in zip(got, want, strict=True))
+
+
+def _npz_member(z: zipfile.ZipFile, path: Path, name: str, want: tuple, what: str) -> np.ndarray:
+    """The float32 array ``name`` of the ``.npz`` ``z`` (at ``path``), whose shape must match
+    ``want`` (``None``: any size on that axis; ``what`` says what it should be).  The header is
+    checked, and the member's size against it, before any value is read or allocated."""
+    member = f"{name}.npy"
+    try:
+        info = z.getinfo(member)
+    except KeyError:
+        raise StudyError(f"{path} is unreadable: it has no {member}") from None
+    with z.open(info) as f:
+        shape, offset = _read_header(f, f"{path} ({member})")
+        if not _shape_is(shape, want):
+            raise StudyError(f"{path} holds parameters of other shapes or types than {what}: "
+                             f"{member} has shape {shape}")  # fmt: skip
+        n = 4 * math.prod(shape)
+        if info.file_size != offset + n:
+            raise StudyError(f"{path} is damaged: {member} is {info.file_size} bytes, its header "
+                             f"says {offset + n}")  # fmt: skip
+        data = f.read(n)
+    if len(data) != n:
+        raise StudyError(f"{path} is damaged: {member} is shorter than its header says")
+    return _finite_array(np.frombuffer(data, "<f4").reshape(shape), path)
 
 
 def _runs(idx: np.ndarray, gap: int, longest: int) -> list[tuple[int, int, int, int]]:
@@ -1088,6 +1228,7 @@ class Study:
             raise StudyError(f"{self.path} is a study of format version "
                              f"{_show(meta.get('version'))}; this jaxmamba reads version "
                              f"{VERSION}")  # fmt: skip
+        _check_values(file, meta)
         _check_meta(file, meta)
         if require_complete and not meta.get("complete"):
             raise StudyError(
@@ -1177,8 +1318,7 @@ class Study:
                 hit = (key, *_npy_header(fd, path, st.st_size))
                 self._headers[path] = hit
             got = hit[1]
-            if len(got) != len(shape) or any(w is not None and g != w
-                                             for g, w in zip(got, shape, strict=True)):  # fmt: skip
+            if not _shape_is(got, shape):
                 want = tuple("n" if w is None else w for w in shape)
                 raise StudyError(f"{path} holds shape {got}, not {want}".replace("'", ""))
             yield _Npy(fd, path, got, hit[2])
@@ -1295,28 +1435,32 @@ class Study:
 
     def _block_op(self, order: str, b: Block, d: int) -> dict:
         """The scan parameters of block ``b`` of ``order``'s model, checked against ``d``
-        channels and the order's routes."""
+        channels and the order's routes: each member's header (dtype, shape) and size are
+        checked before it is read, so a header claiming a huge array allocates nothing."""
         path = self._file("ops", self._order_meta[order]["model"], f"{b.name}.npz")
         data = _read_whole(path)
+        k = self._order_meta[order]["routes"]
+        what = f"a block of {d} channels and {k} routes"
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
                 if sum(i.file_size for i in z.infolist()) > MAX_FILE_BYTES:
                     raise ValueError("it unpacks to more than the limit")
-            with np.load(io.BytesIO(data), allow_pickle=False) as f:
-                op = {k: f[k] for k in SCAN_PARAMS}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+                op = {"Ds": _npz_member(z, path, "Ds", (k * d,), what),
+                      "dt_projs_bias": _npz_member(z, path, "dt_projs_bias", (k, d), what),
+                      "A_logs": _npz_member(z, path, "A_logs", (k * d, None), what),
+                      "dt_projs_weight": _npz_member(z, path, "dt_projs_weight", (k, d, None),
+                                                     what)}  # fmt: skip
+                n, r = op["A_logs"].shape[1], op["dt_projs_weight"].shape[2]
+                if n < 1 or r < 1:
+                    raise StudyError(f"{path} holds parameters of other shapes or types than "
+                                     f"{what}: a state or rank of 0")  # fmt: skip
+                op["x_proj_weight"] = _npz_member(z, path, "x_proj_weight", (k, r + 2 * n, d),
+                                                  what)  # fmt: skip
+        except (OSError, ValueError, EOFError, NotImplementedError, RuntimeError, zlib.error,
+                zipfile.BadZipFile) as e:  # fmt: skip
+            if isinstance(e, StudyError):
+                raise
             raise StudyError(f"{path} is unreadable: {store.first_line(e)}") from None
-        k = self._order_meta[order]["routes"]
-        shapes = {n: a.shape for n, a in op.items()}
-        xp, dw, a = shapes["x_proj_weight"], shapes["dt_projs_weight"], shapes["A_logs"]
-        ok = len(xp) == 3 and len(dw) == 3 and len(a) == 2 and a[1] >= 1 and dw[2] >= 1
-        ok = ok and xp == (k, dw[2] + 2 * a[1], d) and dw[:2] == (k, d) and a[0] == k * d
-        ok = ok and shapes["dt_projs_bias"] == (k, d) and shapes["Ds"] == (k * d,)
-        if not ok or any(v.dtype != np.float32 for v in op.values()):
-            raise StudyError(f"{path} holds parameters of other shapes or types than a block of "
-                             f"{d} channels and {k} routes: {shapes}")  # fmt: skip
-        for v in op.values():
-            _finite_array(v, path)
         return op
 
     def single_map(self, order: str, block: str, image, route=None) -> np.ndarray:

@@ -30,6 +30,7 @@ Every request gets an answer, a value or an error: a bad request (a
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 from jaxmamba.errors import JaxmambaError, StudyError, require
@@ -39,6 +40,8 @@ from jaxmamba.views import ViewAPI
 from jaxmamba.web import web_file
 
 __all__ = ["show"]
+
+_log = logging.getLogger(__name__)
 
 _RENDER = (
     "\nexport default { render({ model, el }) { return JM.mount(el, JM.widgetSource(model)); } };\n"
@@ -65,6 +68,32 @@ def _request(content: dict) -> tuple[str, dict]:
     return method, args
 
 
+def _deliver(send, message: dict, buffers=None) -> None:
+    """``send(message, buffers=buffers)``; if that fails (the kernel refusing a value), send an
+    error answer with the same id instead; if that fails too, log it.  Never raises: it runs in
+    the widget's message handler, and the page waits for an answer to every request.
+
+    >>> sent = []
+    >>> def send(content, buffers=None):
+    ...     if "content" in content:
+    ...         raise ValueError("Out of range float values are not JSON compliant")
+    ...     sent.append(content)
+    >>> _deliver(send, {"kind": "jm-answer", "id": 7, "content": {"x": float("nan")}})
+    >>> sent
+    [{'kind': 'jm-answer', 'id': 7, 'error': 'internal error: could not send the answer: ValueError: Out of range float values are not JSON compliant'}]
+    """  # noqa: E501
+    try:
+        send(message, buffers=buffers)
+        return
+    except Exception as e:
+        error = (f"internal error: could not send the answer: {type(e).__name__}: "
+                 f"{first_line(e)}").encode("utf-8", "backslashreplace").decode()  # fmt: skip
+    try:
+        send({"kind": message.get("kind"), "id": message.get("id"), "error": error})
+    except Exception:
+        _log.error("could not send an answer to request %r", message.get("id"), exc_info=True)
+
+
 @functools.cache
 def _widget_class():
     anywidget = require("anywidget", "notebook", "jaxmamba.show")
@@ -82,20 +111,21 @@ def _widget_class():
 
         def answer(self, content) -> None:
             """Answer one request message (``{"kind": "jm-request", "id", "method", "args"}``);
-            messages of another kind are not ours and left alone."""
+            messages of another kind are not ours and left alone.  Never raises: an answer
+            that cannot be sent is replaced by an error answer (see :func:`_deliver`)."""
             if not isinstance(content, dict) or content.get("kind") != "jm-request":
                 return
             reply = {"kind": "jm-answer", "id": _request_id(content)}
             try:
                 result, payload = self.api.handle(*_request(content))
             except JaxmambaError as e:
-                self.send({**reply, "error": first_line(e)})
+                _deliver(self.send, {**reply, "error": first_line(e)})
                 return
             except Exception as e:  # a bug, not bad input: answered, and the widget lives on
-                self.send({**reply, "error": f"internal error: {type(e).__name__}: "
-                                             f"{first_line(e)}"})  # fmt: skip
+                _deliver(self.send, {**reply, "error": f"internal error: {type(e).__name__}: "
+                                                      f"{first_line(e)}"})  # fmt: skip
                 return
-            self.send({**reply, "content": result}, buffers=[payload] if payload else None)
+            _deliver(self.send, {**reply, "content": result}, [payload] if payload else None)
 
     return StudyWidget
 
