@@ -181,8 +181,8 @@ def attention_mean(
     options = AttentionOptions(route_mode, channels, include_skip, normalize)
     names = select_blocks(model.config, blocks)
     order = as_order(order)
-    if not isinstance(save_every, int) or save_every < 1:
-        raise AggregateError(f"save_every must be an int >= 1, got {save_every!r}")
+    save_every = _int_arg("save_every", save_every, 1)
+    total = None if total is None else _int_arg("total", total, 0)
     if nonfinite not in NONFINITE_MODES:
         raise AggregateError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
     bad = int(_nonfinite_count(model.params))
@@ -371,6 +371,22 @@ def _agree_batch(index: int, error: Exception | None, x) -> None:
             f"batch {index} differs between processes ({detail}); every process must give "
             "batches of equal size and image shape"
         )
+
+
+def _int_arg(name: str, value, low: int) -> int:
+    """``value`` as an int >= ``low``: a Python or NumPy int; a bool or a float is refused.
+
+    >>> _int_arg("save_every", np.int64(2), 1)
+    2
+    >>> _int_arg("save_every", True, 1)
+    Traceback (most recent call last):
+    jaxmamba.errors.AggregateError: save_every must be an int >= 1, got True
+    """
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise AggregateError(f"{name} must be an int >= {low}, got {value!r}")
+    if value < low:
+        raise AggregateError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
 
 
 def _agree_run(identity: dict, resumable: bool, save_every: int) -> None:

@@ -100,12 +100,12 @@ def route_attention(
     """
     k, d, l = dt.shape
     _check_chunk(chunk)
-    if isinstance(channels, str) and channels == "mean":
+    picked = _channels(channels)  # a mode of CHANNEL_MODES, or channel indices
+    if picked == "mean":
         return causal_maps(dt, A, B, C, chunk=chunk)
-    if isinstance(channels, str):
+    if isinstance(picked, str):
         sel = None
     else:
-        picked = _channels(channels)
         if not all(0 <= c < d for c in picked):
             raise AttentionError(f"channels {_cut(picked)} out of range: there are {d}")
         if len(picked) > d:
@@ -129,7 +129,7 @@ def route_attention(
     dB = dt[:, :, None, :] * B[:, None]  # (k, d, n, lp): Δ_s B_s
     pos = jnp.arange(lp)
     tri = pos[:t_, None] >= pos[None, :t_]  # (t, s) causal mask within the diagonal tile
-    mode = "subset" if sel is not None else channels
+    mode = "subset" if sel is not None else picked
     scale = 1.0 / d
 
     def contract(q, kk):  # q (k, d, n, t), kk (k, d, n, s) -> (k, [d,] t, s)

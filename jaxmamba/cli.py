@@ -31,24 +31,51 @@ _ORDERS = ", ".join(ORDER_NAMES)
 _METHODS = ", ".join(METHODS)
 
 
+def _ascii_int(text: str) -> int:
+    """``text`` as an int, written in ASCII digits with an optional leading minus.
+
+    ``int()`` also takes other scripts' digits (``"١٠"`` is 10), spaces and underscores; a
+    command line value must be plain.
+
+    >>> _ascii_int("10"), _ascii_int("-3")
+    (10, -3)
+    >>> _ascii_int("١٠")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: not an integer in ASCII digits: '١٠'
+    """
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 30:
+        raise argparse.ArgumentTypeError(f"not an integer in ASCII digits: {text[:40]!r}")
+    return int(text)
+
+
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    value = _ascii_int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    value = _ascii_int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0..65535 (0: any free port), got {value}")
     return value
+
+
+def _megabytes(text: str) -> float:
+    """``text`` as a float written in ASCII (``float()`` takes other scripts' digits too); the
+    range is checked by :func:`jaxmamba.explorer.export`, which names ``--max-mb``.
+
+    >>> _megabytes("2.5"), _megabytes("1e3")
+    (2.5, 1000.0)
+    """
+    try:
+        if not text.isascii():
+            raise ValueError(text)
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number in ASCII digits: {text[:40]!r}") from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -128,7 +155,7 @@ def parser() -> argparse.ArgumentParser:
         "--blocks", nargs="+", default=None, metavar="BLOCK",
         help="stage indices or block names; default all",
     )  # fmt: skip
-    x.add_argument("--max-mb", type=float, default=100.0, help="size budget (default 100)")
+    x.add_argument("--max-mb", type=_megabytes, default=100.0, help="size budget (default 100)")
     x.add_argument("--routes", action="store_true", help="include per-route maps")
     x.add_argument("--overwrite", action="store_true", help="replace an explorer page there")
     c = sub.add_parser("convert", help="an official PyTorch checkpoint to an Orbax folder")
@@ -138,9 +165,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _blocks(values):
+    """``--blocks`` values: ASCII digit strings as stage indices, anything else as a block name
+    (which the model or study refuses by name if it has no such block).
+
+    >>> _blocks(["2", "layers.0.blocks.1", "²", "٣"])
+    [2, 'layers.0.blocks.1', '²', '٣']
+    """
     if values is None:
         return None
-    return [int(v) if v.isdigit() else v for v in values]
+    return [int(v) if v.isascii() and v.isdigit() and len(v) < 10 else v for v in values]
 
 
 def _load_model(path: str, variant: str | None):

@@ -5,6 +5,7 @@ Decoding uses Pillow (installed with matplotlib, the ``[plot]`` extra).
 
 from __future__ import annotations
 
+import numbers
 import os
 import stat
 import warnings
@@ -56,12 +57,21 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     A path that is neither a regular file nor a folder (a FIFO, a device, a socket) is refused
     by name; nothing is opened.
     """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]  # one path, not its characters
+    if not isinstance(paths, Iterable):
+        raise ImageError(f"image paths must be a list of paths, got {type(paths).__name__}")
+    paths = [_path(p) for p in paths]
+    if not paths:
+        raise ImageError("no image paths given; name files or folders")
     found: list[Path] = []
-    for p in map(Path, paths):
+    for p in paths:
         try:
             mode = p.stat().st_mode
         except (FileNotFoundError, NotADirectoryError):
             raise ImageError(f"no such file or folder: {p}") from None
+        except ValueError as e:  # a NUL byte in the name
+            raise ImageError(f"cannot read {str(p)!r}: {e}") from None
         except OSError as e:
             raise ImageError(f"cannot read {p}: {e.strerror or e}") from None
         if stat.S_ISDIR(mode):
@@ -73,6 +83,23 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     if not found:
         raise ImageError(f"no images found in {', '.join(map(str, paths))}")
     return found
+
+
+def _path(item) -> Path:
+    """One path of :func:`list_images` as a :class:`Path`; an empty one (``Path("")`` is the
+    current folder, which was never asked for) or one that is not a ``str``/``os.PathLike`` of
+    text is refused by name.
+
+    >>> _path("")
+    Traceback (most recent call last):
+    jaxmamba.errors.ImageError: an image path is empty (''); name a file or folder
+    """
+    text = os.fspath(item) if isinstance(item, str | os.PathLike) else None
+    if not isinstance(text, str):
+        raise ImageError(f"an image path must be a str or path, got {type(item).__name__}")
+    if not text:
+        raise ImageError("an image path is empty (''); name a file or folder")
+    return Path(text)
 
 
 # Pillow modes of grey images with 16 bits per pixel; 16-bit RGB(A) and LA PNGs open as 8-bit
@@ -127,10 +154,13 @@ def load_image(path: str | os.PathLike, size: int = 224, *, crop_ratio: float = 
     >>> x.shape, shown.dtype, int(shown.max())
     ((4, 4, 3), dtype('uint8'), 255)
     """
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+    if isinstance(size, bool | np.bool_) or not isinstance(size, int | np.integer) or size < 1:
         raise ImageError(f"the image size must be an int >= 1, got {size!r}")
-    if not isinstance(crop_ratio, int | float) or not 0 < crop_ratio <= 1:
-        raise ImageError(f"crop_ratio must be in (0, 1], got {crop_ratio!r}")
+    size = int(size)
+    real = isinstance(crop_ratio, numbers.Real) and not isinstance(crop_ratio, bool | np.bool_)
+    if not real or not 0 < crop_ratio <= 1:
+        raise ImageError(f"crop_ratio must be a number in (0, 1], got {crop_ratio!r}")
+    crop_ratio = float(crop_ratio)
     pil = require("PIL.Image", "plot", "reading images")
     ops = require("PIL.ImageOps", "plot", "reading images")
     path = Path(path)
