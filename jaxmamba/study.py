@@ -31,9 +31,11 @@ run resumes where it stopped and never recomputes a finished entry; a running me
 image (:func:`jaxmamba.attention_mean`).  A rerun into an existing study must have the same plan
 (the same models, images, orders, blocks and options) or is refused, naming what differs; only an
 unfinished first run that averaged nothing yet may be planned anew.  Every argument is checked
-before the first write; while a study is written, ``STUDY/.lock`` (the writer's pid and host)
-refuses a second writer by name, and the temporaries and lock of a killed writer never block the
-next run, which also removes a finished order's leftover running mean.
+before the first write; while a study is written, ``STUDY/.lock`` (the writer's pid, host and
+a heartbeat) refuses a second writer by name, and the temporaries and lock of a killed writer
+never block the next run, which also removes a finished order's leftover running mean.  A study
+in which anything it writes or reads back is (or passes) a symbolic link or a special file is
+refused before anything is written: resuming someone else's study never writes outside it.
 
 >>> import numpy as np, tempfile, jaxmamba
 >>> model = jaxmamba.create_model("vmamba_test")
@@ -142,7 +144,7 @@ def _inside(out: Path, *parts: str, folder: bool = False) -> Path:
     try:
         return store.inside(out, *parts, folder=folder)
     except CheckpointError as e:
-        raise StudyError(f"{e}; nothing was written") from None
+        raise StudyError(str(e)) from None
 
 
 def _check_no_links(out: Path) -> None:
@@ -150,6 +152,13 @@ def _check_no_links(out: Path) -> None:
     is, holds or passes a symbolic link or a special file: checked before anything is written,
     so a resumed study never writes outside its folder (the folder ``out`` itself may be a link).
     """
+    try:
+        _check_layout(out)
+    except StudyError as e:
+        raise StudyError(f"{e}; nothing was written") from None
+
+
+def _check_layout(out: Path) -> None:
     if not out.is_dir():
         return
     for name in _LAYOUT:
