@@ -290,6 +290,7 @@ def _explore(args) -> None:
 
 
 def _demo(args) -> None:
+    from jaxmamba import store
     from jaxmamba.data import load_digits_images
     from jaxmamba.explorer import export
     from jaxmamba.figures import write_figures
@@ -310,7 +311,8 @@ def _demo(args) -> None:
         batch_size=32,
     )  # fmt: skip
     figures = write_figures(study)
-    page = export(study, out / "explorer.html", route_maps=True, overwrite=True)
+    page = export(study, store.inside(study.path, "explorer.html"), route_maps=True,
+                  overwrite=True)  # never written through a link out of the study
     print(f"wrote {len(figures)} figures to {study.path / 'figures'} and {page}")
     print(f"explore it: jaxmamba serve {study.path}   (or open {page})")
 

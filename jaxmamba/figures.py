@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmamba import plots, reduce
+from jaxmamba import plots, reduce, store
 from jaxmamba.study import Study
 
 __all__ = ["write_figures"]
@@ -36,6 +36,11 @@ def write_figures(
 ) -> list[Path]:
     """Write the figures of ``study`` into ``out`` (default ``STUDY/figures``); their paths.
 
+    Every figure is rendered first; then, before any is written, every path is checked: no
+    symbolic link (nor special file) below the study folder, or below ``out`` when given (``out``
+    itself may be a link), is written through
+    (:class:`~jaxmamba.errors.CheckpointError` naming it).
+
     >>> import numpy as np, tempfile, jaxmamba
     >>> from jaxmamba.study import write_study
     >>> x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
@@ -45,7 +50,17 @@ def write_figures(
     ['compare_orders_layers.0.blocks.0.png', 'overview_cross.png']
     """
     study = study if isinstance(study, Study) else Study(study)
-    out = Path(out) if out is not None else study.path / "figures"
+    root, sub = (Path(out), ()) if out is not None else (study.path, ("figures",))
+    store.inside(root, *sub, folder=True)  # refused before anything is rendered
+    rendered = _render(study)
+    paths = [store.inside(root, *sub, name) for name in rendered]
+    for path, data in zip(paths, rendered.values(), strict=True):
+        store.write_bytes_atomic(path, data)
+    return paths
+
+
+def _render(study: Study) -> dict[str, bytes]:
+    """``{file name: PNG bytes}`` of the figures of ``study``."""
     main = study.orders[0]
     first_stage = study.blocks[0].stage
     first = [b for b in study.blocks if b.stage == first_stage][-1]
@@ -53,7 +68,7 @@ def write_figures(
     image = _display(study, 0)
     image_name = study.meta["images"][0]["name"]
     n = study.count
-    figures = []
+    figures = {}
     models = {o["model"] for o in study.meta["orders"]}
     per_order = len(models) > 1  # one trained model per order
     for method in study.methods:
@@ -73,7 +88,7 @@ def write_figures(
                     f"mean attention rows ({n} images), coloured by {label}",
                     axis_labels=labels,
                 )  # fmt: skip
-                figures.append(plots.save(fig, out / f"scatter_{method}_{b.name}_{color_by}.png"))
+                figures[f"scatter_{method}_{b.name}_{color_by}.png"] = plots.png(fig)
     h, w = first.grid
     centre = (h // 2) * w + w // 2
     a = np.asarray(study.map(main, first.name))
@@ -82,14 +97,14 @@ def write_figures(
         title=f"{first.name}, order {main}: what patch ({h // 2}, {w // 2}) attends to\n"
         f"(mean over {n} images; drawn over {image_name})",
     )  # fmt: skip
-    figures.append(plots.save(fig, out / f"patch_view_{first.name}.png"))
+    figures[f"patch_view_{first.name}.png"] = plots.png(fig)
     maps = {b.name: np.asarray(study.map(main, b.name)) for b in study.blocks}
     fig = plots.overview(
         maps, {b.name: b.grid for b in study.blocks}, image=image,
         title=f"Order {main}: mean attention each patch receives (column mean), mean over {n} "
         f"images, drawn over {image_name}; one colour scale per block",
     )  # fmt: skip
-    figures.append(plots.save(fig, out / f"overview_{main}.png"))
+    figures[f"overview_{main}.png"] = plots.png(fig)
     if len(study.orders) > 1:
         fig = plots.compare_orders(
             {o: np.asarray(study.map(o, first.name)) for o in study.orders}, h, w, centre,
@@ -98,5 +113,5 @@ def write_figures(
             f"({'one trained model per order' if per_order else 'one model scanned in each order'}"
             f"; mean over {n} images, drawn over {image_name})",
         )  # fmt: skip
-        figures.append(plots.save(fig, out / f"compare_orders_{first.name}.png"))
+        figures[f"compare_orders_{first.name}.png"] = plots.png(fig)
     return figures

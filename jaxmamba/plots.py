@@ -34,6 +34,7 @@ __all__ = [
     "patch_view",
     "overview",
     "compare_orders",
+    "png",
     "save",
     "scan_positions",
 ]
@@ -494,15 +495,32 @@ def compare_orders(
     return fig
 
 
+def png(fig, *, dpi: int = 100) -> bytes:
+    """``fig`` rendered as PNG bytes (nothing is written).
+
+    >>> png(scatter(np.zeros((4, 2)), 2, 2))[:4]
+    b'\\x89PNG'
+    """
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
 def save(fig, path, *, dpi: int = 100) -> Path:
-    """Write ``fig`` as a PNG (parent folders created); returns the path.
+    """Write ``fig`` as a PNG, atomically (parent folders created); returns the path.  A
+    ``path`` that is a symbolic link is refused (:class:`PlotError`), never written through.
 
     >>> import tempfile, os, numpy as np
     >>> p = save(scatter(np.zeros((4, 2)), 2, 2), os.path.join(tempfile.mkdtemp(), "s.png"))
     >>> p.stat().st_size > 0
     True
     """
+    from jaxmamba import store
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=dpi)
-    return path
+    data = png(fig, dpi=dpi)
+    if path.is_symlink():
+        raise PlotError(f"{path} is a symbolic link; a figure is not written through it")
+    return store.write_bytes_atomic(path, data)

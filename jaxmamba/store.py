@@ -24,8 +24,12 @@ Guarantees:
   temporary never makes a folder look "not empty" (:func:`entries`).  A full disk is one
   :class:`~jaxmamba.errors.CheckpointError` naming the path (checked before writing where the
   size is known), not a screen of tracebacks from the writer's threads.
-* **One writer.** :func:`locked` holds a lock file in a folder (the owner's pid and host) and
-  refuses a second writer by name; a lock whose process is gone (same host) is taken over.
+* **One writer.** :func:`locked` holds a lock file in a folder (the owner's pid, host, process
+  start and a heartbeat: its mtime, refreshed every few seconds) and refuses a second writer by
+  name; a lock not refreshed for 30 s (any host), or whose process is gone or reused (same
+  host), is taken over.
+* **Inside.** :func:`inside` builds a path below a folder refusing any symbolic link (or special
+  file) on the way: what jaxmamba writes into a folder never lands outside it.
 * **Multi-process.** With several JAX processes, process 0 checks the target and writes (the
   trees must be the same on every process, e.g. replicated sums) and every process waits for it
   and learns its outcome: a write that fails raises the same
@@ -72,6 +76,7 @@ __all__ = [
     "entries",
     "first_line",
     "guard",
+    "inside",
     "is_ours",
     "is_stale_temporary",
     "locked",
@@ -512,6 +517,56 @@ def _write_error(path: Path, e: OSError) -> CheckpointError:
     return CheckpointError(f"could not write {path}: {why}; it was left as it was")
 
 
+def inside(root: str | os.PathLike, *parts: str, folder: bool = False) -> Path:
+    """``root/parts…``, checked for writing (or reading back) inside the folder ``root``.
+
+    Every part must be one plain name (no ``/``, ``..`` or empty name); every existing component
+    below ``root`` must be a real folder (``os.lstat``: a symbolic link is refused, not
+    followed) and the last, if it exists, a regular file (a real folder with ``folder=True``).
+    ``root`` itself may be a symbolic link (the user named it).  Raises
+    :class:`~jaxmamba.errors.CheckpointError` naming the offending path; nothing is created.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> os.symlink("/tmp", root / "figures")
+    >>> inside(root, "figures", "a.png")
+    Traceback (most recent call last):
+    ...
+    jaxmamba.errors.CheckpointError: .../figures is a symbolic link; ... never through a link
+    >>> inside(root, "means", "x.npy") == root / "means" / "x.npy"
+    True
+    """
+    import stat
+
+    from jaxmamba.images import file_kind
+
+    root = Path(root)
+    for part in parts:
+        if (not isinstance(part, str) or part in ("", ".", "..") or "/" in part
+                or os.sep in part or "\x00" in part):  # fmt: skip
+            raise CheckpointError(f"{part!r} is not a plain file name inside {root}")
+    path = root
+    for i, part in enumerate(parts):
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return root.joinpath(*parts)  # nothing below exists: nothing to follow
+        except OSError as e:
+            raise CheckpointError(f"cannot use {path}: {e.strerror or e}") from None
+        last = i == len(parts) - 1
+        want = stat.S_ISDIR if not last or folder else stat.S_ISREG
+        if not want(mode):
+            if stat.S_ISLNK(mode):
+                raise CheckpointError(
+                    f"{path} is a symbolic link; jaxmamba reads and writes only the files "
+                    f"inside {root}, never through a link"
+                )
+            need = "a folder" if want is stat.S_ISDIR else "a regular file"
+            raise CheckpointError(f"{path} is {file_kind(mode)}, not {need}; it is left alone")
+    return path
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to the file ``path`` atomically (a temporary sibling, then a rename);
     missing parent folders are created.  A failure (a full disk, no permission) raises
@@ -542,12 +597,26 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 LOCK_FILE = ".lock"
-_STALE_UNREADABLE_S = 60.0  # a lock file without a readable owner (its writer killed at once)
+LOCK_HEARTBEAT_S = 5.0  # how often a held lock's file is touched (its mtime: the heartbeat)
+LOCK_TIMEOUT_S = 30.0  # a lock not touched for this long is stale, whatever its host or pid
+_STALE_UNREADABLE_S = 5.0  # a lock file without a readable owner (its writer killed at once)
+_held_tokens: set[str] = set()  # the tokens of the locks this process holds now
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (field 22 of ``/proc/<pid>/stat``, in clock ticks since
+    boot), or None where that cannot be read (no such process, not Linux)."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # the name may hold spaces and ')'
+        return fields[19].decode()
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _lock_owner(path: Path) -> dict | None:
-    """The owner recorded in the lock file ``path`` (``{"pid", "host", "since"}``), or None if it
-    cannot be read (gone, empty, damaged)."""
+    """The owner recorded in the lock file ``path`` (``{"pid", "host", "since", "token",
+    "start"}``), or None if it cannot be read (gone, empty, damaged)."""
     try:
         owner = json.loads(path.read_text())
     except (OSError, ValueError, UnicodeDecodeError):
@@ -557,19 +626,54 @@ def _lock_owner(path: Path) -> dict | None:
     return owner
 
 
+def _lock_age(path: Path) -> float | None:
+    """Seconds since the lock file ``path`` was last touched (its heartbeat); None if it is gone."""
+    try:
+        return max(0.0, time.time() - os.lstat(path).st_mtime)
+    except FileNotFoundError:
+        return None
+
+
 def _lock_is_stale(path: Path, owner: dict | None) -> bool:
-    """A lock whose process is gone: its pid is dead on this host, or it names no owner and is
-    older than a minute.  A lock of another host is never stale (its pid cannot be checked)."""
+    """Whether the lock ``path`` of ``owner`` is left by a writer that is gone: it was not touched
+    for :data:`LOCK_TIMEOUT_S` (a live holder touches it every :data:`LOCK_HEARTBEAT_S`), or it
+    names no owner and is older than a few seconds, or (on this host) its pid is dead, is this
+    process's without being one of the locks it holds, or is a process started at another time
+    than the one recorded (the pid reused)."""
+    age = _lock_age(path)
+    if age is None:
+        return True
     if owner is None:
-        try:
-            return time.time() - path.stat().st_mtime > _STALE_UNREADABLE_S
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
+        return age > _STALE_UNREADABLE_S
+    if age > LOCK_TIMEOUT_S:
+        return True
     if owner.get("host") != socket.gethostname():
-        return False
-    return owner["pid"] != os.getpid() and not _alive(owner["pid"])
+        return False  # its pid cannot be checked here: only the heartbeat tells
+    pid = owner["pid"]
+    if pid == os.getpid():
+        return owner.get("token") not in _held_tokens
+    if not _alive(pid):
+        return True
+    start = _start_time(pid)
+    return owner.get("start") is not None and start is not None and owner["start"] != start
+
+
+def _refused(path: Path, owner: dict | None, advice: str) -> CheckpointError:
+    """The error for a live lock: who holds it, how fresh its heartbeat is, and when it would be
+    taken over."""
+    age = _lock_age(path) or 0.0
+    beat = (f"its lock was refreshed {age:.0f} s ago; a lock not refreshed for "
+            f"{LOCK_TIMEOUT_S:.0f} s is taken over")  # fmt: skip
+    if owner is None:
+        return CheckpointError(
+            f"{path.parent} is being written by another process (its lock {path} names no owner "
+            f"yet; {beat}); {advice}"
+        )
+    host = "" if owner.get("host") == socket.gethostname() else f" on {owner.get('host')}"
+    return CheckpointError(
+        f"{path.parent} is being written by process {owner['pid']}{host} (since "
+        f"{owner.get('since', '?')}; {beat}); {advice}"
+    )
 
 
 def _take_lock(path: Path, advice: str) -> str:
@@ -577,26 +681,22 @@ def _take_lock(path: Path, advice: str) -> str:
     token written in it."""
     token = uuid.uuid4().hex
     record = {"pid": os.getpid(), "host": socket.gethostname(),
-              "since": time.strftime("%Y-%m-%d %H:%M:%S"), "token": token}  # fmt: skip
+              "since": time.strftime("%Y-%m-%d %H:%M:%S"), "token": token,
+              "start": _start_time(os.getpid())}  # fmt: skip
     for _ in range(5):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
         except FileExistsError:
+            if os.path.islink(path):
+                raise CheckpointError(
+                    f"{path} is a symbolic link; jaxmamba does not write through it"
+                ) from None
             owner = _lock_owner(path)
             if _lock_is_stale(path, owner):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 continue
-            if owner is None:
-                raise CheckpointError(
-                    f"{path.parent} is being written by another process (its lock {path} names "
-                    f"no owner yet); {advice}"
-                ) from None
-            host = "" if owner.get("host") == socket.gethostname() else f" on {owner.get('host')}"
-            raise CheckpointError(
-                f"{path.parent} is being written by process {owner['pid']}{host} (since "
-                f"{owner.get('since', '?')}); {advice}"
-            ) from None
+            raise _refused(path, owner, advice) from None
         except OSError as e:
             raise _write_error(path, e) from None
         try:
@@ -610,13 +710,23 @@ def _take_lock(path: Path, advice: str) -> str:
     raise CheckpointError(f"could not take the lock {path}: other processes keep taking it")
 
 
+def _heartbeat(path: Path, stop: threading.Event) -> None:
+    """Touch the lock file ``path`` every :data:`LOCK_HEARTBEAT_S` until ``stop`` is set."""
+    while not stop.wait(LOCK_HEARTBEAT_S):
+        with contextlib.suppress(OSError):  # gone or taken over: the release will see it
+            os.utime(path, follow_symlinks=False)
+
+
 @contextlib.contextmanager
 def locked(folder: str | os.PathLike, advice: str = "wait for it or choose another folder"):
     """Hold the lock file ``folder/.lock`` while the block runs: a second writer (another
     process, or a second call in this one) gets :class:`~jaxmamba.errors.CheckpointError` naming
     the owner's pid and start, followed by ``advice``.  The lock is removed when the block ends,
-    by an exception or Ctrl-C too; one left by a killed process (its pid dead on this host) is
-    taken over.  ``folder`` must exist.
+    by an exception or Ctrl-C too.  While held, a daemon thread touches it every
+    :data:`LOCK_HEARTBEAT_S` seconds; a lock left by a killed process is taken over once it was
+    not touched for :data:`LOCK_TIMEOUT_S` seconds (whatever its host), or at once on the same
+    host when its pid is dead or reused (another start time, or this very process's pid as in a
+    container where every run is pid 1).  ``folder`` must exist.
 
     >>> import tempfile
     >>> folder = tempfile.mkdtemp()
@@ -631,9 +741,17 @@ def locked(folder: str | os.PathLike, advice: str = "wait for it or choose anoth
     """
     path = Path(folder) / LOCK_FILE
     token = _take_lock(path, advice)
+    _held_tokens.add(token)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(path, stop), daemon=True,
+                            name=f"jaxmamba lock heartbeat {path}")  # fmt: skip
+    beat.start()
     try:
         yield path
     finally:
+        stop.set()
+        beat.join()
+        _held_tokens.discard(token)
         owner = _lock_owner(path)
         if owner is not None and owner.get("token") == token:  # still ours: never another's
             with contextlib.suppress(OSError):

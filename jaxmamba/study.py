@@ -31,9 +31,11 @@ run resumes where it stopped and never recomputes a finished entry; a running me
 image (:func:`jaxmamba.attention_mean`).  A rerun into an existing study must have the same plan
 (the same models, images, orders, blocks and options) or is refused, naming what differs; only an
 unfinished first run that averaged nothing yet may be planned anew.  Every argument is checked
-before the first write; while a study is written, ``STUDY/.lock`` (the writer's pid and host)
-refuses a second writer by name, and the temporaries and lock of a killed writer never block the
-next run, which also removes a finished order's leftover running mean.
+before the first write; while a study is written, ``STUDY/.lock`` (the writer's pid, host and
+a heartbeat) refuses a second writer by name, and the temporaries and lock of a killed writer
+never block the next run, which also removes a finished order's leftover running mean.  A study
+in which anything it writes or reads back is (or passes) a symbolic link or a special file is
+refused before anything is written: resuming someone else's study never writes outside it.
 
 >>> import numpy as np, tempfile, jaxmamba
 >>> model = jaxmamba.create_model("vmamba_test")
@@ -138,6 +140,47 @@ def _digest_array(a: np.ndarray) -> str:
     return hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()[:16]
 
 
+def _inside(out: Path, *parts: str, folder: bool = False) -> Path:
+    """``out/parts…`` for writing or reading back, with no symbolic link (nor special file) below
+    the study folder ``out`` (:func:`jaxmamba.store.inside`); refused as a :class:`StudyError`."""
+    try:
+        return store.inside(out, *parts, folder=folder)
+    except CheckpointError as e:
+        raise StudyError(str(e)) from None
+
+
+def _check_no_links(out: Path) -> None:
+    """Refuse a study folder in which anything jaxmamba writes or reads back (:data:`_LAYOUT`)
+    is, holds or passes a symbolic link or a special file: checked before anything is written,
+    so a resumed study never writes outside its folder (the folder ``out`` itself may be a link).
+    """
+    try:
+        _check_layout(out)
+    except StudyError as e:
+        raise StudyError(f"{e}; nothing was written") from None
+
+
+def _check_layout(out: Path) -> None:
+    if not out.is_dir():
+        return
+    for name in _LAYOUT:
+        try:
+            mode = os.lstat(out / name).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise StudyError(f"cannot use {out / name}: {e.strerror or e}") from None
+        if not stat.S_ISDIR(mode):
+            _inside(out, name)
+            continue
+        for folder, dirs, files in os.walk(out / name):  # links to folders are listed, not walked
+            rel = Path(folder).relative_to(out).parts
+            for entry in dirs:
+                _inside(out, *rel, entry, folder=True)
+            for entry in files:
+                _inside(out, *rel, entry)
+
+
 def _write_npy(path: Path, array) -> None:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array, np.float32))
@@ -207,6 +250,9 @@ _PLAN_KEYS = ("models", "orders", "blocks", "image_size", "images", "images_dige
               "single_images", "methods", "route_maps", "options", "pool_grid", "seed")  # fmt: skip
 _MEAN_KEYS = ("models", "orders", "blocks", "image_size", "images_digest", "options")  # fmt: skip
 _LOCK_ADVICE = "wait for it or choose another --out"
+# what a study folder holds: written by write_study, write_figures and the demo's explorer page
+_LAYOUT = (STUDY_FILE, store.LOCK_FILE, "images", "means", "routes", "embeddings", "single", "ops",
+           "joint", "interblock", "work", "figures", "explorer.html")  # fmt: skip
 
 
 def _check_existing(out: Path, plan: dict | None) -> dict | None:
@@ -325,7 +371,11 @@ def _single_arg(single_images, n: int) -> list[int]:
         raise StudyError(
             f"single_images must be a count or a list of image indices, got {single_images!r}"
         )
-    return sorted({_int_arg("single_images", i, 0, n - 1) for i in single_images})
+    single = [_int_arg("single_images", i, 0, n - 1) for i in single_images]
+    twice = sorted({i for i in single if single.count(i) > 1})
+    if twice:
+        raise StudyError(f"single_images lists image {twice[0]} more than once: {single}")
+    return sorted(single)
 
 
 def _check_finite(images: np.ndarray, what: str) -> None:
@@ -373,7 +423,22 @@ def _names_arg(image_names, n: int) -> list[str]:
     bad = [x for x in names if not isinstance(x, str)]
     if bad:
         raise StudyError(f"image_names must be strings, got {bad[0]!r}")
+    for i, name in enumerate(names):
+        _text_arg(f"image_names[{i}]", name)
     return [str(x) for x in names]
+
+
+def _text_arg(what: str, text: str) -> str:
+    """Refuse a string that is not valid Unicode text (a lone surrogate, e.g. from an undecodable
+    file name): study.json could hold it, but no reader could read it back as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise StudyError(
+            f"{what} is not valid text: {text!r} holds {text[e.start]!r} (a lone surrogate) at "
+            f"{e.start}; nothing was written"
+        ) from None
+    return text
 
 
 def _sources_arg(sources, orders: Sequence[str]) -> dict:
@@ -383,7 +448,11 @@ def _sources_arg(sources, orders: Sequence[str]) -> dict:
     bad = [(k, v) for k, v in sources.items() if not isinstance(v, str | os.PathLike | None)]
     if bad:
         raise StudyError(f"sources must be paths: the source of {bad[0][0]!r} is {bad[0][1]!r}")
-    return {k: None if v is None else os.fspath(v) for k, v in sources.items()}
+    sources = {k: None if v is None else os.fspath(v) for k, v in sources.items()}
+    for k, v in sources.items():
+        if v is not None:
+            _text_arg(f"the source of {k!r} in sources", v)
+    return sources
 
 
 def write_study(
@@ -459,6 +528,8 @@ def write_study(
         raise StudyError(f"route_maps must be True or False, got {route_maps!r}")
     if title is not None and not isinstance(title, str):
         raise StudyError(f"title must be a string, got {title!r}")
+    if title is not None:
+        _text_arg("title", title)
     try:
         images = np.asarray(images)
     except (ValueError, TypeError) as e:
@@ -492,6 +563,7 @@ def write_study(
     options = AttentionOptions(route_mode="each" if route_maps else "sum")
     plan = _plan(models, sources, images, names_list, orders, block_info, methods, route_maps,
                  options, seed, single)  # fmt: skip
+    _check_no_links(out)  # nothing it writes or reads back passes a link out of the folder
     _check_existing(out, None)  # a file, or a folder of someone else's: refused, nothing written
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as held:
@@ -526,7 +598,7 @@ def write_study(
         _save_meta(out, meta)
         writer = _Writer(out, meta, models, block_info, progress)
         for i in range(n):
-            path = out / "images" / f"{i}.png"
+            path = _inside(out, "images", f"{i}.png")
             if not path.exists():
                 store.write_bytes_atomic(path, png_bytes(display[i], max_side=448))
         for order in orders:
@@ -580,11 +652,11 @@ class _Writer:
 
     def means(self, order, images, options, batch_size, save_every) -> None:
         out, route_maps = self.out, options.route_mode == "each"
-        paths = [out / "means" / order / f"{b.name}.npy" for b in self.blocks]
+        paths = [_inside(out, "means", order, f"{b.name}.npy") for b in self.blocks]
         if route_maps:
-            paths += [out / "routes" / order / f"{b.name}.npy" for b in self.blocks]
+            paths += [_inside(out, "routes", order, f"{b.name}.npy") for b in self.blocks]
         n = len(images)
-        work = out / "work" / order
+        work = _inside(out, "work", order, folder=True)
         if all(p.exists() for p in paths):  # averaged before (maybe killed before cleaning up)
             self._finish_means(order, n)
             return
@@ -597,9 +669,9 @@ class _Writer:
         for b in self.blocks:
             m = np.asarray(mean[b.name], np.float32)
             if route_maps:
-                _write_npy(out / "routes" / order / f"{b.name}.npy", m)
+                _write_npy(_inside(out, "routes", order, f"{b.name}.npy"), m)
                 m = m.sum(axis=0)
-            _write_npy(out / "means" / order / f"{b.name}.npy", m)
+            _write_npy(_inside(out, "means", order, f"{b.name}.npy"), m)
         self._finish_means(order, mean.count)
 
     def _finish_means(self, order: str, count: int) -> None:
@@ -608,7 +680,7 @@ class _Writer:
         if self.meta["done"].get(f"means/{order}") is None:
             self.meta["done"][f"means/{order}"] = count
         _save_meta(self.out, self.meta)
-        _remove_running_mean(self.out / "work" / order)
+        _remove_running_mean(_inside(self.out, "work", order, folder=True))
         _remove_empty(self.out / "work")
 
     def singles(self, order, images, batch_size) -> None:
@@ -621,14 +693,14 @@ class _Writer:
         out, model = self.out, self.models[order]
         digest = self.meta["orders"][[o["name"] for o in self.meta["orders"]].index(order)]["model"]
         for b in self.blocks:
-            path = out / "ops" / digest / f"{b.name}.npz"
+            path = _inside(out, "ops", digest, f"{b.name}.npz")
             if not path.exists():
                 params = block_params(model, b.name)
                 op = {k: np.asarray(params[k], np.float32) for k in SCAN_PARAMS}
                 buf = io.BytesIO()
                 np.savez(buf, **op)
                 store.write_bytes_atomic(path, buf.getvalue())
-        paths = {b.name: out / "single" / order / f"{b.name}.npy" for b in self.blocks}
+        paths = {b.name: _inside(out, "single", order, f"{b.name}.npy") for b in self.blocks}
         if all(p.exists() for p in paths.values()):
             return
         xs = {name: [] for name in self.names}
@@ -643,13 +715,13 @@ class _Writer:
     def embeddings(self, orders, methods, seed) -> None:
         out = self.out
         todo = [(o, b, m) for o in orders for b in self.blocks for m in methods
-                if not (out / "embeddings" / o / f"{b.name}.{m}.npy").exists()]  # fmt: skip
+                if not _inside(out, "embeddings", o, f"{b.name}.{m}.npy").exists()]  # fmt: skip
         bar = self._bar(len(todo), "embeddings")
         for o, b, m in todo:
             if bar is not None:
                 bar.set_description(f"{_METHOD_NAMES[m]} of {b.name} ({o}, L={b.length})")
-            a = np.load(out / "means" / o / f"{b.name}.npy", mmap_mode="r")
-            _write_npy(out / "embeddings" / o / f"{b.name}.{m}.npy", embed(a, m, seed=seed))
+            a = np.load(_inside(out, "means", o, f"{b.name}.npy"), mmap_mode="r")
+            _write_npy(_inside(out, "embeddings", o, f"{b.name}.{m}.npy"), embed(a, m, seed=seed))
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -665,7 +737,7 @@ class _Writer:
         stages = [s for s in stages if sum(b.stage == s for b in self.blocks) > 1]
         todo = [(o, s, m, kind) for o in orders for s in stages for m in methods
                 for kind in ("joint", "interblock") if kind == "joint" or single
-                if not (out / kind / o / f"stage{s}.{m}.npy").exists()]  # fmt: skip
+                if not _inside(out, kind, o, f"stage{s}.{m}.npy").exists()]  # fmt: skip
         bar = self._bar(len(todo), "stage embeddings")
         for o, s, m, kind in todo:
             members = [b for b in self.blocks if b.stage == s]
@@ -674,11 +746,12 @@ class _Writer:
                 bar.set_description(f"{_METHOD_NAMES[m]} of the {what} {len(members)} blocks "
                                     f"of stage {s} ({o})")  # fmt: skip
             if kind == "joint":
-                maps = {b.name: np.load(out / "means" / o / f"{b.name}.npy") for b in members}
+                maps = {b.name: np.load(_inside(out, "means", o, f"{b.name}.npy"))
+                        for b in members}  # fmt: skip
                 xy, _ = embed_joint(maps, m, seed=seed)
             else:
                 xy = embed(self._pooled(o, members), m, seed=seed)
-            _write_npy(out / kind / o / f"stage{s}.{m}.npy", xy)
+            _write_npy(_inside(out, kind, o, f"stage{s}.{m}.npy"), xy)
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -711,7 +784,7 @@ class _Writer:
             routes = {b.name: as_order(o).routes(*b.grid) for b in self.blocks}
             blocks, stages = {}, {}
             for b in self.blocks:
-                a = np.load(self.out / "means" / o / f"{b.name}.npy")
+                a = np.load(_inside(self.out, "means", o, f"{b.name}.npy"))
                 entry = {"attention_distance": _finite(metrics.attention_distance, a, *b.grid,
                                                        normalize=True)}  # fmt: skip
                 entry["sequence_locality"] = (
@@ -726,7 +799,7 @@ class _Writer:
                 entry["block_distinctness"] = None
                 entry["image_block_distinctness"] = None
                 if len(members) > 1 and members[0].length > 1:
-                    maps = {b.name: np.load(self.out / "means" / o / f"{b.name}.npy")
+                    maps = {b.name: np.load(_inside(self.out, "means", o, f"{b.name}.npy"))
                             for b in members}  # fmt: skip
                     entry["block_distinctness"] = _finite(metrics.block_distinctness, maps,
                                                           seed=seed)  # fmt: skip
@@ -774,7 +847,7 @@ _METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
 
 def _save_meta(out: Path, meta: dict) -> None:
-    store.write_text_atomic(out / STUDY_FILE, json.dumps(meta, indent=1) + "\n")
+    store.write_text_atomic(_inside(out, STUDY_FILE), json.dumps(meta, indent=1) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1597,7 +1670,7 @@ def write_synthetic_study(
     out.mkdir(parents=True)
     for i in range(n_images):
         noise = rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
-        store.write_bytes_atomic(out / "images" / f"{i}.png", png_bytes(noise))
+        store.write_bytes_atomic(_inside(out, "images", f"{i}.png"), png_bytes(noise))
     for b in blocks:
         h, w = b.grid
         r, c = np.divmod(np.arange(b.length), w)
@@ -1607,9 +1680,9 @@ def write_synthetic_study(
             pos = np.argsort(as_order(o).routes(h, w)[0]).astype(np.float32)  # scan position
             seq = np.exp(-np.abs(pos[:, None] - pos[None]) / np.float32(4.0 + 2 * b.index))
             m = (local - 0.3 * seq) / np.float32(b.length)
-            _write_npy(out / "means" / o / f"{b.name}.npy", m)
+            _write_npy(_inside(out, "means", o, f"{b.name}.npy"), m)
             xy = np.stack([c, -r], axis=1) + rng.normal(0, 0.15, (b.length, 2))
-            _write_npy(out / "embeddings" / o / f"{b.name}.pca.npy", xy)
+            _write_npy(_inside(out, "embeddings", o, f"{b.name}.pca.npy"), xy)
     meta["complete"] = True
     _save_meta(out, meta)
     return Study(out)

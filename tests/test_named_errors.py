@@ -287,13 +287,13 @@ def test_figures_draw_image_names_literally(tmp_path, monkeypatch, name):
     meta["images"][0]["name"] = name
     meta_file.write_text(json.dumps(meta))
     drawn = []
-    save = plots.save
+    render = plots.png  # write_figures renders every figure with plots.png
 
-    def keep(fig, path, **kwargs):
+    def keep(fig, **kwargs):
         drawn.append(fig)
-        return save(fig, path, **kwargs)  # renders: mathtext raised on "$\nope{$"
+        return render(fig, **kwargs)  # renders: mathtext raised on "$\nope{$"
 
-    monkeypatch.setattr(plots, "save", keep)
+    monkeypatch.setattr(plots, "png", keep)
     paths = write_figures(jaxmamba.Study(s.path))
     assert paths and all(p.stat().st_size > 0 for p in paths)
     texts = [t for fig in drawn for t in fig.findobj(lambda a: hasattr(a, "get_parse_math"))]
