@@ -635,27 +635,36 @@ def _lock_age(path: Path) -> float | None:
 
 
 def _lock_is_stale(path: Path, owner: dict | None) -> bool:
-    """Whether the lock ``path`` of ``owner`` is left by a writer that is gone: it was not touched
-    for :data:`LOCK_TIMEOUT_S` (a live holder touches it every :data:`LOCK_HEARTBEAT_S`), or it
-    names no owner and is older than a few seconds, or (on this host) its pid is dead, is this
-    process's without being one of the locks it holds, or is a process started at another time
-    than the one recorded (the pid reused)."""
+    """Whether the lock ``path`` of ``owner`` is left by a writer that is gone.  On this host the
+    process decides: the lock is stale if its pid is dead, is this process's without being one of
+    the locks it holds, or is a process started at another time than the one recorded (the pid
+    reused); a live process whose start time matches keeps its lock however busy it is.  Where
+    that cannot be told (another host, a container's new hostname, no start time recorded), the
+    heartbeat does: stale once not touched for :data:`LOCK_TIMEOUT_S` (a live holder touches it
+    every :data:`LOCK_HEARTBEAT_S`).  A lock naming no owner is stale after a few seconds."""
     age = _lock_age(path)
     if age is None:
         return True
     if owner is None:
         return age > _STALE_UNREADABLE_S
-    if age > LOCK_TIMEOUT_S:
-        return True
+    if _verified_live(owner) is None:
+        return age > LOCK_TIMEOUT_S
+    return not _verified_live(owner)
+
+
+def _verified_live(owner: dict) -> bool | None:
+    """Whether the lock's process is alive, as far as this host can tell; None if it cannot."""
     if owner.get("host") != socket.gethostname():
-        return False  # its pid cannot be checked here: only the heartbeat tells
+        return None  # its pid cannot be checked here: only the heartbeat tells
     pid = owner["pid"]
     if pid == os.getpid():
-        return owner.get("token") not in _held_tokens
+        return owner.get("token") in _held_tokens
     if not _alive(pid):
-        return True
+        return False
     start = _start_time(pid)
-    return owner.get("start") is not None and start is not None and owner["start"] != start
+    if owner.get("start") is None or start is None:
+        return None
+    return owner["start"] == start
 
 
 def _refused(path: Path, owner: dict | None, advice: str) -> CheckpointError:
@@ -664,6 +673,8 @@ def _refused(path: Path, owner: dict | None, advice: str) -> CheckpointError:
     age = _lock_age(path) or 0.0
     beat = (f"its lock was refreshed {age:.0f} s ago; a lock not refreshed for "
             f"{LOCK_TIMEOUT_S:.0f} s is taken over")  # fmt: skip
+    if owner is not None and _verified_live(owner):
+        beat = "that process is running"
     if owner is None:
         return CheckpointError(
             f"{path.parent} is being written by another process (its lock {path} names no owner "

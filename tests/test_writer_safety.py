@@ -284,3 +284,20 @@ def test_unreadable_text_and_duplicate_singles_are_refused(model, images, tmp_pa
     with pytest.raises(StudyError, match=match):
         study(tmp_path / "s", model, images, **change)  # main: written
     assert not (tmp_path / "s").exists()
+
+
+def test_a_live_process_on_this_host_keeps_its_lock_however_old_its_heartbeat(tmp_path):
+    """A writer busy past the heartbeat timeout (a long GIL-holding step, Ctrl-Z) is still alive
+    here: its lock is not taken over while its pid runs with the recorded start time."""
+    holder = subprocess.Popen(["sleep", "30"])
+    try:
+        with open(f"/proc/{holder.pid}/stat", "rb") as f:
+            start = f.read().rsplit(b")", 1)[1].split()[19].decode()
+        lock_file(tmp_path, {"pid": holder.pid, "host": socket.gethostname(), "token": "t",
+                             "start": start}, age=store.LOCK_TIMEOUT_S + 60)  # fmt: skip
+        with pytest.raises(CheckpointError, match="that process is running"):
+            taken(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert taken(tmp_path)  # gone: taken over at once
