@@ -49,6 +49,18 @@ def _ascii_int(text: str) -> int:
     return int(text)
 
 
+def _path(text: str) -> str:
+    """A path on the command line: never empty (an empty path would mean the current folder).
+
+    >>> _path("")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: an empty path; name a file or folder
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file or folder")
+    return text
+
+
 def _positive(text: str) -> int:
     value = _ascii_int(text)
     if value < 1:
@@ -94,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
         "four scan orders, over held-out digits; write the study, its figures and an offline "
         "explorer.html. Returns when done; then look with: jaxmamba serve OUT.",
     )
-    d.add_argument("--out", required=True, help="the study folder to write")
+    d.add_argument("--out", required=True, type=_path, help="the study folder to write")
     d.add_argument("--images", type=_positive, default=200, help="held-out digits to average")
     d.add_argument(
         "--order", nargs="+", default=["cross", "diagonal", "morton", "spiral"], metavar="ORDER",
@@ -116,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
         "pairs (one trained model per order); default: the embedded digit model",
     )  # fmt: skip
     e.add_argument("--images", required=True, nargs="+", help="image files or folders")
-    e.add_argument("--out", required=True, help="the study folder to write (or resume)")
+    e.add_argument("--out", required=True, type=_path, help="the study folder to write (or resume)")
     e.add_argument(
         "--order", nargs="+", default=None, metavar="ORDER",
         help=f"scan orders ({_ORDERS}); default cross, or the orders of ORDER=PATH checkpoints",
@@ -139,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
         description="Serve the explorer of a study on 127.0.0.1; the page fetches only the rows "
         "a selection needs.",
     )
-    s.add_argument("study", help="a study folder (jaxmamba explore / demo)")
+    s.add_argument("study", type=_path, help="a study folder (jaxmamba explore / demo)")
     s.add_argument("--port", type=_port, default=8765, help="port on 127.0.0.1 (0: any free one)")
     s.add_argument("--no-browser", action="store_true", help="do not open a browser")
     x = sub.add_parser(
@@ -148,8 +160,8 @@ def parser() -> argparse.ArgumentParser:
         description="Write a self-contained explorer.html of some orders and blocks of a study, "
         "for sharing; prints its size first and refuses above --max-mb.",
     )
-    x.add_argument("study", help="a study folder")
-    x.add_argument("--out", required=True, help="the .html file to write")
+    x.add_argument("study", type=_path, help="a study folder")
+    x.add_argument("--out", required=True, type=_path, help="the .html file to write")
     x.add_argument("--orders", nargs="+", default=None, metavar="ORDER", help="default all")
     x.add_argument(
         "--blocks", nargs="+", default=None, metavar="BLOCK",
@@ -200,6 +212,8 @@ def _models(args):
     pairs = [i.split("=", 1) for i in items if "=" in i]
     if pairs and len(pairs) != len(items):
         raise InputError("--checkpoint takes one path, or ORDER=PATH pairs, not both")
+    if any(not i.split("=", 1)[-1].strip() for i in items):
+        raise InputError("--checkpoint has an empty path; name a file or folder")
     if pairs:
         orders = [o for o, _ in pairs]
         bad = [o for o in orders if o not in ORDER_NAMES]

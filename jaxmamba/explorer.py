@@ -248,8 +248,9 @@ def explorer_data(
         ``"routes"`` (optional): ``(K, L)`` scan position → patch; made with
         :func:`~jaxmamba.make_routes` when the order is a named one;
         ``"coords"`` (optional): ``{method: (L, 2)}`` precomputed embeddings.
-      images: ``None``, one image, a list of images, or ``{name: image}``; each ``(H, W, 3)``
-        uint8 or float (min-max scaled when outside [0, 1]) or PNG bytes.
+      images: ``None``, one image, a list of images, ``{name: image}``, or a list of
+        ``(name, image)`` pairs (names may repeat); each ``(H, W, 3)`` uint8 or float (min-max
+        scaled when outside [0, 1]) or PNG bytes.
       methods: embeddings computed (with :func:`jaxmamba.reduce.embed`) where ``coords`` lacks
         them.
       seed: embedding seed.
@@ -287,6 +288,10 @@ def explorer_data(
         named = list(images.items())
     elif isinstance(images, bytes) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
         named = [("image", images)]
+    elif isinstance(images, list | tuple) and images and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in images
+    ):
+        named = list(images)
     elif isinstance(images, list | tuple):
         named = [(f"image {i}", im) for i, im in enumerate(images)]
     else:
@@ -376,8 +381,8 @@ _PAGE_BYTES = 60_000  # the app's script, style and page, measured at about 35 K
 def _subset(study: Study, orders, blocks) -> tuple[list[str], list[str]]:
     orders = list(study.orders if orders is None else orders)
     unknown = [o for o in orders if o not in study.orders]
-    if unknown or not orders:
-        raise ExplorerError(f"the study has orders {study.orders}; asked for {orders}")
+    if unknown or not orders or len(set(orders)) < len(orders):
+        raise ExplorerError(f"the study has orders {study.orders}; asked for {orders} (each once)")
     wanted = None if blocks is None else set(_block_names(study, blocks))
     names = [b.name for b in study.blocks if wanted is None or b.name in wanted]
     if not names:
@@ -475,7 +480,7 @@ def export(
                 )
             entry["coords"] = {m: study.coords(o, name, m) for m in study.methods}
             entries[o][name] = entry
-    images = {im["name"]: study.image_png(i) for i, im in enumerate(study.meta["images"])}
+    images = [(im["name"], study.image_png(i)) for i, im in enumerate(study.meta["images"])]
     data = explorer_data(entries, images=images, methods=study.methods,
                          title=study.meta.get("title", "jaxmamba"))  # fmt: skip
     data.update(count=study.count, signed=study.signed,

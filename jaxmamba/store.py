@@ -92,7 +92,7 @@ __all__ = [
 
 CHECKSUM_FILE = "checksums.json"
 FORMAT = "jaxmamba-store"
-_TMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{12}$")
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>[0-9]{1,12})-[0-9a-f]{12}$")
 
 
 @contextlib.contextmanager
@@ -216,9 +216,12 @@ def is_ours(folder: str | os.PathLike) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a pid no process can have: no)."""
+    if not 0 < pid < 2**31:  # what a recorded name or lock file claims is not trusted
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True

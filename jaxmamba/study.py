@@ -519,8 +519,8 @@ def write_study(
         raise StudyError(f"no model for orders {missing}; models are given for {sorted(models)}")
     methods = [methods] if isinstance(methods, str) else list(methods)
     bad = [m for m in methods if m not in METHODS]
-    if bad or not methods:
-        raise StudyError(f"methods must be some of {METHODS}, got {methods}")
+    if bad or not methods or len(set(methods)) < len(methods):
+        raise StudyError(f"methods must be distinct names from {METHODS}, got {methods}")
     batch_size = _int_arg("batch_size", batch_size, 1)
     save_every = _int_arg("save_every", save_every, 1)
     seed = _int_arg("seed", seed, 0, 2**32 - 1)
@@ -859,6 +859,7 @@ def _save_meta(out: Path, meta: dict) -> None:
 SYNTHETIC_MODEL = "synthetic"  # the model id of write_synthetic_study's planted maps
 MAX_PATCHES = 1 << 16  # patches of a block's grid a study may declare (a 16 GiB float32 map)
 MAX_FILE_BYTES = 64 * 2**20  # an image or a block's parameters (.npz) read whole
+MAX_CHANNELS = 1 << 14  # channels of a block's scan (VMamba-B's widest: 2048)
 _DIGEST = re.compile(r"[0-9a-f]{16}")  # params.digest: sha256, 16 hex digits
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # one path component a study may use
 _KINDS = ("means", "routes", "embeddings", "images", "single", "ops", "joint", "interblock")
@@ -1286,6 +1287,8 @@ class Study:
     """
 
     def __init__(self, path: str | os.PathLike, *, require_complete: bool = True) -> None:
+        if not str(os.fspath(path)).strip():  # Path("") is the current folder
+            raise StudyError("the study path is empty; name a study folder")
         self.path = Path(path).expanduser().absolute()
         file = self.path / STUDY_FILE
         if not os.path.lexists(file):
@@ -1499,12 +1502,19 @@ class Study:
             )
         return int(image)
 
-    def _single_input(self, order: str, b: Block, i: int) -> np.ndarray:
-        """``(D, L)`` scan input of single image ``i`` at block ``b``."""
+    def _single_input(self, order: str, b: Block, i: int) -> tuple[np.ndarray, dict]:
+        """``(D, L)`` scan input of single image ``i`` at block ``b``, and the block's scan
+        parameters: the channel count ``D`` of the input's header is checked (at most
+        :data:`MAX_CHANNELS`, and that of the parameters) before the input is read."""
         path = self._file("single", order, f"{b.name}.npy")
         with self._npy(path, (len(self.single_images), None, b.length)) as f:
             d = f.shape[1]
-            return _finite_array(f.read(i * d * b.length, d * b.length).reshape(d, b.length), path)
+            if not 1 <= d <= MAX_CHANNELS:
+                raise StudyError(f"{path} holds inputs of {d} channels; a block has 1.."
+                                 f"{MAX_CHANNELS}")  # fmt: skip
+            op = self._block_op(order, b, d)
+            x = f.read(i * d * b.length, d * b.length).reshape(d, b.length)
+            return _finite_array(x, path), op
 
     def _block_op(self, order: str, b: Block, d: int) -> dict:
         """The scan parameters of block ``b`` of ``order``'s model, checked against ``d``
@@ -1546,8 +1556,7 @@ class Study:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        x = self._single_input(order, b, i)
-        op = self._block_op(order, b, x.shape[0])
+        x, op = self._single_input(order, b, i)
         maps = np.asarray(_single_fn(order, b.grid, r is not None)(op, x[None]))[0]
         m = maps if r is None else maps[r]
         if not np.all(np.isfinite(m)):

@@ -336,3 +336,21 @@ def test_no_warning_from_a_fresh_resume(model, images, saved_mean):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         attention_mean(model, [images], blocks=BLOCKS, out_dir=out, progress=False)
+
+
+def test_a_pid_no_process_can_have_is_a_dead_writer(model, images, tmp_path):
+    """A temporary or lock naming a pid beyond the C range (tampered, or another system's)."""
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / ".study.json.tmp-99999999999-0123456789ab").write_text("")
+    (out / store.LOCK_FILE).write_text(json.dumps({"pid": 10**30, "host": socket.gethostname()}))
+    write_study(out, model, images[:2], blocks=[3], single_images=0, progress=False)  # main:
+    assert not (out / store.LOCK_FILE).exists()  # OverflowError from os.kill
+    assert not (out / ".study.json.tmp-99999999999-0123456789ab").exists()
+
+
+def test_repeated_methods_are_refused_before_writing(model, images, tmp_path):
+    with pytest.raises(StudyError, match="distinct"):  # main: a study nothing could open
+        write_study(tmp_path / "s", model, images[:2], blocks=[3], methods=["pca", "pca"],
+                    progress=False)  # fmt: skip
+    assert not (tmp_path / "s").exists()

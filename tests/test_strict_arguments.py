@@ -8,7 +8,7 @@ import jaxmamba
 from jaxmamba.aggregate import attention_mean
 from jaxmamba.attention import route_attention
 from jaxmamba.cli import main, parser
-from jaxmamba.errors import AggregateError, AttentionError, ImageError
+from jaxmamba.errors import AggregateError, AttentionError, ImageError, StudyError
 from jaxmamba.images import list_images, load_image
 
 
@@ -164,3 +164,36 @@ def test_an_empty_image_path_is_refused_by_name(photo, monkeypatch, tmp_path, ca
     assert main(["explore", "--images", "", "--out", str(out), "--size", "64"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "empty" in err and not out.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "", "--no-browser"],
+    ["export", "", "--out", "x.html"],
+    ["export", "STUDY", "--out", ""],
+    ["explore", "--images", "x.png", "--out", ""],
+    ["explore", "--checkpoint", "cross=", "--images", "x.png", "--out", "o"],
+])  # fmt: skip
+def test_an_empty_path_on_the_command_line_is_refused(study, argv, capsys, monkeypatch, tmp_path):
+    from jaxmamba.cli import main
+
+    monkeypatch.chdir(study.path)  # main: '' was this folder, read as the study
+    argv = [str(study.path) if a == "STUDY" else a for a in argv]
+    if argv[0] == "explore":
+        from PIL import Image
+
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "x.png")
+        argv = [str(tmp_path / a) if a == "x.png" else a for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # an argparse usage error
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "empty path" in err and "Traceback" not in err
+
+
+def test_the_library_refuses_an_empty_study_path(study, monkeypatch):
+    from jaxmamba.study import Study
+
+    monkeypatch.chdir(study.path)
+    with pytest.raises(StudyError, match="empty"):
+        Study("")

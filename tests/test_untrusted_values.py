@@ -324,3 +324,38 @@ def test_an_answer_that_cannot_be_sent_at_all_is_logged_not_raised(widget, caplo
         widget.answer(request_)  # the message handler never raises
     assert len(calls) == 2 and calls[1]["id"] == request_["id"] and "error" in calls[1]
     assert f"could not send an answer to request {request_['id']}" in caplog.text
+
+
+# ---- a single image's input whose header claims huge channels: refused before it is read -------
+
+
+@pytest.mark.parametrize("channels", [2**36, 2**15])
+def test_a_huge_single_input_header_is_refused_before_reading(real, tmp_path, channels):
+    s = copy(real, tmp_path)
+    path = s / "single" / "cross" / "layers.2.blocks.0.npy"
+    with open(path, "wb") as f:  # a sparse file as long as its header says
+        npy_format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (2, channels, 16)})
+        f.truncate(f.tell() + 4 * 2 * channels * 16)
+    study = Study(s)
+    with pytest.raises(StudyError, match="channels"):  # main: MemoryError (1 TiB) or 2 GB read
+        study.heat("cross", "layers.2.blocks.0", [0], subject=0)
+    from starlette.testclient import TestClient
+
+    from jaxmamba.serve import app
+
+    r = TestClient(app(study), base_url="http://127.0.0.1").post(
+        "/api/heat", json={"order": "cross", "block": "layers.2.blocks.0", "patches": [0],
+                           "subject": 0})  # fmt: skip
+    assert r.status_code == 400 and "channels" in r.json()["error"]
+
+
+def test_export_keeps_images_that_share_a_name(real, tmp_path):
+    """Two folders each holding a.png: the study keeps both, and so does the exported page."""
+    from jaxmamba.explorer import export, read_explorer
+
+    s = copy(real, tmp_path)
+    edit(s, lambda m: m["images"].__setitem__(slice(None), [{"name": "a.png"}] * 2))
+    page = export(s, tmp_path / "e.html")
+    images = read_explorer(page)["images"]
+    assert [im["name"] for im in images] == ["a.png", "a.png"]  # main: one, the second
