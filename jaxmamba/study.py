@@ -17,10 +17,10 @@ Maps are plain ``.npy`` files: a view reads the few rows (12 KB each at L = 3136
 needs with ordinary reads of just those bytes (the header is parsed and checked once), without
 loading a 39 MB map; ``.npy`` needs nothing beyond NumPy and any tool can read it.  Nothing is
 memory-mapped: a memory map kills the process (SIGBUS) when its file is cut short under it,
-where a read names the file.  Measured warm on this CPU at L = 3136: the mean of 500 rows
-1.5 ms (a lasso, 20 runs of rows) to 3 ms (500 scattered rows), of 500 columns 4 ms, one row
-0.2 ms (memory maps: 0.4-0.5 ms, 3-6 ms, 0.02 ms); chunked Zarr through TensorStore was 5-10x
-slower warm without a chunk cache and saves nothing for float data.
+where a read names the file.  ``python benchmarks/study_reads.py`` (warm, this 2-core CPU,
+L = 3136): the mean of 500 rows 1.3 ms (a lasso, 20 runs of rows) to 3.3 ms (500 scattered
+rows), of 500 columns 3.7 ms, one row 0.13 ms, one column 2.1 ms; chunked Zarr through
+TensorStore was 5-10x slower warm without a chunk cache and saves nothing for float data.
 
 A study folder is untrusted input (a colleague's, a download): :class:`Study` checks every
 field of ``study.json`` when it opens it, builds paths only from checked names, reads nothing
