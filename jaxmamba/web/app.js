@@ -114,7 +114,7 @@ const JM = (() => {
         return i + 1 < n ? xs[i] + f * (xs[i + 1] - xs[i]) : xs[i]; };
       const ps = sgn ? [[0, -at(1)], [0.25, -at(0.5)], [0.5, 0], [0.75, at(0.5)], [1, at(1)]]
         : [0, 0.25, 0.5, 0.75, 1].map((p) => [p, at(p)]);
-      out.ticks = ps.map(([p, v]) => ({ v, pos: p, label: fmt(v) }));
+      out.ticks = ps.map(([, v]) => tick(v));  // at the quantiles' positions (ties: their average rank)
     }
     return out;
   }
@@ -699,13 +699,20 @@ const JM = (() => {
         const x = c.getContext("2d");
         x.drawImage(img, 0, 0, W, H);
         if (how === "grey") {
-          const d = x.getImageData(0, 0, W, H), px = d.data;
-          for (let i = 0; i < px.length; i += 4) {
-            const lum = (0.299 * px[i] + 0.587 * px[i + 1] + 0.114 * px[i + 2]) / 255;
-            px[i] = px[i + 1] = px[i + 2] = Math.round(255 * (0.25 + 0.5 * lum));
-            px[i + 3] = 255;
+          try {
+            const d = x.getImageData(0, 0, W, H), px = d.data;
+            for (let i = 0; i < px.length; i += 4) {
+              const lum = (0.299 * px[i] + 0.587 * px[i + 1] + 0.114 * px[i + 2]) / 255;
+              px[i] = px[i + 1] = px[i + 2] = Math.round(255 * (0.25 + 0.5 * lum));
+              px[i + 3] = 255;
+            }
+            x.putImageData(d, 0, 0);
+          } catch (e) {  // pixels not readable (a cross-origin image): the browser's filters, nearly the same
+            x.clearRect(0, 0, W, H);
+            x.filter = "grayscale(1) contrast(0.5)";
+            x.drawImage(img, 0, 0, W, H);
+            x.filter = "none";
           }
-          x.putImageData(d, 0, 0);
         }
         if (backdrops.size > 24) backdrops.delete(backdrops.keys().next().value);
         backdrops.set(key, c);
