@@ -244,3 +244,40 @@ def test_overview_each_block_on_its_own_scale():
 def test_errors_name_the_problem(call, match):
     with pytest.raises(PlotError, match=match):
         call(decaying_row(False))
+
+
+def test_study_figures_name_block_model_and_image(tmp_path, monkeypatch):
+    from jaxmamba import plots
+    from jaxmamba.figures import write_figures
+    from jaxmamba.study import write_synthetic_study
+
+    s = write_synthetic_study(tmp_path / "s", "vmamba_test", 64, orders=["cross", "spiral"])
+    drawn = {}
+    render = plots.png
+
+    def keep(fig, **kwargs):
+        drawn[len(drawn)] = fig
+        return render(fig, **kwargs)
+
+    monkeypatch.setattr(plots, "png", keep)
+    names = [p.name for p in write_figures(s)]
+    figs = dict(zip(names, drawn.values(), strict=True))
+    (digest,) = s.meta["models"]
+    model = s.meta["models"][digest]["description"]
+    image = s.meta["images"][0]["name"]
+    block = [b for b in s.blocks if b.stage == s.blocks[0].stage][-1]
+    for name in (f"patch_view_{block.name}.png", f"compare_orders_{block.name}.png",
+                 "overview_cross.png"):  # fmt: skip
+        title = figs[name]._suptitle.get_text().replace("\n", " ")
+        assert model in title and digest in title and f"image 0: {image}" in title, title
+        if name != "overview_cross.png":
+            assert f"{block.name} ({block.grid[0]}x{block.grid[1]})" in title
+    heat = [ax.images[-1] for f in figs.values() for ax in f.axes
+            if ax.images and ax.get_label() != "<colorbar>"]  # fmt: skip
+    assert heat and all(type(im.norm).__name__ == "SymLogNorm" for im in heat)  # the default
+    assert all(im.get_alpha() == 0.75 for im in heat)  # over the grey image
+    pv = figs[f"patch_view_{block.name}.png"].axes[0].images[-1]
+    h, w = block.grid
+    centre = (h // 2) * w + w // 2
+    row = np.asarray(s.map("cross", block.name))[centre]
+    assert pv.norm.vmax == pytest.approx(np.abs(np.delete(row, centre)).max())
