@@ -3,7 +3,8 @@
 For every reduction the study keeps, the Scatterplot view of the last block of the first stage
 (local, spatial) and of the last block (content dependent), coloured by grid row and by scan
 position; the Patch view of the centre patch of that first-stage block; the stage × block
-overview; and, with several orders, the same block and patch in every order.
+overviews of the mean attention each patch receives and of what the centre patch attends to;
+and, with several orders, the same block and patch in every order.
 
 The heat maps use the figure helpers' defaults (:mod:`jaxmamba.plots`): a symlog colour scale
 (linear below 1e-3 × max, ticks at decades) computed without the selected patch, which is
@@ -51,8 +52,8 @@ def write_figures(
     >>> x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
     >>> s = write_study(tempfile.mkdtemp() + "/s", jaxmamba.create_model("vmamba_test"), x,
     ...                 orders=["cross", "spiral"], blocks=[0, 3], progress=False)
-    >>> sorted(p.name for p in write_figures(s))[:2]
-    ['compare_orders_layers.0.blocks.0.png', 'overview_cross.png']
+    >>> sorted(p.name for p in write_figures(s))[:3]
+    ['compare_orders_layers.0.blocks.0.png', 'overview_centre_cross.png', 'overview_cross.png']
     """
     study = study if isinstance(study, Study) else Study(study)
     root, sub = (Path(out), ()) if out is not None else (study.path, ("figures",))
@@ -120,6 +121,12 @@ def _render(study: Study) -> dict[str, bytes]:
         f"{under}; {_model(study, main)}",
     )  # fmt: skip
     figures[f"overview_{main}.png"] = plots.png(fig)
+    fig = plots.overview(
+        maps, {b.name: b.grid for b in study.blocks}, stat="centre", image=image, panel_size=2.6,
+        title=f"Order {main}: what the centre patch attends to in each block, {mean}, {under}; "
+        f"{_model(study, main)}",
+    )  # fmt: skip
+    figures[f"overview_centre_{main}.png"] = plots.png(fig)
     if len(study.orders) > 1:
         if per_order:
             who = "one trained model per order: " + "; ".join(
