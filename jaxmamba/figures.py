@@ -73,6 +73,18 @@ def _model(study: Study, order: str) -> str:
     return text + (f", {entry['source']}" if entry.get("source") else "")
 
 
+def _per_order(study: Study) -> str:
+    """The models of the orders, said once when they differ only in their weights."""
+    digests = {o["name"]: o["model"] for o in study.meta["orders"]}
+    texts = {d: (study.meta["models"].get(d) or {}).get("description") or "unnamed"
+             for d in digests.values()}  # fmt: skip
+    if len(set(texts.values())) == 1:
+        listed = ", ".join(f"{o} [{d}]" for o, d in digests.items())
+        return f"one trained model per order, each {next(iter(texts.values()))}: {listed}"
+    return "one trained model per order: " + "; ".join(
+        f"{o}: {_model(study, o)}" for o in study.orders)  # fmt: skip
+
+
 def _render(study: Study) -> dict[str, bytes]:
     """``{file name: PNG bytes}`` of the figures of ``study``."""
     main = study.orders[0]
@@ -129,8 +141,7 @@ def _render(study: Study) -> dict[str, bytes]:
     figures[f"overview_centre_{main}.png"] = plots.png(fig)
     if len(study.orders) > 1:
         if per_order:
-            who = "one trained model per order: " + "; ".join(
-                f"{o}: {_model(study, o)}" for o in study.orders)  # fmt: skip
+            who = _per_order(study)
         else:
             who = f"one model scanned in each order, {_model(study, main)}"
         fig = plots.compare_orders(

@@ -665,7 +665,8 @@ def overview(
     note = f"each block on its own {_scale_words(scale)}"
     if stat == "centre":
         note += "; the centre patch outlined" + (
-            "" if selection_in_scale else ", left out of the scale: it may be off the bar")
+            "" if selection_in_scale else ", left out of the scale: it may be off the bar"
+        )
     literal(fig.supxlabel("\n".join(textwrap.wrap(note, int(size[0] * 13))), fontsize=8))
     return fig
 

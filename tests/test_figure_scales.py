@@ -80,7 +80,8 @@ def test_drawn_colours_are_the_contract(kind, signed):
     want = im.get_cmap()(np.clip(reference_t(a[P], others, kind), 0, 1).reshape(H, W))
     np.testing.assert_allclose(rgba, want, atol=1 / 255 + 1e-9)  # the colours drawn
     label = fig.axes[1].get_ylabel()
-    assert {"linear": "linear", "log": "linear below 1e-3 × max", "rank": "quantiles"}[kind] in label
+    said = {"linear": "linear", "log": "linear below 1e-3 × max", "rank": "quantiles"}[kind]
+    assert said in label
 
 
 def test_rank_ties_take_their_average_rank():
@@ -175,7 +176,8 @@ def test_colour_bar_ticks_are_decades_or_quantiles():
 
 def _far_t(fig, values) -> list[np.ndarray]:
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
-    return [np.asarray(ax.images[-1].norm(np.delete(v, P))) for ax, v in zip(panels, values)]
+    pairs = zip(panels, values, strict=True)
+    return [np.asarray(ax.images[-1].norm(np.delete(v, P))) for ax, v in pairs]
 
 
 def test_compare_orders_shared_and_per_panel_scales():
@@ -209,7 +211,10 @@ def test_compare_orders_shared_and_per_panel_scales():
 def test_overview_each_block_on_its_own_scale():
     rng = np.random.default_rng(0)
     grids = {"layers.0.blocks.0": (4, 4), "layers.1.blocks.0": (2, 2)}
-    maps = {"layers.0.blocks.0": rng.random((16, 16)) * 1e-6, "layers.1.blocks.0": rng.random((4, 4))}
+    maps = {
+        "layers.0.blocks.0": rng.random((16, 16)) * 1e-6,
+        "layers.1.blocks.0": rng.random((4, 4)),
+    }
     fig = overview(maps, grids, stat="centre")
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.axison]
     vmax = [ax.images[-1].norm.vmax for ax in panels]

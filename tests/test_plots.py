@@ -185,4 +185,5 @@ def test_the_map_over_an_image_has_constant_opacity(attn):
     image = np.random.default_rng(1).random((24, 32, 3))
     im = patch_view(signed, H, W, 4, image=image).axes[0].images[-1]
     assert im.get_alpha() == 0.75  # one opacity, not a ramp by value
-    assert patch_view(signed, H, W, 4, underlay="none", image=image).axes[0].images[-1].get_alpha() is None
+    bare = patch_view(signed, H, W, 4, underlay="none", image=image).axes[0].images[-1]
+    assert bare.get_alpha() is None  # no image under it: opaque
