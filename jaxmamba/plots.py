@@ -178,9 +178,10 @@ def _rank_class():
             d = np.abs(d) if signed else d
             u, counts = np.unique(d, return_counts=True)
             start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            n = d.size
-            self.quantiles = (start + (counts - 1) / 2) / (n - 1) if n > 1 else np.ones(1)
-            self.values, self.signed = u, bool(signed)
+            q = (start + (counts - 1) / 2) / max(d.size - 1, 1)
+            if u.size == 1:  # all tied at rank ½: a bar from u - |u| to u + |u| (or ±1 at 0)
+                u, q = u[0] + np.array([-1.0, 1.0]) * (abs(u[0]) or 1.0), np.array([0.0, 1.0])
+            self.quantiles, self.values, self.signed = q, u, bool(signed)
             super().__init__(vmin=-u[-1] if signed else u[0], vmax=u[-1], clip=True)
 
         def __call__(self, value, clip=None):

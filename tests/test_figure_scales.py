@@ -92,6 +92,19 @@ def test_rank_ties_take_their_average_rank():
                                reference_t(signed, signed, "rank"))  # fmt: skip
 
 
+@pytest.mark.parametrize("kind", ["linear", "log", "rank"])
+@pytest.mark.parametrize("fill", [0.0, 2.0, -2.0])
+def test_constant_maps_draw_without_a_singular_bar(kind, fill, recwarn):
+    fig = patch_view(np.full((L, L), fill), H, W, P, scale=kind)
+    fig.canvas.draw()
+    assert not [w for w in recwarn if "singular" in str(w.message)]
+    im = fig.axes[0].images[-1]
+    t = float(im.norm(fill))
+    tied = {0.0: 0.5, 2.0: 0.5, -2.0: 0.25}[fill]  # rank ½ (signed: 0.5 - 0.5·½)
+    assert t == ({0.0: 0.0, 2.0: 1.0, -2.0: 0.0}[fill] if kind != "rank" else tied)
+    assert float(scale_norm([fill], kind)(fill)) == t  # one value alone: the same
+
+
 def test_the_selection_is_left_out_of_the_scale_by_default():
     a = decaying_row(False)
     im = patch_view(a, H, W, P).axes[0].images[-1]
