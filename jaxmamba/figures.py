@@ -8,7 +8,9 @@ and, with several orders, the same block and patch in every order.
 
 The heat maps use the figure helpers' defaults (:mod:`jaxmamba.plots`): a symlog colour scale
 (linear below 1e-3 × max, ticks at decades) computed without the selected patch, which is
-outlined; the study's first image under the maps in grey. Every title names the block, the
+outlined; the study's first image under the maps in grey. The overview of the attention each
+patch receives uses the rank scale instead: a column mean spans few decades, so on the log scale
+nearly every patch falls in the top decade and only the sign shows. Every title names the block, the
 order's model (its description and digest) and the image drawn under the map.
 """
 
@@ -128,7 +130,7 @@ def _render(study: Study) -> dict[str, bytes]:
     figures[f"patch_view_{first.name}.png"] = plots.png(fig)
     maps = {b.name: np.asarray(study.map(main, b.name)) for b in study.blocks}
     fig = plots.overview(
-        maps, {b.name: b.grid for b in study.blocks}, image=image, panel_size=2.6,
+        maps, {b.name: b.grid for b in study.blocks}, image=image, panel_size=2.6, scale="rank",
         title=f"Order {main}: mean attention each patch receives (column mean), {mean}, "
         f"{under}; {_model(study, main)}",
     )  # fmt: skip

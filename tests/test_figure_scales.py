@@ -290,9 +290,16 @@ def test_study_figures_name_block_model_and_image(tmp_path, monkeypatch):
         assert model in title and digest in title and f"image 0: {image}" in title, title
         if name != "overview_cross.png":
             assert f"{block.name} ({block.grid[0]}x{block.grid[1]})" in title
-    heat = [ax.images[-1] for f in figs.values() for ax in f.axes
-            if ax.images and ax.get_label() != "<colorbar>"]  # fmt: skip
-    assert heat and all(type(im.norm).__name__ == "SymLogNorm" for im in heat)  # the default
+    def heat_of(figures):
+        return [ax.images[-1] for f in figures for ax in f.axes
+                if ax.images and ax.get_label() != "<colorbar>"]  # fmt: skip
+
+    heat = heat_of(figs.values())
+    received = heat_of([figs["overview_cross.png"]])  # a column mean spans few decades: rank
+    others = heat_of(f for n, f in figs.items() if n != "overview_cross.png")
+    assert received and all(type(im.norm).__name__ != "SymLogNorm" for im in received)
+    assert "rank" in figs["overview_cross.png"].texts[-1].get_text()
+    assert others and all(type(im.norm).__name__ == "SymLogNorm" for im in others)  # the default
     assert all(im.get_alpha() == 0.75 for im in heat)  # over the grey image
     pv = figs[f"patch_view_{block.name}.png"].axes[0].images[-1]
     h, w = block.grid
