@@ -801,7 +801,7 @@ const JM = (() => {
     }
 
     // ---------------------------------------------------------------- matrix view and blocks overview
-    const MATRIX_PX = 448, MARGIN = { l: 58, t: 6, r: 14, b: 38 }, PANEL_PX = 150;
+    const MATRIX_PX = 448, MARGIN = { l: 58, t: 6, r: 14, b: 38 }, PANEL_PX = 168;  // 168: 3 px a patch at 56x56
     const VIEW_HELP = {
       matrix: "The block's mean attention matrix, rows and columns in scan order (row t: what the patch at scan position t " +
         "attends to). Per route it is lower-triangular: a patch attends only to patches scanned before it. Pooled on the server " +
@@ -830,9 +830,16 @@ const JM = (() => {
       ticksEl.innerHTML = "";
       const marks = Array.isArray(sc.ticks) ? sc.ticks.map((k) => (typeof k === "number" ? { value: k } : k))
         : (sc.kind === "diverging" ? [sc.lo, 0, sc.hi] : [sc.lo, sc.hi]).map((v) => ({ value: v }));
-      for (const k of marks) {
-        const s = el("span", { text: k.label !== undefined ? k.label : fmt(k.value) });
-        s.style.left = (100 * Math.min(1, Math.max(0, sc.t(k.value)))) + "%";
+      const at = (k) => Math.min(1, Math.max(0, sc.t(k.value))), kept = [];
+      const labelled = marks.map((k) => ({ ...k, text: k.label !== undefined ? k.label : fmt(k.value) }))
+        .filter((k) => k.text).sort((a, b) => at(a) - at(b));
+      labelled.forEach((k, i) => {  // labels at least 34 px apart, left to right; both ends kept
+        if (i === labelled.length - 1) while (kept.length > 1 && (at(k) - at(kept[kept.length - 1])) * W < 34) kept.pop();
+        if (!kept.length || i === labelled.length - 1 || (at(k) - at(kept[kept.length - 1])) * W >= 34) kept.push(k);
+      });
+      for (const k of kept) {
+        const s = el("span", { text: k.text });
+        s.style.left = (100 * at(k)) + "%";
         ticksEl.appendChild(s);
       }
     }
@@ -961,8 +968,7 @@ const JM = (() => {
             ctx.fillStyle = css(colourOf(sc, v[q]));
             ctx.fillRect(x0, y0, Math.round((c + 1) * cell) - x0, Math.round((r + 1) * cell) - y0);
           }
-          ctx.strokeStyle = "#00e060"; ctx.lineWidth = Math.max(1, Math.min(2, cell / 6));
-          for (const p of sel) ctx.strokeRect((p % b.grid[1]) * cell + 0.5, Math.floor(p / b.grid[1]) * cell + 0.5, cell - 1, cell - 1);
+          outlineCells(ctx, sel, b.grid, cell);
           cv.addEventListener("click", () => openBlock(b.name));
           const here = b.name === S.block ? " (selected here)" : "";
           rowEl.appendChild(el("figure", { class: "jm-ov-panel" + (here ? " jm-ov-here" : "") },
@@ -976,8 +982,18 @@ const JM = (() => {
       overviewCaption.textContent = `${n === 1 ? "Patch (" + Math.floor(S.selection[0] / g[1]) + ", " + (S.selection[0] % g[1]) + ")" : n + " patches"} ` +
         `of ${S.block} (${g[0]}×${g[1]}), mapped by image area to each block (outlined): ` +
         (S.direction === "query" ? "what it attends to (mean row)" : "what attends to it (mean column)") + `, ${subjectName(S.subject)}. ` +
-        "Each panel on its own colour scale (its largest |value| under it: scales differ by orders of magnitude between blocks). " +
+        "Each panel on its own colour scale (its largest |value| under it: scales differ by orders of magnitude between blocks); " +
+        "green frame: the block the selection was made in. " +
         "Click a panel to open that block in the patch view.";
+    }
+    /** The selected cells outlined, black under green so that it shows on any colour; cells of a
+     *  few pixels (a 56x56 panel) get a frame around them, 3 px out. */
+    function outlineCells(ctx, sel, g, cell) {
+      const pad = cell < 8 ? 3 : 0;
+      for (const [colour, width] of [["#000", 3], ["#00e060", 1.5]]) {
+        ctx.strokeStyle = colour; ctx.lineWidth = width;
+        for (const p of sel) ctx.strokeRect((p % g[1]) * cell + 0.5 - pad, Math.floor(p / g[1]) * cell + 0.5 - pad, cell - 1 + 2 * pad, cell - 1 + 2 * pad);
+      }
     }
     function openBlock(name) {
       const prev = grid();
