@@ -325,3 +325,53 @@ def test_offline_page_matrix_in_chromium(study, chromium, tmp_path):
     panels = chromium.find_elements(By.CSS_SELECTOR, "#overview canvas")
     assert len(panels) == len(study.blocks)
     assert severe(chromium) == []
+
+
+def test_matrix_and_overview_over_http_and_widget_messages(study):
+    """The server answers GET (query strings) and POST; the content travels in X-Array; bad
+    arguments are a 400 with a one-line reason; the widget answers the same."""
+    pytest.importorskip("starlette", reason="the [serve] extra is not installed")
+    from starlette.testclient import TestClient
+
+    from jaxmamba.serve import app
+
+    client = TestClient(app(study), base_url="http://127.0.0.1")
+    r = client.get("/api/matrix", params={"order": "spiral", "block": S0, "route": "1",
+                                          "size": "100"})  # fmt: skip
+    assert r.status_code == 200
+    head = json.loads(r.headers["x-array"])
+    assert (head["f"], head["n"], head["coords"], head["route"]) == (3, 86, 1, 1)
+    m, _ = study.matrix("spiral", S0, 1, size=100)
+    assert r.content == m.tobytes()
+    r = client.get("/api/matrix", params={"order": "spiral", "block": S0, "size": "2000"})
+    assert r.status_code == 400
+    assert r.json() == {"error": "size must be an integer in 16..1024 (pixels), got 2000"}
+    r = client.post("/api/overview", json={"order": "cross", "block": S0, "patches": [3, 4]})
+    assert r.status_code == 200
+    head = json.loads(r.headers["x-array"])
+    values, parts = study.overview("cross", S0, [3, 4])
+    assert head["blocks"] == parts and r.content == values.tobytes()
+
+    pytest.importorskip("anywidget", reason="the [notebook] extra is not installed")
+    from jaxmamba.widget import show
+
+    w, sent = show(study), []
+    w.send = lambda content, buffers=None: sent.append((content, buffers))
+    w.answer({"kind": "jm-request", "id": 1, "method": "matrix",
+              "args": {"order": "cross", "block": S0, "size": 64}})  # fmt: skip
+    assert sent[-1][0]["content"]["f"] == 4 and len(sent[-1][1][0]) == 4 * 64 * 64
+    w.answer({"kind": "jm-request", "id": 2, "method": "matrix",
+              "args": {"order": "cross", "block": S0, "coords": 7}})  # fmt: skip
+    assert sent[-1][0]["error"] == "coords must be a route 0..3 (its scan order gives the axes), got 7"
+
+
+def test_a_damaged_map_is_named_not_pooled(tmp_path):
+    s = write_synthetic_study(tmp_path / "s", "vmamba_test", 64, orders=["cross"], n_images=1)
+    path = tmp_path / "s" / "means" / "cross" / f"{S0}.npy"
+    m = np.load(path)
+    m[3, 7] = np.nan
+    np.save(path, m)
+    with pytest.raises(StudyError, match=f"{path} holds NaN or infinite values"):
+        s.matrix("cross", S0)
+    with pytest.raises(StudyError, match="holds NaN or infinite values"):
+        s.overview("cross", S0, [3])
