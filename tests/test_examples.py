@@ -87,3 +87,27 @@ def test_learn_order_smoke(tmp_path):
     assert len(record["history"]["soft"]) == len(record["history"]["hard"]) == 2
     assert all(math.isfinite(v) for v in record["history"]["soft"])
     assert 0.0 < record["hard_after_learned"] <= record["hard_before_cross"] + 1e-4 < 1.0
+
+
+def test_photo_study_photos_are_the_bundled_photographs_cropped():
+    photo = _load("photo_study")
+    x = photo.photos(224)
+    assert x.shape == (2, 224, 224, 3) and x.dtype == np.uint8
+    assert len(photo.BLOCKS) == 6 and photo.BLOCKS[0] == "layers.0.blocks.0"
+    from sklearn.datasets import load_sample_image
+
+    china = load_sample_image("china.jpg")  # 427 x 640: the centre square, resized
+    square = china[:, 106:533].astype(np.float64).mean(axis=(0, 1))
+    np.testing.assert_allclose(x[0].astype(np.float64).mean(axis=(0, 1)), square, atol=3.0)
+    assert np.abs(x[0].astype(float) - x[1].astype(float)).mean() > 20  # two different photos
+
+
+@pytest.mark.slow
+def test_photo_study_writes_a_paper_scale_study(tmp_path):
+    from jaxmamba.study import Study
+
+    _load("photo_study").main(str(tmp_path / "s"))
+    s = Study(tmp_path / "s")
+    assert s.count == 2 and [b.grid for b in s.blocks][:2] == [(56, 56), (56, 56)]
+    model = s.meta["models"][s.meta["orders"][0]["model"]]
+    assert "random weights" in model["source"] and "random-weight" in s.meta["title"]

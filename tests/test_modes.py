@@ -95,13 +95,25 @@ def test_side_by_side_shares_one_scale_and_links_by_area(page, study):
     np.testing.assert_allclose(right, np.asarray(study.map("spiral", B3))[3], rtol=1e-5)
     assert page.find_element("id", "heatB").get_attribute("data-selected") == "3"
     left = np.asarray(js(page, "return explorer.heatValues();"))
+    # different stages: a scale per panel by default; one shared scale when asked
+    assert js(page, "return explorer.perPanel();") is True
+    js(page, "explorer.setControl('comparescale', 'shared');")
     scale = js(page, "return explorer.scale();")
-    top = max(np.abs(left).max(), np.abs(right).max())
+    # the selected patches (left 11, right 3) are left out of the scale
+    top = max(np.abs(np.delete(left, 11)).max(), np.abs(np.delete(right, 3)).max())
     assert (
-        scale["kind"] == "diverging"
+        scale["signed"]
         and np.isclose(scale["hi"], top)
         and scale["lo"] == -scale["hi"]
+        and js(page, "return explorer.scaleB().hi;") == scale["hi"]
     )
+    # the same stage: shared by default, unless one panel is a single image's map
+    js(page, "explorer.setControl('comparescale', 'auto');")
+    js(page, "explorer.setControl('blockB', arguments[0]);", B2b)
+    assert js(page, "return explorer.perPanel();") is False
+    js(page, "explorer.setControl('subjectB', '1');")
+    assert js(page, "return explorer.perPanel();") is True
+    assert "a mean map beside a single image" in page.find_element("id", "caption-b").text
     assert severe(page) == []
 
 
@@ -123,10 +135,12 @@ def test_stage_switch_keeps_the_image_area(page):
 @pytest.mark.browser
 def test_a_signed_map_draws_zero_at_the_centre_colour(page):
     scale = js(page, "return explorer.scale();")
-    assert scale["kind"] == "diverging" and scale["lo"] == -scale["hi"]
+    assert scale["signed"] and scale["lo"] == -scale["hi"]
     assert js(page, "return explorer.colourAt(0);") == [247, 247, 247]  # white
     both = "return [explorer.colourAt(arguments[0]), explorer.colourAt(-arguments[0])];"
     red, blue = js(page, both, scale["hi"])
     assert red[0] > red[2] and blue[2] > blue[0]
     ticks = page.find_element("id", "ticks").text.split()
-    assert ticks[1] == "0" and ticks[0].startswith("-")
+    z = ticks.index("0")  # negative labels left of 0, positive ones right of it
+    assert z > 0 and all(t.startswith("-") for t in ticks[:z])
+    assert not any(t.startswith("-") for t in ticks[z + 1 :])

@@ -39,26 +39,101 @@ const JM = (() => {
     return String(Number(v.toPrecision(3)));
   }
 
-  /** A colour scale for values: diverging around 0 for signed maps, sequential otherwise. */
-  function scaleFor(values, signed, skip) {
-    let lo = Infinity, hi = -Infinity;
+  /** Colour scales (the shared contract of the explorer and the static figures).
+   *
+   *  scaleFor(values, signed, skip, kind): the scale of a map's values without the indices in
+   *  `skip` (the selected patches, by default). m = max |v| over those data; the domain is [0, m]
+   *  (sequential, inferno) or [-m, m] for signed maps (diverging RdBu, white at 0).
+   *    "linear": t = v / m, or 0.5 + 0.5 v / m when signed;
+   *    "log":    symlog (matplotlib's SymLogNorm, linscale 1, base 10) with a linear band
+   *              |v| <= c = 1e-3 · m: T(a) = a·s inside it, else sign(a)·c·(s + log10(|a| / c)),
+   *              s = 1 / (1 - 1/10); t = T(v) / T(m), or 0.5 + 0.5 T(v) / T(m);
+   *    "rank":   t = the value's quantile among the data (average rank of ties / (n - 1),
+   *              interpolated linearly between the data's values), or 0.5 + 0.5 sign(v) q(|v|).
+   *  Values outside the domain are clipped to the end colours. Returns {kind, signed, lo, hi,
+   *  dataLo, dataHi, m, band, t(v), stops, ticks: [{v, pos, label}]} (pos in 0..1 = t(v)). */
+  const SYMLOG_BAND = 1e-3, SYMLOG_S = 1 / (1 - 1 / 10);
+  const SCALE_KINDS = ["linear", "log", "rank"];
+  function scaleFor(values, signed, skip, kind = "log") {
+    if (!SCALE_KINDS.includes(kind)) throw new Error("no colour scale " + kind);
+    const data = [];
+    let dataLo = Infinity, dataHi = -Infinity;
     for (let i = 0; i < values.length; i++) {
       if (skip && skip.has(i)) continue;
       const v = values[i];
-      if (v < lo) lo = v;
-      if (v > hi) hi = v;
+      if (!isFinite(v)) continue;
+      data.push(v);
+      if (v < dataLo) dataLo = v;
+      if (v > dataHi) dataHi = v;
     }
-    if (!(hi >= lo)) { lo = 0; hi = 1; }
-    if (signed || lo < 0) {
-      const m = Math.max(Math.abs(lo), Math.abs(hi)) || 1;
-      return { kind: "diverging", lo: -m, hi: m, dataLo: lo, dataHi: hi,
-        t: (v) => 0.5 + 0.5 * v / m, stops: RDBU, alpha: (v) => Math.min(1, Math.abs(v) / m) };
+    if (!data.length) { dataLo = 0; dataHi = 0; }
+    const sgn = !!signed || dataLo < 0;
+    let m = 0;
+    for (const v of data) if (Math.abs(v) > m) m = Math.abs(v);
+    if (!(m > 0)) m = 1;  // an all-zero (or empty) map: any scale shows it as 0
+    const out = { kind, signed: sgn, lo: sgn ? -m : 0, hi: m, dataLo, dataHi, m, band: null, n: data.length,
+      stops: sgn ? RDBU : INFERNO };
+    const wrap = (f) => sgn ? (v) => 0.5 + 0.5 * f(v) : f;  // f: v -> -1..1 (signed) or 0..1
+    const tick = (v, label) => ({ v, pos: Math.min(1, Math.max(0, out.t(v))), label: label === undefined ? fmt(v) : label });
+    if (kind === "linear") {
+      out.t = wrap((v) => v / m);
+      const vs = sgn ? [-m, -m / 2, 0, m / 2, m] : [0, m / 4, m / 2, 3 * m / 4, m];
+      out.ticks = vs.map((v) => tick(v));
+    } else if (kind === "log") {
+      const c = SYMLOG_BAND * m, T = (a) => Math.abs(a) <= c ? a * SYMLOG_S : Math.sign(a) * c * (SYMLOG_S + Math.log10(Math.abs(a) / c));
+      const Tm = T(m);
+      out.band = c;
+      out.t = wrap((v) => T(v) / Tm);
+      const dec = [];
+      for (let k = Math.ceil(Math.log10(c) - 1e-9); Math.pow(10, k) <= m * (1 + 1e-9); k++) {
+        const d = Math.pow(10, k);
+        if (d >= c * (1 - 1e-9)) dec.push(d);
+      }
+      const pos = [0, ...dec.filter((d) => d < m * (1 - 1e-9)), m];
+      const vs = sgn ? [...pos.slice(1).reverse().map((v) => -v), ...pos] : pos;
+      out.ticks = vs.map((v) => tick(v, dec.includes(Math.abs(v)) ? (v < 0 ? "-" : "") + decade(Math.abs(v)) : fmt(v)));
+    } else {
+      // average ranks of the distinct values of the data (of |v| when signed), then interpolation
+      const xs = (sgn ? data.map(Math.abs) : data.slice()).sort((a, b) => a - b), n = xs.length;
+      const u = [], r = [];
+      for (let i = 0; i < n;) {
+        let j = i;
+        while (j + 1 < n && xs[j + 1] === xs[i]) j++;
+        u.push(xs[i]); r.push((i + j) / 2);
+        i = j + 1;
+      }
+      const den = Math.max(n - 1, 1);
+      const q = (v) => {
+        if (!u.length || !(v > u[0])) return u.length && v === u[0] ? r[0] / den : 0;
+        if (v >= u[u.length - 1]) return r[r.length - 1] / den;
+        let a = 0, b = u.length - 1;  // u[a] < v <= u[b]
+        while (b - a > 1) { const mid = (a + b) >> 1; if (u[mid] < v) a = mid; else b = mid; }
+        return (r[a] + (r[b] - r[a]) * (v - u[a]) / (u[b] - u[a])) / den;
+      };
+      out.t = wrap(sgn ? (v) => Math.sign(v) * q(Math.abs(v)) : q);
+      // the value at a quantile p (inverse of q on the data's positions)
+      const at = (p) => { if (!n) return 0; const x = p * (n - 1), i = Math.min(Math.floor(x), n - 1), f = x - i;
+        return i + 1 < n ? xs[i] + f * (xs[i + 1] - xs[i]) : xs[i]; };
+      const ps = sgn ? [[0, -at(1)], [0.25, -at(0.5)], [0.5, 0], [0.75, at(0.5)], [1, at(1)]]
+        : [0, 0.25, 0.5, 0.75, 1].map((p) => [p, at(p)]);
+      out.ticks = ps.map(([, v]) => tick(v));  // at the quantiles' positions (ties: their average rank)
     }
-    const top = hi > lo ? hi : lo + 1, base = Math.min(lo, 0) === 0 && lo >= 0 ? 0 : lo;
-    const bottom = lo >= 0 && lo / top < 0.05 ? 0 : lo;  // include 0 when it is close
-    return { kind: "sequential", lo: bottom, hi: top, dataLo: lo, dataHi: hi, base,
-      t: (v) => (v - bottom) / (top - bottom), stops: INFERNO,
-      alpha: (v) => Math.min(1, Math.max(0, (v - bottom) / (top - bottom))) };
+    return out;
+  }
+  /** 10^k written as 1e-5, 0.01, 1, 100, 1e4. */
+  function decade(d) {
+    const k = Math.round(Math.log10(d));
+    return k >= -2 && k <= 3 ? String(Number(Math.pow(10, k).toPrecision(1))) : "1e" + k;
+  }
+  /** A colour of a scale: [r, g, b] (floats 0..255). */
+  const colourOf = (sc, v) => lerp(sc.stops, sc.t(v));
+  /** In words, for captions. */
+  function describeScale(sc) {
+    const what = sc.kind === "log" ? `log scale (symlog; linear below 1e-3 × max = ${fmt(sc.band)}), decades marked`
+      : sc.kind === "rank" ? (sc.signed ? `rank scale: colour = sign × the quantile of |value| among the ${sc.n} values`
+        : `rank scale: colour = the value's quantile among the ${sc.n} values`) + ", the bar labelled with the values at its quantiles"
+        : "linear scale";
+    return what + (sc.signed ? `, ${fmt(sc.lo)} … ${fmt(sc.hi)}, blue < 0 < red (white at 0)` : `, ${fmt(sc.lo)} … ${fmt(sc.hi)} (inferno)`);
   }
 
   // ------------------------------------------------------------------ data sources
@@ -338,7 +413,7 @@ const JM = (() => {
     ["matrix", "Attention matrix"], ["overview", "Selection in every block"]];
 
   function mount(root, source) {
-    const SIZE = 500, PAD = 14;
+    const SIZE = 500, PAD = 14, BAR_W = 400;
     root.classList.add("jm-root");
     root.innerHTML = "";
     const title = el("h1", { text: "jaxmamba attention explorer" });
@@ -349,25 +424,37 @@ const JM = (() => {
       colorby: dropdown("colorby"), direction: dropdown("direction"), image: dropdown("image"),
       orderB: dropdown("orderB"), blockB: dropdown("blockB"), subjectB: dropdown("subjectB"),
       showpath: el("input", { id: "showpath", type: "checkbox" }), noself: el("input", { id: "noself", type: "checkbox" }),
+      scale: dropdown("scale"), underlay: dropdown("underlay"), comparescale: dropdown("comparescale"),
       reset: el("button", { id: "reset", type: "button", text: "centre patch" }),
     };
     fill(ctl.mode, MODES, "patches");
     fill(ctl.direction, [["query", "what the selection attends to (rows)"], ["source", "what attends to the selection (columns)"]], "query");
+    fill(ctl.scale, [["log", "log (symlog)"], ["linear", "linear"], ["rank", "rank (quantiles)"]], "log");
+    fill(ctl.underlay, [["grey", "grey (dimmed)"], ["colour", "in colour"], ["none", "none"]], "grey");
+    ctl.noself.checked = true;
     fill(ctl.points, [["interblock", "one point per (image, block) map"], ["joint", "one point per (patch, block), mean maps"]], "interblock");
     const row1 = el("div", { class: "jm-controls" },
       control("view", ctl.mode, "mode"), control("order", ctl.order, "order"), control("stage", ctl.stage, "stage"),
       control("block", ctl.block, "block"), control("map of", ctl.subject, "subject"), control("route", ctl.route, "route"),
       control("embedding", ctl.method, "method"), control("points", ctl.points, "points"), control("colour by", ctl.colorby, "colorby"));
     const row2 = el("div", { class: "jm-controls" },
-      control("heat map", ctl.direction, "direction"), control("image under the map", ctl.image, "image"),
+      control("heat map", ctl.direction, "direction"), control("colour scale", ctl.scale, "scale"),
+      control("image under the map", ctl.underlay, "underlay"), control("image", ctl.image, "image"),
       el("label", { id: "path-ctl" }, ctl.showpath, " scan path"), el("label", { id: "noself-ctl" }, ctl.noself, " scale without the selected patches"), ctl.reset);
     const rowB = el("div", { class: "jm-controls", id: "compare-ctl" }, el("b", { text: "right panel:" }),
-      control("order", ctl.orderB, "orderB"), control("block", ctl.blockB, "blockB"), control("map of", ctl.subjectB, "subjectB"));
+      control("order", ctl.orderB, "orderB"), control("block", ctl.blockB, "blockB"), control("map of", ctl.subjectB, "subjectB"),
+      control("colour scales", ctl.comparescale, "comparescale"));
     const scatterCv = el("canvas", { id: "scatter", class: "jm-scatter", width: SIZE, height: SIZE });
     const heatCv = el("canvas", { id: "heat", class: "jm-heat", width: SIZE, height: SIZE, "data-selected": "" });
     const heatCvB = el("canvas", { id: "heatB", class: "jm-heat", width: SIZE, height: SIZE, "data-selected": "" });
-    const barCv = el("canvas", { id: "colorbar", width: 260, height: 12 });
+    const barCv = el("canvas", { id: "colorbar", width: BAR_W, height: 12 });
     const ticks = el("div", { class: "jm-ticks", id: "ticks" });
+    const barNote = el("div", { class: "jm-barnote", id: "colorbar-note" });
+    const barCvB = el("canvas", { id: "colorbarB", width: BAR_W, height: 12 });
+    const ticksB = el("div", { class: "jm-ticks", id: "ticksB" });
+    const barNoteB = el("div", { class: "jm-barnote", id: "colorbar-note-b" });
+    const loadingA = el("div", { class: "jm-loading", id: "loading" });
+    const loadingB = el("div", { class: "jm-loading", id: "loading-b" });
     const scatterTitle = el("h2", { id: "scatter-title", text: "Scatterplot" });
     const scatterLegend = el("div", { class: "jm-legend", id: "scatter-legend" });
     const heatTitle = el("h2", { id: "heat-title", text: "Patch view" });
@@ -379,17 +466,21 @@ const JM = (() => {
     const info = el("div", { class: "jm-info", id: "info" });
     const help = el("div", { class: "jm-help", id: "help" });
     const scatterPanel = el("section", { class: "jm-panel", id: "scatter-panel" }, scatterTitle, scatterCv, scatterLegend);
-    const heatPanel = el("section", { class: "jm-panel" }, heatTitle, heatCv, el("div", { class: "jm-bar" }, el("div", {}, barCv, ticks)), caption);
-    const heatPanelB = el("section", { class: "jm-panel", id: "heat-panel-b" }, heatTitleB, heatCvB, captionB);
+    const barB = el("div", { class: "jm-bar", id: "colorbar-b" }, el("div", {}, barCvB, ticksB, barNoteB));
+    const heatPanel = el("section", { class: "jm-panel", id: "heat-panel" }, heatTitle, el("div", { class: "jm-stack" }, heatCv, loadingA),
+      el("div", { class: "jm-bar" }, el("div", {}, barCv, ticks, barNote)), caption);
+    const heatPanelB = el("section", { class: "jm-panel", id: "heat-panel-b" }, heatTitleB, el("div", { class: "jm-stack" }, heatCvB, loadingB),
+      barB, captionB);
     // the matrix view and the blocks overview (their own panels, drawn by drawMatrix / drawOverview)
     const matrixCv = el("canvas", { id: "matrix", class: "jm-matrix", width: 500, height: 500 });
-    const matrixBar = el("canvas", { id: "matrix-colorbar", width: 260, height: 12 });
+    const matrixBar = el("canvas", { id: "matrix-colorbar", width: BAR_W, height: 12 });
     const matrixTicks = el("div", { class: "jm-ticks", id: "matrix-ticks" });
+    const matrixBarNote = el("div", { class: "jm-barnote", id: "matrix-colorbar-note" });
     const matrixTitle = el("h2", { id: "matrix-title", text: "Attention matrix" });
     const matrixCaption = el("div", { class: "jm-caption", id: "matrix-caption" });
     const matrixInfo = el("div", { class: "jm-caption", id: "matrix-info" });
     const matrixPanel = el("section", { class: "jm-panel hidden", id: "matrix-panel" }, matrixTitle, matrixCv,
-      el("div", { class: "jm-bar" }, el("div", {}, matrixBar, matrixTicks)), matrixCaption, matrixInfo);
+      el("div", { class: "jm-bar" }, el("div", {}, matrixBar, matrixTicks, matrixBarNote)), matrixCaption, matrixInfo);
     const overviewTitle = el("h2", { id: "overview-title", text: "The selection in every block" });
     const overviewBox = el("div", { class: "jm-overview", id: "overview" });
     const overviewCaption = el("div", { class: "jm-caption jm-wide", id: "overview-caption" });
@@ -400,7 +491,8 @@ const JM = (() => {
 
     let M = null;  // meta
     const S = { mode: "patches", order: null, block: null, subject: "mean", route: "sum", method: null, points: "interblock",
-      colorBy: "row", direction: "query", image: -1, showPath: false, noSelf: false, selection: [], hover: -1,
+      colorBy: "row", direction: "query", image: -1, showPath: false, noSelf: true, selection: [], hover: -1,
+      scale: "log", underlay: "grey", compareScale: "auto",
       B: { order: null, block: null, subject: "mean" }, picked: null, anchor: null };
     // anchor: the selection as last made by hand, with its grid; other grids show its image area
     const blockOf = (name) => M.blocks.find((b) => b.name === name);
@@ -412,7 +504,8 @@ const JM = (() => {
     let busy = 0, generation = 0, lastError = null;
     const cache = { coords: new Map(), routes: new Map(), heat: new Map(), points: new Map() };
     const images = new Map();
-    let points = null, routes = null, heatA = null, heatB = null, screen = null, scale = null, pointInfo = null;
+    let points = null, routes = null, heatA = null, heatB = null, screen = null, scale = null, scaleB = null, pointInfo = null;
+    let loading = null;  // what is being loaded for the heat panels ({text}), null when nothing
     // the matrix view ({content, values, routes}) and the overview ({content, values}) last loaded
     let matrixData = null, overviewData = null, matrixHover = -1;
     const viewCache = { matrix: new Map(), overview: new Map() };
@@ -463,7 +556,7 @@ const JM = (() => {
       S.points = fill(ctl.points, [["interblock", "one point per (image, block) map"], ["joint", "one point per (patch, block), mean maps"]]
         .filter(([p]) => p !== "interblock" || M.single_images.length > 1), S.points);
       S.colorBy = fill(ctl.colorby, [["row", "grid row"], ["col", "grid column"], ["scan", "scan position"]], S.colorBy);
-      S.image = +fill(ctl.image, [["-1", "none"]].concat(M.images.map((im, i) => [String(i), im.name])), String(S.image));
+      S.image = M.images.length ? +fill(ctl.image, M.images.map((im, i) => [String(i), im.name]), String(S.image)) : -1;
       S.B.order = fill(ctl.orderB, orderItems, S.B.order || (M.orders[1] || M.orders[0]).name);
       const namesB = orderOf(S.B.order).blocks;
       S.B.block = fill(ctl.blockB, namesB.map((n) => [n, n]), namesB.includes(S.B.block) ? S.B.block : S.block);
@@ -476,7 +569,9 @@ const JM = (() => {
       show("#points-ctl", S.mode === "blocks");
       show("#colorby-ctl", S.mode === "patches");
       show("#method-ctl", S.mode !== "compare");
-      show("#image-ctl", M.images.length > 0 && !(S.mode !== "compare" && S.subject !== "mean"));
+      show("#image-ctl", M.images.length > 0 && S.underlay !== "none" && !(S.mode !== "compare" && S.subject !== "mean"));
+      show("#underlay-ctl", M.images.length > 0 || M.single_images.length > 0);
+      syncCompareScale();
       show("#path-ctl", S.mode === "patches");
       show("#compare-ctl", S.mode === "compare");
       scatterPanel.classList.toggle("hidden", S.mode === "compare");
@@ -489,7 +584,7 @@ const JM = (() => {
         blocks: "Each point is one block's attention: of one image ((image, block) points: the maps pooled to at most " +
           `${M.pool_grid || 14}×${M.pool_grid || 14} groups of patches on both axes, then embedded) or of one patch of the mean ` +
           "map ((patch, block) points). Click a point to open that map in the patch view.",
-        compare: "Two maps side by side on one colour scale. Click either grid: the selection is linked by image area (a patch of " +
+        compare: "Two maps side by side, on one colour scale or one each (\u201ccolour scales\u201d). Click either grid: the selection is linked by image area (a patch of " +
           "a coarser stage covers the patches of a finer one).",
       }[S.mode];
     }
@@ -509,9 +604,18 @@ const JM = (() => {
       const key = [order, block, subject, S.route, S.direction, sel.join(",")].join("|");
       return cached(cache.heat, key, () => source.heat(order, block, S.route, S.direction, sel, subject));
     }
+    /** What the heat panels wait for, in words (a single image's map is computed on demand). */
+    function loadingText(order, block, subject) {
+      return subject === "mean" ? `loading the mean map of ${block}, order ${order}…`
+        : `computing the map of ${subjectName(subject)}, block ${block}, order ${order} (on demand; the first map of a block also compiles)…`;
+    }
     async function load() {
       const gen = ++generation;
       busy++;
+      loading = { gen, shown: false, a: loadingText(S.order, S.block, S.subject),
+        b: S.mode === "compare" ? loadingText(S.B.order, S.B.block, S.B.subject) : "" };
+      // a note over the dimmed old map when the answer is not immediate (no flicker on cached maps)
+      const timer = setTimeout(() => { if (loading && loading.gen === gen) { loading.shown = true; showLoading(); } }, 80);
       try {
         const sel = S.selection.slice().sort((x, y) => x - y);
         let pts = null, r = null;
@@ -534,7 +638,11 @@ const JM = (() => {
       } catch (e) {
         lastError = String(e.message || e);
         status.textContent = "error: " + lastError;
-      } finally { busy--; }
+      } finally {
+        clearTimeout(timer);
+        if (gen === generation) { loading = null; showLoading(); }
+        busy--;
+      }
     }
     function refresh(prevGrid) {
       syncControls();
@@ -665,20 +773,57 @@ const JM = (() => {
 
     // ---------------------------------------------------------------- heat maps
     function geom(g) { const cell = SIZE / Math.max(g[0], g[1]); return { h: g[0], w: g[1], cell, W: cell * g[1], H: cell * g[0] }; }
+    /** The image under a map: a single image's map is drawn over that image; a mean map over
+     *  the image chosen in the menu; -1 for none (the "image under the map" control). */
     function underlay(subject) {
-      if (subject !== "mean") return M.single_images[+subject].image;  // a single image's map: over that image
+      if (S.underlay === "none") return -1;
+      if (subject !== "mean") return M.single_images[+subject].image;
       return S.image;
     }
-    function drawHeat(cv, g, values, sel, subject, hover) {
+    const backdrops = new Map();
+    /** Image u drawn at W×H, in colour or in grey (luminance 0.299R+0.587G+0.114B dimmed to
+     *  0.25 + 0.5·lum); null until the image has loaded. */
+    function backdrop(u, W, H, how) {
+      const img = imageEl(u);
+      if (!(img.complete && img.naturalWidth)) return null;
+      const key = [u, W, H, how].join("|");
+      if (!backdrops.has(key)) {
+        const c = document.createElement("canvas");
+        c.width = W; c.height = H;
+        const x = c.getContext("2d");
+        x.drawImage(img, 0, 0, W, H);
+        if (how === "grey") {
+          try {
+            const d = x.getImageData(0, 0, W, H), px = d.data;
+            for (let i = 0; i < px.length; i += 4) {
+              const lum = (0.299 * px[i] + 0.587 * px[i + 1] + 0.114 * px[i + 2]) / 255;
+              px[i] = px[i + 1] = px[i + 2] = Math.round(255 * (0.25 + 0.5 * lum));
+              px[i + 3] = 255;
+            }
+            x.putImageData(d, 0, 0);
+          } catch (e) {  // pixels not readable (a cross-origin image): the browser's filters, nearly the same
+            x.clearRect(0, 0, W, H);
+            x.filter = "grayscale(1) contrast(0.5)";
+            x.drawImage(img, 0, 0, W, H);
+            x.filter = "none";
+          }
+        }
+        if (backdrops.size > 24) backdrops.delete(backdrops.keys().next().value);
+        backdrops.set(key, c);
+      }
+      return backdrops.get(key);
+    }
+    const MAP_OPACITY = 0.75;  // a map over an image: constant opacity (the bar drawn the same way)
+    /** Draw one heat map on canvas cv with scale sc; returns the image under it (-1: none). */
+    function drawHeat(cv, g, values, sel, subject, hover, sc) {
       const G = geom(g), n = G.h * G.w, ctx = cv.getContext("2d");
       cv.width = Math.round(G.W); cv.height = Math.round(G.H);
       ctx.clearRect(0, 0, cv.width, cv.height);
-      const u = underlay(subject), img = u >= 0 ? imageEl(u) : null;
-      const withImage = !!(img && img.complete && img.naturalWidth);
-      if (withImage) ctx.drawImage(img, 0, 0, G.W, G.H);
+      const u = underlay(subject), back = u >= 0 ? backdrop(u, cv.width, cv.height, S.underlay) : null;
+      if (back) ctx.drawImage(back, 0, 0);
       for (let q = 0; q < n; q++) {
-        const v = values[q], c = lerp(scale.stops, scale.t(v));
-        ctx.fillStyle = withImage ? css(c, scale.alpha(v)) : css(c);
+        const c = colourOf(sc, values[q]);
+        ctx.fillStyle = back ? css(c, MAP_OPACITY) : css(c);
         const col = q % G.w, r = Math.floor(q / G.w), x0 = Math.round(col * G.cell), y0 = Math.round(r * G.cell);
         ctx.fillRect(x0, y0, Math.round((col + 1) * G.cell) - x0, Math.round((r + 1) * G.cell) - y0);
       }
@@ -695,9 +840,13 @@ const JM = (() => {
         ctx.fillStyle = "rgba(0,200,255,1)";
         ctx.beginPath(); ctx.arc((p0 % G.w + 0.5) * G.cell, (Math.floor(p0 / G.w) + 0.5) * G.cell, Math.max(2, G.cell / 5), 0, 2 * Math.PI); ctx.fill();
       }
-      ctx.lineWidth = Math.max(1, Math.min(3, G.cell / 8));
-      ctx.strokeStyle = sel.length > 1 ? "rgba(0,160,60,0.8)" : "#00a03c";
-      for (const p of sel) ctx.strokeRect((p % G.w) * G.cell + 1, Math.floor(p / G.w) * G.cell + 1, G.cell - 2, G.cell - 2);
+      // the selection: outlined (it may be off the scale) in green on a dark rim, visible on any
+      // colour of the maps; a single small cell gets a frame around it, leaving its colour visible
+      const one = sel.length === 1 && G.cell < 16, o = one ? 2.5 : 0;
+      for (const [colour, width] of [["rgba(0,0,0,0.8)", one ? 4 : 2.5], [sel.length > 1 ? "rgba(0,230,90,0.85)" : "#00e65a", one ? 2 : 1.5]]) {
+        ctx.lineWidth = width; ctx.strokeStyle = colour;
+        for (const p of sel) ctx.strokeRect((p % G.w) * G.cell + 1 - o, Math.floor(p / G.w) * G.cell + 1 - o, G.cell - 2 + 2 * o, G.cell - 2 + 2 * o);
+      }
       if (hover >= 0) {
         ctx.strokeStyle = "#000";
         ctx.strokeRect((hover % G.w) * G.cell, Math.floor(hover / G.w) * G.cell, G.cell, G.cell);
@@ -708,62 +857,121 @@ const JM = (() => {
         ctx.setLineDash([]);
       }
       cv.setAttribute("data-selected", sel.join(","));
-      return withImage;
+      cv.setAttribute("data-underlay", back ? S.underlay + ":" + u : "none");
+      return back ? u : -1;
     }
-    function captionFor(order, block, subject, withImage) {
+    function captionFor(order, block, subject, u, sc) {
       const g = blockOf(block).grid;
       let text = (subject === "mean" ? `Mean attention over ${M.count} images` : `Attention of the single ${subjectName(subject)}`) +
         `, ${block} (${g[0]}×${g[1]}), order ${order}, ` + (S.route === "sum" ? "routes summed" : "route " + S.route) + ". ";
-      const u = underlay(subject);
-      if (withImage) text += subject === "mean" ? `Drawn over image “${M.images[u].name}” (one of the averaged images); ` :
-        "Drawn over that image; ";
-      text += withImage ? "opacity ∝ |value|." : "No image under the map.";
-      if (scale.kind === "diverging") text += withImage ? " Signed values: blue < 0 < red; near 0 the image shows through." :
-        " Signed values: blue < 0 < red, white at 0.";
+      if (u >= 0) {
+        text += (subject === "mean" ? `Drawn over image “${M.images[u].name}” (one of the averaged images)` : "Drawn over that image") +
+          (S.underlay === "grey" ? ", shown in grey (desaturated, dimmed)" : ", shown in colour") +
+          `; the map at opacity ${MAP_OPACITY} (the bar drawn the same way over mid grey). `;
+      } else text += "No image under the map; opaque colours. ";
+      text += "Colour: " + describeScale(sc) + ". ";
+      text += S.noSelf ? "The selected patches are outlined and may be off the scale (left out of it)."
+        : "The scale includes the selected patches (outlined).";
       return text;
+    }
+    /** Side by side: whether the two panels differ in stage or in kind of map (mean vs one image). */
+    function compareRule() {
+      const stage = blockOf(S.block).stage !== blockOf(S.B.block).stage;
+      const kind = (S.subject === "mean") !== (S.B.subject === "mean");
+      return { panel: stage || kind, why: stage ? "the panels are of different stages"
+        : kind ? "a mean map beside a single image's" : "same stage, same kind of map" };
+    }
+    const perPanel = () => S.compareScale === "auto" ? compareRule().panel : S.compareScale === "panel";
+    function syncCompareScale() {
+      const r = compareRule();
+      S.compareScale = fill(ctl.comparescale, [["auto", `automatic: ${r.panel ? "one per panel" : "shared"} (${r.why})`],
+        ["shared", "one scale for both panels"], ["panel", "one scale per panel"]], S.compareScale);
     }
     function drawHeats() {
       if (!heatA) return;
-      const selA = S.selection, skip = S.noSelf ? new Set(selA) : null;
-      let values = heatA;
-      if (S.mode === "compare" && heatB) { values = new Float32Array(heatA.length + heatB.length); values.set(heatA); values.set(heatB, heatA.length); }
-      scale = scaleFor(values, M.signed, skip);
-      const withImage = drawHeat(heatCv, grid(), heatA, selA, S.subject, S.hover);
+      const both = S.mode === "compare" && !!heatB;
+      const selA = S.selection, selB = both ? selectionB() : [];
+      if (both && !perPanel()) {
+        const values = new Float32Array(heatA.length + heatB.length);
+        values.set(heatA); values.set(heatB, heatA.length);
+        const skip = S.noSelf ? new Set([...selA, ...selB.map((p) => p + heatA.length)]) : null;
+        scale = scaleB = scaleFor(values, M.signed, skip, S.scale);
+      } else {
+        scale = scaleFor(heatA, M.signed, S.noSelf ? new Set(selA) : null, S.scale);
+        scaleB = both ? scaleFor(heatB, M.signed, S.noSelf ? new Set(selB) : null, S.scale) : null;
+      }
+      const uA = drawHeat(heatCv, grid(), heatA, selA, S.subject, S.hover, scale);
       heatCv.setAttribute("data-block", S.block);
       heatCv.setAttribute("data-subject", S.subject);
       const rc = (p, g) => "(" + Math.floor(p / g[1]) + ", " + (p % g[1]) + ")";
       const selText = selA.length === 1 ? "patch " + rc(selA[0], grid()) : "mean of " + selA.length + " patches";
       heatTitle.textContent = (S.mode === "compare" ? "Left: " : "Patch view: ") + selText +
         (S.direction === "query" ? " attends to" : " is attended by");
-      caption.textContent = captionFor(S.order, S.block, S.subject, withImage);
-      if (S.mode === "compare" && heatB) {
-        const selB = selectionB(), withB = drawHeat(heatCvB, gridB(), heatB, selB, S.B.subject, -1);
+      caption.textContent = captionFor(S.order, S.block, S.subject, uA, scale);
+      drawColorbar(barCv, ticks, barNote, scale, uA >= 0);
+      if (both) {
+        const uB = drawHeat(heatCvB, gridB(), heatB, selB, S.B.subject, -1, scaleB), split = scaleB !== scale;
         heatCvB.setAttribute("data-block", S.B.block);
         heatTitleB.textContent = "Right: " + (selB.length === 1 ? "patch " + rc(selB[0], gridB()) : "mean of " + selB.length + " patches") +
           " (the same image area)" + (S.direction === "query" ? " attends to" : " is attended by");
-        captionB.textContent = captionFor(S.B.order, S.B.block, S.B.subject, withB) + " One colour scale for both panels.";
+        const why = S.compareScale === "auto" ? ` (automatic: ${compareRule().why})` : "";
+        const scalesText = split ? "Each panel on its own colour scale" + why + ": this panel's bar is below it."
+          : "One colour scale for both panels" + why + ": the bar under the left panel.";
+        caption.textContent += " " + scalesText;
+        captionB.textContent = captionFor(S.B.order, S.B.block, S.B.subject, uB, scaleB) + " " + scalesText;
+        barB.classList.toggle("hidden", !split);
+        if (split) drawColorbar(barCvB, ticksB, barNoteB, scaleB, uB >= 0);
       }
-      drawColorbar(withImage);
       info.textContent = "selected: " + selA.slice(0, 12).map((p) => rc(p, grid())).join(" ") + (selA.length > 12 ? " …" : "") +
         (S.hover >= 0 ? " · hover " + rc(S.hover, grid()) + " value " + fmt(heatA[S.hover]) : "") +
         ` · data range ${fmt(scale.dataLo)} … ${fmt(scale.dataHi)}`;
+      showLoading();
       drawFindings();
     }
-    function drawColorbar(withImage) {
-      const bctx = barCv.getContext("2d"), W = barCv.width;
-      bctx.clearRect(0, 0, W, barCv.height);
-      if (withImage) { bctx.fillStyle = "#888"; bctx.fillRect(0, 0, W, barCv.height); }
+    /** A colour bar of scale sc: the colours at t = 0..1 (over mid grey at the maps' opacity when
+     *  the map is over an image, so the colours are the map's), its ticks at their t, labelled
+     *  where they fit, and a note saying how the scale is made. */
+    function drawColorbar(cv, tk, note, sc, overImage) {
+      const ctx = cv.getContext("2d"), W = cv.width, H = cv.height;
+      ctx.clearRect(0, 0, W, H);
+      if (overImage) { ctx.fillStyle = "rgb(128,128,128)"; ctx.fillRect(0, 0, W, H); }
       for (let x = 0; x < W; x++) {
-        const v = scale.lo + (scale.hi - scale.lo) * x / (W - 1), c = lerp(scale.stops, scale.t(v));
-        bctx.fillStyle = withImage ? css(c, scale.alpha(v)) : css(c);
-        bctx.fillRect(x, 0, 1, barCv.height);
+        const c = lerp(sc.stops, x / (W - 1));
+        ctx.fillStyle = overImage ? css(c, MAP_OPACITY) : css(c);
+        ctx.fillRect(x, 0, 1, H);
       }
-      ticks.innerHTML = "";
-      const marks = scale.kind === "diverging" ? [scale.lo, 0, scale.hi] : [scale.lo, (scale.lo + scale.hi) / 2, scale.hi];
-      for (const v of marks) {
-        const s = el("span", { text: fmt(v) });
-        s.style.left = (100 * (v - scale.lo) / (scale.hi - scale.lo)) + "%";
-        ticks.appendChild(s);
+      tk.innerHTML = "";
+      const n = sc.ticks.length, mid = sc.ticks.findIndex((t) => t.v === 0);
+      // labels in order of importance (the ends, then 0, then the rest from the top down); a
+      // label that would overlap one already placed keeps only its tick mark
+      const order = [n - 1, 0].concat(mid > 0 && mid < n - 1 ? [mid] : []);
+      for (let i = n - 2; i > 0; i--) if (!order.includes(i)) order.push(i);
+      const placed = [];
+      const spans = sc.ticks.map(() => null);
+      for (const i of order) {
+        const t = sc.ticks[i], x = t.pos * W, w = t.label.length * 6.5 + 6;
+        const left = t.pos < 0.02 ? x : t.pos > 0.98 ? x - w : x - w / 2;
+        const fits = placed.every(([a, b]) => left + w <= a || left >= b);
+        if (fits) placed.push([left, left + w]);
+        const at = t.pos < 0.02 ? "jm-t-start" : t.pos > 0.98 ? "jm-t-end" : "jm-t-mid";
+        const s = el("span", { class: "jm-tick " + at, text: fits ? t.label : "" });
+        s.style.left = (100 * t.pos) + "%";
+        s.title = fmt(t.v);
+        spans[i] = s;
+      }
+      for (const s of spans) tk.appendChild(s);
+      note.textContent = sc.kind === "log" ? `log scale (symlog): decades marked; linear below 1e-3 × max (|v| ≤ ${fmt(sc.band)})`
+        : sc.kind === "rank" ? "rank scale: position = quantile among the map's values; labels = the values at quantiles 0, ¼, ½, ¾, 1"
+          : "linear scale";
+    }
+    /** The heat panels while a map is loaded or computed: the old map dimmed under a note. */
+    function showLoading() {
+      for (const [panel, box, text] of [[heatPanel, loadingA, loading && loading.a], [heatPanelB, loadingB, loading && loading.b]]) {
+        const failed = !loading && lastError && heatA;
+        const msg = failed ? "could not load this map: " + lastError : loading && loading.shown ? text : "";
+        box.textContent = msg || "";
+        box.classList.toggle("jm-failed", !!failed);
+        panel.classList.toggle("jm-busy", !!msg);
       }
     }
     function drawFindings() {
@@ -822,30 +1030,12 @@ const JM = (() => {
         if (!M.route_maps && S.route !== "sum") S.route = ctl.route.value = "sum";
       }
     }
-    const colourOf = (sc, v) => lerp(sc.stops, sc.t(v));
-    /** A colour bar of scale `sc` on `cv`, with ticks (the scale's own when it has them). */
-    function drawBar(cv, ticksEl, sc) {
-      const bctx = cv.getContext("2d"), W = cv.width;
-      for (let x = 0; x < W; x++) { bctx.fillStyle = css(lerp(sc.stops, x / (W - 1))); bctx.fillRect(x, 0, 1, cv.height); }
-      ticksEl.innerHTML = "";
-      const marks = Array.isArray(sc.ticks) ? sc.ticks.map((k) => (typeof k === "number" ? { value: k } : k))
-        : (sc.kind === "diverging" ? [sc.lo, 0, sc.hi] : [sc.lo, sc.hi]).map((v) => ({ value: v }));
-      const at = (k) => Math.min(1, Math.max(0, sc.t(k.value))), kept = [];
-      const labelled = marks.map((k) => ({ ...k, text: k.label !== undefined ? k.label : fmt(k.value) }))
-        .filter((k) => k.text).sort((a, b) => at(a) - at(b));
-      labelled.forEach((k, i) => {  // labels at least 34 px apart, left to right; both ends kept
-        if (i === labelled.length - 1) while (kept.length > 1 && (at(k) - at(kept[kept.length - 1])) * W < 34) kept.pop();
-        if (!kept.length || i === labelled.length - 1 || (at(k) - at(kept[kept.length - 1])) * W >= 34) kept.push(k);
-      });
-      for (const k of kept) {
-        const s = el("span", { text: k.text });
-        s.style.left = (100 * at(k)) + "%";
-        ticksEl.appendChild(s);
-      }
-    }
     /** What the current mode needs besides the heat map: the pooled matrix (and the scan routes
      *  that give its axes) or the overview of the selection; null in other modes. */
     async function loadView(sel) {
+      if (S.mode === "matrix" || S.mode === "overview")  // said until drawn (an error replaces it)
+        (S.mode === "matrix" ? matrixInfo : overviewCaption).textContent = "loading " +
+          (S.mode === "matrix" ? `the pooled matrix of ${S.block}…` : "the selection's map in every block…");
       if (S.mode === "matrix") {
         const size = MATRIX_PX, key = [S.order, S.block, S.route, size].join("|");
         const m = await cached(viewCache.matrix, key, () => source.matrix(S.order, S.block, S.route, undefined, size));
@@ -911,7 +1101,7 @@ const JM = (() => {
       }
       ctx.save(); ctx.translate(11, G.y0 + G.P / 2); ctx.rotate(-Math.PI / 2); ctx.textAlign = "center";
       ctx.fillText("query scan position t", 0, 0); ctx.restore();
-      drawBar(matrixBar, matrixTicks, sc);
+      drawColorbar(matrixBar, matrixTicks, matrixBarNote, sc, false);
       const g = grid(), routeText = S.route === "sum" ? "routes summed" : "route " + S.route;
       matrixTitle.textContent = `Attention matrix of ${S.block} (${g[0]}×${g[1]}, L = ${c.L}), order ${S.order}, ${routeText}`;
       matrixCaption.textContent = `Mean over ${M.count} images. Rows and columns in the scan order of route ${c.coords} of ` +
@@ -983,7 +1173,7 @@ const JM = (() => {
         `of ${S.block} (${g[0]}×${g[1]}), mapped by image area to each block (outlined): ` +
         (S.direction === "query" ? "what it attends to (mean row)" : "what attends to it (mean column)") + `, ${subjectName(S.subject)}. ` +
         "Each panel on its own colour scale (its largest |value| under it: scales differ by orders of magnitude between blocks); " +
-        "green frame: the block the selection was made in. " +
+        "green frame: the block the selection was made in; no image under the panels. " +
         "Click a panel to open that block in the patch view.";
     }
     /** The selected cells outlined, black under green so that it shows on any colour; cells of a
@@ -1074,12 +1264,17 @@ const JM = (() => {
     on(ctl.image, (t) => { S.image = +t.value; });
     on(ctl.showpath, (t) => { S.showPath = t.checked; });
     on(ctl.noself, (t) => { S.noSelf = t.checked; });
+    on(ctl.scale, (t) => { S.scale = t.value; });
+    on(ctl.underlay, (t) => { S.underlay = t.value; });
+    on(ctl.comparescale, (t) => { S.compareScale = t.value; });
     on(ctl.orderB, (t) => { S.B.order = t.value; });
     on(ctl.blockB, (t) => { S.B.block = t.value; });
     on(ctl.subjectB, (t) => { S.B.subject = t.value; });
     ctl.reset.addEventListener("click", () => select([centreOf(grid())], false));
 
     // ---------------------------------------------------------------- start
+    const publicScale = (sc) => ({ kind: sc.kind, signed: sc.signed, lo: sc.lo, hi: sc.hi, band: sc.band,
+      dataLo: sc.dataLo, dataHi: sc.dataHi, ticks: sc.ticks.map((t) => ({ v: t.v, pos: t.pos, label: t.label })) });
     const api = {
       ready: false, source: source.kind, state: S,
       get busy() { return busy; }, get error() { return lastError; },
@@ -1088,8 +1283,18 @@ const JM = (() => {
       pick: (i) => pick(i),
       heatValues: () => heatA ? Array.from(heatA) : null,
       heatValuesB: () => heatB ? Array.from(heatB) : null,
-      scale: () => scale && { kind: scale.kind, lo: scale.lo, hi: scale.hi },
-      colourAt: (v) => { const c = lerp(scale.stops, scale.t(v)); return [c[0] | 0, c[1] | 0, c[2] | 0]; },
+      scale: () => scale && publicScale(scale),
+      scaleB: () => scaleB && publicScale(scaleB),
+      perPanel: () => perPanel(),
+      colourAt: (v, panel) => { const c = colourOf(panel === "B" ? scaleB : scale, v); return [c[0] | 0, c[1] | 0, c[2] | 0]; },
+      /** The drawn colour at the centre of patch p's cell on canvas `id` ("heat", "heatB"). */
+      pixelAt: (id, p) => {
+        const cv = root.querySelector("#" + id), G = geom(id === "heatB" ? gridB() : grid());
+        const x = Math.floor((p % G.w + 0.5) * G.cell), y = Math.floor((Math.floor(p / G.w) + 0.5) * G.cell);
+        const d = cv.getContext("2d").getImageData(x, y, 1, 1).data;
+        return [d[0], d[1], d[2]];
+      },
+      get loading() { return !!loading; },
       pointCount: () => (points ? points.length / 2 : 0),
       pointPosition: (p) => ({ x: screen[2 * p] * scatterCv.getBoundingClientRect().width / scatterCv.width,
         y: screen[2 * p + 1] * scatterCv.getBoundingClientRect().height / scatterCv.height }),
