@@ -1495,8 +1495,9 @@ class Study:
             self._pooled.popitem(last=False)
         return pooled, f
 
-    def overview(self, order: str, block: str, patches, direction="query", route=None,
-                 subject="mean") -> tuple[np.ndarray, list[dict]]:
+    def overview(
+        self, order: str, block: str, patches, direction="query", route=None, subject="mean"
+    ) -> tuple[np.ndarray, list[dict]]:
         """The selection's map in every block of the study: ``patches`` of ``block``'s grid
         mapped by image area to each block's grid (:func:`map_selection`), and the mean of
         their rows (``"query"``) or columns (``"source"``) there, as :meth:`heat`.  Returns the

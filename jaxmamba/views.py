@@ -251,4 +251,4 @@ class ViewAPI:
         content, payload = _array(pooled, "float32")
         used = (0 if route == "sum" else route) if coords is None else coords
         return {**content, "f": f, "L": self.study.block(block).length, "coords": used,
-                "route": route, "n": len(pooled)}, payload
+                "route": route, "n": len(pooled)}, payload  # fmt: skip

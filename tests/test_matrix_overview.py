@@ -28,9 +28,11 @@ S0 = "layers.0.blocks.0"  # 16 x 16 at 64 x 64 (L = 256)
 def study(tmp_path_factory):
     """vmamba_test over 3 random images at 64 x 64, two orders, per-route maps kept."""
     x = np.random.default_rng(1).standard_normal((3, 64, 64, 3)).astype(np.float32)
-    return write_study(tmp_path_factory.mktemp("routes") / "s", jaxmamba.create_model("vmamba_test"),
+    model = jaxmamba.create_model("vmamba_test")
+    return write_study(tmp_path_factory.mktemp("routes") / "s", model,
                        x, orders=["cross", "spiral"], route_maps=True, single_images=[],
-                       progress=False)  # fmt: skip (single images: 100 s more, on this CPU)
+                       progress=False)  # fmt: skip
+    # (no single images: they cost 100 s more on this CPU)
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +60,19 @@ def covered64(patches, src, dst) -> list[int]:
         for q in range(dst[0] * dst[1]):
             rr, cc = divmod(q, dst[1])
             rows = min(Fraction(r + 1, src[0]), Fraction(rr + 1, dst[0])) > max(
-                Fraction(r, src[0]), Fraction(rr, dst[0]))
+                Fraction(r, src[0]), Fraction(rr, dst[0])
+            )
             cols = min(Fraction(c + 1, src[1]), Fraction(cc + 1, dst[1])) > max(
-                Fraction(c, src[1]), Fraction(cc, dst[1]))
+                Fraction(c, src[1]), Fraction(cc, dst[1])
+            )
             if rows and cols:
                 out.add(q)
     return sorted(out)
 
 
-@pytest.mark.parametrize("route, coords, size", [("sum", None, 512), ("sum", 1, 100), (0, None, 100),
-                                                 (3, None, 16), (2, 0, 256), (1, 3, 37)])  # fmt: skip
+@pytest.mark.parametrize("route, coords, size", [("sum", None, 512), ("sum", 1, 100),
+                                                 (0, None, 100), (3, None, 16), (2, 0, 256),
+                                                 (1, 3, 37)])  # fmt: skip
 @pytest.mark.parametrize("order", ["cross", "spiral"])
 def test_matrix_is_the_pooled_permuted_map(study, order, route, coords, size):
     api = ViewAPI(study)
@@ -108,8 +113,10 @@ def test_matrix_partial_last_tile_and_cache(study):
 @pytest.mark.parametrize("route", ["sum", 2])
 def test_overview_is_the_mapped_selection_in_every_block(study, direction, route):
     sel = [17, 18, 33, 200]
-    content, payload = ViewAPI(study).handle("overview", {
-        "order": "spiral", "block": S0, "patches": sel, "direction": direction, "route": route})
+    content, payload = ViewAPI(study).handle(
+        "overview",
+        {"order": "spiral", "block": S0, "patches": sel, "direction": direction, "route": route},
+    )
     parts = content["blocks"]
     assert [p["name"] for p in parts] == [b.name for b in study.blocks]
     values = np.frombuffer(payload, "<f4")
@@ -117,8 +124,12 @@ def test_overview_is_the_mapped_selection_in_every_block(study, direction, route
     assert len(payload) == 4 * sum(b.length for b in study.blocks)
     offset = 0
     for p, b in zip(parts, study.blocks, strict=True):
-        assert (p["stage"], p["grid"], p["offset"], p["length"]) == (b.stage, list(b.grid),
-                                                                      offset, b.length)
+        assert (p["stage"], p["grid"], p["offset"], p["length"]) == (
+            b.stage,
+            list(b.grid),
+            offset,
+            b.length,
+        )
         chosen = covered64(sel, (16, 16), b.grid)
         assert map_selection(sel, (16, 16), b.grid) == chosen
         a = np.asarray(study.map("spiral", b.name, None if route == "sum" else route), np.float64)
@@ -192,9 +203,14 @@ def test_offline_pooling_equals_the_servers(study, tmp_path):
                    for b in study.blocks} for o in study.orders}  # fmt: skip
     data = explorer_data(entries, encoding="float32")  # the study's float32 values exactly
     (tmp_path / "d.json").write_text(json.dumps(data))
-    asks = [("cross", S0, "sum", None, 100), ("spiral", S0, "2", None, 37), ("spiral", S0, "1", 3, 512)]
+    asks = [
+        ("cross", S0, "sum", None, 100),
+        ("spiral", S0, "2", None, 37),
+        ("spiral", S0, "1", 3, 512),
+    ]
     got = _run_node(f"""
-      const D = JSON.parse(require("fs").readFileSync({json.dumps(str(tmp_path / "d.json"))}, "utf8"));
+      const file = {json.dumps(str(tmp_path / "d.json"))};
+      const D = JSON.parse(require("fs").readFileSync(file, "utf8"));
       const src = JM.embeddedSource(D);
       (async () => {{
         const out = {{matrices: [], overview: null, errors: []}};
@@ -204,8 +220,9 @@ def test_offline_pooling_equals_the_servers(study, tmp_path):
         }}
         const v = await src.overview("spiral", {json.dumps(S0)}, "sum", "source", [17, 18, 200]);
         out.overview = {{content: v.content, values: Array.from(v.values)}};
-        for (const bad of [[{json.dumps(S0)}, "sum", undefined, 15], [{json.dumps(S0)}, "0", 9, 64]])
-          try {{ await src.matrix("cross", ...bad); out.errors.push(null); }} catch (e) {{ out.errors.push(e.message); }}
+        for (const bad of [["sum", undefined, 15], ["0", 9, 64]])
+          try {{ await src.matrix("cross", {json.dumps(S0)}, ...bad); out.errors.push(null); }}
+          catch (e) {{ out.errors.push(e.message); }}
         console.log(JSON.stringify(out));
       }})();
     """)  # fmt: skip
@@ -217,15 +234,22 @@ def test_offline_pooling_equals_the_servers(study, tmp_path):
         content, payload = api.handle("matrix", args)
         content["route"] = str(content["route"])
         assert js["content"] == content
-        np.testing.assert_allclose(js["values"], np.frombuffer(payload, "<f4"), rtol=2e-7,
-                                   atol=1e-7 * np.abs(np.frombuffer(payload, "<f4")).max())
-    content, payload = api.handle("overview", {"order": "spiral", "block": S0, "patches": [17, 18, 200],
+        np.testing.assert_allclose(
+            js["values"],
+            np.frombuffer(payload, "<f4"),
+            rtol=2e-7,
+            atol=1e-7 * np.abs(np.frombuffer(payload, "<f4")).max(),
+        )
+    content, payload = api.handle("overview", {"order": "spiral", "block": S0,
+                                               "patches": [17, 18, 200],
                                                "direction": "source"})  # fmt: skip
     assert got["overview"]["content"] == content
     np.testing.assert_allclose(got["overview"]["values"], np.frombuffer(payload, "<f4"), rtol=1e-6,
                                atol=1e-7 * np.abs(np.frombuffer(payload, "<f4")).max())  # fmt: skip
-    assert got["errors"] == ["size must be an integer in 16..1024 (pixels), got 15",
-                             "coords must be a route 0..3 (its scan order gives the axes), got 9"]
+    assert got["errors"] == [
+        "size must be an integer in 16..1024 (pixels), got 15",
+        "coords must be a route 0..3 (its scan order gives the axes), got 9",
+    ]
 
 
 # ---- in the browser ---------------------------------------------------------------------------
@@ -243,6 +267,7 @@ def test_matrix_and_overview_served_move_only_pooled_data(synthetic, chromium):
     from selenium.webdriver.common.by import By
 
     from jaxmamba.serve import ServerThread
+
     big = "layers.0.blocks.1"
     with ServerThread(synthetic) as server:
         chromium.get(server.url)
@@ -264,16 +289,22 @@ def test_matrix_and_overview_served_move_only_pooled_data(synthetic, chromium):
         # the centre patch (28, 28) is at scan position 28 * 56 + 28 of the row-major route 0
         matrix = chromium.find_element(By.ID, "matrix")
         assert matrix.get_attribute("data-rows") == str((28 * 56 + 28) // 7)
-        assert "Pooled 7×7: each pixel is the mean of 49 entries" in chromium.find_element(
-            By.ID, "matrix-caption").text
+        assert (
+            "Pooled 7×7: each pixel is the mean of 49 entries"
+            in chromium.find_element(By.ID, "matrix-caption").text
+        )
         # a click on pooled row 100 (one canvas pixel high) selects scan positions 700..706
-        chromium.execute_script("""
+        chromium.execute_script(
+            """
           const cv = arguments[0], r = cv.getBoundingClientRect(), k = r.width / cv.width;
           cv.dispatchEvent(new MouseEvent("click", {bubbles: true,
-            clientX: r.left + (58 + 200) * k, clientY: r.top + (6 + 100.5) * k}));""", matrix)
+            clientX: r.left + (58 + 200) * k, clientY: r.top + (6 + 100.5) * k}));""",
+            matrix,
+        )
         wait_idle(chromium)
         assert sorted(chromium.execute_script("return explorer.state.selection;")) == list(
-            range(700, 707))
+            range(700, 707)
+        )
         assert chromium.execute_script("return explorer.heatValues().length;") == l
 
         chromium.execute_script("explorer.setControl('mode', 'overview');")
@@ -362,7 +393,9 @@ def test_matrix_and_overview_over_http_and_widget_messages(study):
     assert sent[-1][0]["content"]["f"] == 4 and len(sent[-1][1][0]) == 4 * 64 * 64
     w.answer({"kind": "jm-request", "id": 2, "method": "matrix",
               "args": {"order": "cross", "block": S0, "coords": 7}})  # fmt: skip
-    assert sent[-1][0]["error"] == "coords must be a route 0..3 (its scan order gives the axes), got 7"
+    assert sent[-1][0]["error"] == (
+        "coords must be a route 0..3 (its scan order gives the axes), got 7"
+    )
 
 
 def test_a_damaged_map_is_named_not_pooled(tmp_path):
