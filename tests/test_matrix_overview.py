@@ -289,10 +289,9 @@ def test_matrix_and_overview_served_move_only_pooled_data(synthetic, chromium):
         # the centre patch (28, 28) is at scan position 28 * 56 + 28 of the row-major route 0
         matrix = chromium.find_element(By.ID, "matrix")
         assert matrix.get_attribute("data-rows") == str((28 * 56 + 28) // 7)
-        assert (
-            "Pooled 7×7: each pixel is the mean of 49 entries"
-            in chromium.find_element(By.ID, "matrix-caption").text
-        )
+        caption = chromium.find_element(By.ID, "matrix-caption").text
+        assert "Pooled 7×7: each pixel is the mean of 49 entries" in caption
+        assert "Signed values: blue < 0 < red." in caption
         # a click on pooled row 100 (one canvas pixel high) selects scan positions 700..706
         chromium.execute_script(
             """
@@ -319,6 +318,9 @@ def test_matrix_and_overview_served_move_only_pooled_data(synthetic, chromium):
         np.testing.assert_allclose(ov["values"], values, rtol=1e-6)
         panels = chromium.find_elements(By.CSS_SELECTOR, "#overview canvas")
         assert [p.get_attribute("data-block") for p in panels] == [b.name for b in synthetic.blocks]
+        scales = chromium.find_elements(By.CSS_SELECTOR, "#overview .jm-ov-scale")
+        assert [e.text.split(",")[0] for e in scales] == ["log scale"] * len(panels)  # the default
+        assert all(e.text.split(", ")[1].startswith("±") for e in scales)  # signed maps
         stage3 = panels[-1]
         assert stage3.get_attribute("data-selected") == str(3 * 7 + 3)  # (28, 28) -> (3, 3) of 7x7
         stage3.click()

@@ -1110,7 +1110,7 @@ const JM = (() => {
         ". " + (c.f > 1 ? `Pooled ${c.f}×${c.f}: each pixel is the mean of ${c.f * c.f} entries (${c.n}×${c.n} pixels).`
           : `Not pooled: each pixel is one entry.`) +
         ` Green marks (right margin): the rows of the ${S.selection.length} selected patch${S.selection.length > 1 ? "es" : ""}.` +
-        (sc.kind === "diverging" ? " Signed values: blue < 0 < red." : "");
+        (sc.signed ? " Signed values: blue < 0 < red." : "");
       matrixCv.setAttribute("data-rows", rows.sort((a, b) => a - b).join(","));
       matrixInfo.textContent = matrixHover >= 0 ? matrixRowText(matrixHover) : "Click a row to select its patches (shift-click adds).";
     }
@@ -1163,7 +1163,7 @@ const JM = (() => {
           const here = b.name === S.block ? " (selected here)" : "";
           rowEl.appendChild(el("figure", { class: "jm-ov-panel" + (here ? " jm-ov-here" : "") },
             el("figcaption", { text: `${b.name} · ${b.grid[0]}×${b.grid[1]}` }), cv,
-            el("div", { class: "jm-ov-scale", text: `${sc.kind === "diverging" ? "±" : "0 … "}${fmt(sc.hi)}` })));
+            el("div", { class: "jm-ov-scale", text: `${sc.kind} scale, ${sc.signed ? "±" : "0 … "}${fmt(sc.hi)}` })));
         }
         overviewBox.appendChild(rowEl);
       }
