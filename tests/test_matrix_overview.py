@@ -292,6 +292,21 @@ def test_matrix_and_overview_served_move_only_pooled_data(synthetic, chromium):
         caption = chromium.find_element(By.ID, "matrix-caption").text
         assert "Pooled 7×7: each pixel is the mean of 49 entries" in caption
         assert "Signed values: blue < 0 < red." in caption
+        # the axes in the scan order of another route: column-major route 1 of cross
+        chromium.execute_script("explorer.setControl('matrix-coords', '1');")
+        wait_idle(chromium)
+        m1 = chromium.execute_script("return explorer.matrix();")
+        ref = pooled64(synthetic.map("cross", big), synthetic.routes("cross", big)[1], 7)
+        assert m1["coords"] == 1 and matrix.get_attribute("data-rows") == str((28 * 56 + 28) // 7)
+        np.testing.assert_allclose(np.reshape(m1["values"], (448, 448)), ref, rtol=1e-5,
+                                   atol=1e-6 * np.abs(ref).max())  # fmt: skip
+        chromium.execute_script("explorer.select([5 * 56 + 9]);")  # (5, 9): position 9 * 56 + 5
+        wait_idle(chromium)
+        assert matrix.get_attribute("data-rows") == str((9 * 56 + 5) // 7)
+        chromium.execute_script("explorer.setControl('matrix-coords', 'auto');")
+        wait_idle(chromium)
+        assert chromium.execute_script("return explorer.matrix().coords;") == 0
+        assert matrix.get_attribute("data-rows") == str((5 * 56 + 9) // 7)
         # a click on pooled row 100 (one canvas pixel high) selects scan positions 700..706
         chromium.execute_script(
             """

@@ -479,7 +479,9 @@ const JM = (() => {
     const matrixTitle = el("h2", { id: "matrix-title", text: "Attention matrix" });
     const matrixCaption = el("div", { class: "jm-caption", id: "matrix-caption" });
     const matrixInfo = el("div", { class: "jm-caption", id: "matrix-info" });
-    const matrixPanel = el("section", { class: "jm-panel hidden", id: "matrix-panel" }, matrixTitle, matrixCv,
+    const matrixAxes = el("select", { id: "matrix-coords" });
+    const matrixPanel = el("section", { class: "jm-panel hidden", id: "matrix-panel" }, matrixTitle,
+      el("div", { class: "jm-controls" }, control("axes: the scan order of", matrixAxes, "matrix-coords")), matrixCv,
       el("div", { class: "jm-bar" }, el("div", {}, matrixBar, matrixTicks, matrixBarNote)), matrixCaption, matrixInfo);
     const overviewTitle = el("h2", { id: "overview-title", text: "The selection in every block" });
     const overviewBox = el("div", { class: "jm-overview", id: "overview" });
@@ -507,7 +509,7 @@ const JM = (() => {
     let points = null, routes = null, heatA = null, heatB = null, screen = null, scale = null, scaleB = null, pointInfo = null;
     let loading = null;  // what is being loaded for the heat panels ({text}), null when nothing
     // the matrix view ({content, values, routes}) and the overview ({content, values}) last loaded
-    let matrixData = null, overviewData = null, matrixHover = -1;
+    let matrixData = null, overviewData = null, matrixHover = -1, matrixCoords = "auto";  // "auto": the route shown (0 for the sum)
     const viewCache = { matrix: new Map(), overview: new Map() };
 
     async function cached(map, key, make) {
@@ -1028,6 +1030,9 @@ const JM = (() => {
         show("#subject-ctl", false);
         if (S.subject !== "mean") S.subject = ctl.subject.value = "mean";
         if (!M.route_maps && S.route !== "sum") S.route = ctl.route.value = "sum";
+        const k = orderOf(S.order).routes || 4, own = S.route === "sum" ? "0" : S.route;
+        matrixCoords = fill(matrixAxes, [["auto", `the route shown (route ${own})`]].concat(
+          Array.from({ length: k }, (_, r) => [String(r), "route " + r])), matrixCoords);
       }
     }
     /** What the current mode needs besides the heat map: the pooled matrix (and the scan routes
@@ -1037,8 +1042,9 @@ const JM = (() => {
         (S.mode === "matrix" ? matrixInfo : overviewCaption).textContent = "loading " +
           (S.mode === "matrix" ? `the pooled matrix of ${S.block}…` : "the selection's map in every block…");
       if (S.mode === "matrix") {
-        const size = MATRIX_PX, key = [S.order, S.block, S.route, size].join("|");
-        const m = await cached(viewCache.matrix, key, () => source.matrix(S.order, S.block, S.route, undefined, size));
+        const size = MATRIX_PX, coords = matrixCoords === "auto" ? undefined : matrixCoords;
+        const key = [S.order, S.block, S.route, matrixCoords, size].join("|");
+        const m = await cached(viewCache.matrix, key, () => source.matrix(S.order, S.block, S.route, coords, size));
         const r = await cached(cache.routes, S.order + "|" + S.block, () => source.routes(S.order, S.block));
         if (!r) throw new Error("no scan routes for " + S.order + " / " + S.block);
         return { ...m, routes: r };
@@ -1106,7 +1112,8 @@ const JM = (() => {
       matrixTitle.textContent = `Attention matrix of ${S.block} (${g[0]}×${g[1]}, L = ${c.L}), order ${S.order}, ${routeText}`;
       matrixCaption.textContent = `Mean over ${M.count} images. Rows and columns in the scan order of route ${c.coords} of ` +
         `${S.order}: M[t, s] = A[route${c.coords}[t], route${c.coords}[s]], row t = what the patch at scan position t attends to` +
-        (S.route === "sum" ? " (summed over routes: lower-triangular only for the axes' own route)" : " (lower-triangular: a causal scan)") +
+        (S.route === "sum" ? ` (routes summed: only route ${c.coords}'s part is lower-triangular in these axes)`
+          : +S.route === c.coords ? " (lower-triangular: a causal scan)" : ` (route ${S.route} in the order of route ${c.coords}: not triangular)`) +
         ". " + (c.f > 1 ? `Pooled ${c.f}×${c.f}: each pixel is the mean of ${c.f * c.f} entries (${c.n}×${c.n} pixels).`
           : `Not pooled: each pixel is one entry.`) +
         ` Green marks (right margin): the rows of the ${S.selection.length} selected patch${S.selection.length > 1 ? "es" : ""}.` +
@@ -1135,6 +1142,7 @@ const JM = (() => {
       const [, y] = pos(ev, matrixCv), G = matrixGeom(), i = Math.floor((y - G.y0) / G.pix);
       return i >= 0 && i < G.n ? i : -1;
     }
+    matrixAxes.addEventListener("change", () => { matrixCoords = matrixAxes.value; load(); });
     matrixCv.addEventListener("mousemove", (ev) => { const i = matrixRowAt(ev); if (i !== matrixHover) { matrixHover = i; drawMatrix(); } });
     matrixCv.addEventListener("mouseleave", () => { if (matrixHover >= 0) { matrixHover = -1; drawMatrix(); } });
     matrixCv.addEventListener("click", (ev) => { const i = matrixRowAt(ev); if (i >= 0) select(matrixRowPatches(i), ev.shiftKey); });
