@@ -85,9 +85,11 @@ from jaxmamba.reduce import METHODS, embed
 
 __all__ = [
     "DIRECTIONS",
+    "MATRIX_SIZES",
     "Study",
     "StudyError",
     "estimate_bytes",
+    "map_selection",
     "png_bytes",
     "write_study",
     "write_synthetic_study",
@@ -866,6 +868,9 @@ _KINDS = ("means", "routes", "embeddings", "images", "single", "ops", "joint", "
 _CHUNK_BYTES = 4 * 2**20  # rows read at once for a heat map
 _GAP_BYTES = 32 * 2**10  # unused rows read rather than making another read
 _MISSING = object()
+MATRIX_SIZES = (16, 1024)  # a pooled matrix's side in pixels: at least, at most
+MATRIX_SIZE = 512  # its default
+POOLED_BYTES = 64 * 2**20  # pooled matrices kept in memory by a reader (the server)
 
 
 def _is_int(value) -> bool:
@@ -1325,6 +1330,7 @@ class Study:
         self._root = os.path.realpath(self.path)
         self._headers: dict = {}  # path -> (file identity, shape, data offset)
         self._cache: OrderedDict = OrderedDict()  # computed single-image maps, least recent first
+        self._pooled: OrderedDict = OrderedDict()  # pooled matrices, least recent first
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Study:
@@ -1438,6 +1444,85 @@ class Study:
         if not np.all(np.isfinite(values)):
             raise StudyError(f"{path} holds NaN or infinite values")
         return values
+
+    # ---- the matrix view and the blocks overview: pooled or reduced, never a whole map --------
+    def matrix(self, order: str, block: str, route=None, coords=None, size: int = MATRIX_SIZE):
+        """The block's mean map in scan-order coordinates, pooled to at most ``size`` pixels a
+        side: ``(pooled, f)`` with ``pooled`` float32 ``(n, n)``, ``f = ceil(L / size)``,
+        ``n = ceil(L / f)``.
+
+        With ``perm = routes(order, block)[coords]`` (scan position → patch), the matrix is
+        ``M[t, s] = A[perm[t], perm[s]]``: row ``t`` is what the patch at scan position ``t``
+        attends to (a query), column ``s`` the source at scan position ``s``; per route
+        (``route`` an integer, the axes its own scan) it is lower-triangular, as the
+        hidden-attention papers draw it.  ``pooled[i, j]`` is the mean of ``M`` over the tile of
+        rows ``i·f .. i·f + f - 1`` and columns ``j·f ..`` (the last tile of an axis may be
+        shorter: the mean of the entries it has).  ``coords`` defaults to ``route`` if that is
+        an integer, else 0.  The map is read once in blocks of rows, and pooled results are
+        kept (at most :data:`POOLED_BYTES`).
+
+        >>> import tempfile
+        >>> s = write_synthetic_study(tempfile.mkdtemp() + "/s", "vmamba_test", 64,
+        ...                           orders=["cross"])
+        >>> m, f = s.matrix("cross", "layers.0.blocks.0", size=100)  # L = 256
+        >>> m.shape, f
+        ((86, 86), 3)
+        """
+        order, b = self._order(order), self.block(block)
+        r = self._route(order, route)
+        k = self._order_meta[order]["routes"]
+        if coords is None:
+            coords = 0 if r is None else r
+        if not _is_int(coords) or not 0 <= coords < k:
+            raise StudyError(f"coords must be a route 0..{k - 1} (its scan order gives the "
+                             f"axes), got {_show(coords)}")  # fmt: skip
+        lo, hi = MATRIX_SIZES
+        if not _is_int(size) or not lo <= size <= hi:
+            raise StudyError(f"size must be an integer in {lo}..{hi} (pixels), got {_show(size)}")
+        f = -(-b.length // int(size))
+        path, shape, start = self._map_file(order, b, r)
+        with self._npy(path, shape) as file:
+            key = (path, self._headers[path][0], start, int(coords), f)  # the file's version too
+            if key in self._pooled:
+                self._pooled.move_to_end(key)
+                return self._pooled[key], f
+            perm = self.routes(order, block)[int(coords)]
+            pooled = _pooled_matrix(file, start, b.length, perm, f)
+        if not np.all(np.isfinite(pooled)):
+            raise StudyError(f"{path} holds NaN or infinite values")
+        self._pooled[key] = pooled
+        while sum(v.nbytes for v in self._pooled.values()) > POOLED_BYTES:
+            self._pooled.popitem(last=False)
+        return pooled, f
+
+    def overview(
+        self, order: str, block: str, patches, direction="query", route=None, subject="mean"
+    ) -> tuple[np.ndarray, list[dict]]:
+        """The selection's map in every block of the study: ``patches`` of ``block``'s grid
+        mapped by image area to each block's grid (:func:`map_selection`), and the mean of
+        their rows (``"query"``) or columns (``"source"``) there, as :meth:`heat`.  Returns the
+        float32 concatenation of the blocks' maps and, per block, ``{"name", "stage", "grid",
+        "offset", "length"}`` (its values are ``values[offset : offset + length]``).
+
+        >>> import tempfile
+        >>> s = write_synthetic_study(tempfile.mkdtemp() + "/s", "vmamba_test", 64,
+        ...                           orders=["cross"])
+        >>> values, parts = s.overview("cross", "layers.0.blocks.0", [0])
+        >>> [(p["grid"], p["offset"]) for p in parts[:3]], values.shape
+        ([([16, 16], 0), ([8, 8], 256), ([4, 4], 320)], (356,))
+        """
+        order, b = self._order(order), self.block(block)
+        idx = self._patches(block, patches).tolist()
+        if direction not in DIRECTIONS:
+            raise StudyError(f"direction must be one of {DIRECTIONS}, got {_show(direction)}")
+        values, parts, offset = [], [], 0
+        for other in self.blocks:
+            chosen = map_selection(idx, b.grid, other.grid)
+            values.append(self.heat(order, other.name, chosen, direction, route, subject))
+            parts.append({"name": other.name, "stage": other.stage, "grid": list(other.grid),
+                          "offset": offset, "length": other.length})  # fmt: skip
+            offset += other.length
+        return np.concatenate(values).astype(np.float32), parts
 
     def _patches(self, block: str, patches) -> np.ndarray:
         b = self.block(block)
@@ -1594,6 +1679,46 @@ class Study:
     def __repr__(self) -> str:
         return (f"Study({self.path}, {len(self.orders)} orders, {len(self.blocks)} blocks, "
                 f"{self.count} images)")  # fmt: skip
+
+
+def map_selection(patches, src: tuple[int, int], dst: tuple[int, int]) -> list[int]:
+    """The patches of grid ``dst`` that cover the image area of ``patches`` of grid ``src``
+    (sorted; the same rule as the explorer's ``mapSelection``): a patch ``(r, c)`` covers rows
+    ``floor(r·H'/H) .. max(that, ceil((r+1)·H'/H) - 1)`` of ``dst``, and likewise columns.
+
+    >>> map_selection([0], (2, 2), (4, 4)), map_selection([5, 6], (4, 4), (2, 2))
+    ([0, 1, 4, 5], [0, 1])
+    """
+    (h, w), (h2, w2) = src, dst
+    if (h, w) == (h2, w2):
+        return sorted(set(int(p) for p in patches))
+    out = set()
+    for p in patches:
+        r, c = divmod(int(p), w)
+        r0, c0 = r * h2 // h, c * w2 // w
+        r1, c1 = max(r0, -(-(r + 1) * h2 // h) - 1), max(c0, -(-(c + 1) * w2 // w) - 1)
+        out.update(rr * w2 + cc for rr in range(r0, r1 + 1) for cc in range(c0, c1 + 1))
+    return sorted(out)
+
+
+def _pooled_matrix(file: _Npy, start: int, l: int, perm: np.ndarray, f: int) -> np.ndarray:
+    """The ``(L, L)`` map at value ``start`` of ``file`` permuted to scan order ``perm``
+    (``M[t, s] = A[perm[t], perm[s]]``) and pooled by mean over ``f x f`` tiles (the last tile
+    of an axis shorter when ``f`` does not divide ``L``): ``(n, n)`` float32, ``n = ceil(L/f)``.
+    The map is read in blocks of rows (at most :data:`_CHUNK_BYTES`), summed in float64."""
+    n = -(-l // f)
+    tile = np.empty(l, np.int64)
+    tile[perm] = np.arange(l) // f  # the pooled row of each patch's row of A
+    total = np.zeros((n, n), np.float64)
+    rows = np.empty((min(l, max(1, _CHUNK_BYTES // (4 * l))), l), "<f4")
+    padded = np.zeros((len(rows), n * f), np.float64)
+    for lo in range(0, l, len(rows)):
+        hi = min(l, lo + len(rows))
+        chunk = padded[: hi - lo]
+        chunk[:, :l] = file.read_into(rows[: hi - lo], start + lo * l)[:, perm]
+        np.add.at(total, tile[lo:hi], chunk.reshape(hi - lo, n, f).sum(axis=2))
+    count = np.minimum(f, l - f * np.arange(n)).astype(np.float64)  # entries per tile, one axis
+    return (total / np.outer(count, count)).astype(np.float32)
 
 
 def _rows_mean(f: _Npy, start: int, b: Block, idx: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ over widget messages).
 Every request is ``(method, args)`` and its answer ``(content, payload)``: ``content`` a small
 JSON-able dict, ``payload`` raw little-endian bytes (float32 or int32) or PNG bytes, or
 ``None``.  Nothing answers with a whole ``L x L`` map: a heat map is the mean of the selected
-patches' rows or columns, ``L`` numbers.
+patches' rows or columns, ``L`` numbers; a matrix is pooled to at most ``size x size``.
 
 =========== ===================================================== ==========================
 method      args                                                  payload
@@ -16,7 +16,18 @@ method      args                                                  payload
 ``heat``    order, block, patches, direction, route, subject      float32 ``(L,)``
 ``points``  kind (joint, interblock), order, stage, method        float32 ``(n, 2)``
 ``image``   index                                                 PNG
+``matrix``  order, block, route, coords, size                     float32 ``(n, n)``
+``overview`` order, block, patches, direction, route, subject     float32 ``(Σ L_b,)``
 =========== ===================================================== ==========================
+
+``matrix`` is the block's mean map in the scan order of route ``coords`` (default: ``route`` if
+an integer, else 0): ``M[t, s] = A[perm[t], perm[s]]``, rows the query's scan position ``t``,
+columns the source's ``s`` (lower-triangular per route), pooled on the server by the mean over
+``f x f`` tiles, ``f = ceil(L / size)`` (``size``: the largest side in pixels, 16..1024, default
+512), so at most ``size²`` numbers; its content adds ``f``, ``L``, ``coords``, ``route`` and
+``n``.  ``overview`` maps the selection (patches of ``block``'s grid) by image area to every
+block of the study and answers each block's ``heat``, concatenated; its content adds
+``blocks``: ``[{"name", "stage", "grid", "offset", "length"}]``.
 
 ``subject`` is ``"mean"`` (the mean over the study's images, the default) or the position of
 one of the study's single images (its map computed exactly on demand; its scatterplot is the
@@ -51,11 +62,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from jaxmamba.errors import StudyError
-from jaxmamba.study import DIRECTIONS, Study
+from jaxmamba.study import DIRECTIONS, MATRIX_SIZE, MATRIX_SIZES, Study
 
 __all__ = ["METHODS", "ViewAPI"]
 
-METHODS = ("meta", "coords", "routes", "heat", "points", "image")
+METHODS = ("meta", "coords", "routes", "heat", "points", "image", "matrix", "overview")
 MAX_PATCHES = 1 << 16
 MAX_INT = (1 << 31) - 1  # every integer of the protocol is a position: 0..MAX_INT
 _DIGITS = re.compile(r"-?[0-9]{1,12}")  # ASCII digits only (int() takes others)
@@ -212,11 +223,32 @@ class ViewAPI:
             return _array(xy, "float32")
         if method == "routes":
             return _array(s.routes(_str(args, "order"), _str(args, "block")), "int32")
-        if method == "heat":
+        if method in ("heat", "overview"):
             order, block, patches = _str(args, "order"), _str(args, "block"), _ints(args, "patches")
             direction = args.get("direction", "query")
             if not isinstance(direction, str) or direction not in DIRECTIONS:
                 raise StudyError(f"direction must be one of {DIRECTIONS}, got {_show(direction)}")
             route, subject = _int(args, "route", "sum"), _int(args, "subject", "mean")
-            return _array(s.heat(order, block, patches, direction, route, subject), "float32")
+            if method == "heat":
+                return _array(s.heat(order, block, patches, direction, route, subject), "float32")
+            values, parts = s.overview(order, block, patches, direction, route, subject)
+            content, payload = _array(values, "float32")
+            return {**content, "blocks": parts}, payload
+        if method == "matrix":
+            return self._matrix(args)
         return {"media_type": "image/png"}, s.image_png(_int(args, "index"))
+
+    def _matrix(self, args: Mapping) -> tuple[dict, bytes]:
+        """The ``matrix`` answer: the pooled scan-order matrix and how it was pooled."""
+        order, block = _str(args, "order"), _str(args, "block")
+        route = _int(args, "route", "sum")
+        coords = None if args.get("coords") is None else _int(args, "coords")
+        size = MATRIX_SIZE if args.get("size") is None else _int(args, "size")
+        lo, hi = MATRIX_SIZES
+        if not lo <= size <= hi:
+            raise StudyError(f"size must be an integer in {lo}..{hi} (pixels), got {size}")
+        pooled, f = self.study.matrix(order, block, route, coords, size)
+        content, payload = _array(pooled, "float32")
+        used = (0 if route == "sum" else route) if coords is None else coords
+        return {**content, "f": f, "L": self.study.block(block).length, "coords": used,
+                "route": route, "n": len(pooled)}, payload  # fmt: skip

@@ -5,8 +5,10 @@
  *   JM.mount(element, JM.widgetSource(model))      the notebook widget (jaxmamba.show)
  *
  * A source answers meta(), coords(order, block, method), routes(order, block),
- * heat(order, block, route, direction, patches) and imageUrl(i); the app asks only for what it
- * draws: the coordinates of a block and the mean row (or column) of the selection.
+ * heat(order, block, route, direction, patches), matrix(order, block, route, coords, size),
+ * overview(order, block, route, direction, patches, subject) and imageUrl(i); the app asks only
+ * for what it draws: the coordinates of a block, the mean row (or column) of the selection, a
+ * block's matrix pooled to screen size, and the selection's mean row in every block.
  */
 "use strict";
 const JM = (() => {
@@ -177,6 +179,46 @@ const JM = (() => {
     for (let q = 0; q < n; q++) v[q] /= patches.length;
     return v;
   }
+  /** The patches of grid `to` covering the image area of patches `ps` of grid `from` (sorted;
+   *  the rule of jaxmamba.study.map_selection). */
+  function mapCells(ps, from, to) {
+    if (from[0] === to[0] && from[1] === to[1]) return [...new Set(ps)].sort((a, b) => a - b);
+    const out = new Set();
+    for (const p of ps) {
+      const r = Math.floor(p / from[1]), c = p % from[1];
+      const r0 = Math.floor(r * to[0] / from[0]), r1 = Math.max(r0, Math.ceil((r + 1) * to[0] / from[0]) - 1);
+      const c0 = Math.floor(c * to[1] / from[1]), c1 = Math.max(c0, Math.ceil((c + 1) * to[1] / from[1]) - 1);
+      for (let rr = r0; rr <= r1; rr++) for (let cc = c0; cc <= c1; cc++) out.add(rr * to[1] + cc);
+    }
+    return [...out].sort((a, b) => a - b);
+  }
+  const MATRIX_SIZES = [16, 1024];  // a pooled matrix's side in pixels, as the server's
+  /** An (L, L) map `A` (flat, row-major) in the scan order `perm` (scan position -> patch),
+   *  M[t, s] = A[perm[t], perm[s]], pooled by the mean over f x f tiles (the last tile of an axis
+   *  shorter when f does not divide L): the server's Study.matrix, in float64, then float32. */
+  function poolMatrix(A, L, perm, f) {
+    const n = Math.ceil(L / f), total = new Float64Array(n * n), tile = new Int32Array(L);
+    for (let s = 0; s < L; s++) tile[s] = Math.floor(s / f);
+    for (let t = 0; t < L; t++) {
+      const row = perm[t] * L, o = tile[t] * n;
+      for (let s = 0; s < L; s++) total[o + tile[s]] += A[row + perm[s]];
+    }
+    const out = new Float32Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++)
+      out[i * n + j] = total[i * n + j] / (Math.min(f, L - i * f) * Math.min(f, L - j * f));
+    return out;
+  }
+  /** The checked arguments of a matrix request: [coords, size, f, n] (errors as the server's). */
+  function matrixArgs(L, K, route, coords, size) {
+    const isInt = (v) => Number.isInteger(v) || (typeof v === "string" && /^[0-9]{1,9}$/.test(v));
+    if (size === undefined || size === null) size = 512;
+    if (!isInt(size) || +size < MATRIX_SIZES[0] || +size > MATRIX_SIZES[1])
+      throw new Error(`size must be an integer in ${MATRIX_SIZES[0]}..${MATRIX_SIZES[1]} (pixels), got ${size}`);
+    if (coords === undefined || coords === null) coords = route === "sum" ? 0 : route;
+    if (!isInt(coords) || +coords >= K) throw new Error(`coords must be a route 0..${K - 1} (its scan order gives the axes), got ${coords}`);
+    const f = Math.ceil(L / +size);
+    return [+coords, +size, f, Math.ceil(L / f)];
+  }
 
   /** How long a request may take before the page shows an error instead of waiting: a single
    *  image's map is computed on demand (seconds; longer on the first, compiling, request). */
@@ -203,6 +245,7 @@ const JM = (() => {
       } finally { clearTimeout(timer); }
     }
     const floats = async (r) => new Float32Array(await r.arrayBuffer());
+    const described = async (r) => ({ content: JSON.parse(r.headers.get("X-Array") || "{}"), values: await floats(r) });
     return {
       kind: "http",
       meta: () => request(endpoint("meta"), (r) => r.json()),
@@ -211,6 +254,10 @@ const JM = (() => {
       points: (kind, order, stage, method) => request(endpoint("points", { kind, order, stage, method }), floats),
       heat: (order, block, route, direction, patches, subject) =>
         request(endpoint("heat"), floats, { method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ order, block, route, direction, patches, subject }) }),
+      matrix: (order, block, route, coords, size) => request(endpoint("matrix", { order, block, route, coords, size }), described),
+      overview: (order, block, route, direction, patches, subject) =>
+        request(endpoint("overview"), described, { method: "POST", headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ order, block, route, direction, patches, subject }) }),
       imageUrl: (i) => endpoint("image", { index: i }),
     };
@@ -266,6 +313,31 @@ const JM = (() => {
         const e = entry(order, block);
         return meanRows(matrix(order, block, route), e.h * e.w, patches, direction);
       },
+      matrix: async (order, block, route, coords, size) => {
+        const e = entry(order, block), L = e.h * e.w;
+        if (!e.routes) throw new Error("this file holds no scan routes of " + order + " / " + block);
+        if (route !== "sum" && !e.route_attn) throw new Error("this file holds no per-route maps (export --routes keeps them)");
+        if (route !== "sum" && !(Number.isInteger(+route) && +route >= 0 && +route < e.routes.length))
+          throw new Error(`route must be 'sum' or 0..${e.routes.length - 1}, got ${route}`);
+        const [c, , f, n] = matrixArgs(L, e.routes.length, route, coords, size);
+        const key = ["pooled", order, block, route, c, f].join("|");
+        if (!cache.has(key)) cache.set(key, poolMatrix(matrix(order, block, route), L, e.routes[c], f));
+        return { content: { dtype: "float32", shape: [n, n], f, L, coords: c, route, n }, values: cache.get(key) };
+      },
+      overview: async (order, block, route, direction, patches, subject) => {
+        if (subject !== undefined && subject !== null && subject !== "mean") throw new Error("this file holds the mean maps only");
+        const from = entry(order, block), parts = [], chunks = [];
+        let offset = 0;
+        for (const [name, e] of Object.entries(D.data[order])) {
+          const L = e.h * e.w, sel = mapCells(patches, [from.h, from.w], [e.h, e.w]);
+          chunks.push(meanRows(matrix(order, name, route), L, sel, direction));
+          parts.push({ name, stage: e.stage, grid: [e.h, e.w], offset, length: L });
+          offset += L;
+        }
+        const values = new Float32Array(offset);
+        chunks.forEach((c, i) => values.set(c, parts[i].offset));
+        return { content: { dtype: "float32", shape: [offset], blocks: parts }, values };
+      },
       imageUrl: (i) => D.images[i].src,
       rowSync: (order, block, route, p) => { const e = entry(order, block), n = e.h * e.w; return matrix(order, block, route).slice(p * n, (p + 1) * n); },
     };
@@ -300,6 +372,14 @@ const JM = (() => {
       points: async (kind, order, stage, method) => new Float32Array((await ask("points", { kind, order, stage, method })).bytes),
       heat: async (order, block, route, direction, patches, subject) =>
         new Float32Array((await ask("heat", { order, block, route, direction, patches, subject })).bytes),
+      matrix: async (order, block, route, coords, size) => {
+        const a = await ask("matrix", { order, block, route, coords, size });
+        return { content: a.content, values: new Float32Array(a.bytes) };
+      },
+      overview: async (order, block, route, direction, patches, subject) => {
+        const a = await ask("overview", { order, block, route, direction, patches, subject });
+        return { content: a.content, values: new Float32Array(a.bytes) };
+      },
       imageUrl: (i) => {
         if (!urls.has(i)) urls.set(i, ask("image", { index: i }).then((a) => URL.createObjectURL(new Blob([a.bytes], { type: "image/png" }))));
         return urls.get(i);
@@ -329,7 +409,8 @@ const JM = (() => {
   const TAB10 = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]];
   const METHOD_NAMES = { pca: "PCA", tsne: "t-SNE", umap: "UMAP" };
-  const MODES = [["patches", "Patches of a block"], ["blocks", "Blocks of a stage"], ["compare", "Side by side"]];
+  const MODES = [["patches", "Patches of a block"], ["blocks", "Blocks of a stage"], ["compare", "Side by side"],
+    ["matrix", "Attention matrix"], ["overview", "Selection in every block"]];
 
   function mount(root, source) {
     const SIZE = 500, PAD = 14, BAR_W = 400;
@@ -390,8 +471,24 @@ const JM = (() => {
       el("div", { class: "jm-bar" }, el("div", {}, barCv, ticks, barNote)), caption);
     const heatPanelB = el("section", { class: "jm-panel", id: "heat-panel-b" }, heatTitleB, el("div", { class: "jm-stack" }, heatCvB, loadingB),
       barB, captionB);
+    // the matrix view and the blocks overview (their own panels, drawn by drawMatrix / drawOverview)
+    const matrixCv = el("canvas", { id: "matrix", class: "jm-matrix", width: 500, height: 500 });
+    const matrixBar = el("canvas", { id: "matrix-colorbar", width: BAR_W, height: 12 });
+    const matrixTicks = el("div", { class: "jm-ticks", id: "matrix-ticks" });
+    const matrixBarNote = el("div", { class: "jm-barnote", id: "matrix-colorbar-note" });
+    const matrixTitle = el("h2", { id: "matrix-title", text: "Attention matrix" });
+    const matrixCaption = el("div", { class: "jm-caption", id: "matrix-caption" });
+    const matrixInfo = el("div", { class: "jm-caption", id: "matrix-info" });
+    const matrixAxes = el("select", { id: "matrix-coords" });
+    const matrixPanel = el("section", { class: "jm-panel hidden", id: "matrix-panel" }, matrixTitle,
+      el("div", { class: "jm-controls" }, control("axes: the scan order of", matrixAxes, "matrix-coords")), matrixCv,
+      el("div", { class: "jm-bar" }, el("div", {}, matrixBar, matrixTicks, matrixBarNote)), matrixCaption, matrixInfo);
+    const overviewTitle = el("h2", { id: "overview-title", text: "The selection in every block" });
+    const overviewBox = el("div", { class: "jm-overview", id: "overview" });
+    const overviewCaption = el("div", { class: "jm-caption jm-wide", id: "overview-caption" });
+    const overviewPanel = el("section", { class: "jm-panel hidden", id: "overview-panel" }, overviewTitle, overviewCaption, overviewBox);
     root.append(title, sub, row1, row2, rowB, findings, status,
-      el("div", { class: "jm-main" }, scatterPanel, heatPanel, heatPanelB), info, help);
+      el("div", { class: "jm-main" }, scatterPanel, matrixPanel, heatPanel, heatPanelB, overviewPanel), info, help);
     const sctx = scatterCv.getContext("2d");
 
     let M = null;  // meta
@@ -411,6 +508,9 @@ const JM = (() => {
     const images = new Map();
     let points = null, routes = null, heatA = null, heatB = null, screen = null, scale = null, scaleB = null, pointInfo = null;
     let loading = null;  // what is being loaded for the heat panels ({text}), null when nothing
+    // the matrix view ({content, values, routes}) and the overview ({content, values}) last loaded
+    let matrixData = null, overviewData = null, matrixHover = -1, matrixCoords = "auto";  // "auto": the route shown (0 for the sum)
+    const viewCache = { matrix: new Map(), overview: new Map() };
 
     async function cached(map, key, make) {
       if (!map.has(key)) {
@@ -478,7 +578,8 @@ const JM = (() => {
       show("#compare-ctl", S.mode === "compare");
       scatterPanel.classList.toggle("hidden", S.mode === "compare");
       heatPanelB.classList.toggle("hidden", S.mode !== "compare");
-      help.textContent = {
+      syncViews(show);
+      help.textContent = VIEW_HELP[S.mode] || {
         patches: "Click a point or a grid cell to select that patch (shift-click adds or removes it). Drag in the scatterplot to " +
           "lasso patches, or drag across the grid for a rectangle: the heat map shows their mean attention. Switching stage keeps " +
           "the selection on the same image area.",
@@ -493,14 +594,7 @@ const JM = (() => {
     /** Map patches of grid (h, w) to the patches of grid (h2, w2) covering the same image area. */
     function mapSelection(ps, from, to) {
       if (from[0] === to[0] && from[1] === to[1]) return ps.slice();
-      const out = new Set();
-      for (const p of ps) {
-        const r = Math.floor(p / from[1]), c = p % from[1];
-        const r0 = Math.floor(r * to[0] / from[0]), r1 = Math.max(r0, Math.ceil((r + 1) * to[0] / from[0]) - 1);
-        const c0 = Math.floor(c * to[1] / from[1]), c1 = Math.max(c0, Math.ceil((c + 1) * to[1] / from[1]) - 1);
-        for (let rr = r0; rr <= r1; rr++) for (let cc = c0; cc <= c1; cc++) out.add(rr * to[1] + cc);
-      }
-      return [...out].sort((a, b) => a - b);
+      return mapCells(ps, from, to);
     }
     function centreOf(g) { return Math.floor(g[0] / 2) * g[1] + Math.floor(g[1] / 2); }
     const gridB = () => blockOf(S.B.block).grid;
@@ -537,8 +631,10 @@ const JM = (() => {
         }
         const a = await heatFor(S.order, S.block, S.subject, sel);
         const b = S.mode === "compare" ? await heatFor(S.B.order, S.B.block, S.B.subject, selectionB()) : null;
+        const view = await loadView(sel);
         if (gen !== generation) return;
         points = pts; routes = r; heatA = a; heatB = b; lastError = null; status.textContent = "";
+        if (view) { if (S.mode === "matrix") matrixData = view; else overviewData = view; }
         layoutPoints();
         draw();
       } catch (e) {
@@ -897,7 +993,7 @@ const JM = (() => {
       return r >= 0 && r < G.h && c >= 0 && c < G.w ? r * G.w + c : -1;
     }
 
-    function draw() { drawScatter(); drawHeats(); }
+    function draw() { drawScatter(); drawHeats(); drawMatrix(); drawOverview(); }
     function select(ps, additive, from) {
       if (!ps.length) { draw(); return Promise.resolve(); }
       if (additive) {
@@ -912,6 +1008,195 @@ const JM = (() => {
     function pos(ev, cv) {
       const r = cv.getBoundingClientRect();
       return [(ev.clientX - r.left) * (cv.width / r.width), (ev.clientY - r.top) * (cv.height / r.height)];
+    }
+
+    // ---------------------------------------------------------------- matrix view and blocks overview
+    const MATRIX_PX = 448, MARGIN = { l: 58, t: 6, r: 14, b: 38 }, PANEL_PX = 168;  // 168: 3 px a patch at 56x56
+    const VIEW_HELP = {
+      matrix: "The block's mean attention matrix, rows and columns in scan order (row t: what the patch at scan position t " +
+        "attends to). Per route it is lower-triangular: a patch attends only to patches scanned before it. Pooled on the server " +
+        "to screen size. The selection's rows are marked in the margin; click a row to select its patches.",
+      overview: "The selection (outlined) mapped by image area to every block of the model, and its mean attention there, each " +
+        "panel on its own colour scale. Click a panel to open that block in the patch view.",
+    };
+    /** Show/hide the controls and panels of the matrix and overview modes (from syncControls). */
+    function syncViews(show) {
+      const matrix = S.mode === "matrix", overview = S.mode === "overview";
+      matrixPanel.classList.toggle("hidden", !matrix);
+      overviewPanel.classList.toggle("hidden", !overview);
+      heatPanel.classList.toggle("hidden", overview);
+      if (matrix || overview) { scatterPanel.classList.add("hidden"); show("#method-ctl", false); }
+      if (matrix) {  // the matrix is of the mean map (per route only where the study kept route maps)
+        show("#subject-ctl", false);
+        if (S.subject !== "mean") S.subject = ctl.subject.value = "mean";
+        if (!M.route_maps && S.route !== "sum") S.route = ctl.route.value = "sum";
+        const k = orderOf(S.order).routes || 4, own = S.route === "sum" ? "0" : S.route;
+        matrixCoords = fill(matrixAxes, [["auto", `the route shown (route ${own})`]].concat(
+          Array.from({ length: k }, (_, r) => [String(r), "route " + r])), matrixCoords);
+      }
+    }
+    /** What the current mode needs besides the heat map: the pooled matrix (and the scan routes
+     *  that give its axes) or the overview of the selection; null in other modes. */
+    async function loadView(sel) {
+      if (S.mode === "matrix" || S.mode === "overview")  // said until drawn (an error replaces it)
+        (S.mode === "matrix" ? matrixInfo : overviewCaption).textContent = "loading " +
+          (S.mode === "matrix" ? `the pooled matrix of ${S.block}…` : "the selection's map in every block…");
+      if (S.mode === "matrix") {
+        const size = MATRIX_PX, coords = matrixCoords === "auto" ? undefined : matrixCoords;
+        const key = [S.order, S.block, S.route, matrixCoords, size].join("|");
+        const m = await cached(viewCache.matrix, key, () => source.matrix(S.order, S.block, S.route, coords, size));
+        const r = await cached(cache.routes, S.order + "|" + S.block, () => source.routes(S.order, S.block));
+        if (!r) throw new Error("no scan routes for " + S.order + " / " + S.block);
+        return { ...m, routes: r };
+      }
+      if (S.mode === "overview") {
+        const key = [S.order, S.block, S.subject, S.route, S.direction, sel.join(",")].join("|");
+        return cached(viewCache.overview, key, () => source.overview(S.order, S.block, S.route, S.direction, sel, S.subject));
+      }
+      return null;
+    }
+    /** The matrix's geometry on its canvas: n pooled cells of pix pixels, the plot at (x0, y0). */
+    function matrixGeom() {
+      const c = matrixData.content, pix = Math.max(1, Math.floor(MATRIX_PX / c.n));
+      return { n: c.n, f: c.f, L: c.L, pix, P: pix * c.n, x0: MARGIN.l, y0: MARGIN.t };
+    }
+    /** Scan position of each patch on the matrix's axes route (its inverse permutation). */
+    function matrixPositions() {
+      const c = matrixData.content, L = c.L, pos = new Int32Array(L);
+      for (let t = 0; t < L; t++) pos[matrixData.routes[c.coords * L + t]] = t;
+      return pos;
+    }
+    function drawMatrix() {
+      if (S.mode !== "matrix" || !matrixData || matrixData.content.L !== L()) return;
+      const c = matrixData.content, vals = matrixData.values, G = matrixGeom(), ctx = matrixCv.getContext("2d");
+      matrixCv.width = G.x0 + G.P + MARGIN.r; matrixCv.height = G.y0 + G.P + MARGIN.b;
+      ctx.clearRect(0, 0, matrixCv.width, matrixCv.height);
+      const sc = scaleFor(vals, M.signed, null, S.scale);
+      const img = ctx.createImageData(G.P, G.P), px = img.data;
+      for (let i = 0; i < G.n; i++) for (let j = 0; j < G.n; j++) {
+        const col = colourOf(sc, vals[i * G.n + j]);
+        for (let y = i * G.pix; y < (i + 1) * G.pix; y++) for (let x = j * G.pix; x < (j + 1) * G.pix; x++) {
+          const o = 4 * (y * G.P + x);
+          px[o] = col[0]; px[o + 1] = col[1]; px[o + 2] = col[2]; px[o + 3] = 255;
+        }
+      }
+      ctx.putImageData(img, G.x0, G.y0);
+      ctx.strokeStyle = "#999"; ctx.lineWidth = 1; ctx.strokeRect(G.x0 - 0.5, G.y0 - 0.5, G.P + 1, G.P + 1);
+      // the selection's rows: a mark in the right margin per pooled row holding a selected patch
+      const pos = matrixPositions(), rows = [...new Set(S.selection.map((p) => Math.floor(pos[p] / G.f)))];
+      ctx.fillStyle = "#00a03c";
+      for (const i of rows) ctx.fillRect(G.x0 + G.P + 2, G.y0 + i * G.pix + G.pix / 2 - 1.5, 10, Math.max(3, G.pix - 2));
+      if (rows.length <= 8) {  // a few rows: a faint line across them too
+        ctx.strokeStyle = "rgba(0,160,60,0.55)";
+        for (const i of rows) { ctx.beginPath(); ctx.moveTo(G.x0, G.y0 + (i + 0.5) * G.pix); ctx.lineTo(G.x0 + G.P, G.y0 + (i + 0.5) * G.pix); ctx.stroke(); }
+      }
+      if (matrixHover >= 0) { ctx.strokeStyle = "#000"; ctx.strokeRect(G.x0 - 0.5, G.y0 + matrixHover * G.pix - 0.5, G.P + 1, G.pix + 1); }
+      // axes: scan positions 0 .. L - 1
+      ctx.fillStyle = "#333"; ctx.font = "11px system-ui, sans-serif";
+      const step = niceStep(c.L);
+      ctx.textAlign = "center"; ctx.textBaseline = "top";
+      for (let t = 0; t < c.L; t += step) {
+        const x = G.x0 + (t / G.f) * G.pix;
+        ctx.fillRect(x, G.y0 + G.P, 1, 4); ctx.fillText(String(t), x, G.y0 + G.P + 5);
+      }
+      ctx.fillText("source scan position s", G.x0 + G.P / 2, G.y0 + G.P + 20);
+      ctx.textAlign = "right"; ctx.textBaseline = "middle";
+      for (let t = 0; t < c.L; t += step) {
+        const y = G.y0 + (t / G.f) * G.pix;
+        ctx.fillRect(G.x0 - 4, y, 4, 1); ctx.fillText(String(t), G.x0 - 6, y);
+      }
+      ctx.save(); ctx.translate(11, G.y0 + G.P / 2); ctx.rotate(-Math.PI / 2); ctx.textAlign = "center";
+      ctx.fillText("query scan position t", 0, 0); ctx.restore();
+      drawColorbar(matrixBar, matrixTicks, matrixBarNote, sc, false);
+      const g = grid(), routeText = S.route === "sum" ? "routes summed" : "route " + S.route;
+      matrixTitle.textContent = `Attention matrix of ${S.block} (${g[0]}×${g[1]}, L = ${c.L}), order ${S.order}, ${routeText}`;
+      matrixCaption.textContent = `Mean over ${M.count} images. Rows and columns in the scan order of route ${c.coords} of ` +
+        `${S.order}: M[t, s] = A[route${c.coords}[t], route${c.coords}[s]], row t = what the patch at scan position t attends to` +
+        (S.route === "sum" ? ` (routes summed: only route ${c.coords}'s part is lower-triangular in these axes)`
+          : +S.route === c.coords ? " (lower-triangular: a causal scan)" : ` (route ${S.route} in the order of route ${c.coords}: not triangular)`) +
+        ". " + (c.f > 1 ? `Pooled ${c.f}×${c.f}: each pixel is the mean of ${c.f * c.f} entries (${c.n}×${c.n} pixels).`
+          : `Not pooled: each pixel is one entry.`) +
+        ` Green marks (right margin): the rows of the ${S.selection.length} selected patch${S.selection.length > 1 ? "es" : ""}.` +
+        (sc.signed ? " Signed values: blue < 0 < red." : "");
+      matrixCv.setAttribute("data-rows", rows.sort((a, b) => a - b).join(","));
+      matrixInfo.textContent = matrixHover >= 0 ? matrixRowText(matrixHover) : "Click a row to select its patches (shift-click adds).";
+    }
+    function niceStep(L) {
+      const raw = L / 5, p = Math.pow(10, Math.floor(Math.log10(raw)));
+      return [1, 2, 5, 10].map((k) => k * p).find((v) => v >= raw) || raw;
+    }
+    /** The patches of pooled row i of the matrix (scan positions i·f .. i·f + f - 1). */
+    function matrixRowPatches(i) {
+      const c = matrixData.content, out = [];
+      for (let t = i * c.f; t < Math.min(c.L, (i + 1) * c.f); t++) out.push(matrixData.routes[c.coords * c.L + t]);
+      return out;
+    }
+    function matrixRowText(i) {
+      const c = matrixData.content, g = grid(), ps = matrixRowPatches(i);
+      const rc = (p) => "(" + Math.floor(p / g[1]) + ", " + (p % g[1]) + ")";
+      return `row ${i}: scan positions ${i * c.f}–${Math.min(c.L, (i + 1) * c.f) - 1}, patches ${ps.slice(0, 8).map(rc).join(" ")}` +
+        (ps.length > 8 ? " …" : "");
+    }
+    function matrixRowAt(ev) {
+      if (!matrixData) return -1;
+      const [, y] = pos(ev, matrixCv), G = matrixGeom(), i = Math.floor((y - G.y0) / G.pix);
+      return i >= 0 && i < G.n ? i : -1;
+    }
+    matrixAxes.addEventListener("change", () => { matrixCoords = matrixAxes.value; load(); });
+    matrixCv.addEventListener("mousemove", (ev) => { const i = matrixRowAt(ev); if (i !== matrixHover) { matrixHover = i; drawMatrix(); } });
+    matrixCv.addEventListener("mouseleave", () => { if (matrixHover >= 0) { matrixHover = -1; drawMatrix(); } });
+    matrixCv.addEventListener("click", (ev) => { const i = matrixRowAt(ev); if (i >= 0) select(matrixRowPatches(i), ev.shiftKey); });
+
+    function drawOverview() {
+      if (S.mode !== "overview" || !overviewData) return;
+      const parts = overviewData.content.blocks, vals = overviewData.values;
+      const from = S.anchor ? S.anchor : { grid: grid(), sel: S.selection };
+      overviewBox.innerHTML = "";
+      for (const st of [...new Set(parts.map((b) => b.stage))]) {
+        const rowEl = el("div", { class: "jm-ov-row" }, el("div", { class: "jm-ov-stage", text: "stage " + st }));
+        for (const b of parts.filter((x) => x.stage === st)) {
+          const v = vals.subarray(b.offset, b.offset + b.length), sel = mapCells(from.sel, from.grid, b.grid);
+          const sc = scaleFor(v, M.signed, S.noSelf ? new Set(sel) : null, S.scale);
+          const cell = PANEL_PX / Math.max(b.grid[0], b.grid[1]);
+          const cv = el("canvas", { class: "jm-ov-map", width: Math.round(cell * b.grid[1]), height: Math.round(cell * b.grid[0]),
+            "data-block": b.name, "data-selected": sel.join(","), title: "open " + b.name + " in the patch view" });
+          const ctx = cv.getContext("2d");
+          for (let q = 0; q < b.length; q++) {
+            const r = Math.floor(q / b.grid[1]), c = q % b.grid[1], x0 = Math.round(c * cell), y0 = Math.round(r * cell);
+            ctx.fillStyle = css(colourOf(sc, v[q]));
+            ctx.fillRect(x0, y0, Math.round((c + 1) * cell) - x0, Math.round((r + 1) * cell) - y0);
+          }
+          outlineCells(ctx, sel, b.grid, cell);
+          cv.addEventListener("click", () => openBlock(b.name));
+          const here = b.name === S.block ? " (selected here)" : "";
+          rowEl.appendChild(el("figure", { class: "jm-ov-panel" + (here ? " jm-ov-here" : "") },
+            el("figcaption", { text: `${b.name} · ${b.grid[0]}×${b.grid[1]}` }), cv,
+            el("div", { class: "jm-ov-scale", text: `${sc.kind} scale, ${sc.signed ? "±" : "0 … "}${fmt(sc.hi)}` })));
+        }
+        overviewBox.appendChild(rowEl);
+      }
+      const g = grid(), n = S.selection.length;
+      overviewTitle.textContent = `The selection in every block: order ${S.order}, ` + (S.route === "sum" ? "routes summed" : "route " + S.route);
+      overviewCaption.textContent = `${n === 1 ? "Patch (" + Math.floor(S.selection[0] / g[1]) + ", " + (S.selection[0] % g[1]) + ")" : n + " patches"} ` +
+        `of ${S.block} (${g[0]}×${g[1]}), mapped by image area to each block (outlined): ` +
+        (S.direction === "query" ? "what it attends to (mean row)" : "what attends to it (mean column)") + `, ${subjectName(S.subject)}. ` +
+        "Each panel on its own colour scale (its largest |value| under it: scales differ by orders of magnitude between blocks); " +
+        "green frame: the block the selection was made in; no image under the panels. " +
+        "Click a panel to open that block in the patch view.";
+    }
+    /** The selected cells outlined, black under green so that it shows on any colour; cells of a
+     *  few pixels (a 56x56 panel) get a frame around them, 3 px out. */
+    function outlineCells(ctx, sel, g, cell) {
+      const pad = cell < 8 ? 3 : 0;
+      for (const [colour, width] of [["#000", 3], ["#00e060", 1.5]]) {
+        ctx.strokeStyle = colour; ctx.lineWidth = width;
+        for (const p of sel) ctx.strokeRect((p % g[1]) * cell + 0.5 - pad, Math.floor(p / g[1]) * cell + 0.5 - pad, cell - 1 + 2 * pad, cell - 1 + 2 * pad);
+      }
+    }
+    function openBlock(name) {
+      const prev = grid();
+      S.mode = "patches"; S.block = name; S.picked = null;
+      return refresh(prev);
     }
 
     // ---------------------------------------------------------------- events
@@ -1021,6 +1306,9 @@ const JM = (() => {
       pointCount: () => (points ? points.length / 2 : 0),
       pointPosition: (p) => ({ x: screen[2 * p] * scatterCv.getBoundingClientRect().width / scatterCv.width,
         y: screen[2 * p + 1] * scatterCv.getBoundingClientRect().height / scatterCv.height }),
+      matrix: () => matrixData && { ...matrixData.content, values: Array.from(matrixData.values) },
+      overview: () => overviewData && { ...overviewData.content, values: Array.from(overviewData.values) },
+      openBlock: (name) => openBlock(name),
       setControl: (id, value) => { const e = root.querySelector("#" + id); if (e.type === "checkbox") e.checked = !!value; else e.value = value; e.dispatchEvent(new Event("change")); },
       row: source.rowSync ? (p) => Array.from(source.rowSync(S.order, S.block, S.route, p)) : null,
     };
@@ -1046,5 +1334,5 @@ const JM = (() => {
       .finally(() => { busy--; });
     return () => { root.innerHTML = ""; };
   }
-  return { mount, httpSource, embeddedSource, widgetSource, decodeMatrix, fmt, scaleFor };
+  return { mount, httpSource, embeddedSource, widgetSource, decodeMatrix, fmt, scaleFor, poolMatrix, mapCells };
 })();
