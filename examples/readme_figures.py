@@ -1,11 +1,15 @@
-"""Regenerate the README's pictures from the demo's study: figures and a screenshot of every
-mode of the served explorer.
+"""Regenerate the README's pictures: figures and screenshots of the served explorer, of the
+demo's digit study and of a study at the paper's scale (224x224 photos, 56x56 stage-0 grid).
 
-    python -m jaxmamba demo --out demo && python examples/readme_figures.py demo docs
+    python -m jaxmamba demo --out demo
+    python examples/photo_study.py photo_study
+    python examples/readme_figures.py demo docs photo_study
 
 Copies the demo's overview, patch-view, scatter and order-comparison figures into ``docs/`` and
 screenshots the explorer (``jaxmamba serve``, in headless Debian Chromium through selenium) in
-each mode: patches of a block (mean, and one image), blocks of a stage, side by side.
+each mode: patches of a block (mean, and one image), blocks of a stage, side by side; then, of
+the photo study, the patch view of a stage-0 patch, the matrix view, the selection in every block,
+side by side across stages, and its patch-view figure (``photo_*.png``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,20 @@ SHOTS = {  # docs name -> what to do in the page before the screenshot
         "explorer.setControl('mode', 'compare'); explorer.setControl('orderB', 'spiral');"
         "explorer.setControl('blockB', 'layers.1.blocks.0'); explorer.select([4 * 16 + 6]);"
     ),
+}
+
+
+PHOTO_FIGURES = {"patch_view_*.png": "photo_patch_view.png"}
+_CENTRE = "explorer.setControl('stage', '0'); explorer.setControl('block', 'layers.0.blocks.1');"
+PHOTO_SHOTS = {  # the centre patch (28, 28) of the 56x56 stage-0 block layers.0.blocks.1
+    "photo_explorer.png": _CENTRE + "explorer.select([28 * 56 + 28]);",
+    "photo_matrix.png": _CENTRE + "explorer.setControl('mode', 'matrix');"
+    "explorer.setControl('route', '0'); explorer.select([28 * 56 + 28]);",
+    "photo_overview.png": _CENTRE + "explorer.setControl('mode', 'overview');"
+    "explorer.select([28 * 56 + 28]);",
+    "photo_compare.png": _CENTRE + "explorer.setControl('mode', 'compare');"
+    "explorer.setControl('orderB', 'spiral'); explorer.setControl('blockB', 'layers.2.blocks.0');"
+    "explorer.select([28 * 56 + 28]);",
 }
 
 
@@ -61,25 +79,35 @@ def idle(d, timeout=60):
     time.sleep(0.3)  # images under the maps
 
 
-def main(demo: str = "demo", out: str = "docs") -> None:
+def shoot(study: Path, out_dir: Path, figures: dict, shots: dict, size=(1320, 1000)) -> None:
+    """Copy ``figures`` of ``study`` and take the screenshots ``shots`` of it served."""
+    from jaxmamba.figures import write_figures
     from jaxmamba.serve import ServerThread
 
-    demo_dir, out_dir = Path(demo), Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for pattern, name in FIGURES.items():
-        for f in sorted((demo_dir / "figures").glob(pattern))[:1]:
+    if not (study / "figures").is_dir():
+        write_figures(study)
+    for pattern, name in figures.items():
+        for f in sorted((study / "figures").glob(pattern))[:1]:
             shutil.copy(f, out_dir / name)
-    with ServerThread(demo_dir) as server:
-        d = driver()
+    with ServerThread(study) as server:
+        d = driver(size)
         try:
-            for name, script in SHOTS.items():
+            for name, script in shots.items():
                 d.get(server.url)
                 idle(d)
                 d.execute_script(script)
-                idle(d)
+                idle(d, timeout=300)  # a single image's map is computed on demand
                 d.save_screenshot(str(out_dir / name))
         finally:
             d.quit()
+
+
+def main(demo: str = "demo", out: str = "docs", photo: str | None = None) -> None:
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shoot(Path(demo), out_dir, FIGURES, SHOTS)
+    if photo is not None:
+        shoot(Path(photo), out_dir, PHOTO_FIGURES, PHOTO_SHOTS, size=(1400, 1160))
     print("wrote", ", ".join(sorted(p.name for p in out_dir.glob("*.png"))))
 
 
