@@ -62,7 +62,7 @@ from jaxmamba.errors import AggregateError, CheckpointError, JaxmambaError
 from jaxmamba.model import Model, check_images, select_blocks
 from jaxmamba.orders import Order, as_order
 
-__all__ = ["AggregateError", "NONFINITE_MODES", "attention_mean", "rollout"]
+__all__ = ["AggregateError", "NONFINITE_MODES", "attention_mean", "compile_mean", "rollout"]
 
 RUN_FILE = "run.json"
 STATE_DIR = "state"
@@ -79,9 +79,10 @@ def _batch_sum(model, images, valid, order, names, options, implementation):
 _batch_sum_jit = jax.jit(_batch_sum, static_argnums=(4, 5, 6))
 
 
-@jax.jit
-def _nonfinite_count(tree):
-    return sum(jnp.sum(~jnp.isfinite(x)) for x in jax.tree.leaves(tree))
+def _nonfinite_count(tree) -> int:
+    """NaN/inf values in a pytree of arrays, counted on the host (a jitted count over the
+    parameter tree took seconds to compile, longer than reading it)."""
+    return sum(int(np.count_nonzero(~np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree))
 
 
 def _images_of(batch):
@@ -280,6 +281,42 @@ def attention_mean(
 
 
 _END = object()
+
+
+def compile_mean(
+    model: Model,
+    batch_shape: tuple[int, ...],
+    *,
+    order=None,
+    blocks=None,
+    route_mode: str = "sum",
+    channels="mean",
+    include_skip: bool = False,
+    normalize: str | None = None,
+    implementation: str | None = None,
+) -> bool:
+    """Compile, without running it, the program that :func:`attention_mean` runs on batches of
+    ``batch_shape`` ``(B, H, W, 3)`` (its first batch's size: shorter batches are padded to it).
+
+    XLA releases Python while it compiles, so a thread can compile the next order's program
+    while another order is averaged; the later :func:`attention_mean` call then finds the
+    program compiled.  Only for one process on one device (elsewhere the batch is sharded over a
+    mesh at call time): returns False and does nothing there, True once compiled.
+
+    >>> import jaxmamba
+    >>> m = jaxmamba.create_model("vmamba_test")
+    >>> compile_mean(m, (2, 64, 64, 3), order="spiral", blocks=3)
+    True
+    """
+    if jax.process_count() > 1 or jax.local_device_count() > 1:
+        return False
+    options = AttentionOptions(route_mode, channels, include_skip, normalize)
+    names = select_blocks(model.config, blocks)
+    xs = jnp.zeros(tuple(batch_shape), jnp.float32)  # placed as attention_mean places a batch
+    valid = jnp.zeros(batch_shape[0], bool)
+    _batch_sum_jit.lower(model, xs, valid, as_order(order), names, options,
+                         implementation).compile()  # fmt: skip
+    return True
 
 
 def _of_process(many: bool) -> str:

@@ -75,7 +75,7 @@ from numpy.lib import format as npy_format
 
 from jaxmamba import params as P
 from jaxmamba import store
-from jaxmamba.aggregate import RUN_FILE, RUN_FORMAT, attention_mean
+from jaxmamba.aggregate import RUN_FILE, RUN_FORMAT, attention_mean, compile_mean
 from jaxmamba.attention import AttentionOptions
 from jaxmamba.config import Block, parse_block_name
 from jaxmamba.errors import CheckpointError, StudyError, require
@@ -597,6 +597,8 @@ def write_study(
         meta["complete"] = False
         _save_meta(out, meta)
         writer = _Writer(out, meta, models, block_info, progress)
+        held.callback(writer.stop_compiling)
+        writer.compile_ahead(orders, images.shape, options, batch_size, len(single))
         for i in range(n):
             path = _inside(out, "images", f"{i}.png")
             if not path.exists():
@@ -642,6 +644,70 @@ class _Writer:
         )  # fmt: skip
         self.names = tuple(b.name for b in blocks)
         self._pooled_maps: dict = {}
+        self._compiling: dict = {}  # ("means" | "singles", order) -> Future of its compilation
+        self._pool = None
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            print(text, flush=True)
+
+    def _todo(self, kind: str, order: str) -> bool:
+        """Whether phase ``kind`` of ``order`` has work left (not resumed half-way)."""
+        if kind == "means":
+            folders = ("means", "routes") if self.meta["route_maps"] else ("means",)
+            done = all(_inside(self.out, f, order, f"{b.name}.npy").exists()
+                       for f in folders for b in self.blocks)  # fmt: skip
+            return not done and not (self.out / "work" / order).exists()
+        return not all(_inside(self.out, "single", order, f"{b.name}.npy").exists()
+                       for b in self.blocks)  # fmt: skip
+
+    def compile_ahead(self, orders, shape, options, batch_size: int, n_single: int) -> None:
+        """Compile, in two background threads, the programs every order will run (its attention
+        mean, the forward that keeps its single images' scan inputs), while earlier orders run:
+        on a first run (empty compile cache) compiling is most of the time, and XLA compiles
+        without holding Python.  The phases wait for their program (:meth:`_wait`)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        n, size = shape[0], tuple(shape[1:])
+        jobs = []
+        for o in orders:
+            model = self.models[o]
+            if self._todo("means", o):
+                jobs.append((("means", o), functools.partial(
+                    compile_mean, model, (min(batch_size, n), *size), order=o, blocks=self.names,
+                    route_mode=options.route_mode)))  # fmt: skip
+            if n_single and self._todo("singles", o):
+                capture = frozenset(self.names)
+                for b in sorted({min(batch_size, n_single), n_single % batch_size} - {0}):
+                    jobs.append((("singles", o), functools.partial(
+                        _compile_forward, model, (b, *size), as_order(o), capture)))  # fmt: skip
+        if not jobs:
+            return
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jaxmamba-compile")
+        for key, job in jobs:
+            self._compiling.setdefault(key, []).append(self._pool.submit(job))
+        cached = "first run only" if _compile_cache_on() else "the compile cache is off"
+        self._say(f"compiling the programs of {len(orders)} order(s) in the background "
+                  f"({cached}); the orders run as their programs are ready")  # fmt: skip
+
+    def _wait(self, kind: str, order: str) -> None:
+        """Wait for the background compilation of ``kind``'s program for ``order``, saying so."""
+        futures = self._compiling.pop((kind, order), [])
+        if not all(f.done() for f in futures):
+            what = "attention" if kind == "means" else "single-image forward"
+            cached = "first run only" if _compile_cache_on() else "the compile cache is off"
+            self._say(f"compiling the {what} program for order {order} ({cached}) ...")
+        for f in futures:
+            try:
+                f.result()
+            except Exception:  # noqa: BLE001 - the phase compiles itself and reports the error
+                pass
+
+    def stop_compiling(self) -> None:
+        """Cancel the compilations not started (an error or Ctrl-C stopped the study)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def _bar(self, total: int, desc: str):
         if not self.progress or not total:
@@ -661,6 +727,7 @@ class _Writer:
             self._finish_means(order, n)
             return
         batches = (images[i : i + batch_size] for i in range(0, n, batch_size))
+        self._wait("means", order)
         mean = attention_mean(
             self.models[order], batches, order=order, blocks=self.names,
             route_mode=options.route_mode, out_dir=work, save_every=save_every,
@@ -703,6 +770,8 @@ class _Writer:
         paths = {b.name: _inside(out, "single", order, f"{b.name}.npy") for b in self.blocks}
         if all(p.exists() for p in paths.values()):
             return
+        self._wait("singles", order)
+        self._say(f"keeping the scan inputs of {len(images)} single images ({order})")
         xs = {name: [] for name in self.names}
         for i in range(0, len(images), batch_size):
             _, cache = run_with_cache(model, images[i : i + batch_size], order=order,
@@ -784,6 +853,9 @@ class _Writer:
             routes = {b.name: as_order(o).routes(*b.grid) for b in self.blocks}
             blocks, stages = {}, {}
             for b in self.blocks:
+                if metrics.too_few_patches(b.grid):  # null: the views say "too few patches"
+                    blocks[b.name] = {"attention_distance": None, "sequence_locality": None}
+                    continue
                 a = np.load(_inside(self.out, "means", o, f"{b.name}.npy"))
                 entry = {"attention_distance": _finite(metrics.attention_distance, a, *b.grid,
                                                        normalize=True)}  # fmt: skip
@@ -798,7 +870,7 @@ class _Writer:
                          for k in ("attention_distance", "sequence_locality")}  # fmt: skip
                 entry["block_distinctness"] = None
                 entry["image_block_distinctness"] = None
-                if len(members) > 1 and members[0].length > 1:
+                if len(members) > 1 and not metrics.too_few_patches(members[0].grid):
                     maps = {b.name: np.load(_inside(self.out, "means", o, f"{b.name}.npy"))
                             for b in members}  # fmt: skip
                     entry["block_distinctness"] = _finite(metrics.block_distinctness, maps,
@@ -828,6 +900,21 @@ def _single_fn(order: str, grid: tuple[int, int], each: bool):
     routes = as_order(order).routes(*grid)
     mode = "each" if each else "sum"
     return jax.jit(lambda op, x: block_attention(op, x, routes, route_mode=mode))
+
+
+def _compile_forward(model, shape: tuple, order, capture: frozenset) -> None:
+    """Compile (not run) the forward :meth:`_Writer.singles` runs on a batch of ``shape``."""
+    import jax.numpy as jnp
+
+    from jaxmamba.model import apply
+
+    apply.lower(model, jnp.zeros(shape, jnp.float32), order, None, capture).compile()
+
+
+def _compile_cache_on() -> bool:
+    import jax
+
+    return bool(jax.config.jax_compilation_cache_dir)
 
 
 def _finite(f, *args, **kwargs):
@@ -1015,7 +1102,10 @@ def _measure(value) -> bool:
 
 def _check_findings(file: Path, top: _Fields, orders: list[str], stages: dict) -> None:
     """``findings``: per order, ``{"blocks": {block: {measure: number|null}}, "stages": {stage:
-    {measure: number|null}}}`` of the study's blocks and stages (what the page draws)."""
+    {measure: number|null}}}`` of the study's blocks and stages (what the page draws).  A grid of
+    fewer than :data:`jaxmamba.metrics.MIN_PATCHES` patches has null findings in a study written
+    now; numbers there (an earlier jaxmamba's) are accepted, and the views show "too few patches"
+    whatever the file holds (they decide from the grid)."""
     findings = top.get("findings", lambda v: isinstance(v, dict), "an object", {})
     for order, entry in findings.items():
         if order not in orders or not isinstance(entry, dict):
