@@ -603,12 +603,12 @@ def write_study(
             path = _inside(out, "images", f"{i}.png")
             if not path.exists():
                 store.write_bytes_atomic(path, png_bytes(display[i], max_side=448))
-        for order in orders:
+        for order in orders:  # an order's embeddings run while later orders still compile
             writer.means(order, images, options, batch_size, save_every)
             writer.singles(order, images[single], batch_size)
-        writer.embeddings(orders, methods, seed)
-        writer.stage_embeddings(orders, methods, seed, single)
-        writer.findings(orders, seed)
+            writer.embeddings([order], methods, seed)
+            writer.stage_embeddings([order], methods, seed, single)
+            writer.findings([order], seed)
         meta["count"] = n
         meta["complete"] = True
         _save_meta(out, meta)
@@ -645,7 +645,7 @@ class _Writer:
         self.names = tuple(b.name for b in blocks)
         self._pooled_maps: dict = {}
         self._compiling: dict = {}  # ("means" | "singles", order) -> Future of its compilation
-        self._pool = None
+        self._compiler = None
 
     def _say(self, text: str) -> None:
         if self.progress:
@@ -683,20 +683,25 @@ class _Writer:
                         _compile_forward, model, (b, *size), as_order(o), capture)))  # fmt: skip
         if not jobs:
             return
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jaxmamba-compile")
+        self._compiler = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jaxmamba-compile")
         for key, job in jobs:
-            self._compiling.setdefault(key, []).append(self._pool.submit(job))
-        cached = "first run only" if _compile_cache_on() else "the compile cache is off"
-        self._say(f"compiling the programs of {len(orders)} order(s) in the background "
-                  f"({cached}); the orders run as their programs are ready")  # fmt: skip
+            self._compiling.setdefault(key, []).append(self._compiler.submit(job))
+        cache = _compile_cache()
+        when = (f"compiled on a first run, then loaded from the compile cache {cache}" if cache
+                else "compiled on every run: the compile cache is off")  # fmt: skip
+        some = f"{len(orders)} orders" if len(orders) > 1 else "1 order"
+        self._say(f"preparing the XLA programs of {some} in the background ({when}); each "
+                  "order runs once its programs are ready")  # fmt: skip
 
     def _wait(self, kind: str, order: str) -> None:
         """Wait for the background compilation of ``kind``'s program for ``order``, saying so."""
+        from concurrent.futures import wait
+
         futures = self._compiling.pop((kind, order), [])
-        if not all(f.done() for f in futures):
+        if futures and wait(futures, timeout=1.0).not_done:  # not a cache hit: a compile
             what = "attention" if kind == "means" else "single-image forward"
-            cached = "first run only" if _compile_cache_on() else "the compile cache is off"
-            self._say(f"compiling the {what} program for order {order} ({cached}) ...")
+            when = "first run only" if _compile_cache() else "the compile cache is off"
+            self._say(f"compiling the {what} program for order {order} ({when}) ...")
         for f in futures:
             try:
                 f.result()
@@ -705,9 +710,9 @@ class _Writer:
 
     def stop_compiling(self) -> None:
         """Cancel the compilations not started (an error or Ctrl-C stopped the study)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        if self._compiler is not None:
+            self._compiler.shutdown(wait=False, cancel_futures=True)
+            self._compiler = None
 
     def _bar(self, total: int, desc: str):
         if not self.progress or not total:
@@ -911,10 +916,11 @@ def _compile_forward(model, shape: tuple, order, capture: frozenset) -> None:
     apply.lower(model, jnp.zeros(shape, jnp.float32), order, None, capture).compile()
 
 
-def _compile_cache_on() -> bool:
+def _compile_cache() -> str | None:
+    """The folder of JAX's persistent compilation cache, or None when it is off."""
     import jax
 
-    return bool(jax.config.jax_compilation_cache_dir)
+    return jax.config.jax_compilation_cache_dir or None
 
 
 def _finite(f, *args, **kwargs):
