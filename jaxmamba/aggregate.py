@@ -60,9 +60,16 @@ from jaxmamba.attention import AttentionMaps, AttentionOptions, compute_maps
 from jaxmamba.config import parse_block_name
 from jaxmamba.errors import AggregateError, CheckpointError, JaxmambaError
 from jaxmamba.model import Model, check_images, select_blocks
-from jaxmamba.orders import Order, as_order
+from jaxmamba.orders import Order, RouteTable, as_order
 
-__all__ = ["AggregateError", "NONFINITE_MODES", "attention_mean", "compile_mean", "rollout"]
+__all__ = [
+    "AggregateError",
+    "NONFINITE_MODES",
+    "attention_mean",
+    "compile_mean",
+    "rollout",
+    "route_table",
+]
 
 RUN_FILE = "run.json"
 STATE_DIR = "state"
@@ -191,7 +198,7 @@ def attention_mean(
         raise AggregateError(f"the model's parameters hold {bad} NaN/inf values; nothing averaged")
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
     many = jax.process_count() > 1
-    steps, state, blocks_info, shape = None, _Progress(), None, None
+    steps, state, blocks_info, shape, table = None, _Progress(), None, None, None
     first_size, seen, since_save = 0, 0, 0
     chain = _ImageChain()
     stream = iter(batches)
@@ -253,7 +260,8 @@ def attention_mean(
                 x = np.where(finite[:, None, None, None], x, 0.0).astype(np.float32)
             first_size = first_size or b
             xs, valid = _global_batch(x, finite, mesh, first_size)
-            part, n_valid = _batch_sum_jit(model, xs, valid, order, names, options, implementation)
+            table = table or route_table(model.config, shape[:2], order)
+            part, n_valid = _batch_sum_jit(model, xs, valid, table, names, options, implementation)
             n_valid = int(n_valid)
             state.sums = part if state.sums is None else {k: state.sums[k] + part[k] for k in part}
             state.count += n_valid
@@ -314,9 +322,26 @@ def compile_mean(
     names = select_blocks(model.config, blocks)
     xs = jnp.zeros(tuple(batch_shape), jnp.float32)  # placed as attention_mean places a batch
     valid = jnp.zeros(batch_shape[0], bool)
-    _batch_sum_jit.lower(model, xs, valid, as_order(order), names, options,
-                         implementation).compile()  # fmt: skip
+    table = route_table(model.config, batch_shape[1:3], order)
+    _batch_sum_jit.lower(model, xs, valid, table, names, options, implementation).compile()
     return True
+
+
+def route_table(config, size, order):
+    """What the programs of :func:`attention_mean` receive as the order: a hard order's routes
+    on every stage grid of a ``size`` ``(H, W)`` input as data (a
+    :class:`~jaxmamba.orders.RouteTable`), so that the orders of a study share one compiled
+    program; soft routes as they are.
+
+    >>> from jaxmamba.config import get_config
+    >>> route_table(get_config("vmamba_test"), (64, 64), "spiral")
+    RouteTable(spiral: 2x2, 4x4, 8x8, 16x16)
+    """
+    order = as_order(order)
+    if not isinstance(order, Order):
+        return order
+    grids = [config.stage_grid(s, int(size[0]), int(size[1])) for s in range(len(config.depths))]
+    return RouteTable.of(order, grids)
 
 
 def _of_process(many: bool) -> str:

@@ -75,7 +75,7 @@ from numpy.lib import format as npy_format
 
 from jaxmamba import params as P
 from jaxmamba import store
-from jaxmamba.aggregate import RUN_FILE, RUN_FORMAT, attention_mean, compile_mean
+from jaxmamba.aggregate import RUN_FILE, RUN_FORMAT, attention_mean, compile_mean, route_table
 from jaxmamba.attention import AttentionOptions
 from jaxmamba.config import Block, parse_block_name
 from jaxmamba.errors import CheckpointError, StudyError, require
@@ -662,36 +662,46 @@ class _Writer:
                        for b in self.blocks)  # fmt: skip
 
     def compile_ahead(self, orders, shape, options, batch_size: int, n_single: int) -> None:
-        """Compile, in two background threads, the programs every order will run (its attention
-        mean, the forward that keeps its single images' scan inputs), while earlier orders run:
-        on a first run (empty compile cache) compiling is most of the time, and XLA compiles
-        without holding Python.  The phases wait for their program (:meth:`_wait`)."""
+        """Compile, in background threads, the programs the orders will run (the attention mean,
+        the forward that keeps the single images' scan inputs) while the images are written:
+        on a first run (empty compile cache) compiling is most of the time.  Orders of one
+        architecture and grids share their programs (the routes are data,
+        :func:`~jaxmamba.aggregate.route_table`): each distinct program is compiled once.  The
+        phases wait for theirs (:meth:`_wait`)."""
+        import jax
         from concurrent.futures import ThreadPoolExecutor
 
         n, size = shape[0], tuple(shape[1:])
-        jobs = []
+        jobs, seen = [], {}
         for o in orders:
-            model = self.models[o]
+            model, table = self.models[o], route_table(self.models[o].config, size[:2], o)
+            todo = []
             if self._todo("means", o):
-                jobs.append((("means", o), functools.partial(
-                    compile_mean, model, (min(batch_size, n), *size), order=o, blocks=self.names,
+                batch = (min(batch_size, n), *size)
+                todo.append(("means", batch, functools.partial(
+                    compile_mean, model, batch, order=o, blocks=self.names,
                     route_mode=options.route_mode)))  # fmt: skip
             if n_single and self._todo("singles", o):
-                capture = frozenset(self.names)
                 for b in sorted({min(batch_size, n_single), n_single % batch_size} - {0}):
-                    jobs.append((("singles", o), functools.partial(
-                        _compile_forward, model, (b, *size), as_order(o), capture)))  # fmt: skip
+                    todo.append(("singles", (b, *size), functools.partial(
+                        _compile_forward, model, (b, *size), table, frozenset(self.names))))
+            for kind, batch, job in todo:
+                key = (kind, batch, jax.tree_util.tree_structure((model, table)))
+                if key not in seen:
+                    seen[key] = len(jobs)
+                    jobs.append(job)
+                self._compiling.setdefault((kind, o), []).append(seen[key])
         if not jobs:
             return
         self._compiler = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jaxmamba-compile")
-        for key, job in jobs:
-            self._compiling.setdefault(key, []).append(self._compiler.submit(job))
+        futures = [self._compiler.submit(job) for job in jobs]
+        self._compiling = {k: [futures[i] for i in v] for k, v in self._compiling.items()}
         cache = _compile_cache()
         when = (f"compiled on a first run, then loaded from the compile cache {cache}" if cache
                 else "compiled on every run: the compile cache is off")  # fmt: skip
         some = f"{len(orders)} orders" if len(orders) > 1 else "1 order"
-        self._say(f"preparing the XLA programs of {some} in the background ({when}); each "
-                  "order runs once its programs are ready")  # fmt: skip
+        self._say(f"preparing the XLA programs of {some} in the background ({len(jobs)} "
+                  f"program{'s' if len(jobs) > 1 else ''}, {when})")  # fmt: skip
 
     def _wait(self, kind: str, order: str) -> None:
         """Wait for the background compilation of ``kind``'s program for ``order``, saying so."""
@@ -701,7 +711,8 @@ class _Writer:
         if futures and wait(futures, timeout=1.0).not_done:  # not a cache hit: a compile
             what = "attention" if kind == "means" else "single-image forward"
             when = "first run only" if _compile_cache() else "the compile cache is off"
-            self._say(f"compiling the {what} program for order {order} ({when}) ...")
+            shared = "; the other orders reuse it" if len(self.meta["orders"]) > 1 else ""
+            self._say(f"compiling the {what} program for order {order} ({when}{shared}) ...")
         for f in futures:
             try:
                 f.result()
@@ -778,8 +789,9 @@ class _Writer:
         self._wait("singles", order)
         self._say(f"keeping the scan inputs of {len(images)} single images ({order})")
         xs = {name: [] for name in self.names}
+        table = route_table(model.config, images.shape[1:3], order)  # one program, all orders
         for i in range(0, len(images), batch_size):
-            _, cache = run_with_cache(model, images[i : i + batch_size], order=order,
+            _, cache = run_with_cache(model, images[i : i + batch_size], order=table,
                                       blocks=self.names)  # fmt: skip
             for name in self.names:
                 xs[name].append(np.asarray(cache[name]["x"], np.float32))

@@ -51,9 +51,10 @@ def test_demo_labels_every_phase_compiles_included(demo):
     labels = [
         "loading the bundled digit models of orders cross, spiral",
         f"loading {N} held-out test digits at 64x64",
-        "preparing the XLA programs of 2 orders in the background (compiled on a first run, "
-        "then loaded from the compile cache",
-        "compiling the attention program for order cross (first run only) ...",
+        "preparing the XLA programs of 2 orders in the background (2 programs, compiled on a "
+        "first run, then loaded from the compile cache",
+        "compiling the attention program for order cross (first run only; the other orders "
+        "reuse it) ...",
         "attention mean (cross)",  # the progress bar, labelled with its order
         f"keeping the scan inputs of {N} single images (cross)",
         "attention mean (spiral)",
@@ -68,6 +69,7 @@ def test_demo_labels_every_phase_compiles_included(demo):
     for stream in (out, err):
         mine = [stream.find(label) for label in labels if label in stream]
         assert mine == sorted(mine)
+    assert "compiling the attention program for order spiral" not in said  # cross's, reused
     assert not re.search(r"test digit \d", said)  # images are "test image i (class c)"
 
 
@@ -179,8 +181,8 @@ def test_explore_without_checkpoint_says_it_uses_the_digit_model(tmp_path, capsy
     assert rc == 0 and out.startswith(NO_CHECKPOINT)  # the first thing it says
     assert "64x64 digits" in NO_CHECKPOINT and "not on photos" in NO_CHECKPOINT
     assert "loading 1 images at 64x64" in out and "drawing the figures" in out
-    assert "preparing the XLA programs of 1 order in the background (compiled on every run: " \
-        "the compile cache is off)" in out
+    assert "preparing the XLA programs of 1 order in the background (2 programs, compiled on " \
+        "every run: the compile cache is off)" in out
     # with a checkpoint it says what it loads instead
     ckpt = jaxmamba.save(jaxmamba.create_model("vmamba_test"), tmp_path / "ckpt")
     main(["explore", "--checkpoint", str(ckpt), "--images", str(photo), "--out",
@@ -215,3 +217,33 @@ def test_a_program_compiled_ahead_is_the_one_attention_mean_runs():
                            progress=False)  # fmt: skip
     for name in mean:
         np.testing.assert_array_equal(np.asarray(mean[name]), np.asarray(again[name]))
+
+
+@pytest.mark.parametrize("route_mode", ["sum", "each"])
+def test_orders_share_one_program_with_the_same_maps(route_mode):
+    """Routes as data (a RouteTable): one compiled program for every order of the same grids,
+    maps equal to the bit to those of the order's own program (routes as constants)."""
+    import jax
+    from jax import monitoring
+
+    from jaxmamba.attention import AttentionOptions, compute_maps
+    from jaxmamba.orders import Order, RouteTable
+
+    model = jaxmamba.create_model("vmamba_test")
+    x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    names = tuple(b for b in jaxmamba.select_blocks(model.config, None))
+    options = AttentionOptions(route_mode=route_mode)
+    grids = [(16, 16), (8, 8), (4, 4), (2, 2)]
+    compiled = []
+    monitoring.register_event_duration_secs_listener(
+        lambda event, _, **kw: compiled.append(kw.get("fun_name"))
+        if event.endswith("backend_compile_duration") else None
+    )  # fmt: skip
+    jax.clear_caches()
+    for i, name in enumerate(["cross", "diagonal", "morton", "spiral", "zigzag", "hilbert"]):
+        compiled.clear()
+        shared = compute_maps(model, x, RouteTable.of(name, grids), names, options)
+        assert ("jit(compute_maps)" in compiled) == (i == 0), (name, compiled)
+        own = compute_maps(model, x, Order(name), names, options)
+        for block in names:
+            np.testing.assert_array_equal(np.asarray(shared[block]), np.asarray(own[block]))
