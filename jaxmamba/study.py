@@ -787,7 +787,8 @@ class _Writer:
         if all(p.exists() for p in paths.values()):
             return
         self._wait("singles", order)
-        self._say(f"keeping the scan inputs of {len(images)} single images ({order})")
+        some = f"{len(images)} single images" if len(images) > 1 else "1 single image"
+        self._say(f"keeping the scan inputs of {some} ({order})")
         xs = {name: [] for name in self.names}
         table = route_table(model.config, images.shape[1:3], order)  # one program, all orders
         for i in range(0, len(images), batch_size):
