@@ -36,7 +36,7 @@ import numpy as np
 from jaxmamba import data as D
 from jaxmamba.config import get_config
 from jaxmamba.evaluate import evaluate_metrics
-from jaxmamba.metrics import summarize
+from jaxmamba.metrics import summarize, too_few_patches
 from jaxmamba.model import create_model
 from jaxmamba.optim import TrainConfig
 from jaxmamba.orders import ORDER_NAMES, as_order
@@ -194,14 +194,31 @@ def swap_table(swap: dict) -> str:
     return "\n".join(rows)
 
 
+TOO_FEW = "too few patches"
+
+
+def _value(stage: dict, key: str) -> float:
+    """A stage's finding (mean over seeds), NaN on a grid of too few patches to mean anything."""
+    return math.nan if too_few_patches(stage["grid"]) else stage[key][0]
+
+
 def findings_table(summary: dict) -> str:
+    """The findings per order and stage; a stage of fewer than 16 patches (the 2x2 stage 3 of
+    64x64 digits) reads "too few patches", not a number.
+
+    >>> st = {"grid": [2, 2], "block_distinctness": [0.5, 0], "sequence_locality": [0.6, 0],
+    ...       "attention_distance_norm": [0.4, 0]}
+    >>> findings_table({"cross": {"stages": {"layers.3": st}}}).splitlines()[-1]
+    '| cross | too few patches | too few patches | too few patches |'
+    """
     stages = list(next(iter(summary.values()))["stages"])
     heads = {"block_distinctness": "distinct", "sequence_locality": "locality",
              "attention_distance_norm": "distance"}  # fmt: skip
     cols = [f"{heads[k]} {s.split('.')[1]}" for k in FINDINGS for s in stages]
     rows = ["| order | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for order, s in summary.items():
-        vals = [_f(s["stages"][st][k][0]) for k in FINDINGS for st in stages]
+        vals = [TOO_FEW if too_few_patches(s["stages"][st]["grid"]) else _f(s["stages"][st][k][0])
+                for k in FINDINGS for st in stages]  # fmt: skip
         rows.append(f"| {order} | " + " | ".join(vals) + " |")
     return "\n".join(rows)
 
@@ -218,9 +235,10 @@ def figure(summary: dict, path: Path) -> None:
     x = np.arange(len(stages))
     for ax, key in zip(axes, FINDINGS, strict=True):
         for order, s in summary.items():
-            ax.plot(x, [s["stages"][st][key][0] for st in stages], marker="o", label=order)
-        ax.set_xticks(x, [f"{st}\n{s['grid'][0]}x{s['grid'][1]}" for st, s in
-                          next(iter(summary.values()))["stages"].items()])  # fmt: skip
+            ax.plot(x, [_value(s["stages"][st], key) for st in stages], marker="o", label=order)
+        ax.set_xticks(x, [f"{st}\n{s['grid'][0]}x{s['grid'][1]}"
+                          + (f"\n{TOO_FEW}" if too_few_patches(s["grid"]) else "")
+                          for st, s in next(iter(summary.values()))["stages"].items()])  # fmt: skip
         ax.set_title(titles[key], fontsize=10)
         ax.axhline(0, color="grey", lw=0.5)
     axes[-1].legend(fontsize=7, ncol=2)
@@ -282,6 +300,11 @@ def main(argv: list[str] | None = None) -> dict:
         help=f"also rewrite this file's section between {README_START} and {README_END}",
     )  # fmt: skip
     parser.add_argument(
+        "--render", action="store_true",
+        help="no training: write the tables, figure (and --readme section) again from "
+        "--out/orders_study.json",
+    )  # fmt: skip
+    parser.add_argument(
         "--smoke", action="store_true",
         help="CI check: 1 epoch, 1 seed, 64 images at 32x32, one-stage model, orders cross, "
         "diagonal and raster",
@@ -293,6 +316,9 @@ def main(argv: list[str] | None = None) -> dict:
             _marker_span(readme.read_text(), readme)
         except (OSError, ValueError) as e:
             parser.error(f"--readme: {e}")
+    if args.render:  # the tables, figure and README section again, from the saved record
+        out = Path(args.out)
+        return write_results(json.loads((out / "orders_study.json").read_text()), out, readme)
     if args.smoke:
         args.epochs, args.seeds, args.limit, args.n_maps, args.batch_size = 1, 1, 64, 16, 32
         args.depths, args.dims, args.size = "1", 8, 32
@@ -337,6 +363,17 @@ def main(argv: list[str] | None = None) -> dict:
         f"Findings on the mean maps of the first {min(args.n_maps, len(test[1]))} test digits, "
         f"averaged over seeds. Total {total:.0f} s."
     )
+    record = {"command": command, "setup": setup, "total_seconds": total, "summary": summary,
+              "order_swap": swap, "runs": runs}  # fmt: skip
+    text = json.dumps(_no_nan(record), indent=1, default=float, allow_nan=False)
+    (out / "orders_study.json").write_text(text + "\n")
+    return write_results(record, out, readme)
+
+
+def write_results(record: dict, out: Path, readme: Path | None) -> dict:
+    """``orders_study.md``, ``orders_findings.png`` (and the README section) from a record."""
+    command, setup, summary, swap = (record[k] for k in ("command", "setup", "summary",
+                                                         "order_swap"))  # fmt: skip
     md = (
         f"# Orders study\n\nProduced by `{command}`.\n\n{setup}\n\n## Test accuracy\n\n"
         f"{accuracy_table(summary)}\n\ns / epoch: steady state (the first epoch of each order's "
@@ -352,17 +389,12 @@ def main(argv: list[str] | None = None) -> dict:
         "(`metrics.attention_distance(normalize=True)`).\n"
     )
     (out / "orders_study.md").write_text(md)
-    record = {"command": command, "setup": setup, "total_seconds": total, "summary": summary,
-              "order_swap": swap, "runs": runs}  # fmt: skip
-    text = json.dumps(_no_nan(record), indent=1, default=float, allow_nan=False)
-    (out / "orders_study.json").write_text(text + "\n")
     figure(summary, out / "orders_findings.png")
     if readme is not None:
         fig = os.path.relpath(out / "orders_findings.png", readme.resolve().parent)
         update_readme(readme, readme_block(command, setup, summary, swap, Path(fig).as_posix()))
     print(md)
     return record
-
 
 if __name__ == "__main__":
     main()

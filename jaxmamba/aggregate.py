@@ -60,9 +60,16 @@ from jaxmamba.attention import AttentionMaps, AttentionOptions, compute_maps
 from jaxmamba.config import parse_block_name
 from jaxmamba.errors import AggregateError, CheckpointError, JaxmambaError
 from jaxmamba.model import Model, check_images, select_blocks
-from jaxmamba.orders import Order, as_order
+from jaxmamba.orders import Order, RouteTable, as_order
 
-__all__ = ["AggregateError", "NONFINITE_MODES", "attention_mean", "rollout"]
+__all__ = [
+    "AggregateError",
+    "NONFINITE_MODES",
+    "attention_mean",
+    "compile_mean",
+    "rollout",
+    "route_table",
+]
 
 RUN_FILE = "run.json"
 STATE_DIR = "state"
@@ -79,9 +86,10 @@ def _batch_sum(model, images, valid, order, names, options, implementation):
 _batch_sum_jit = jax.jit(_batch_sum, static_argnums=(4, 5, 6))
 
 
-@jax.jit
-def _nonfinite_count(tree):
-    return sum(jnp.sum(~jnp.isfinite(x)) for x in jax.tree.leaves(tree))
+def _nonfinite_count(tree) -> int:
+    """NaN/inf values in a pytree of arrays, counted on the host (a jitted count over the
+    parameter tree took seconds to compile, longer than reading it)."""
+    return sum(int(np.count_nonzero(~np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree))
 
 
 def _images_of(batch):
@@ -190,7 +198,7 @@ def attention_mean(
         raise AggregateError(f"the model's parameters hold {bad} NaN/inf values; nothing averaged")
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
     many = jax.process_count() > 1
-    steps, state, blocks_info, shape = None, _Progress(), None, None
+    steps, state, blocks_info, shape, table = None, _Progress(), None, None, None
     first_size, seen, since_save = 0, 0, 0
     chain = _ImageChain()
     stream = iter(batches)
@@ -252,7 +260,8 @@ def attention_mean(
                 x = np.where(finite[:, None, None, None], x, 0.0).astype(np.float32)
             first_size = first_size or b
             xs, valid = _global_batch(x, finite, mesh, first_size)
-            part, n_valid = _batch_sum_jit(model, xs, valid, order, names, options, implementation)
+            table = table or route_table(model.config, shape[:2], order)
+            part, n_valid = _batch_sum_jit(model, xs, valid, table, names, options, implementation)
             n_valid = int(n_valid)
             state.sums = part if state.sums is None else {k: state.sums[k] + part[k] for k in part}
             state.count += n_valid
@@ -280,6 +289,59 @@ def attention_mean(
 
 
 _END = object()
+
+
+def compile_mean(
+    model: Model,
+    batch_shape: tuple[int, ...],
+    *,
+    order=None,
+    blocks=None,
+    route_mode: str = "sum",
+    channels="mean",
+    include_skip: bool = False,
+    normalize: str | None = None,
+    implementation: str | None = None,
+) -> bool:
+    """Compile, without running it, the program that :func:`attention_mean` runs on batches of
+    ``batch_shape`` ``(B, H, W, 3)`` (its first batch's size: shorter batches are padded to it).
+
+    XLA releases Python while it compiles, so a thread can compile the next order's program
+    while another order is averaged; the later :func:`attention_mean` call then finds the
+    program compiled.  Only for one process on one device (elsewhere the batch is sharded over a
+    mesh at call time): returns False and does nothing there, True once compiled.
+
+    >>> import jaxmamba
+    >>> m = jaxmamba.create_model("vmamba_test")
+    >>> compile_mean(m, (2, 64, 64, 3), order="spiral", blocks=3)
+    True
+    """
+    if jax.process_count() > 1 or jax.local_device_count() > 1:
+        return False
+    options = AttentionOptions(route_mode, channels, include_skip, normalize)
+    names = select_blocks(model.config, blocks)
+    xs = jnp.zeros(tuple(batch_shape), jnp.float32)  # placed as attention_mean places a batch
+    valid = jnp.zeros(batch_shape[0], bool)
+    table = route_table(model.config, batch_shape[1:3], order)
+    _batch_sum_jit.lower(model, xs, valid, table, names, options, implementation).compile()
+    return True
+
+
+def route_table(config, size, order):
+    """What the programs of :func:`attention_mean` receive as the order: a hard order's routes
+    on every stage grid of a ``size`` ``(H, W)`` input as data (a
+    :class:`~jaxmamba.orders.RouteTable`), so that the orders of a study share one compiled
+    program; soft routes as they are.
+
+    >>> from jaxmamba.config import get_config
+    >>> route_table(get_config("vmamba_test"), (64, 64), "spiral")
+    RouteTable(spiral: 2x2, 4x4, 8x8, 16x16)
+    """
+    order = as_order(order)
+    if not isinstance(order, Order):
+        return order
+    grids = [config.stage_grid(s, int(size[0]), int(size[1])) for s in range(len(config.depths))]
+    return RouteTable.of(order, grids)
 
 
 def _of_process(many: bool) -> str:

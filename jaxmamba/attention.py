@@ -35,8 +35,8 @@ from jaxmamba.config import Block
 from jaxmamba.errors import AttentionError
 from jaxmamba.layers import HIGHEST
 from jaxmamba.model import Model, apply, check_images, select_blocks
-from jaxmamba.orders import Order, SoftOrder, as_order
-from jaxmamba.ss2d import cross_scan, is_hard, scan_inputs
+from jaxmamba.orders import Order, RouteTable, SoftOrder, as_order
+from jaxmamba.ss2d import cross_scan, inverse_of, is_hard, scan_inputs
 from jaxmamba.tiles import causal_maps, spatial_maps
 
 __all__ = [
@@ -184,7 +184,7 @@ def _check_chunk(chunk) -> None:
 def _to_spatial(maps, routes):
     """Scan-order route maps ``(..., K, [C,] L, L)`` → spatial row-major coordinates."""
     if is_hard(routes):
-        inv = np.argsort(routes, axis=-1)
+        inv = inverse_of(routes)
         out = []
         for k in range(len(routes)):
             m = jnp.take(maps[:, k], jnp.asarray(inv[k]), axis=-2)
@@ -427,12 +427,13 @@ def block_attention(
     return _block_attention(op, x, routes, options, chunk)
 
 
-def _block_attention(op, x, routes, options: AttentionOptions, chunk):
+def _block_attention(op, x, routes, options: AttentionOptions, chunk, groups=None):
     b = x.shape[0]
     dt, A, B, C, Dk = _scan_args(op, x, routes)
     if _tiled(options, routes):
         A = jnp.broadcast_to(A, (b,) + A.shape)
-        return _finish(_mean_maps(dt, A, B, C, routes, options, chunk), Dk[None], options)
+        return _finish(_mean_maps(dt, A, B, C, routes, options, chunk, groups), Dk[None],
+                       options)  # fmt: skip
     maps = jax.lax.map(
         lambda a: route_attention(a[0], A, a[1], a[2], channels=options.channels, chunk=chunk),
         (dt, B, C),
@@ -471,12 +472,13 @@ def _tiled(options: AttentionOptions, routes) -> bool:
 _TEMP_BYTES = 2**28  # scans whose maps are made at once (the rest stream through lax.map)
 
 
-def _mean_maps(dt, A, B, C, routes, options: AttentionOptions, chunk):
+def _mean_maps(dt, A, B, C, routes, options: AttentionOptions, chunk, groups=None):
     """Channel-mean maps of M scans ``dt (M, K, D, L)`` …: ``(M, L, L)``, or ``(M, K, L, L)``
-    when the routes are kept apart (``route_mode`` ``"each"`` or ``"nall"``)."""
+    when the routes are kept apart (``route_mode`` ``"each"`` or ``"nall"``); ``groups`` the
+    routes' pairs where the routes are traced (a :class:`~jaxmamba.orders.RouteTable`'s)."""
     m, k, _, l = dt.shape
     each = options.route_mode != "sum"
-    step = functools.partial(spatial_maps, routes=routes, each=each, chunk=chunk)
+    step = functools.partial(spatial_maps, routes=routes, each=each, chunk=chunk, groups=groups)
     per_scan = (2 * k + 2) * l * l * 4  # route maps, their sum and the top-level key tensors
     size = max(1, min(m, _TEMP_BYTES // per_scan))
     if size >= m:
@@ -576,11 +578,12 @@ def compute_maps(
     maps = {}
     for same in _same_shape(blocks, cache):
         routes = order.routes(*same[0].grid)
+        groups = order.groups(*same[0].grid) if isinstance(order, RouteTable) else None
         if len(same) == 1 or not _tiled(options, routes):
             for block in same:
                 maps[block.name] = _block_attention(
                     block_params(model, block.name), cache[block.name]["x"], routes, options,
-                    chunk,
+                    chunk, groups,
                 )  # fmt: skip
             continue
         # blocks of one shape: their scans go through the tiled kernel together
@@ -591,7 +594,7 @@ def compute_maps(
         dt, B, C = (jnp.concatenate([p[i] for p in parts]) for i in (0, 2, 3))
         A = jnp.concatenate([jnp.broadcast_to(p[1], (b,) + p[1].shape) for p in parts])
         Dk = jnp.concatenate([jnp.broadcast_to(p[4], (b,) + p[4].shape) for p in parts])
-        out = _finish(_mean_maps(dt, A, B, C, routes, options, chunk), Dk, options)
+        out = _finish(_mean_maps(dt, A, B, C, routes, options, chunk, groups), Dk, options)
         for i, block in enumerate(same):
             maps[block.name] = out[i * b : (i + 1) * b]
     return AttentionMaps(maps, blocks, _order_label(order), options)

@@ -15,6 +15,7 @@ Every failure is one line ``error: ...`` on stderr and exit status 2, with nothi
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
@@ -25,10 +26,15 @@ from jaxmamba.errors import InputError, JaxmambaError
 from jaxmamba.orders import ORDER_NAMES
 from jaxmamba.reduce import METHODS
 
-__all__ = ["main", "parser"]
+__all__ = ["NO_CHECKPOINT", "demo_image_names", "main", "parser"]
 
 _ORDERS = ", ".join(ORDER_NAMES)
 _METHODS = ", ".join(METHODS)
+NO_CHECKPOINT = (
+    "no --checkpoint: using the embedded default model, a small VMamba trained on 64x64 "
+    "digits (scikit-learn's), not on photos; its maps show how a digit model attends. For a "
+    "photo model give --checkpoint (e.g. a converted VMamba-T: jaxmamba convert)"
+)
 
 
 def _ascii_int(text: str) -> int:
@@ -90,15 +96,51 @@ def _megabytes(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number in ASCII digits: {text[:40]!r}") from None
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows every option's default (``(default: 224)``), except where there is none
+    to show (an absent option, a flag) or the help text says it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+    def _expand_help(self, action):  # a list default as "a b", not "['a', 'b']"
+        if isinstance(action.default, (list, tuple)):
+            action = argparse.Action(
+                action.option_strings, action.dest, default=" ".join(map(str, action.default)),
+                help=action.help, metavar=action.metavar,
+            )  # fmt: skip
+        return super()._expand_help(action)
+
+
+def _epilog() -> str:
+    return (
+        f"orders: {_ORDERS} (cross is VMamba's)\n"
+        f"reductions: {_METHODS} (PCA, t-SNE, UMAP)\n"
+        "options and defaults of a command: jaxmamba COMMAND --help"
+    )
+
+
 def parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``jaxmamba`` command."""
+    """The argument parser of the ``jaxmamba`` command; ``--help`` lists the orders and
+    reductions, and every command's help shows its defaults.
+
+    >>> help = parser().format_help()
+    >>> "hilbert" in help and "umap" in help
+    True
+    """
     from jaxmamba.convert import cli as convert_cli
 
     p = argparse.ArgumentParser(
         prog="jaxmamba",
         description="Exact hidden attention of VMamba models: extract, average and explore it.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser = functools.partial(sub.add_parser, formatter_class=_Defaults)
     d = sub.add_parser(
         "demo",
         help="a study of the bundled models on held-out digits (figures and explorer.html)",
@@ -141,7 +183,7 @@ def parser() -> argparse.ArgumentParser:
         "--method", nargs="+", default=["pca"], choices=METHODS, metavar="METHOD",
         help=f"reductions of the scatterplots ({_METHODS})",
     )  # fmt: skip
-    e.add_argument("--size", type=_positive, default=224, help="input size (a multiple of 32)")
+    e.add_argument("--size", type=_positive, default=224, help="input size in pixels (a multiple of 32)")
     e.add_argument("--variant", default=None, help="expected variant of a .pth checkpoint")
     e.add_argument("--batch-size", type=_positive, default=8, help="images per extraction batch")
     e.add_argument("--routes", action="store_true", help="also keep per-route mean maps")
@@ -167,7 +209,7 @@ def parser() -> argparse.ArgumentParser:
         "--blocks", nargs="+", default=None, metavar="BLOCK",
         help="stage indices or block names; default all",
     )  # fmt: skip
-    x.add_argument("--max-mb", type=_megabytes, default=100.0, help="size budget (default 100)")
+    x.add_argument("--max-mb", type=_megabytes, default=100.0, help="size budget in MB")
     x.add_argument("--routes", action="store_true", help="include per-route maps")
     x.add_argument("--overwrite", action="store_true", help="replace an explorer page there")
     c = sub.add_parser("convert", help="an official PyTorch checkpoint to an Orbax folder")
@@ -282,6 +324,10 @@ def _explore(args) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder for the study")
     files = list_images(args.images)  # fail on bad paths before loading a model
+    if not args.checkpoint:
+        _say(NO_CHECKPOINT)
+    else:
+        _say(f"loading {' '.join(args.checkpoint)}")
     models, orders, sources = _models(args)
     first = models if not isinstance(models, dict) else models[orders[0]]
     config = first.config
@@ -291,6 +337,7 @@ def _explore(args) -> None:
     blocks = [config.block(n, (args.size, args.size)) for n in names]
     maps_bytes = estimate_bytes(blocks, 1, 1, False)
     _check_resources(config, args.size, args.batch_size, maps_bytes, out, args.routes)
+    _say(f"loading {len(files)} images at {args.size}x{args.size}")
     images, display, files = load_images(files, args.size)
     print(f"{config.describe()}; {len(files)} images at {args.size}x{args.size}")
     study = write_study(
@@ -298,9 +345,24 @@ def _explore(args) -> None:
         route_maps=args.routes, image_names=[f.name for f in files], sources=sources,
         batch_size=args.batch_size,
     )  # fmt: skip
+    _say("drawing the figures")
     figures = write_figures(study)
     print(f"wrote {len(figures)} figures to {study.path / 'figures'}")
     print(f"explore it: jaxmamba serve {study.path}")
+
+
+def _say(text: str) -> None:
+    """A phase's label, printed before it starts (so a slow phase is never silent)."""
+    print(text, flush=True)
+
+
+def demo_image_names(labels) -> list[str]:
+    """The demo's image names: each held-out digit with its class.
+
+    >>> demo_image_names([3, 0])
+    ['test image 0 (class 3)', 'test image 1 (class 0)']
+    """
+    return [f"test image {i} (class {int(c)})" for i, c in enumerate(labels)]
 
 
 def _demo(args) -> None:
@@ -314,16 +376,19 @@ def _demo(args) -> None:
     out = Path(args.out).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder for the study")
+    _say(f"loading the bundled digit models of orders {', '.join(args.order)}")
     models = load_order_models(args.order)  # one model trained in each order
-    images, _ = load_digits_images(DEFAULT_IMAGE_SIZE, split="test")
-    images = images[: args.images]
+    _say(f"loading {args.images} held-out test digits at {DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE}")
+    images, labels = load_digits_images(DEFAULT_IMAGE_SIZE, split="test")
+    images, labels = images[: args.images], labels[: args.images]
     study = write_study(
         out, models, images, orders=args.order, methods=args.method, route_maps=True,
-        image_names=[f"test digit {i}" for i in range(len(images))],
+        image_names=demo_image_names(labels),
         sources={o: f"bundled digit model trained in order {o} ({order_model_dir(o).name})"
                  for o in args.order},
         batch_size=32,
     )  # fmt: skip
+    _say("drawing the figures")
     figures = write_figures(study)
     page = export(study, store.inside(study.path, "explorer.html"), route_maps=True,
                   overwrite=True)  # never written through a link out of the study

@@ -486,6 +486,8 @@ def export(
     data.update(count=study.count, signed=study.signed,
                 models={o["name"]: study.meta["models"][o["model"]]["description"]
                         for o in study.meta["orders"] if o["name"] in orders},
+                model_digests={o["name"]: o["model"] for o in study.meta["orders"]
+                               if o["name"] in orders},
                 findings={o: study.findings[o] for o in orders if o in study.findings})  # fmt: skip
     stages = sorted({study.block(n).stage for n in names})
     full = [s for s in stages if {b.name for b in study.blocks if b.stage == s} <= set(names)]

@@ -35,6 +35,7 @@ from jaxmamba.config import parse_block_name
 from jaxmamba.errors import MetricsError, require
 
 __all__ = [
+    "MIN_PATCHES",
     "MetricsError",
     "attention_distance",
     "block_distinctness",
@@ -43,7 +44,22 @@ __all__ = [
     "silhouette",
     "stage_hierarchy",
     "summarize",
+    "too_few_patches",
 ]
+
+MIN_PATCHES = 16  # a grid of fewer patches (the 2x2 stage 3 of a 64x64 input) gives no finding
+
+
+def too_few_patches(grid) -> bool:
+    """Whether an ``(h, w)`` grid has too few patches (under :data:`MIN_PATCHES`) for block
+    distinctness, sequence locality or attention distance to mean anything: the views show
+    "too few patches" there, not a number.
+
+    >>> too_few_patches((2, 2)), too_few_patches((4, 4))
+    (True, False)
+    """
+    h, w = grid
+    return int(h) * int(w) < MIN_PATCHES
 
 
 # ---- checks ------------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ __all__ = [
     "ORDER_NAMES",
     "Order",
     "OrderError",
+    "RouteTable",
     "SoftOrder",
     "as_order",
     "is_soft_spec",
@@ -551,6 +552,67 @@ class SoftOrder:
         return f"SoftOrder({shapes})"
 
 
+@jax.tree_util.register_pytree_node_class
+class RouteTable:
+    """A hard order's routes on some grids as data: int32 ``(K, L)`` leaves, traced under
+    ``jit``, so that one compiled program serves every order of those grids whose routes pair up
+    alike (route k' the reverse of route k: the tiled attention's static structure, kept here).
+    What is computed is what the :class:`Order` computes (the same gathers, read from an array
+    instead of a constant); only compiling is shared: ``jaxmamba demo`` compiles one attention
+    program for its four orders, not four.
+
+    >>> a = RouteTable.of("cross", [(2, 2), (4, 4)]); b = RouteTable.of("spiral", [(4, 4), (2, 2)])
+    >>> jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    True
+    >>> a.routes(4, 4).tolist() == Order("cross").routes(4, 4).tolist(), a.groups(4, 4)
+    (True, ((0, 2), (1, 3)))
+    """
+
+    def __init__(self, grids, groups, tables, name: str = "table") -> None:
+        self.grids, self.route_groups, self.tables = tuple(grids), tuple(groups), tuple(tables)
+        self.name = name
+
+    @classmethod
+    def of(cls, order, grids) -> RouteTable:
+        """The routes of a hard ``order`` on ``grids`` ``[(h, w), ...]``."""
+        from jaxmamba.tiles import route_groups
+
+        order = as_order(order)
+        if not isinstance(order, Order):
+            raise OrderError(f"a RouteTable holds hard routes; got {order!r}")
+        grids = sorted({_check_grid(*g) for g in grids})
+        tables = [np.asarray(order.routes(*g), np.int32) for g in grids]
+        return cls(grids, [route_groups(t) for t in tables], tables, order.name)
+
+    def _index(self, h: int, w: int) -> int:
+        h, w = _check_grid(h, w)
+        if (h, w) not in self.grids:
+            raise OrderError(f"the route table has no grid {h}x{w}; it has {list(self.grids)}")
+        return self.grids.index((h, w))
+
+    def routes(self, h: int, w: int):
+        """The ``(K, h·w)`` int32 routes of grid ``h x w`` (traced under ``jit``)."""
+        return self.tables[self._index(h, w)]
+
+    def groups(self, h: int, w: int) -> tuple[tuple[int, ...], ...]:
+        """Routes paired with their reverse on grid ``h x w`` (:func:`jaxmamba.tiles.route_groups`)."""
+        return self.route_groups[self._index(h, w)]
+
+    def num_routes(self, h: int, w: int) -> int:
+        """Number of routes K on an ``h x w`` grid."""
+        return int(self.routes(h, w).shape[0])
+
+    def tree_flatten(self):  # the name is not part of the structure: one program for all
+        return self.tables, (self.grids, self.route_groups)
+
+    @classmethod
+    def tree_unflatten(cls, aux, tables):
+        return cls(aux[0], aux[1], tables)
+
+    def __repr__(self) -> str:
+        return f"RouteTable({self.name}: {', '.join(f'{h}x{w}' for h, w in self.grids)})"
+
+
 def is_soft_spec(spec: Any) -> bool:
     """Whether ``spec`` is soft routes: a :class:`SoftOrder` or ``{(h, w): (K, L, L) float}``.
 
@@ -641,7 +703,7 @@ def as_order(spec: Any = None) -> Order | SoftOrder:
     """
     if spec is None:
         return Order("cross")
-    if isinstance(spec, Order | SoftOrder):
+    if isinstance(spec, Order | SoftOrder | RouteTable):
         return spec
     if is_soft_spec(spec):
         return _soft_order(spec)

@@ -21,12 +21,20 @@ from jaxmamba.init_rules import ALog, Constant, DtBias, Uniform, declare
 from jaxmamba.kernels import selective_scan
 from jaxmamba.layers import HIGHEST, Conv2d, LayerNorm, Linear
 
-__all__ = ["SS2D", "cross_scan", "cross_merge", "scan_inputs", "is_hard"]
+__all__ = ["SS2D", "cross_scan", "cross_merge", "scan_inputs", "inverse_of", "is_hard"]
 
 
 def is_hard(routes) -> bool:
-    """True for integer ``(K, L)`` permutations, False for soft ``(K, L, L)`` matrices."""
-    return isinstance(routes, np.ndarray) and np.issubdtype(routes.dtype, np.integer)
+    """True for integer ``(K, L)`` permutations (constants, or traced ones of a
+    :class:`~jaxmamba.orders.RouteTable`), False for soft ``(K, L, L)`` matrices."""
+    return isinstance(routes, np.ndarray | jax.Array) and jnp.issubdtype(routes.dtype, jnp.integer)
+
+
+def inverse_of(routes):
+    """``inverse[k, routes[k, t]] = t``: NumPy for constant routes, traced for traced ones."""
+    if isinstance(routes, np.ndarray):
+        return np.argsort(routes, axis=-1)
+    return jnp.argsort(routes, axis=-1)
 
 
 def cross_scan(
@@ -59,7 +67,7 @@ def cross_merge(
       ``(B, D, L)`` in row-major spatial order (the transpose of :func:`cross_scan`).
     """
     if is_hard(routes):
-        inverse = np.argsort(routes, axis=-1)
+        inverse = inverse_of(routes)
         return sum(jnp.take(y[:, k], jnp.asarray(inverse[k]), axis=-1) for k in range(len(routes)))
     return jnp.einsum("kts,bkdt->bds", routes, y, precision=HIGHEST)
 

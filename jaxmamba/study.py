@@ -75,7 +75,7 @@ from numpy.lib import format as npy_format
 
 from jaxmamba import params as P
 from jaxmamba import store
-from jaxmamba.aggregate import RUN_FILE, RUN_FORMAT, attention_mean
+from jaxmamba.aggregate import RUN_FILE, RUN_FORMAT, attention_mean, compile_mean, route_table
 from jaxmamba.attention import AttentionOptions
 from jaxmamba.config import Block, parse_block_name
 from jaxmamba.errors import CheckpointError, StudyError, require
@@ -599,16 +599,18 @@ def write_study(
         meta["complete"] = False
         _save_meta(out, meta)
         writer = _Writer(out, meta, models, block_info, progress)
+        held.callback(writer.stop_compiling)
+        writer.compile_ahead(orders, images.shape, options, batch_size, len(single))
         for i in range(n):
             path = _inside(out, "images", f"{i}.png")
             if not path.exists():
                 store.write_bytes_atomic(path, png_bytes(display[i], max_side=448))
-        for order in orders:
+        for order in orders:  # an order's embeddings run while later orders still compile
             writer.means(order, images, options, batch_size, save_every)
             writer.singles(order, images[single], batch_size)
-        writer.embeddings(orders, methods, seed)
-        writer.stage_embeddings(orders, methods, seed, single)
-        writer.findings(orders, seed)
+            writer.embeddings([order], methods, seed)
+            writer.stage_embeddings([order], methods, seed, single)
+            writer.findings([order], seed)
         meta["count"] = n
         meta["complete"] = True
         _save_meta(out, meta)
@@ -644,6 +646,86 @@ class _Writer:
         )  # fmt: skip
         self.names = tuple(b.name for b in blocks)
         self._pooled_maps: dict = {}
+        self._compiling: dict = {}  # ("means" | "singles", order) -> Future of its compilation
+        self._compiler = None
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            print(text, flush=True)
+
+    def _todo(self, kind: str, order: str) -> bool:
+        """Whether phase ``kind`` of ``order`` has work left (not resumed half-way)."""
+        if kind == "means":
+            folders = ("means", "routes") if self.meta["route_maps"] else ("means",)
+            done = all(_inside(self.out, f, order, f"{b.name}.npy").exists()
+                       for f in folders for b in self.blocks)  # fmt: skip
+            return not done and not (self.out / "work" / order).exists()
+        return not all(_inside(self.out, "single", order, f"{b.name}.npy").exists()
+                       for b in self.blocks)  # fmt: skip
+
+    def compile_ahead(self, orders, shape, options, batch_size: int, n_single: int) -> None:
+        """Compile, in background threads, the programs the orders will run (the attention mean,
+        the forward that keeps the single images' scan inputs) while the images are written:
+        on a first run (empty compile cache) compiling is most of the time.  Orders of one
+        architecture and grids share their programs (the routes are data,
+        :func:`~jaxmamba.aggregate.route_table`): each distinct program is compiled once.  The
+        phases wait for theirs (:meth:`_wait`)."""
+        import jax
+        from concurrent.futures import ThreadPoolExecutor
+
+        n, size = shape[0], tuple(shape[1:])
+        jobs, seen = [], {}
+        for o in orders:
+            model, table = self.models[o], route_table(self.models[o].config, size[:2], o)
+            todo = []
+            if self._todo("means", o):
+                batch = (min(batch_size, n), *size)
+                todo.append(("means", batch, functools.partial(
+                    compile_mean, model, batch, order=o, blocks=self.names,
+                    route_mode=options.route_mode)))  # fmt: skip
+            if n_single and self._todo("singles", o):
+                for b in sorted({min(batch_size, n_single), n_single % batch_size} - {0}):
+                    todo.append(("singles", (b, *size), functools.partial(
+                        _compile_forward, model, (b, *size), table, frozenset(self.names))))
+            for kind, batch, job in todo:
+                key = (kind, batch, jax.tree_util.tree_structure((model, table)))
+                if key not in seen:
+                    seen[key] = len(jobs)
+                    jobs.append(job)
+                self._compiling.setdefault((kind, o), []).append(seen[key])
+        if not jobs:
+            return
+        self._compiler = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jaxmamba-compile")
+        futures = [self._compiler.submit(job) for job in jobs]
+        self._compiling = {k: [futures[i] for i in v] for k, v in self._compiling.items()}
+        cache = _compile_cache()
+        when = (f"compiled on a first run, then loaded from the compile cache {cache}" if cache
+                else "compiled on every run: the compile cache is off")  # fmt: skip
+        some = f"{len(orders)} orders" if len(orders) > 1 else "1 order"
+        self._say(f"preparing the XLA programs of {some} in the background ({len(jobs)} "
+                  f"program{'s' if len(jobs) > 1 else ''}, {when})")  # fmt: skip
+
+    def _wait(self, kind: str, order: str) -> None:
+        """Wait for the background compilation of ``kind``'s program for ``order``, saying so."""
+        from concurrent.futures import wait
+
+        futures = self._compiling.pop((kind, order), [])
+        if futures and wait(futures, timeout=1.0).not_done:  # not a cache hit: a compile
+            what = "attention" if kind == "means" else "single-image forward"
+            when = "first run only" if _compile_cache() else "the compile cache is off"
+            shared = "; the other orders reuse it" if len(self.meta["orders"]) > 1 else ""
+            self._say(f"compiling the {what} program for order {order} ({when}{shared}) ...")
+        for f in futures:
+            try:
+                f.result()
+            except Exception:  # noqa: BLE001 - the phase compiles itself and reports the error
+                pass
+
+    def stop_compiling(self) -> None:
+        """Cancel the compilations not started (an error or Ctrl-C stopped the study)."""
+        if self._compiler is not None:
+            self._compiler.shutdown(wait=False, cancel_futures=True)
+            self._compiler = None
 
     def _bar(self, total: int, desc: str):
         if not self.progress or not total:
@@ -663,6 +745,7 @@ class _Writer:
             self._finish_means(order, n)
             return
         batches = (images[i : i + batch_size] for i in range(0, n, batch_size))
+        self._wait("means", order)
         mean = attention_mean(
             self.models[order], batches, order=order, blocks=self.names,
             route_mode=options.route_mode, out_dir=work, save_every=save_every,
@@ -705,9 +788,13 @@ class _Writer:
         paths = {b.name: _inside(out, "single", order, f"{b.name}.npy") for b in self.blocks}
         if all(p.exists() for p in paths.values()):
             return
+        self._wait("singles", order)
+        some = f"{len(images)} single images" if len(images) > 1 else "1 single image"
+        self._say(f"keeping the scan inputs of {some} ({order})")
         xs = {name: [] for name in self.names}
+        table = route_table(model.config, images.shape[1:3], order)  # one program, all orders
         for i in range(0, len(images), batch_size):
-            _, cache = run_with_cache(model, images[i : i + batch_size], order=order,
+            _, cache = run_with_cache(model, images[i : i + batch_size], order=table,
                                       blocks=self.names)  # fmt: skip
             for name in self.names:
                 xs[name].append(np.asarray(cache[name]["x"], np.float32))
@@ -786,6 +873,9 @@ class _Writer:
             routes = {b.name: as_order(o).routes(*b.grid) for b in self.blocks}
             blocks, stages = {}, {}
             for b in self.blocks:
+                if metrics.too_few_patches(b.grid):  # null: the views say "too few patches"
+                    blocks[b.name] = {"attention_distance": None, "sequence_locality": None}
+                    continue
                 a = np.load(_inside(self.out, "means", o, f"{b.name}.npy"))
                 entry = {"attention_distance": _finite(metrics.attention_distance, a, *b.grid,
                                                        normalize=True)}  # fmt: skip
@@ -800,7 +890,7 @@ class _Writer:
                          for k in ("attention_distance", "sequence_locality")}  # fmt: skip
                 entry["block_distinctness"] = None
                 entry["image_block_distinctness"] = None
-                if len(members) > 1 and members[0].length > 1:
+                if len(members) > 1 and not metrics.too_few_patches(members[0].grid):
                     maps = {b.name: np.load(_inside(self.out, "means", o, f"{b.name}.npy"))
                             for b in members}  # fmt: skip
                     entry["block_distinctness"] = _finite(metrics.block_distinctness, maps,
@@ -830,6 +920,22 @@ def _single_fn(order: str, grid: tuple[int, int], each: bool):
     routes = as_order(order).routes(*grid)
     mode = "each" if each else "sum"
     return jax.jit(lambda op, x: block_attention(op, x, routes, route_mode=mode))
+
+
+def _compile_forward(model, shape: tuple, order, capture: frozenset) -> None:
+    """Compile (not run) the forward :meth:`_Writer.singles` runs on a batch of ``shape``."""
+    import jax.numpy as jnp
+
+    from jaxmamba.model import apply
+
+    apply.lower(model, jnp.zeros(shape, jnp.float32), order, None, capture).compile()
+
+
+def _compile_cache() -> str | None:
+    """The folder of JAX's persistent compilation cache, or None when it is off."""
+    import jax
+
+    return jax.config.jax_compilation_cache_dir or None
 
 
 def _finite(f, *args, **kwargs):
@@ -1020,7 +1126,10 @@ def _measure(value) -> bool:
 
 def _check_findings(file: Path, top: _Fields, orders: list[str], stages: dict) -> None:
     """``findings``: per order, ``{"blocks": {block: {measure: number|null}}, "stages": {stage:
-    {measure: number|null}}}`` of the study's blocks and stages (what the page draws)."""
+    {measure: number|null}}}`` of the study's blocks and stages (what the page draws).  A grid of
+    fewer than :data:`jaxmamba.metrics.MIN_PATCHES` patches has null findings in a study written
+    now; numbers there (an earlier jaxmamba's) are accepted, and the views show "too few patches"
+    whatever the file holds (they decide from the grid)."""
     findings = top.get("findings", lambda v: isinstance(v, dict), "an object", {})
     for order, entry in findings.items():
         if order not in orders or not isinstance(entry, dict):

@@ -290,6 +290,7 @@ def spatial_maps(
     *,
     each: bool = False,
     chunk: int | None = None,
+    groups: tuple[tuple[int, ...], ...] | None = None,
 ) -> Float[Array, "m *k l l"]:
     """Channel-mean hidden attention of SS2D scans in row-major spatial coordinates.
 
@@ -299,6 +300,8 @@ def spatial_maps(
       routes: ``(K, L)`` integer routes (scan position → spatial index).
       each: return every route's map (``(M, K, L, L)``) instead of their sum (``(M, L, L)``).
       chunk: top-level chunk size (performance only).
+      groups: :func:`route_groups` of ``routes``; needed only where the routes are traced (a
+        :class:`~jaxmamba.orders.RouteTable`'s), read from them otherwise.
 
     Returns:
       ``Σ_k P_kᵀ ᾱ_k P_k`` (or each term): row p is the query patch, column q the source patch.
@@ -311,10 +314,16 @@ def spatial_maps(
     (1, 6, 6)
     """
     m, k, d, l = dt.shape
-    routes = np.asarray(routes)
+    traced = not isinstance(routes, np.ndarray | list | tuple)
+    routes = routes if traced else np.asarray(routes)
     dt, A, B, C = _channel_last(dt, A, B, C)
     lp, sizes = chunk_plan(l, chunk)
-    groups = tuple((i,) for i in range(k)) if each else route_groups(routes)
+    if each:
+        groups = tuple((i,) for i in range(k))
+    elif groups is None:
+        if traced:
+            raise AttentionError("traced routes need their groups (route_groups of the routes)")
+        groups = route_groups(routes)
     if lp > l:  # zero padding: at the end of a route, at the front of the second of a pair
         second = {g[1] for g in groups if len(g) == 2}
         dt, B, C = (
@@ -331,9 +340,14 @@ def spatial_maps(
     out = []
     for group in groups:
         g = maps[group]
-        inverse = np.argsort(routes[group[0]])
-        if not np.array_equal(inverse, np.arange(l)):
-            g = jnp.take(jnp.take(g, jnp.asarray(inverse), axis=1), jnp.asarray(inverse), axis=2)
+        if traced:  # the same gathers, indices read from the traced routes
+            inverse = jnp.argsort(routes[group[0]])
+            g = jnp.take(jnp.take(g, inverse, axis=1), inverse, axis=2)
+        else:
+            inverse = np.argsort(routes[group[0]])
+            if not np.array_equal(inverse, np.arange(l)):
+                g = jnp.take(jnp.take(g, jnp.asarray(inverse), axis=1), jnp.asarray(inverse),
+                             axis=2)  # fmt: skip
         out.append(g)
     out = jnp.stack(out, axis=1) / d if each else sum(out[1:], out[0]) / d
     return _undefined_where_a_is_not_finite(out, A)

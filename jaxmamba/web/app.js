@@ -288,7 +288,7 @@ const JM = (() => {
       methods: [...new Set(names.flatMap((o) => Object.values(D.data[o]).flatMap((e) => Object.keys(e.coords))))],
       route_maps: names.some((o) => Object.values(D.data[o]).some((e) => !!e.route_attn)),
       orders: names.map((o) => ({ name: o, routes: null, model: (D.models || {})[o] || null,
-        blocks: Object.keys(D.data[o]) })),
+        model_digest: (D.model_digests || {})[o] || null, blocks: Object.keys(D.data[o]) })),
       blocks: [...blocks.values()],
       images: D.images.map((im) => ({ name: im.name })),
       single_images: [],
@@ -536,8 +536,10 @@ const JM = (() => {
       return [["mean", `mean of ${M.count} images`]].concat(M.single_images.map((s) => [String(s.subject), "image: " + s.name]));
     }
     function syncControls() {
-      const many = M.orders.some((o) => o.model !== M.orders[0].model);
-      const orderItems = M.orders.map((o) => [o.name, o.name + (many && o.model ? " (its own model)" : "")]);
+      const modelOf = (o) => o.model_digest || o.model;
+      const many = M.orders.some((o) => modelOf(o) !== modelOf(M.orders[0]));
+      const orderItems = M.orders.map((o) => [o.name, o.name + (!modelOf(o) ? ""
+        : ` · ${many ? "its own model" : "model"} ${o.model_digest ? o.model_digest.slice(0, 8) : o.model}`)]);
       S.mode = fill(ctl.mode, MODES.filter(([m]) => m !== "blocks" || M.stages.some((s) => s.blocks.length > 1)), S.mode);
       S.order = fill(ctl.order, orderItems, S.order);
       const names = orderOf(S.order).blocks;
@@ -979,8 +981,16 @@ const JM = (() => {
     function drawFindings() {
       const f = M.findings && M.findings[S.order];
       if (!f) { findings.textContent = ""; return; }
-      const st = blockOf(S.block).stage, fs = f.stages[String(st)] || {}, fb = f.blocks[S.block] || {};
+      const b = blockOf(S.block), st = b.stage, fs = f.stages[String(st)] || {}, fb = f.blocks[S.block] || {};
       const num = (v) => v === null || v === undefined ? "–" : fmt(v);
+      // findings on fewer than 16 patches (jaxmamba.metrics.MIN_PATCHES) mean nothing: never shown
+      // as numbers (studies written before jaxmamba stored null for them hold numbers)
+      const MIN_FINDING_PATCHES = 16, g = (b.grid || [0, 0]), few = g[0] * g[1] < MIN_FINDING_PATCHES;
+      if (few) {
+        findings.textContent = `Findings, order ${S.order}, stage ${st} (${g[0]}×${g[1]} grid): too few patches ` +
+          `(${g[0] * g[1]}, fewer than ${MIN_FINDING_PATCHES}) for block distinctness, sequence locality or attention distance to mean anything.`;
+        return;
+      }
       findings.textContent = `Findings, order ${S.order}, mean maps. Stage ${st}: block distinctness ${num(fs.block_distinctness)} ` +
         `(silhouette of block labels, patches embedded jointly)` +
         (fs.image_block_distinctness !== undefined && fs.image_block_distinctness !== null
@@ -1320,9 +1330,13 @@ const JM = (() => {
       M.single_images = M.single_images || [];
       M.stages = M.stages || [];
       title.textContent = M.title || "jaxmamba attention explorer";
-      const models = [...new Set(M.orders.map((o) => o.model).filter(Boolean))];
+      const short = (o) => o.model_digest ? o.model_digest.slice(0, 8) : null;
+      const models = [...new Set(M.orders.map((o) => o.model_digest || o.model).filter(Boolean))];
+      const kinds = [...new Set(M.orders.map((o) => o.model).filter(Boolean))];
       sub.textContent = (M.count ? `Mean hidden attention over ${M.count} images` : "Hidden attention") +
-        (models.length === 1 ? " · model: " + models[0] : models.length > 1 ? ` · ${models.length} models: one trained per order` : "") +
+        (models.length === 1 ? " · model: " + (kinds[0] || "") + (short(M.orders[0]) ? ` (${short(M.orders[0])}), every order` : "")
+          : models.length > 1 ? ` · ${models.length} models (${kinds.join("; ")}), one trained per order: ` +
+            M.orders.map((o) => `${o.name} ${short(o) || o.model}`).join(", ") : "") +
         (M.single_images.length ? ` · ${M.single_images.length} single images` : "") +
         (M.signed ? " · signed maps (diverging colour scale)" : "") + (M.synthetic ? " · SYNTHETIC planted maps" : "");
       S.order = M.orders[0].name;
