@@ -29,7 +29,8 @@ FIGURES = {  # demo figure -> docs name
 
 SHOTS = {  # docs name -> what to do in the page before the screenshot
     "explorer.png": "explorer.select([5 * 16 + 4, 5 * 16 + 5, 6 * 16 + 4, 6 * 16 + 5]);",
-    "explorer_single.png": "explorer.setControl('subject', '0'); explorer.select([7 * 16 + 8]);",
+    "explorer_single.png": "explorer.setControl('subject', '0'); explorer.setControl('opacity', '0.5');"
+    "explorer.select([7 * 16 + 8]);",  # the digit shows through a map at opacity 0.5
     "explorer_blocks.png": "explorer.setControl('mode', 'blocks');",
     "explorer_compare.png": (
         "explorer.setControl('mode', 'compare'); explorer.setControl('orderB', 'spiral');"
@@ -52,7 +53,7 @@ PHOTO_SHOTS = {  # the centre patch (28, 28) of the 56x56 stage-0 block layers.0
 }
 
 
-def driver(size=(1320, 1000)):
+def driver(size=(1320, 1200)):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -79,7 +80,7 @@ def idle(d, timeout=60):
     time.sleep(0.3)  # images under the maps
 
 
-def shoot(study: Path, out_dir: Path, figures: dict, shots: dict, size=(1320, 1000)) -> None:
+def shoot(study: Path, out_dir: Path, figures: dict, shots: dict, size=(1320, 1200)) -> None:
     """Copy ``figures`` of ``study`` and take the screenshots ``shots`` of it served."""
     from jaxmamba.figures import write_figures
     from jaxmamba.serve import ServerThread
@@ -107,7 +108,7 @@ def main(demo: str = "demo", out: str = "docs", photo: str | None = None) -> Non
     out_dir.mkdir(parents=True, exist_ok=True)
     shoot(Path(demo), out_dir, FIGURES, SHOTS)
     if photo is not None:
-        shoot(Path(photo), out_dir, PHOTO_FIGURES, PHOTO_SHOTS, size=(1400, 1160))
+        shoot(Path(photo), out_dir, PHOTO_FIGURES, PHOTO_SHOTS, size=(1400, 1400))
     print("wrote", ", ".join(sorted(p.name for p in out_dir.glob("*.png"))))
 
 

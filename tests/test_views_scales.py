@@ -231,12 +231,12 @@ def test_a_grey_image_under_the_map(page, study):
     cells = list(range(0, 3136, 97))
     row = np.asarray(study.map("cross", S0), np.float64)[CENTRE]
 
-    def residual():
+    def residual(alpha=0.75):
         px = np.asarray(js(page, "return arguments[0].map((p) => explorer.pixelAt('heat', p));",
                            cells), np.float64)  # fmt: skip
         col = np.asarray(js(page, "return arguments[0].map((v) => explorer.colourAt(v));",
                             row[cells].tolist()), np.float64)  # fmt: skip
-        return (px - 0.75 * np.floor(col)) / 0.25 / 255
+        return (px - alpha * np.floor(col)) / (1 - alpha) / 255
 
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -249,6 +249,11 @@ def test_a_grey_image_under_the_map(page, study):
     caption = page.find_element("id", "caption").text
     assert "Drawn over image “noise 0”" in caption and "in grey (desaturated, dimmed)" in caption
     assert "opacity 0.75" in caption
+    js(page, "explorer.setControl('opacity', '0.5');")  # more of the image shows through
+    half = residual(0.5)
+    assert np.abs(half - grey).max() < 0.03  # the same grey image under a map at opacity 0.5
+    assert "opacity 0.5" in page.find_element("id", "caption").text
+    js(page, "explorer.setControl('opacity', '0.75');")
     js(page, "explorer.setControl('underlay', 'colour');")
     assert heat.get_attribute("data-underlay") == "colour:0"
     colour = residual()

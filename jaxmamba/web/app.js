@@ -408,6 +408,9 @@ const JM = (() => {
 
   const TAB10 = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]];
+  /** Opacities of a map over an image (the colour bar is drawn the same way): 0.75 by default; 0.5
+   *  lets a faint image (a small digit) show through, 0.9 keeps the colours nearly exact. */
+  const OPACITIES = [0.5, 0.75, 0.9];
   const METHOD_NAMES = { pca: "PCA", tsne: "t-SNE", umap: "UMAP" };
   const MODES = [["patches", "Patches of a block"], ["blocks", "Blocks of a stage"], ["compare", "Side by side"],
     ["matrix", "Attention matrix"], ["overview", "Selection in every block"]];
@@ -424,13 +427,14 @@ const JM = (() => {
       colorby: dropdown("colorby"), direction: dropdown("direction"), image: dropdown("image"),
       orderB: dropdown("orderB"), blockB: dropdown("blockB"), subjectB: dropdown("subjectB"),
       showpath: el("input", { id: "showpath", type: "checkbox" }), noself: el("input", { id: "noself", type: "checkbox" }),
-      scale: dropdown("scale"), underlay: dropdown("underlay"), comparescale: dropdown("comparescale"),
+      scale: dropdown("scale"), underlay: dropdown("underlay"), opacity: dropdown("opacity"), comparescale: dropdown("comparescale"),
       reset: el("button", { id: "reset", type: "button", text: "centre patch" }),
     };
     fill(ctl.mode, MODES, "patches");
     fill(ctl.direction, [["query", "what the selection attends to (rows)"], ["source", "what attends to the selection (columns)"]], "query");
     fill(ctl.scale, [["log", "log (symlog)"], ["linear", "linear"], ["rank", "rank (quantiles)"]], "log");
     fill(ctl.underlay, [["grey", "grey (dimmed)"], ["colour", "in colour"], ["none", "none"]], "grey");
+    fill(ctl.opacity, OPACITIES.map((a) => [String(a), String(a)]), "0.75");
     ctl.noself.checked = true;
     fill(ctl.points, [["interblock", "one point per (image, block) map"], ["joint", "one point per (patch, block), mean maps"]], "interblock");
     const row1 = el("div", { class: "jm-controls" },
@@ -440,6 +444,7 @@ const JM = (() => {
     const row2 = el("div", { class: "jm-controls" },
       control("heat map", ctl.direction, "direction"), control("colour scale", ctl.scale, "scale"),
       control("image under the map", ctl.underlay, "underlay"), control("image", ctl.image, "image"),
+      control("map opacity", ctl.opacity, "opacity"),
       el("label", { id: "path-ctl" }, ctl.showpath, " scan path"), el("label", { id: "noself-ctl" }, ctl.noself, " scale without the selected patches"), ctl.reset);
     const rowB = el("div", { class: "jm-controls", id: "compare-ctl" }, el("b", { text: "right panel:" }),
       control("order", ctl.orderB, "orderB"), control("block", ctl.blockB, "blockB"), control("map of", ctl.subjectB, "subjectB"),
@@ -494,7 +499,7 @@ const JM = (() => {
     let M = null;  // meta
     const S = { mode: "patches", order: null, block: null, subject: "mean", route: "sum", method: null, points: "interblock",
       colorBy: "row", direction: "query", image: -1, showPath: false, noSelf: true, selection: [], hover: -1,
-      scale: "log", underlay: "grey", compareScale: "auto",
+      scale: "log", underlay: "grey", opacity: 0.75, compareScale: "auto",
       B: { order: null, block: null, subject: "mean" }, picked: null, anchor: null };
     // anchor: the selection as last made by hand, with its grid; other grids show its image area
     const blockOf = (name) => M.blocks.find((b) => b.name === name);
@@ -573,8 +578,9 @@ const JM = (() => {
       show("#points-ctl", S.mode === "blocks");
       show("#colorby-ctl", S.mode === "patches");
       show("#method-ctl", S.mode !== "compare");
-      show("#image-ctl", M.images.length > 0 && S.underlay !== "none" && !(S.mode !== "compare" && S.subject !== "mean"));
-      show("#underlay-ctl", M.images.length > 0 || M.single_images.length > 0);
+      show("#image-ctl", M.images.length > 0 && S.underlay !== "none" && S.mode !== "overview" && !(S.mode !== "compare" && S.subject !== "mean"));
+      show("#underlay-ctl", (M.images.length > 0 || M.single_images.length > 0) && S.mode !== "overview");  // no image under the panels
+      show("#opacity-ctl", (M.images.length > 0 || M.single_images.length > 0) && S.mode !== "overview" && S.underlay !== "none");
       syncCompareScale();
       show("#path-ctl", S.mode === "patches");
       show("#compare-ctl", S.mode === "compare");
@@ -817,7 +823,6 @@ const JM = (() => {
       }
       return backdrops.get(key);
     }
-    const MAP_OPACITY = 0.75;  // a map over an image: constant opacity (the bar drawn the same way)
     /** Draw one heat map on canvas cv with scale sc; returns the image under it (-1: none). */
     function drawHeat(cv, g, values, sel, subject, hover, sc) {
       const G = geom(g), n = G.h * G.w, ctx = cv.getContext("2d");
@@ -827,7 +832,7 @@ const JM = (() => {
       if (back) ctx.drawImage(back, 0, 0);
       for (let q = 0; q < n; q++) {
         const c = colourOf(sc, values[q]);
-        ctx.fillStyle = back ? css(c, MAP_OPACITY) : css(c);
+        ctx.fillStyle = back ? css(c, S.opacity) : css(c);
         const col = q % G.w, r = Math.floor(q / G.w), x0 = Math.round(col * G.cell), y0 = Math.round(r * G.cell);
         ctx.fillRect(x0, y0, Math.round((col + 1) * G.cell) - x0, Math.round((r + 1) * G.cell) - y0);
       }
@@ -871,7 +876,7 @@ const JM = (() => {
       if (u >= 0) {
         text += (subject === "mean" ? `Drawn over image “${M.images[u].name}” (one of the averaged images)` : "Drawn over that image") +
           (S.underlay === "grey" ? ", shown in grey (desaturated, dimmed)" : ", shown in colour") +
-          `; the map at opacity ${MAP_OPACITY} (the bar drawn the same way over mid grey). `;
+          `; the map at opacity ${S.opacity} (the bar drawn the same way over mid grey). `;
       } else text += "No image under the map; opaque colours. ";
       text += "Colour: " + describeScale(sc) + ". ";
       text += S.noSelf ? "The selected patches are outlined and may be off the scale (left out of it)."
@@ -941,7 +946,7 @@ const JM = (() => {
       if (overImage) { ctx.fillStyle = "rgb(128,128,128)"; ctx.fillRect(0, 0, W, H); }
       for (let x = 0; x < W; x++) {
         const c = lerp(sc.stops, x / (W - 1));
-        ctx.fillStyle = overImage ? css(c, MAP_OPACITY) : css(c);
+        ctx.fillStyle = overImage ? css(c, S.opacity) : css(c);
         ctx.fillRect(x, 0, 1, H);
       }
       tk.innerHTML = "";
@@ -1284,6 +1289,7 @@ const JM = (() => {
     on(ctl.noself, (t) => { S.noSelf = t.checked; });
     on(ctl.scale, (t) => { S.scale = t.value; });
     on(ctl.underlay, (t) => { S.underlay = t.value; });
+    on(ctl.opacity, (t) => { S.opacity = +t.value; });
     on(ctl.comparescale, (t) => { S.compareScale = t.value; });
     on(ctl.orderB, (t) => { S.B.order = t.value; });
     on(ctl.blockB, (t) => { S.B.block = t.value; });
@@ -1337,7 +1343,7 @@ const JM = (() => {
         (models.length === 1 ? " · model: " + (kinds[0] || "") + (short(M.orders[0]) ? ` (${short(M.orders[0])}), every order` : "")
           : models.length > 1 ? ` · ${models.length} models (${kinds.join("; ")}), one trained per order: ` +
             M.orders.map((o) => `${o.name} ${short(o) || o.model}`).join(", ") : "") +
-        (M.single_images.length ? ` · ${M.single_images.length} single images` : "") +
+        (M.single_images.length ? ` · ${M.single_images.length} single image${M.single_images.length > 1 ? "s" : ""}` : "") +
         (M.signed ? " · signed maps (diverging colour scale)" : "") + (M.synthetic ? " · SYNTHETIC planted maps" : "");
       S.order = M.orders[0].name;
       S.block = M.orders[0].blocks[0];
