@@ -202,6 +202,7 @@ def test_models_with_fewer_routes(k, order):
     jax.default_backend() != "cpu" or jax.device_count() > 1,
     reason="batches are cut into slices on a single CPU device only",
 )
+@pytest.mark.slow  # 60-100 s of compiles (a gradient, twice): in the slow run (-m slow)
 def test_batch_cut_into_pieces_gives_the_same_logits_cache_and_gradient(monkeypatch):
     """On one CPU device, stages with large activations run as slices of the batch (separate
     subgraphs); forcing every stage into two uneven slices changes nothing but the program."""

@@ -119,7 +119,7 @@ def test_two_processes_get_the_one_process_mean(tmp_path, cache, reference):
 
 @pytest.mark.parametrize(
     "shared,killed",
-    [(True, 1), (False, 0)],
+    [pytest.param(True, 1, marks=pytest.mark.slow), (False, 0)],  # the shared folder: -m slow
     ids=["shared-out_dir-peer-killed", "own-out_dirs-writer-killed"],
 )
 def test_resume_after_one_process_is_killed(tmp_path, cache, reference, shared, killed):

@@ -221,7 +221,8 @@ def test_a_program_compiled_ahead_is_the_one_attention_mean_runs():
 
 @pytest.mark.parametrize(
     ("route_mode", "orders"),
-    [("sum", ["cross", "spiral", "hilbert"]), ("each", ["morton", "zigzag"])],
+    [("sum", ["cross", "spiral", "hilbert"]),
+     pytest.param("each", ["morton", "zigzag"], marks=pytest.mark.slow)],  # fmt: skip
 )  # each order also compiles its own program (the reference): a few orders per route mode
 def test_orders_share_one_program_with_the_same_maps(route_mode, orders):
     """Routes as data (a RouteTable): one compiled program for every order of the same grids,
