@@ -260,7 +260,8 @@ def attention_mean(
                 x = np.where(finite[:, None, None, None], x, 0.0).astype(np.float32)
             first_size = first_size or b
             xs, valid = _global_batch(x, finite, mesh, first_size)
-            table = table or route_table(model.config, shape[:2], order)
+            if table is None:  # the order's routes as data, once
+                table = route_table(model.config, shape[:2], order)
             part, n_valid = _batch_sum_jit(model, xs, valid, table, names, options, implementation)
             n_valid = int(n_valid)
             state.sums = part if state.sums is None else {k: state.sums[k] + part[k] for k in part}

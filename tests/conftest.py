@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -133,6 +134,24 @@ def wait_idle(drv, timeout: float = 60.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("the explorer did not become idle")
+
+
+def js(drv, code, *args):
+    """Run ``code`` in the explorer page, then wait until it is idle; what the code returned."""
+    out = drv.execute_script(code, *args)
+    wait_idle(drv)
+    return out
+
+
+@contextlib.contextmanager
+def served_page(study, drv):
+    """The explorer of ``study`` served on 127.0.0.1 and loaded in ``drv``, idle."""
+    from jaxmamba.serve import ServerThread
+
+    with ServerThread(study) as server:
+        drv.get(server.url)
+        wait_idle(drv)
+        yield drv
 
 
 def severe(drv) -> list:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import severe, wait_idle
+from conftest import js, served_page, severe
 
 import jaxmamba
 from jaxmamba.study import write_study
@@ -28,18 +28,8 @@ def study(tmp_path_factory):
 
 @pytest.fixture
 def page(study, chromium):
-    from jaxmamba.serve import ServerThread
-
-    with ServerThread(study) as server:
-        chromium.get(server.url)
-        wait_idle(chromium)
-        yield chromium
-
-
-def js(drv, code, *args):
-    out = drv.execute_script(code, *args)
-    wait_idle(drv)
-    return out
+    with served_page(study, chromium) as drv:
+        yield drv
 
 
 @pytest.mark.browser

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import severe, wait_idle
+from conftest import js, served_page, severe, wait_idle
 
 from jaxmamba.study import write_synthetic_study
 
@@ -28,18 +28,8 @@ def study(tmp_path_factory):
 
 @pytest.fixture
 def page(study, chromium):
-    from jaxmamba.serve import ServerThread
-
-    with ServerThread(study) as server:
-        chromium.get(server.url)
-        wait_idle(chromium)
-        yield chromium
-
-
-def js(drv, code, *args):
-    out = drv.execute_script(code, *args)
-    wait_idle(drv)
-    return out
+    with served_page(study, chromium) as drv:
+        yield drv
 
 
 # ------------------------------------------------------------------------------------------------
@@ -126,7 +116,7 @@ def test_scale_for_matches_the_float64_contract(page):
                     np.testing.assert_allclose(tv, want, rtol=1e-12, err_msg=what)
                     labels = [k["label"] for k in ticks if k["v"] in dec]
                     assert all(lab.lstrip("-") in (f"1e{round(np.log10(abs(v)))}",
-                               f"{abs(v):g}") for lab, v in zip(labels, dec)), labels  # fmt: skip
+                               f"{abs(v):g}") for lab, v in zip(labels, dec, strict=False)), labels  # fmt: skip
                 if kind == "rank":  # labelled with the values at quantiles 0, 1/4, 1/2, 3/4, 1
                     data = np.delete(values, skip)
                     if sgn:
