@@ -16,7 +16,7 @@ anchor contracts channels and state in the same product (``einsum("bkdnl,bkdnm->
 which gives the same numbers with 1/D of the output.
 
 Ours, measured in the same run, interleaved with the anchor: (a) from the same scan inputs, the
-blocks of a stage batched through :func:`jaxmamba.tiles.spatial_maps` as ``extract_attention``
+blocks of a stage batched through :func:`jaxmamba.attention.tiles.spatial_maps` as ``extract_attention``
 does; (b) ``extract_attention`` end to end, forward pass included.  The FLOP floor is the
 multiply-adds of the causal half of every route's map, ``Σ_blocks K·L(L+1)/2·D·N`` (×2 FLOP),
 timed at the rate a large float32 matmul reaches on this machine; its share is floor time / our
@@ -35,9 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmamba
-from jaxmamba.attention import AttentionOptions, compute_maps, extract_attention
-from jaxmamba.ss2d import cross_scan, scan_inputs
-from jaxmamba.tiles import spatial_maps
+from jaxmamba.attention.extract import AttentionOptions, compute_maps, extract_attention
+from jaxmamba.attention.tiles import spatial_maps
+from jaxmamba.models.ss2d import cross_scan, scan_inputs
 
 
 def scan_regs(model, images):
@@ -107,7 +107,7 @@ def stage_inputs(blocks):
 
 def make_ours(routes, k):
     """Our maps of a stage from the same regs as the anchor: softplus, A = −exp(A_logs), then
-    :func:`jaxmamba.tiles.spatial_maps` over the stage's blocks at once."""
+    :func:`jaxmamba.attention.tiles.spatial_maps` over the stage's blocks at once."""
 
     @jax.jit
     def ours(x):
@@ -285,7 +285,7 @@ def main():
     l = dt.shape[-1]
     elements = args.loop_rows * (args.loop_rows + 1) / 2
     loop_full = loop_s / elements * (l * (l + 1) / 2) * dt.shape[0]  # every route
-    from jaxmamba.attention import route_attention
+    from jaxmamba.attention.extract import route_attention
 
     f = jax.jit(lambda *a: route_attention(*a))
     jax.block_until_ready(f(dt, A, B, C))

@@ -37,7 +37,7 @@ def torch_baseline(model, images, repeats):
     import torch
     from torch_vmamba import build_torch_vmamba
 
-    from jaxmamba import params as P
+    from jaxmamba.models import params as P
 
     net = build_torch_vmamba(model.config)
     state = {
@@ -53,9 +53,9 @@ def torch_baseline(model, images, repeats):
 def whole(model, x, repeats) -> str:
     """Compile and time the forward on ``x`` with no stage cut into slices of the batch: the
     module ``forward`` runs, built with ``pieces=()`` (what ``model.cpu_pieces`` gives on GPU)."""
-    from jaxmamba.model import routes_for
+    from jaxmamba.models.model import routes_for
+    from jaxmamba.models.vmamba import VSSM
     from jaxmamba.orders import as_order
-    from jaxmamba.vmamba import VSSM
 
     module, routes = VSSM(model.config, pieces=()), routes_for(model.config, as_order(None))
     fn = jax.jit(lambda p, v: module.apply({"params": p}, v, routes))

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmamba
-from jaxmamba.attention import extract_attention
+from jaxmamba.attention.extract import extract_attention
 
 
 def rel(a, b):

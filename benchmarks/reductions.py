@@ -49,7 +49,7 @@ def main() -> None:
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    from jaxmamba.reduce import embed
+    from jaxmamba.attention.embed import embed
 
     rows = []
     maps = {"planted local map": local_map(), "VMamba-T init, mean of 2": vmamba_map()}

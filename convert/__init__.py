@@ -8,7 +8,7 @@ Command line: ``python -m jaxmamba.convert IN.pth --out DIR [--variant NAME] [--
 Nothing here imports torch until a PyTorch file is read.
 """
 
-from jaxmamba.checkpoint import CheckpointError, load, save
+from jaxmamba.storage.checkpoint import CheckpointError, load, save
 
 from .checkpoint_io import load_torch_checkpoint, read_state_dict, select_state_dict
 from .state_dict import detect_config, normalize_state_dict, state_dict_to_model

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmamba.config import VMambaConfig
 from jaxmamba.errors import CheckpointError, require
-from jaxmamba.model import Model
-from jaxmamba.store import first_line
+from jaxmamba.models.config import VMambaConfig
+from jaxmamba.models.model import Model
+from jaxmamba.storage.store import first_line
 
 from .state_dict import state_dict_to_model, to_numpy
 
@@ -216,7 +216,7 @@ def load_torch_checkpoint(
       ImportError: torch (or safetensors) is needed and not installed.
 
     >>> import tempfile, torch, jaxmamba
-    >>> from jaxmamba.checkpoint import param_shapes
+    >>> from jaxmamba.storage.checkpoint import param_shapes
     >>> shapes = param_shapes(jaxmamba.get_config("vmamba_test"))
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     torch.save({"model": {k: torch.zeros(s) for k, s in shapes.items()}}, f"{tmp}/m.pth")

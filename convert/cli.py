@@ -14,9 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxmamba.checkpoint import save
 from jaxmamba.errors import CheckpointError, JaxmambaError
-from jaxmamba.store import guard
+from jaxmamba.storage.checkpoint import save
+from jaxmamba.storage.store import guard
 
 from .checkpoint_io import load_torch_checkpoint
 

@@ -4,7 +4,7 @@ The steps (timm's ``checkpoint_filter_fn`` pattern): :func:`normalize_state_dict
 ``module.``, rename the old v0 names the official ``VSSM._load_from_state_dict`` renames, view the
 4-D ``(out, in, 1, 1)`` weights of 1x1 linear layers as 2-D), :func:`detect_config` (hyper-
 parameters from the shapes), a strict check (every key used, every parameter filled, every shape
-right) and the mechanical key → path rule of :mod:`jaxmamba.params`. No torch here.
+right) and the mechanical key → path rule of :mod:`jaxmamba.models.params`. No torch here.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmamba import params as P
-from jaxmamba.checkpoint import CheckpointError, check_params
-from jaxmamba.config import ConfigError, VMambaConfig, get_config, list_models
-from jaxmamba.model import Model
-from jaxmamba.store import first_line
+from jaxmamba.models import params as P
+from jaxmamba.models.config import ConfigError, VMambaConfig, get_config, list_models
+from jaxmamba.models.model import Model
+from jaxmamba.storage.checkpoint import CheckpointError, check_params
+from jaxmamba.storage.store import first_line
 
 __all__ = ["normalize_state_dict", "detect_config", "state_dict_to_model", "UNDETECTABLE"]
 
@@ -264,7 +264,7 @@ def detect_config(state_dict: Mapping[str, object]) -> VMambaConfig:
     otherwise) and ``eps`` is the default: a state dict cannot tell them.
 
     >>> import jax, numpy as np, jaxmamba
-    >>> from jaxmamba.checkpoint import param_shapes
+    >>> from jaxmamba.storage.checkpoint import param_shapes
     >>> shapes = param_shapes(jaxmamba.get_config("vmamba_tiny_s1l8"))
     >>> detect_config({k: np.zeros(s, np.float32) for k, s in shapes.items()}).name
     'vmamba_tiny_s1l8'
@@ -314,7 +314,7 @@ def state_dict_to_model(
       The model, parameters float32 ``jax.Array`` with exactly ``create_model(config)``'s tree.
 
     >>> import numpy as np, jaxmamba
-    >>> from jaxmamba.checkpoint import param_shapes
+    >>> from jaxmamba.storage.checkpoint import param_shapes
     >>> shapes = param_shapes(jaxmamba.get_config("vmamba_test"))
     >>> state_dict_to_model({k: np.ones(s) for k, s in shapes.items()}).config.name
     'vmamba_test'

@@ -1,19 +1,19 @@
 """Learn a patch order for one stage by gradient descent on an attention objective.
 
 The ordering logits ``(K, L, L)`` of one stage grid (default stage 1 of the 64x64 default model,
-an 8x8 grid) become soft routes (:func:`jaxmamba.soft_orders.soft_routes`, Sinkhorn), used in
+an 8x8 grid) become soft routes (:func:`jaxmamba.orders.soft.soft_routes`, Sinkhorn), used in
 place of the stage's permutations; every other grid keeps the cross order. The objective is
-computed from :func:`jaxmamba.attention.extract_attention` with those soft routes on a few test
+computed from :func:`jaxmamba.attention.extract.extract_attention` with those soft routes on a few test
 digits and minimised with optax Adam, starting near ``cross``:
 
 * ``distance``: the attention-weighted mean spatial distance of the stage's mean map,
-  over the grid diagonal (:func:`jaxmamba.metrics.attention_distance`) — a more local order;
+  over the grid diagonal (:func:`jaxmamba.attention.findings.attention_distance`) — a more local order;
 * ``locality`` (default): minus the Pearson correlation between the soft scan distance (expected
   scan positions ``Σ_t t·P_k[t, p]``, min over routes) and the attention-row distance — a
-  differentiable surrogate of :func:`jaxmamba.metrics.sequence_locality`.
+  differentiable surrogate of :func:`jaxmamba.attention.findings.sequence_locality`.
 
 The Sinkhorn temperature anneals from 1 to 0.1. After every step the soft routes are rounded to
-a hard order by linear assignment (:func:`jaxmamba.soft_orders.hard_routes`) and scored; the best
+a hard order by linear assignment (:func:`jaxmamba.orders.soft.hard_routes`) and scored; the best
 rounded order (cross included) is kept, because a soft order can lower the objective by blurring
 in ways no permutation can. The hard orders' objective is printed before (cross) and after, and
 route 0 of the learned order drawn next to cross, hilbert, spiral and morton in
@@ -41,13 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmamba import data as D
-from jaxmamba import metrics
-from jaxmamba import soft_orders as so
-from jaxmamba.attention import extract_attention
-from jaxmamba.evaluate import evaluate
+from jaxmamba.attention import findings as metrics
+from jaxmamba.attention.extract import extract_attention
 from jaxmamba.orders import make_routes
+from jaxmamba.orders import soft as so
 from jaxmamba.pretrained import DEFAULT_IMAGE_SIZE, load_default
+from jaxmamba.train import data as D
+from jaxmamba.train.evaluate import evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OBJECTIVES = ("distance", "locality")
@@ -90,7 +90,7 @@ def objective_fn(model, images, stage: int, grids, objective: str):
 
 
 def hard_objective(model, images, stage, grids, objective, routes) -> float:
-    """The objective's exact version (:mod:`jaxmamba.metrics`) for hard ``routes`` of the stage."""
+    """The objective's exact version (:mod:`jaxmamba.attention.findings`) for hard ``routes`` of the stage."""
     h, w = grids[stage]
     order = {g: make_routes("cross", *g) for g in grids}
     order[(h, w)] = np.asarray(routes)
@@ -107,7 +107,7 @@ def learn(model, images, *, stage=1, objective="distance", steps=30, lr=0.2, sca
 
     The Sinkhorn temperature anneals geometrically from ``temperature[0]`` to
     ``temperature[1]``, so that the soft routes sharpen towards a permutation. After every step
-    the soft routes are rounded (:func:`jaxmamba.soft_orders.hard_routes`) and the rounded order
+    the soft routes are rounded (:func:`jaxmamba.orders.soft.hard_routes`) and the rounded order
     scored with the same objective (exact permutation matrices as soft routes, so nothing
     recompiles); the best rounded order seen, cross included, is returned.
     History: ``{"soft": [...], "hard": [...]}`` per step.
@@ -165,7 +165,7 @@ def _path(ax, route, h, w, title):
 
 
 def figure(learned, h, w, path, title):
-    from jaxmamba import plots
+    from jaxmamba.views import plots
 
     names = ["cross", "hilbert", "spiral", "morton"]
     fig = plots.figure((3.0 * (len(names) + 1), 3.4))

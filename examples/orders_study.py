@@ -2,9 +2,9 @@
 
 For each order (cross, diagonal, morton, spiral, zigzag, hilbert with K = 4 routes; raster K = 1;
 bidirectional K = 2, the model's ``k_routes`` set to match) and each seed s (model init seed s,
-data order/augmentation seed s), trains :func:`jaxmamba.train.default_model_config` (depths
-``--depths``) with :func:`jaxmamba.train.fit`, reports the test accuracy, and measures the
-paper's findings (:func:`jaxmamba.metrics.summarize`: block distinctness, sequence locality,
+data order/augmentation seed s), trains :func:`jaxmamba.train.loop.default_model_config` (depths
+``--depths``) with :func:`jaxmamba.train.loop.fit`, reports the test accuracy, and measures the
+paper's findings (:func:`jaxmamba.attention.findings.summarize`: block distinctness, sequence locality,
 attention distance per stage) on the mean attention maps of the first ``--n-maps`` test digits.
 The seed-0 models are also scanned in every other order with the same number of routes (the
 order swap table): how much a trained model depends on its order.
@@ -33,15 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmamba import data as D
-from jaxmamba.config import get_config
-from jaxmamba.evaluate import evaluate_metrics
-from jaxmamba.metrics import summarize, too_few_patches
-from jaxmamba.model import create_model
-from jaxmamba.optim import TrainConfig
+from jaxmamba.attention.findings import summarize, too_few_patches
+from jaxmamba.models.config import get_config
+from jaxmamba.models.model import create_model
 from jaxmamba.orders import ORDER_NAMES, as_order
 from jaxmamba.pretrained import default_model_config
-from jaxmamba.train import fit
+from jaxmamba.train import data as D
+from jaxmamba.train.evaluate import evaluate_metrics
+from jaxmamba.train.loop import fit
+from jaxmamba.train.optim import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 README_START, README_END = "<!-- orders-study:start -->", "<!-- orders-study:end -->"
@@ -224,7 +224,7 @@ def findings_table(summary: dict) -> str:
 
 
 def figure(summary: dict, path: Path) -> None:
-    from jaxmamba import plots
+    from jaxmamba.views import plots
 
     stages = list(next(iter(summary.values()))["stages"])
     titles = {"block_distinctness": "block distinctness (silhouette)",

@@ -51,7 +51,7 @@ def main(out: str = "photo_study", checkpoint: str | None = None) -> None:
         from pathlib import Path
 
         if Path(checkpoint).is_dir():  # a converted Orbax folder
-            from jaxmamba.checkpoint import load
+            from jaxmamba.storage.checkpoint import load
 
             model = load(checkpoint)
         else:  # an official .pth / .safetensors file (needs the [torch] extra)

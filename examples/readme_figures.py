@@ -82,8 +82,8 @@ def idle(d, timeout=60):
 
 def shoot(study: Path, out_dir: Path, figures: dict, shots: dict, size=(1320, 1200)) -> None:
     """Copy ``figures`` of ``study`` and take the screenshots ``shots`` of it served."""
-    from jaxmamba.figures import write_figures
-    from jaxmamba.serve import ServerThread
+    from jaxmamba.views.figures import write_figures
+    from jaxmamba.views.server import ServerThread
 
     if not (study / "figures").is_dir():
         write_figures(study)

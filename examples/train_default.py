@@ -6,7 +6,7 @@ The exact command that produced ``jaxmamba/default_model`` (about 6 minutes on 2
 
 It trains :func:`jaxmamba.pretrained.default_model_config` (a v05_noz VMamba, dims 16, depths
 1-1-2-1) at 64x64 in the ``cross`` order with
-:data:`jaxmamba.digits_recipe.DEFAULT_TRAIN_CONFIG`, then writes the checkpoint with
+:data:`jaxmamba.train.recipe.DEFAULT_TRAIN_CONFIG`, then writes the checkpoint with
 ``jaxmamba.save`` plus ``TRAINING.json``/``TRAINING.md``. Interrupted runs resume from
 ``--work-dir``. Options override the defaults, e.g. a quick check::
 
@@ -20,9 +20,9 @@ import argparse
 import shlex
 import sys
 
-from jaxmamba.config import get_config
-from jaxmamba.digits_recipe import DEFAULT_TRAIN_CONFIG, train_digits
+from jaxmamba.models.config import get_config
 from jaxmamba.pretrained import DEFAULT_IMAGE_SIZE, DEFAULT_MODEL_DIR, default_model_config
+from jaxmamba.train.recipe import DEFAULT_TRAIN_CONFIG, train_digits
 
 
 def main(argv: list[str] | None = None) -> dict:

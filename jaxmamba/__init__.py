@@ -12,10 +12,8 @@ d channel (d_inner), n SSM state, c model width.
 ((1, 4, 4), (2, 2))
 """
 
-from jaxmamba.aggregate import attention_mean, rollout
-from jaxmamba.attention import AttentionMaps, AttentionOptions, extract_attention, verify
-from jaxmamba.checkpoint import load, save
-from jaxmamba.config import Block, VMambaConfig, get_config, list_models
+from jaxmamba.attention.extract import AttentionMaps, AttentionOptions, extract_attention, verify
+from jaxmamba.attention.mean import attention_mean, rollout
 from jaxmamba.errors import (
     AggregateError,
     AttentionError,
@@ -25,11 +23,13 @@ from jaxmamba.errors import (
     JaxmambaError,
     OrderError,
 )
-from jaxmamba.model import Model, create_model, forward, run_with_cache, select_blocks
+from jaxmamba.models.config import Block, VMambaConfig, get_config, list_models
+from jaxmamba.models.model import Model, create_model, forward, run_with_cache, select_blocks
 from jaxmamba.orders import ORDER_NAMES, Order, SoftOrder, as_order, make_routes
 from jaxmamba.pretrained import load_default
+from jaxmamba.storage.checkpoint import load, save
 from jaxmamba.study import Study, write_study
-from jaxmamba.widget import show
+from jaxmamba.views.widget import show
 
 __version__ = "0.2.0"
 

@@ -9,7 +9,7 @@
 
 Every failure is one line ``error: ...`` on stderr and exit status 2, with nothing written.
 ``demo`` and ``explore`` keep JAX's compiled programs in ``~/.cache/jaxmamba/xla`` (see
-:mod:`jaxmamba.compile_cache`; ``JAXMAMBA_NO_COMPILE_CACHE=1`` turns that off).
+:mod:`jaxmamba.storage.compile_cache`; ``JAXMAMBA_NO_COMPILE_CACHE=1`` turns that off).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from jaxmamba.attention.embed import METHODS
 from jaxmamba.errors import InputError, JaxmambaError
 from jaxmamba.orders import ORDER_NAMES
-from jaxmamba.reduce import METHODS
 
 __all__ = ["NO_CHECKPOINT", "demo_image_names", "main", "parser"]
 
@@ -83,7 +83,7 @@ def _port(text: str) -> int:
 
 def _megabytes(text: str) -> float:
     """``text`` as a float written in ASCII (``float()`` takes other scripts' digits too); the
-    range is checked by :func:`jaxmamba.explorer.export`, which names ``--max-mb``.
+    range is checked by :func:`jaxmamba.views.export.export`, which names ``--max-mb``.
 
     >>> _megabytes("2.5"), _megabytes("1e3")
     (2.5, 1000.0)
@@ -183,7 +183,9 @@ def parser() -> argparse.ArgumentParser:
         "--method", nargs="+", default=["pca"], choices=METHODS, metavar="METHOD",
         help=f"reductions of the scatterplots ({_METHODS})",
     )  # fmt: skip
-    e.add_argument("--size", type=_positive, default=224, help="input size in pixels (a multiple of 32)")
+    e.add_argument(
+        "--size", type=_positive, default=224, help="input size in pixels (a multiple of 32)"
+    )
     e.add_argument("--variant", default=None, help="expected variant of a .pth checkpoint")
     e.add_argument("--batch-size", type=_positive, default=8, help="images per extraction batch")
     e.add_argument("--routes", action="store_true", help="also keep per-route mean maps")
@@ -233,7 +235,7 @@ def _blocks(values):
 def _load_model(path: str, variant: str | None):
     p = Path(path)
     if p.is_dir():
-        from jaxmamba.checkpoint import load
+        from jaxmamba.storage.checkpoint import load
 
         if variant is not None:
             raise InputError(
@@ -315,10 +317,10 @@ def _check_resources(config, size: int, batch: int, maps_bytes: int, out: Path, 
 
 
 def _explore(args) -> None:
-    from jaxmamba.figures import write_figures
-    from jaxmamba.images import list_images, load_images
-    from jaxmamba.model import select_blocks
+    from jaxmamba.models.model import select_blocks
+    from jaxmamba.storage.images import list_images, load_images
     from jaxmamba.study import estimate_bytes, write_study
+    from jaxmamba.views.figures import write_figures
 
     out = Path(args.out).expanduser().absolute()
     if out.exists() and not out.is_dir():
@@ -366,12 +368,12 @@ def demo_image_names(labels) -> list[str]:
 
 
 def _demo(args) -> None:
-    from jaxmamba import store
-    from jaxmamba.data import load_digits_images
-    from jaxmamba.explorer import export
-    from jaxmamba.figures import write_figures
     from jaxmamba.pretrained import DEFAULT_IMAGE_SIZE, load_order_models, order_model_dir
+    from jaxmamba.storage import store
     from jaxmamba.study import write_study
+    from jaxmamba.train.data import load_digits_images
+    from jaxmamba.views.export import export
+    from jaxmamba.views.figures import write_figures
 
     out = Path(args.out).expanduser().absolute()
     if out.exists() and not out.is_dir():
@@ -390,8 +392,9 @@ def _demo(args) -> None:
     )  # fmt: skip
     _say("drawing the figures")
     figures = write_figures(study)
-    page = export(study, store.inside(study.path, "explorer.html"), route_maps=True,
-                  overwrite=True)  # never written through a link out of the study
+    page = export(
+        study, store.inside(study.path, "explorer.html"), route_maps=True, overwrite=True
+    )  # never written through a link out of the study
     print(f"wrote {len(figures)} figures to {study.path / 'figures'} and {page}")
     print(f"explore it: jaxmamba serve {study.path}   (or open {page})")
 
@@ -406,19 +409,19 @@ def main(argv=None) -> int:
 
             return convert_cli.run(args)
         if args.command == "serve":
-            from jaxmamba.serve import serve
+            from jaxmamba.views.server import serve
 
             serve(args.study, args.port, open_browser=not args.no_browser)
             return 0
         if args.command == "export":
-            from jaxmamba.explorer import export
+            from jaxmamba.views.export import export
 
             export(
                 args.study, args.out, orders=args.orders, blocks=_blocks(args.blocks),
                 route_maps=args.routes, max_mb=args.max_mb, overwrite=args.overwrite,
             )  # fmt: skip
             return 0
-        from jaxmamba.compile_cache import enable_compile_cache
+        from jaxmamba.storage.compile_cache import enable_compile_cache
 
         enable_compile_cache()  # before the first compilation: a rerun loads programs from disk
         _demo(args) if args.command == "demo" else _explore(args)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jaxmamba.config import VMambaConfig, get_config
 from jaxmamba.errors import CheckpointError
-from jaxmamba.model import Model
+from jaxmamba.models.config import VMambaConfig, get_config
+from jaxmamba.models.model import Model
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -52,7 +52,7 @@ def load_default() -> Model:
     >>> load_default().config.num_classes
     10
     """
-    from jaxmamba import checkpoint
+    from jaxmamba.storage import checkpoint
 
     if not (DEFAULT_MODEL_DIR / checkpoint.CONFIG_FILE).is_file():
         raise CheckpointError(
@@ -79,6 +79,6 @@ def load_order_models(orders=ORDER_MODELS) -> dict[str, Model]:
     >>> sorted(models), models["spiral"].config == models["cross"].config
     (['cross', 'spiral'], True)
     """
-    from jaxmamba import checkpoint
+    from jaxmamba.storage import checkpoint
 
     return {o: checkpoint.load(order_model_dir(o)) for o in orders}

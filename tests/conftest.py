@@ -146,7 +146,7 @@ def js(drv, code, *args):
 @contextlib.contextmanager
 def served_page(study, drv):
     """The explorer of ``study`` served on 127.0.0.1 and loaded in ``drv``, idle."""
-    from jaxmamba.serve import ServerThread
+    from jaxmamba.views.server import ServerThread
 
     with ServerThread(study) as server:
         drv.get(server.url)

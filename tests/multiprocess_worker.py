@@ -7,7 +7,7 @@ Options: ``out_dir`` (resumable state, ``save_every=1``; none by default); ``kil
 this process when it is asked for that batch (the state of the batches before it is saved by
 then); ``poison``: replace the first ``poison`` images of the shard by constant ones, which a
 resumed run must skip (consumed before) for its mean to be right; ``extra``: images added to the
-end of the shard; ``store``: also write the mean with :func:`jaxmamba.store.write` to this folder
+end of the shard; ``store``: also write the mean with :func:`jaxmamba.storage.store.write` to this folder
 and read it back in every process.  RESULT gets the mean, its count, or the error raised.
 """
 
@@ -42,8 +42,8 @@ def shard(process_id: int) -> np.ndarray:
 def random_model(seed: int = 4):
     """vmamba_test with random float32 parameters (nothing to compile; the same in any process)."""
     import jaxmamba
-    from jaxmamba import params as P
-    from jaxmamba.checkpoint import param_shapes
+    from jaxmamba.models import params as P
+    from jaxmamba.storage.checkpoint import param_shapes
 
     rng = np.random.default_rng(seed)
     config = jaxmamba.get_config("vmamba_test")
@@ -65,9 +65,9 @@ def main(port: int, process_id: int, result: str, options: dict) -> None:
     )
     assert jax.process_count() == PROCESSES and jax.local_device_count() == LOCAL_DEVICES
 
-    from jaxmamba import store
-    from jaxmamba.aggregate import attention_mean
+    from jaxmamba.attention.mean import attention_mean
     from jaxmamba.errors import JaxmambaError
+    from jaxmamba.storage import store
 
     images = shard(process_id)
     images[: options.get("poison", 0)] = 7.0

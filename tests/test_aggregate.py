@@ -13,9 +13,9 @@ import pytest
 from conftest import rel_err
 
 import jaxmamba
-from jaxmamba.aggregate import AggregateError, attention_mean, rollout
-from jaxmamba.attention import AttentionOptions, compute_maps, extract_attention
-from jaxmamba.model import select_blocks
+from jaxmamba.attention.extract import AttentionOptions, compute_maps, extract_attention
+from jaxmamba.attention.mean import AggregateError, attention_mean, rollout
+from jaxmamba.models.model import select_blocks
 from jaxmamba.orders import as_order
 
 BLOCKS = [0, 3]
@@ -114,7 +114,7 @@ def test_errors(setup):
 SHARDED = textwrap.dedent(
     """
     import json, numpy as np, jax, jax.numpy as jnp, jaxmamba
-    from jaxmamba.aggregate import attention_mean, _global_batch
+    from jaxmamba.attention.mean import attention_mean, _global_batch
     from jax.sharding import Mesh
     assert jax.device_count() == 8, jax.devices()
     model = jaxmamba.create_model("vmamba_test", seed=4)
@@ -123,7 +123,7 @@ SHARDED = textwrap.dedent(
     x, valid = _global_batch(data[1], np.ones(5, bool), Mesh(np.asarray(jax.devices()), ("batch",)))
     sharded = attention_mean(model, data, blocks=[0, 3], progress=False)
     one = jax.devices()[0]
-    ref = jaxmamba.attention.extract_attention(
+    ref = jaxmamba.attention.extract.extract_attention(
         model, jax.device_put(jnp.asarray(np.concatenate(data)), one), blocks=[0, 3])
     err = max(float(np.max(np.abs(np.asarray(sharded[k]) - np.asarray(ref[k]).mean(0)))
                     / np.max(np.abs(np.asarray(ref[k])))) for k in ref)

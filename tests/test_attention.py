@@ -7,7 +7,7 @@ import pytest
 from conftest import alpha64, rel_err
 
 import jaxmamba
-from jaxmamba.attention import (
+from jaxmamba.attention.extract import (
     AttentionError,
     block_attention,
     extract_attention,
@@ -90,7 +90,7 @@ def test_extracted_maps_reproduce_the_scan_output(model, order, shape):
 
 def test_verify_catches_a_wrong_output(model):
     """The identity check can fail: a 1% change of the block output is reported."""
-    from jaxmamba.attention import _verify_block
+    from jaxmamba.attention.extract import _verify_block
 
     x = images((1, 64, 64, 3))
     _, cache = jaxmamba.run_with_cache(model, x, blocks=3)

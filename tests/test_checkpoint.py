@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import jaxmamba
-from jaxmamba import params as P
-from jaxmamba import store
-from jaxmamba.checkpoint import CheckpointError, load, param_shapes, save
+from jaxmamba.models import params as P
+from jaxmamba.storage import store
+from jaxmamba.storage.checkpoint import CheckpointError, load, param_shapes, save
 
 # The same config as the converter tests' s1 family, so a forward compiled there is reused here.
 CONFIG = jaxmamba.get_config("vmamba_tiny_s1l8", dims=32, depths=(1, 1, 2, 1), num_classes=10)

@@ -8,7 +8,7 @@ import pytest
 
 import jaxmamba
 from jaxmamba.cli import main
-from jaxmamba.images import ImageError, load_image
+from jaxmamba.storage.images import ImageError, load_image
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ def test_enable_stores_compiled_programs_in_a_private_folder(tmp_path):
     out = _run(
         f"""
         import os, stat, jax, jax.numpy as jnp
-        from jaxmamba.compile_cache import enable_compile_cache
+        from jaxmamba.storage.compile_cache import enable_compile_cache
         path = enable_compile_cache()
         assert str(path) == {str(cache)!r}, path
         assert jax.config.jax_compilation_cache_dir == str(path)
@@ -42,7 +42,7 @@ def test_switched_off_or_unsafe_folders_leave_jax_alone(tmp_path):
     shared.chmod(0o777)  # writable by everyone: JAX would run what others put there
     code = """
         import warnings, jax
-        from jaxmamba.compile_cache import enable_compile_cache
+        from jaxmamba.storage.compile_cache import enable_compile_cache
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             print(enable_compile_cache(), jax.config.jax_compilation_cache_dir, len(w))

@@ -18,8 +18,6 @@ import numpy as np
 import pytest
 
 import jaxmamba
-from jaxmamba import params as P
-from jaxmamba.checkpoint import param_shapes
 from jaxmamba.convert import (
     CheckpointError,
     detect_config,
@@ -28,6 +26,8 @@ from jaxmamba.convert import (
     state_dict_to_model,
 )
 from jaxmamba.convert.__main__ import main
+from jaxmamba.models import params as P
+from jaxmamba.storage.checkpoint import param_shapes
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official-vmamba"
 

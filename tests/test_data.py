@@ -1,4 +1,4 @@
-"""Tests of jaxmamba.data: the bundled digits, augmentation and batching."""
+"""Tests of jaxmamba.train.data: the bundled digits, augmentation and batching."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmamba import data as D
+from jaxmamba.train import data as D
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of jaxmamba.explorer: the data structure, the single offline HTML file, and the page."""
+"""Tests of jaxmamba.views.export: the data structure, the single offline HTML file, and the page."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import severe
 
-from jaxmamba.explorer import (
+from jaxmamba.orders import make_routes
+from jaxmamba.views.export import (
     ExplorerError,
     decode,
     encode,
@@ -20,7 +21,6 @@ from jaxmamba.explorer import (
     render_explorer,
     write_explorer,
 )
-from jaxmamba.orders import make_routes
 
 S0, S1 = "layers.0.blocks.0", "layers.1.blocks.0"
 
@@ -253,7 +253,7 @@ def synthetic(tmp_path_factory):
 
 
 def test_export_refuses_above_its_budget_and_writes_nothing(synthetic, tmp_path, capsys):
-    from jaxmamba.explorer import estimate_export_bytes, export
+    from jaxmamba.views.export import estimate_export_bytes, export
 
     out = tmp_path / "all.html"
     assert estimate_export_bytes(synthetic) > 100e6  # 4 orders x 14 blocks at 224x224
@@ -266,7 +266,7 @@ def test_export_refuses_above_its_budget_and_writes_nothing(synthetic, tmp_path,
 
 
 def test_export_of_a_subset_holds_the_study_maps(synthetic, tmp_path, capsys):
-    from jaxmamba.explorer import estimate_export_bytes, export
+    from jaxmamba.views.export import estimate_export_bytes, export
 
     out = export(synthetic, tmp_path / "small.html", orders=["spiral"], blocks=[2, 3])
     said = capsys.readouterr().out

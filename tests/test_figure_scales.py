@@ -1,4 +1,4 @@
-"""The colour scales, underlays and side-by-side scales of the static figures (jaxmamba.plots),
+"""The colour scales, underlays and side-by-side scales of the static figures (jaxmamba.views.plots),
 checked against a float64 numpy implementation of the shared contract."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxmamba.plots import (
+from jaxmamba.views.plots import (
     PlotError,
     compare_orders,
     number,
@@ -265,9 +265,9 @@ def test_errors_name_the_problem(call, match):
 
 
 def test_study_figures_name_block_model_and_image(tmp_path, monkeypatch):
-    from jaxmamba import plots
-    from jaxmamba.figures import write_figures
     from jaxmamba.study import write_synthetic_study
+    from jaxmamba.views import plots
+    from jaxmamba.views.figures import write_figures
 
     s = write_synthetic_study(tmp_path / "s", "vmamba_test", 64, orders=["cross", "spiral"])
     drawn = {}

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import jaxmamba
-from jaxmamba import params as P
-from jaxmamba.config import get_config
-from jaxmamba.init_rules import (
+from jaxmamba.models import params as P
+from jaxmamba.models.config import get_config
+from jaxmamba.models.init_rules import (
     ALog,
     Constant,
     DtBias,
@@ -20,8 +20,8 @@ from jaxmamba.init_rules import (
     draw_params,
     trace_params,
 )
-from jaxmamba.model import _init_args, abstract_model
-from jaxmamba.vmamba import VSSM
+from jaxmamba.models.model import _init_args, abstract_model
+from jaxmamba.models.vmamba import VSSM
 
 # One small config per family: v05_noz (downsample v3, patch embed v2), v2, v0/gated (v1).
 FAMILIES = {

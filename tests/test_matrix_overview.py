@@ -18,7 +18,7 @@ from conftest import severe, wait_idle
 import jaxmamba
 from jaxmamba.errors import StudyError
 from jaxmamba.study import map_selection, write_study, write_synthetic_study
-from jaxmamba.views import ViewAPI
+from jaxmamba.views.protocol import ViewAPI
 
 APP_JS = Path(jaxmamba.__file__).parent / "web" / "app.js"
 S0 = "layers.0.blocks.0"  # 16 x 16 at 64 x 64 (L = 256)
@@ -196,7 +196,7 @@ def _run_node(script: str) -> dict:
 
 
 def test_offline_pooling_equals_the_servers(study, tmp_path):
-    from jaxmamba.explorer import explorer_data
+    from jaxmamba.views.export import explorer_data
 
     entries = {o: {b.name: {"grid": b.grid, "attn": study.map(o, b.name),
                             "route_attn": np.stack([study.map(o, b.name, r) for r in range(4)])}
@@ -266,7 +266,7 @@ def test_matrix_and_overview_served_move_only_pooled_data(synthetic, chromium):
     pytest.importorskip("starlette", reason="the [serve] extra is not installed")
     from selenium.webdriver.common.by import By
 
-    from jaxmamba.serve import ServerThread
+    from jaxmamba.views.server import ServerThread
 
     big = "layers.0.blocks.1"
     with ServerThread(synthetic) as server:
@@ -352,7 +352,7 @@ def test_offline_page_matrix_in_chromium(study, chromium, tmp_path):
     pools a map: compared with the float64 reference of the decoded map."""
     from selenium.webdriver.common.by import By
 
-    from jaxmamba.explorer import decode, export, read_explorer
+    from jaxmamba.views.export import decode, export, read_explorer
 
     page = export(study, tmp_path / "e.html", route_maps=True, say=None)
     chromium.get(page.as_uri())
@@ -381,7 +381,7 @@ def test_matrix_and_overview_over_http_and_widget_messages(study):
     pytest.importorskip("starlette", reason="the [serve] extra is not installed")
     from starlette.testclient import TestClient
 
-    from jaxmamba.serve import app
+    from jaxmamba.views.server import app
 
     client = TestClient(app(study), base_url="http://127.0.0.1")
     r = client.get("/api/matrix", params={"order": "spiral", "block": S0, "route": "1",
@@ -401,7 +401,7 @@ def test_matrix_and_overview_over_http_and_widget_messages(study):
     assert head["blocks"] == parts and r.content == values.tobytes()
 
     pytest.importorskip("anywidget", reason="the [notebook] extra is not installed")
-    from jaxmamba.widget import show
+    from jaxmamba.views.widget import show
 
     w, sent = show(study), []
     w.send = lambda content, buffers=None: sent.append((content, buffers))

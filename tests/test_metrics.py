@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import jaxmamba
-from jaxmamba import metrics as M
-from jaxmamba.metrics import MetricsError
+from jaxmamba.attention import findings as M
+from jaxmamba.attention.findings import MetricsError
 
 
 def _grid_dist(h, w):
@@ -206,7 +206,7 @@ def test_summarize_on_a_tiny_model():
     assert -1 <= st["block_distinctness"] <= 1
     assert math.isnan(s["stages"]["layers.1"]["block_distinctness"])  # one block
     # the per-block numbers are the metrics of the mean maps
-    from jaxmamba.attention import extract_attention
+    from jaxmamba.attention.extract import extract_attention
 
     maps = extract_attention(m, x, order="spiral", blocks=1)["layers.1.blocks.0"]
     mean = np.asarray(maps).mean(0)

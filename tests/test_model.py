@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import jaxmamba
-from jaxmamba import params as P
-from jaxmamba.config import OFFICIAL_VARIANTS, ConfigError, get_config
-from jaxmamba.model import abstract_model, apply
+from jaxmamba.models import params as P
+from jaxmamba.models.config import OFFICIAL_VARIANTS, ConfigError, get_config
+from jaxmamba.models.model import abstract_model, apply
 
 OFFICIAL = {
     # name: (depths, dim, d_state, ssm_ratio, gated, mlp)
@@ -206,7 +206,7 @@ def test_models_with_fewer_routes(k, order):
 def test_batch_cut_into_pieces_gives_the_same_logits_cache_and_gradient(monkeypatch):
     """On one CPU device, stages with large activations run as slices of the batch (separate
     subgraphs); forcing every stage into two uneven slices changes nothing but the program."""
-    from jaxmamba import model as M
+    from jaxmamba.models import model as M
 
     m = jaxmamba.create_model("vmamba_test", seed=2)
     x = jnp.asarray(np.random.default_rng(1).standard_normal((5, 96, 64, 3)), jnp.float32)

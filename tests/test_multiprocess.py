@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from conftest import rel_err
 
-from jaxmamba import store
-from jaxmamba.aggregate import attention_mean
+from jaxmamba.attention.mean import attention_mean
+from jaxmamba.storage import store
 
 WORKER = Path(worker.__file__)
 TIMEOUT = 240  # seconds for one pair, startup and compiling included; a hang fails the test

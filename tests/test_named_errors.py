@@ -20,16 +20,17 @@ import numpy as np
 import pytest
 
 import jaxmamba
-from jaxmamba import cli, plots
-from jaxmamba.attention import AttentionOptions, route_attention
+from jaxmamba import cli
+from jaxmamba.attention.extract import AttentionOptions, route_attention
+from jaxmamba.attention.tiles import causal_maps, chunk_plan
 from jaxmamba.cli import main
-from jaxmamba.config import get_config
 from jaxmamba.errors import AttentionError, ExplorerError, ImageError, InputError
-from jaxmamba.explorer import export
-from jaxmamba.images import list_images, load_image
-from jaxmamba.model import select_blocks
+from jaxmamba.models.config import get_config
+from jaxmamba.models.model import select_blocks
+from jaxmamba.storage.images import list_images, load_image
 from jaxmamba.study import write_synthetic_study
-from jaxmamba.tiles import causal_maps, chunk_plan
+from jaxmamba.views import plots
+from jaxmamba.views.export import export
 
 fifos = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
 
@@ -225,7 +226,7 @@ def test_an_interrupted_export_says_so(study, tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("jaxmamba.explorer.export", interrupted)
+    monkeypatch.setattr("jaxmamba.views.export.export", interrupted)
     assert main(["export", str(study.path), "--out", str(tmp_path / "p.html")]) == 130
     assert capsys.readouterr().err == "interrupted\n"
 
@@ -279,7 +280,7 @@ def test_select_blocks_still_takes_sets_arrays_and_iterators():
 
 @pytest.mark.parametrize("name", [r"$\nope{$.png", "cost $5 vs $10.png"])
 def test_figures_draw_image_names_literally(tmp_path, monkeypatch, name):
-    from jaxmamba.figures import write_figures
+    from jaxmamba.views.figures import write_figures
 
     s = write_synthetic_study(tmp_path / "s", "vmamba_test", 64, orders=["cross", "spiral"])
     meta_file = s.path / "study.json"

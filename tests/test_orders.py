@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxmamba import orders
+from jaxmamba.orders import routes
 from jaxmamba.orders import (
     ORDER_NAMES,
     Order,
@@ -47,7 +48,7 @@ def _transposed_route0(name: str, h: int, w: int) -> np.ndarray:
 
 
 def test_doctests():
-    result = doctest.testmod(orders)
+    result = doctest.testmod(routes)
     assert result.attempted >= 7
     assert result.failed == 0
 

@@ -17,9 +17,9 @@ import pytest
 from conftest import FIXTURE_NAMES, fixture_dir, rel_err
 
 import jaxmamba
-from jaxmamba.attention import extract_attention
+from jaxmamba.attention.extract import extract_attention
 from jaxmamba.kernels import selective_scan
-from jaxmamba.ss2d import cross_scan, scan_inputs
+from jaxmamba.models.ss2d import cross_scan, scan_inputs
 
 pytest.importorskip("torch")
 from jaxmamba.convert import load_torch_checkpoint  # noqa: E402

@@ -1,4 +1,4 @@
-"""Tests of jaxmamba.plots: every view returns a Figure holding exactly the plotted data."""
+"""Tests of jaxmamba.views.plots: every view returns a Figure holding exactly the plotted data."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxmamba.orders import make_routes
-from jaxmamba.plots import (
+from jaxmamba.views.plots import (
     PlotError,
     compare_orders,
     overview,

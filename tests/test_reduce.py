@@ -1,4 +1,4 @@
-"""Tests of jaxmamba.reduce: patch embeddings by attention rows."""
+"""Tests of jaxmamba.attention.embed: patch embeddings by attention rows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from jaxmamba.reduce import METHODS, ReduceError, embed, embed_joint
+from jaxmamba.attention.embed import METHODS, ReduceError, embed, embed_joint
 
 
 def planted(h: int = 4, w: int = 8, noise: float = 0.02, seed: int = 0):

@@ -19,12 +19,12 @@ import pytest
 from conftest import rel_err
 
 import jaxmamba
-from jaxmamba import params as P
-from jaxmamba import store
-from jaxmamba.aggregate import attention_mean
-from jaxmamba.attention import extract_attention, route_attention, verify
-from jaxmamba.checkpoint import load, param_shapes, save
+from jaxmamba.attention.extract import extract_attention, route_attention, verify
+from jaxmamba.attention.mean import attention_mean
 from jaxmamba.errors import AggregateError, AttentionError, CheckpointError, ImageError
+from jaxmamba.models import params as P
+from jaxmamba.storage import store
+from jaxmamba.storage.checkpoint import load, param_shapes, save
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH="")
@@ -42,7 +42,7 @@ def random_model(seed: int = 4) -> jaxmamba.Model:
 RANDOM_MODEL = (
     "import numpy as np, jaxmamba\n"
     "from jaxmamba import params as P\n"
-    "from jaxmamba.checkpoint import param_shapes\n"
+    "from jaxmamba.storage.checkpoint import param_shapes\n"
     + "".join(__import__("inspect").getsource(random_model).splitlines(keepends=True))
 )
 
@@ -337,7 +337,7 @@ def png16(path: Path, pixels: np.ndarray, color_type: int) -> Path:
 def test_16_bit_images_are_scaled_not_clipped(tmp_path):
     from PIL import Image
 
-    from jaxmamba.images import load_image
+    from jaxmamba.storage.images import load_image
 
     grey = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
     Image.fromarray(grey).save(tmp_path / "grey16.png")
@@ -353,7 +353,7 @@ def test_16_bit_images_are_scaled_not_clipped(tmp_path):
 def test_palette_cmyk_and_exif_rotated_images(tmp_path, recwarn):
     from PIL import Image
 
-    from jaxmamba.images import load_image
+    from jaxmamba.storage.images import load_image
 
     rgb = np.zeros((32, 48, 3), np.uint8)
     rgb[:, :24] = (200, 30, 30)  # left half red, right half blue
@@ -376,7 +376,7 @@ def test_palette_cmyk_and_exif_rotated_images(tmp_path, recwarn):
 def test_images_without_a_known_range_are_refused_by_name(tmp_path):
     from PIL import Image
 
-    from jaxmamba.images import load_image
+    from jaxmamba.storage.images import load_image
 
     Image.fromarray(np.ones((8, 8), np.float32)).save(tmp_path / "float.tif")
     Image.fromarray(np.ones((8, 8), np.int32)).save(tmp_path / "int32.tif")
@@ -393,7 +393,7 @@ def test_images_without_a_known_range_are_refused_by_name(tmp_path):
 X64 = RANDOM_MODEL + textwrap.dedent(
     """
     import jax, numpy as np, jax.numpy as jnp, jaxmamba
-    from jaxmamba.attention import route_attention
+    from jaxmamba.attention.extract import route_attention
     assert jax.config.jax_enable_x64
     rng = np.random.default_rng(0)
     k, d, n, l = 2, 3, 4, 11

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import jaxmamba
-from jaxmamba import store
-from jaxmamba.aggregate import attention_mean
+from jaxmamba.attention.mean import attention_mean
 from jaxmamba.errors import AggregateError, CheckpointError, StudyError
+from jaxmamba.storage import store
 from jaxmamba.study import Study, write_study
 
 BLOCKS = [3]  # one 2 x 2 block: the cheapest study

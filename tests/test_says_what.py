@@ -19,11 +19,11 @@ import pytest
 from conftest import severe, wait_idle
 
 import jaxmamba
+from jaxmamba.attention.embed import METHODS
+from jaxmamba.attention.findings import MIN_PATCHES, too_few_patches
 from jaxmamba.cli import NO_CHECKPOINT, demo_image_names, main, parser
-from jaxmamba.data import load_digits_images
-from jaxmamba.metrics import MIN_PATCHES, too_few_patches
 from jaxmamba.orders import ORDER_NAMES
-from jaxmamba.reduce import METHODS
+from jaxmamba.train.data import load_digits_images
 
 N = 6  # held-out digits of the small demo
 ORDERS = ("cross", "spiral")
@@ -116,7 +116,7 @@ def _check_header(said: dict, study) -> None:
 
 @pytest.mark.browser
 def test_served_page_names_models_and_says_too_few_patches(demo, chromium, tmp_path):
-    from jaxmamba.serve import ServerThread
+    from jaxmamba.views.server import ServerThread
 
     path, _, _ = demo
     # a study of an earlier jaxmamba holds numbers for the 2x2 grid: still shown as too few
@@ -197,7 +197,7 @@ def test_a_program_compiled_ahead_is_the_one_attention_mean_runs():
     import jax
     from jax import monitoring
 
-    from jaxmamba.aggregate import attention_mean, compile_mean
+    from jaxmamba.attention.mean import attention_mean, compile_mean
 
     model = jaxmamba.create_model("vmamba_test")
     x = np.random.default_rng(0).normal(size=(5, 64, 64, 3)).astype(np.float32)
@@ -230,7 +230,7 @@ def test_orders_share_one_program_with_the_same_maps(route_mode, orders):
     import jax
     from jax import monitoring
 
-    from jaxmamba.attention import AttentionOptions, compute_maps
+    from jaxmamba.attention.extract import AttentionOptions, compute_maps
     from jaxmamba.orders import Order, RouteTable
 
     model = jaxmamba.create_model("vmamba_test")

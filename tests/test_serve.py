@@ -25,7 +25,7 @@ def study(tmp_path_factory):
 def client(study):
     from starlette.testclient import TestClient
 
-    from jaxmamba.serve import app
+    from jaxmamba.views.server import app
 
     return TestClient(app(study), base_url="http://127.0.0.1")
 
@@ -84,7 +84,7 @@ def test_no_file_outside_the_fixed_list_is_served(client, path):
 
 
 def test_foreign_host_header_and_non_local_binding_are_refused(client, study):
-    from jaxmamba.serve import ServerThread
+    from jaxmamba.views.server import ServerThread
 
     assert client.get("/api/meta", headers={"host": "evil.example"}).status_code == 400
     for host in ("0.0.0.0", "192.168.1.10", "example.org"):
@@ -120,7 +120,7 @@ def test_served_page_at_full_scale(study, chromium):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    from jaxmamba.serve import ServerThread
+    from jaxmamba.views.server import ServerThread
 
     with ServerThread(study) as server:
         chromium.get(server.url)

@@ -23,7 +23,7 @@ from conftest import severe, wait_idle
 import jaxmamba
 from jaxmamba.errors import ImageError, InputError
 from jaxmamba.study import write_synthetic_study
-from jaxmamba.views import ViewAPI
+from jaxmamba.views.protocol import ViewAPI
 
 pytest.importorskip("starlette", reason="the [serve] extra is not installed")
 
@@ -41,7 +41,7 @@ def study(tmp_path_factory):
 def client(study):
     from starlette.testclient import TestClient
 
-    from jaxmamba.serve import app
+    from jaxmamba.views.server import app
 
     # a 500 comes back as a response (not raised), so that today's failures read as such
     return TestClient(app(study), base_url="http://127.0.0.1", raise_server_exceptions=False)
@@ -147,7 +147,7 @@ def test_another_site_open_in_the_browser_cannot_make_the_server_compute(study, 
     """The attack of the issue, in Chromium: a page of another origin (another local port)
     posts ``text/plain`` in ``no-cors`` mode and loads an image; the server computes nothing,
     and its own page then works."""
-    from jaxmamba.serve import ServerThread
+    from jaxmamba.views.server import ServerThread
 
     (tmp_path / "attack.html").write_text("<!DOCTYPE html><title>another site</title>")
     other = http.server.ThreadingHTTPServer(
@@ -285,7 +285,7 @@ def test_an_internal_error_is_one_json_line(client, monkeypatch):
 
 # ---- heavy work off the event loop, one request at a time --------------------------------------
 def test_a_heavy_request_does_not_stall_the_server(study, monkeypatch):
-    from jaxmamba.serve import ServerThread
+    from jaxmamba.views.server import ServerThread
 
     running, most, started = [0], [0], threading.Event()
     heat = study.heat
@@ -374,7 +374,7 @@ def test_the_widget_leaves_other_messages_alone(widget, message):
 
 # ---- the page template -------------------------------------------------------------------------
 def test_a_title_with_a_placeholder_stays_in_the_title():
-    from jaxmamba.web import page
+    from jaxmamba.views.web import page
 
     data = '<script type="application/json" id="jm-data">{"x": 1}</script>'
     for title in ("{{DATA}}", "{{BOOT}}{{SCRIPT}}{{HEAD}}", "<b>{{TITLE}}&</b>"):
@@ -388,7 +388,7 @@ def test_a_title_with_a_placeholder_stays_in_the_title():
 # ---- serve: the port ---------------------------------------------------------------------------
 @pytest.mark.parametrize("port", [70000, -1, 65536, True, "8765", 80.0])
 def test_serve_refuses_a_port_out_of_range(study, port):
-    from jaxmamba.serve import ServerThread, serve
+    from jaxmamba.views.server import ServerThread, serve
 
     with pytest.raises(InputError, match="port must be an integer in 0..65535"):
         serve(study, port, open_browser=False)
@@ -428,7 +428,7 @@ def _time_wait_port() -> int:
 def test_serve_restarts_on_a_port_in_time_wait(study, monkeypatch, capsys):
     import uvicorn
 
-    from jaxmamba.serve import serve
+    from jaxmamba.views.server import serve
 
     bound = []  # the sockets serve hands to uvicorn (which is not run)
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: bound.extend(sockets))
@@ -460,7 +460,7 @@ Promise.all([report("heat", http.heat("cross", "BLOCK", "sum", "query", [1], "me
 
 @pytest.mark.skipif(NODE is None, reason="needs node to run app.js")
 def test_the_page_gives_up_a_request_after_its_timeout(study, monkeypatch):
-    from jaxmamba.serve import ServerThread
+    from jaxmamba.views.server import ServerThread
 
     heat = study.heat
     monkeypatch.setattr(study, "heat", lambda *a, **k: time.sleep(2) or heat(*a, **k))

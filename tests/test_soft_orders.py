@@ -7,8 +7,8 @@ import pytest
 from conftest import rel_err
 
 import jaxmamba
-from jaxmamba import soft_orders as so
-from jaxmamba.attention import extract_attention
+from jaxmamba.attention.extract import extract_attention
+from jaxmamba.orders import soft as so
 
 GRIDS = [(16, 16), (8, 8), (4, 4), (2, 2)]
 
@@ -51,8 +51,8 @@ def test_sharp_soft_routes_equal_the_hard_order(model_and_images):
 def test_soft_routes_in_attention_mean_and_summarize(model_and_images, tmp_path):
     """Sharp soft spiral routes average and summarize like the hard spiral order; a resumed mean
     refuses other soft routes."""
-    from jaxmamba.aggregate import AggregateError, attention_mean
-    from jaxmamba.metrics import summarize
+    from jaxmamba.attention.findings import summarize
+    from jaxmamba.attention.mean import AggregateError, attention_mean
 
     m, x = model_and_images
     x2 = jnp.concatenate([x, -x])

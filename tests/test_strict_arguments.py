@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 import jaxmamba
-from jaxmamba.aggregate import attention_mean
-from jaxmamba.attention import route_attention
+from jaxmamba.attention.extract import route_attention
+from jaxmamba.attention.mean import attention_mean
 from jaxmamba.cli import main, parser
 from jaxmamba.errors import AggregateError, AttentionError, ImageError, StudyError
-from jaxmamba.images import list_images, load_image
+from jaxmamba.storage.images import list_images, load_image
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_a_study_of_one_model_per_order(setup, tmp_path):
         progress=False,
     )  # fmt: skip (the fixture's shapes: nothing recompiles)
     ids = {o["name"]: o["model"] for o in study.meta["orders"]}
-    assert ids["cross"] == jaxmamba.params.digest(model.params) != ids["spiral"]
+    assert ids["cross"] == jaxmamba.models.params.digest(model.params) != ids["spiral"]
     ref = jaxmamba.attention_mean(other, [x], order="spiral", blocks=BLOCKS, route_mode="each",
                                   progress=False)  # fmt: skip
     assert rel_err(study.map("spiral", "layers.3.blocks.0", 1), ref["layers.3.blocks.0"][1]) < 1e-5

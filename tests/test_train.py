@@ -1,4 +1,4 @@
-"""Tests of training (jaxmamba.optim, .train, .evaluate, .pretrained, .digits_recipe): schedule,
+"""Tests of training (jaxmamba.train.optim, .train, .evaluate, .pretrained, .digits_recipe): schedule,
 loss, the jitted step, fit (determinism, resumption, checkpoints), the example script, and the
 shipped default model.
 
@@ -19,20 +19,20 @@ import optax
 import pytest
 
 import jaxmamba
-from jaxmamba import checkpoint
-from jaxmamba import data as D
-from jaxmamba.digits_recipe import TRAINING_JSON
 from jaxmamba.errors import TrainError
-from jaxmamba.evaluate import evaluate, evaluate_metrics
-from jaxmamba.optim import (
+from jaxmamba.pretrained import DEFAULT_MODEL_DIR, default_model_config, load_default
+from jaxmamba.storage import checkpoint
+from jaxmamba.train import data as D
+from jaxmamba.train.evaluate import evaluate, evaluate_metrics
+from jaxmamba.train.loop import fit, train_step
+from jaxmamba.train.optim import (
     TrainConfig,
     cross_entropy,
     lr_schedule,
     make_optimizer,
     weight_decay_mask,
 )
-from jaxmamba.pretrained import DEFAULT_MODEL_DIR, default_model_config, load_default
-from jaxmamba.train import fit, train_step
+from jaxmamba.train.recipe import TRAINING_JSON
 
 ROOT = Path(__file__).resolve().parents[1]
 # the default model's family (the example's smoke run reuses the compiled step), one stage
@@ -182,7 +182,7 @@ def test_resume_after_interruption_is_bit_identical(digits, tmp_path):
     with pytest.raises(TrainError, match=r"different run.*train_config.lr: 0.01 .* 0.02 now"):
         fit(model, train, test, c.replace(lr=2e-2), out_dir=out, progress=False)
 
-    # the result is a normal Model that jaxmamba.checkpoint stores
+    # the result is a normal Model that jaxmamba.storage.checkpoint stores
     loaded = checkpoint.load(checkpoint.save(resumed, tmp_path / "model"))
     assert same_params(loaded, resumed) and loaded.config == TINY
 
@@ -277,7 +277,7 @@ def test_shipped_order_models(order):
     model = load_order_models([order])[order]
     assert model.config == default_model_config()
     assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) < 5e6
-    assert jaxmamba.params.digest(model.params) != jaxmamba.params.digest(load_default().params)
+    assert jaxmamba.models.params.digest(model.params) != jaxmamba.models.params.digest(load_default().params)
     data = record["data"]
     xt, yt = D.load_digits_images(data["image_size"], split="test", seed=data["split_seed"])
     accuracy = evaluate(model, xt, yt, order=order, batch_size=len(yt))

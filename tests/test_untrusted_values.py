@@ -250,7 +250,7 @@ def test_a_compressed_npz_is_read_and_gives_the_same_map(real, tmp_path):
 def test_the_server_answers_a_huge_member_with_a_400(real, tmp_path):
     from starlette.testclient import TestClient
 
-    from jaxmamba.serve import app
+    from jaxmamba.views.server import app
 
     s = copy(real, tmp_path)
     (path,) = (s / "ops").glob(f"*/{B2}.npz")
@@ -268,7 +268,7 @@ def test_the_server_answers_a_huge_member_with_a_400(real, tmp_path):
 def test_the_page_route_answers_a_one_line_error_not_a_bare_500(synthetic):
     from starlette.testclient import TestClient
 
-    from jaxmamba.serve import app
+    from jaxmamba.views.server import app
 
     study = Study(synthetic)
     study.meta["title"] = "\ud800x"  # past the open-time check: what if building the page fails
@@ -287,7 +287,7 @@ def test_the_page_route_answers_a_one_line_error_not_a_bare_500(synthetic):
 @pytest.fixture
 def widget(synthetic):
     pytest.importorskip("anywidget")
-    from jaxmamba.widget import show
+    from jaxmamba.views.widget import show
 
     return show(Study(synthetic))
 
@@ -320,7 +320,7 @@ def test_an_answer_that_cannot_be_sent_at_all_is_logged_not_raised(widget, caplo
         raise TypeError("the kernel is gone")
 
     widget.send = send
-    with caplog.at_level(logging.ERROR, logger="jaxmamba.widget"):
+    with caplog.at_level(logging.ERROR, logger="jaxmamba.views.widget"):
         widget.answer(request_)  # the message handler never raises
     assert len(calls) == 2 and calls[1]["id"] == request_["id"] and "error" in calls[1]
     assert f"could not send an answer to request {request_['id']}" in caplog.text
@@ -342,7 +342,7 @@ def test_a_huge_single_input_header_is_refused_before_reading(real, tmp_path, ch
         study.heat("cross", "layers.2.blocks.0", [0], subject=0)
     from starlette.testclient import TestClient
 
-    from jaxmamba.serve import app
+    from jaxmamba.views.server import app
 
     r = TestClient(app(study), base_url="http://127.0.0.1").post(
         "/api/heat", json={"order": "cross", "block": "layers.2.blocks.0", "patches": [0],
@@ -352,7 +352,7 @@ def test_a_huge_single_input_header_is_refused_before_reading(real, tmp_path, ch
 
 def test_export_keeps_images_that_share_a_name(real, tmp_path):
     """Two folders each holding a.png: the study keeps both, and so does the exported page."""
-    from jaxmamba.explorer import export, read_explorer
+    from jaxmamba.views.export import export, read_explorer
 
     s = copy(real, tmp_path)
     edit(s, lambda m: m["images"].__setitem__(slice(None), [{"name": "a.png"}] * 2))

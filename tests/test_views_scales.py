@@ -314,7 +314,7 @@ def test_side_by_side_scales_shared_or_per_panel(page, study):
 def test_the_panel_says_a_map_is_loading_and_shows_errors(page, monkeypatch):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from jaxmamba.views import ViewAPI
+    from jaxmamba.views.protocol import ViewAPI
 
     gate, fail = threading.Event(), []
     handle = ViewAPI.handle

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import jaxmamba
-from jaxmamba import store
 from jaxmamba.errors import CheckpointError, PlotError, StudyError
+from jaxmamba.storage import store
 from jaxmamba.study import Study, write_study
 
 N = 2
@@ -129,7 +129,7 @@ def test_the_study_folder_itself_may_be_a_link(model, images, done, tmp_path):
 
 
 def test_figures_are_never_written_through_a_link(done, tmp_path):
-    from jaxmamba.figures import write_figures
+    from jaxmamba.views.figures import write_figures
 
     s = tmp_path / "s"
     shutil.copytree(done, s)
@@ -151,7 +151,7 @@ def test_figures_are_never_written_through_a_link(done, tmp_path):
 
 
 def test_plots_save_refuses_a_link(tmp_path):
-    from jaxmamba import plots
+    from jaxmamba.views import plots
 
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
@@ -246,7 +246,7 @@ def test_the_heartbeat_refreshes_the_lock_and_stops_on_release(tmp_path, monkeyp
 
 HOLDER = """
 import sys, time
-from jaxmamba import store
+from jaxmamba.storage import store
 store.LOCK_HEARTBEAT_S = 0.1
 with store.locked(sys.argv[1]):
     print("held", flush=True)

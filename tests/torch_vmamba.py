@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jaxmamba.config import VMambaConfig
+from jaxmamba.models.config import VMambaConfig
 
 __all__ = ["TorchVSSM", "build_torch_vmamba", "cross_routes", "selective_scan_loop"]
 

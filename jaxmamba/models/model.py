@@ -1,0 +1,329 @@
+"""Public model API: ``Model``, ``create_model``, ``forward``, ``run_with_cache``.
+
+A model is a config plus a parameter pytree; every function here is pure and jit-compiled once per
+(config, order, blocks, implementation), which are static.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jaxtyping import Array, Float
+
+from jaxmamba.errors import InputError
+from jaxmamba.models import params as P
+from jaxmamba.models.config import VMambaConfig, get_config
+from jaxmamba.models.init_rules import draw_params, trace_params
+from jaxmamba.models.vmamba import VSSM
+from jaxmamba.orders import Order, OrderError, SoftOrder, as_order
+
+__all__ = [
+    "Model",
+    "InputError",
+    "abstract_model",
+    "apply",
+    "check_images",
+    "cpu_pieces",
+    "create_model",
+    "forward",
+    "routes_for",
+    "run_with_cache",
+    "select_blocks",
+]
+
+
+@struct.dataclass
+class Model:
+    """A VMamba classifier: a static, hashable ``config`` and a ``params`` pytree.
+
+    ``params`` paths mirror the official state dict (see :mod:`jaxmamba.models.params`).
+    """
+
+    config: VMambaConfig = struct.field(pytree_node=False)
+    params: Any
+
+    @property
+    def num_params(self) -> int:
+        return P.count(self.params)
+
+
+def create_model(
+    variant: str | VMambaConfig = "vmamba_tiny_s1l8", *, seed: int = 0, **overrides
+) -> Model:
+    """A randomly initialised model of ``variant`` (official initialisation).
+
+    Args:
+      variant: a name from :func:`jaxmamba.list_models` or a :class:`VMambaConfig`.
+      seed: PRNG seed of the initialisation.
+      **overrides: config fields to change (e.g. ``num_classes=10``), giving a custom config.
+
+    >>> m = create_model("vmamba_test", seed=0)
+    >>> m.config.name, m.params["layers_0"]["blocks_0"]["op"]["A_logs"].shape
+    ('vmamba_test', (128, 1))
+    """
+    config = get_config(variant, **overrides)
+    return _init(config, seed)
+
+
+def abstract_model(variant: str | VMambaConfig = "vmamba_tiny_s1l8", **overrides) -> Model:
+    """The :class:`Model` of ``variant`` with ``jax.ShapeDtypeStruct`` leaves: shapes, no values.
+
+    What ``jax.eval_shape(lambda: create_model(variant))`` gives, without drawing anything (a
+    restore target, a shape check).
+
+    >>> abstract_model("vmamba_test").params["layers_0"]["blocks_0"]["op"]["Ds"].shape
+    (128,)
+    """
+    config = get_config(variant, **overrides)
+    return Model(config, trace_params(VSSM(config), *_init_args(config))[0])
+
+
+def _init(config: VMambaConfig, seed: int) -> Model:
+    """Shapes by tracing (``jax.eval_shape``), values drawn on the host by each layer's
+    official rule (:mod:`jaxmamba.models.init_rules`): nothing is compiled, so a session starts quick."""
+    return Model(config, draw_params(VSSM(config), seed, *_init_args(config)))
+
+
+def _init_args(config: VMambaConfig) -> tuple:
+    """The smallest images and K row-major routes (shapes only): what ``VSSM.init`` traces."""
+    size = config.reduction
+    images = np.zeros((1, size, size, config.in_chans), np.float32)
+    init_order = as_order(functools.partial(_row_major_routes, config.k_routes))  # any K
+    return images, routes_for(config, init_order)
+
+
+def _row_major_routes(k: int, h: int, w: int) -> np.ndarray:
+    """K copies of the row-major route: shapes only, used to initialise a model of any K."""
+    return np.tile(np.arange(h * w), (k, 1))
+
+
+def routes_for(config: VMambaConfig, order: Order | SoftOrder) -> Callable:
+    """``(h, w) -> routes`` of ``order`` on a grid, checked against the model's route count K."""
+
+    def routes(h: int, w: int):
+        r = order.routes(h, w)
+        if r.shape[0] != config.k_routes:
+            raise OrderError(
+                f"order {order.name!r} has K={r.shape[0]} routes on a {h}x{w} grid, but the "
+                f"model has {config.k_routes} per-route parameter sets"
+            )
+        return r
+
+    return routes
+
+
+def check_images(config: VMambaConfig, images, *, allow_empty: bool = False) -> None:
+    """Raise :class:`InputError` unless ``images`` is ``(B, H, W, in_chans)`` with H, W ÷ stride
+    and B ≥ 1 (B = 0 only with ``allow_empty``, for a stream that may hold empty batches).
+
+    >>> import numpy as np
+    >>> from jaxmamba.models.config import get_config
+    >>> check_images(get_config("vmamba_test"), np.zeros((0, 64, 64, 3), np.float32))
+    Traceback (most recent call last):
+    ...
+    jaxmamba.errors.InputError: images (0, 64, 64, 3) are an empty batch: give at least one image
+    """
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise InputError(f"images must be a (B, H, W, {config.in_chans}) array, got shape {shape}")
+    b, h, w, c = shape
+    r = config.reduction
+    if c != config.in_chans:
+        raise InputError(
+            f"images must be channel-last (B, H, W, {config.in_chans}); got {c} channels in {shape}"
+        )
+    if h < r or w < r or h % r or w % r:
+        raise InputError(f"image height and width must be positive multiples of {r}, got {h}x{w}")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise InputError(f"images must be floating point, got dtype {images.dtype}")
+    if b == 0 and not allow_empty:
+        raise InputError(f"images {tuple(shape)} are an empty batch: give at least one image")
+
+
+def select_blocks(config: VMambaConfig, blocks=None) -> tuple[str, ...]:
+    """Official names of the selected SS2D blocks, in forward order.
+
+    Args:
+      blocks: ``None`` (all), a stage index, a name ``"layers.i.blocks.j"``, an iterable of names
+        or stage indices, or a predicate ``name -> bool``.
+
+    >>> from jaxmamba.models.config import get_config
+    >>> select_blocks(get_config("vmamba_test"), 2)
+    ('layers.2.blocks.0', 'layers.2.blocks.1')
+    """
+    names = config.block_names()
+    if blocks is None:
+        return names
+    if callable(blocks):
+        chosen = {n for n in names if blocks(n)}
+    else:
+        chosen = set()
+        for item in _block_items(blocks):
+            if isinstance(item, numbers.Integral):
+                item = int(item)  # a NumPy integer too
+                if not 0 <= item < config.num_stages:
+                    raise InputError(f"stage {item} out of range 0..{config.num_stages - 1}")
+                chosen |= {n for n in names if n.startswith(f"layers.{item}.")}
+            elif item in names:
+                chosen.add(item)
+            else:
+                raise InputError(f"unknown block {item!r}; blocks are {names[0]} … {names[-1]}")
+    if not chosen:
+        raise InputError("the block selection is empty")
+    return tuple(n for n in names if n in chosen)
+
+
+_WHAT_BLOCKS = "blocks must be None, a stage index, block names, stage indices or a predicate"
+_MAX_BLOCK_ITEMS = 10_000  # more items than any model has blocks, however often repeated
+
+
+def _block_items(blocks) -> list:
+    """The stage indices (ints) and names (strs) of a block selection that is not a predicate;
+    :class:`InputError` names any other type (bytes, bool, float, None ...)."""
+    if _is_item(blocks):
+        return [blocks]
+    if isinstance(blocks, bytes | bytearray | memoryview | numbers.Number):
+        raise InputError(f"{_WHAT_BLOCKS}; got {_described(blocks)}")
+    try:
+        items = list(itertools.islice(iter(blocks), _MAX_BLOCK_ITEMS + 1))
+    except TypeError:
+        raise InputError(f"{_WHAT_BLOCKS}; got {_described(blocks)}") from None
+    if len(items) > _MAX_BLOCK_ITEMS:
+        raise InputError(f"{_WHAT_BLOCKS}; got more than {_MAX_BLOCK_ITEMS} items")
+    for i, item in enumerate(items):
+        if not _is_item(item):
+            raise InputError(
+                f"blocks[{i}] must be a stage index (int) or a block name (str), got "
+                f"{_described(item)}"
+            )
+    return items
+
+
+def _is_item(item) -> bool:
+    """Whether ``item`` is a stage index (an int, not a bool) or a block name (a str)."""
+    if isinstance(item, bool | np.bool_):
+        return False
+    return isinstance(item, numbers.Integral | str)
+
+
+def _described(value) -> str:
+    """``value`` for a message: its type and a repr cut to 60 characters."""
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return "None" if value is None else f"{type(value).__name__} {text}"
+
+
+def forward(
+    model: Model, images: Float[Array, "b H W 3"], *, order=None, implementation: str | None = None
+) -> Float[Array, "b classes"]:
+    """Class logits of ``images`` scanned in ``order``.
+
+    Args:
+      model: a :class:`Model`.
+      images: ``(B, H, W, 3)`` float, channel-last, H and W multiples of 32 (any aspect ratio).
+      order: a name from :data:`jaxmamba.orders.ORDER_NAMES`, an :class:`~jaxmamba.orders.Order`,
+        or routes (see :func:`jaxmamba.orders.as_order`); default ``"cross"`` (VMamba's); or soft
+        routes ``{(h, w): (K, L, L)}`` for every stage grid (:mod:`jaxmamba.orders.soft`), which
+        are traced, so gradients flow to them.
+      implementation: selective-scan path, ``"xla"``, ``"pallas"`` or ``None`` (best available).
+
+    Returns:
+      ``(B, num_classes)`` float32 logits.
+
+    >>> import jax.numpy as jnp
+    >>> m = create_model("vmamba_test")
+    >>> forward(m, jnp.zeros((2, 64, 96, 3))).shape
+    (2, 10)
+    """
+    check_images(model.config, images)
+    logits, _ = apply(model, images, as_order(order), implementation, frozenset())
+    return logits
+
+
+def run_with_cache(model: Model, images, *, order=None, blocks=None, implementation=None):
+    """Logits and, for each selected block, its SS2D scan input and cross-merged scan output.
+
+    Returns:
+      ``(logits, cache)`` with ``cache[name] = {"x": (B, D, L), "y": (B, D, L)}``: ``x`` is the
+      feature map after in_proj, depthwise conv and SiLU, ``y`` the cross-merged scan output
+      (the input of ``out_norm``), both in row-major spatial order.
+
+    >>> import jax.numpy as jnp
+    >>> m = create_model("vmamba_test")
+    >>> _, cache = run_with_cache(m, jnp.zeros((1, 64, 64, 3)), blocks=0)
+    >>> cache["layers.0.blocks.0"]["x"].shape
+    (1, 32, 256)
+    """
+    check_images(model.config, images)
+    names = frozenset(select_blocks(model.config, blocks))
+    return apply(model, images, as_order(order), implementation, names)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def apply(model: Model, images, order: Order | SoftOrder, implementation, capture: frozenset):
+    """The jitted forward with resolved arguments: ``(logits, cache)`` as :func:`run_with_cache`.
+
+    ``order`` must already be an :class:`Order` or :class:`SoftOrder` (:func:`as_order`); a hard
+    order is static (a pytree without leaves), soft routes are traced. ``capture`` is the
+    frozenset of block names whose scan input and output are returned. For library code that
+    calls the model inside its own ``jit``; users call :func:`forward` or
+    :func:`run_with_cache`.
+    """
+    module = VSSM(model.config, implementation, cpu_pieces(model.config, images.shape))
+    routes = routes_for(model.config, order)
+    images = images.astype(jnp.float32)
+    if not capture:
+        return module.apply({"params": model.params}, images, routes), {}
+    logits, state = module.apply(
+        {"params": model.params}, images, routes, capture, mutable=["intermediates"]
+    )
+    cache = {}
+    for path, value in P.flatten(state["intermediates"]).items():
+        name = P.path_to_key(path[:-2])  # (..., "op", "x") -> layers.i.blocks.j
+        cache.setdefault(name, {})[path[-1]] = jnp.concatenate(value)  # pieces of the batch
+    return logits, cache
+
+
+# A stage whose widest activation of one image (the MLP's hidden layer or the K routed copies)
+# takes at least this many bytes runs as slices of the batch on XLA:CPU: whole-batch tensors
+# leave the cache (2 MB of L2 per core on the machine measured). vmamba_tiny_s1l8, 224², batch
+# 8 (benchmarks/forward.py --whole, 2 cores): 0.20-0.21 s per image whole, 0.135 with stages 0-1 cut
+# into 8 slices, 0.148 at batch 1. At most _MAX_PIECES slices: each is another copy of the stage
+# for XLA to compile (batch 8 compiles in 9.0 s instead of 5.1 s), so above 8 images a slice
+# holds several. Training steps are cut alike (the gradient of a sum of slices is exact).
+_SPLIT_BYTES = 2 * 2**20
+_MAX_PIECES = 8
+
+
+def cpu_pieces(config: VMambaConfig, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """How many slices of the batch each stage runs as, for images of ``shape`` ``(B, H, W, C)``.
+
+    All ones except on a single CPU device, where a stage whose per-image activations reach
+    2 MB is cut into ``min(B, 8)`` slices: separate subgraphs with the same parameters, equal
+    results up to float rounding. With several devices the batch is sharded over them, and
+    slices would cut across devices.
+
+    >>> from jaxmamba.models.config import get_config
+    >>> cpu_pieces(get_config("vmamba_tiny_s1l8"), (1, 224, 224, 3))  # one image: never cut
+    (1, 1, 1, 1)
+    >>> cpu_pieces(get_config("vmamba_tiny_s1l8"), (8, 224, 224, 3))  # doctest: +SKIP
+    (8, 8, 1, 1)
+    """
+    b, h, w = shape[:3]
+    if b == 1 or jax.default_backend() != "cpu" or jax.device_count() > 1:
+        return (1,) * config.num_stages
+    pieces = []
+    for i in range(config.num_stages):
+        gh, gw = config.stage_grid(i, h, w)
+        width = max(int(config.dims[i] * config.mlp_ratio), config.k_routes * config.d_inner(i))
+        large = gh * gw * width * 4 >= _SPLIT_BYTES
+        pieces.append(min(b, _MAX_PIECES) if large else 1)
+    return tuple(pieces)

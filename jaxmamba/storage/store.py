@@ -1,0 +1,916 @@
+"""Atomic, checksummed folders of arrays: the one way jaxmamba writes what it must read back.
+
+A *store folder* holds named pytrees of arrays (each an Orbax ``StandardCheckpointer``
+checkpoint in a sub-folder), small text files (JSON metadata), and ``checksums.json``: the
+sha256 of every file in it and the marker that says jaxmamba made the folder.  Model
+checkpoints (:func:`jaxmamba.save`), training checkpoints (:func:`jaxmamba.train.loop.fit`) and the
+resumable state of running means (:func:`jaxmamba.attention_mean`) are all store folders.
+
+Guarantees:
+
+* **Atomic.** Everything is written into a hidden sibling ``.NAME.tmp-<pid>-<id>`` that is
+  renamed to ``NAME`` only when complete; a killed writer leaves no ``NAME``, and the next write
+  in the same parent removes temporaries whose writing process is gone.
+* **Verified.** :func:`read` checks every file against ``checksums.json`` first and raises
+  :class:`~jaxmamba.errors.CheckpointError` naming the damaged file (a flipped byte, a truncated
+  or missing file).
+* **Never someone else's.** :func:`write` with ``overwrite=True`` replaces only a folder that
+  :func:`is_ours` recognises; it never deletes anything else, and :func:`guard` refuses ``/``,
+  the home folder, the current directory, any folder holding one of them, and any folder holding
+  an input of the command, whatever they contain.
+* **Interrupted cleanly.** A write stopped by an exception, Ctrl-C or ``SIGTERM`` removes its
+  temporary folder (then ``SIGTERM`` ends the process as it would have); one killed outright
+  (``SIGKILL``, a power cut) leaves it to the next write's cleaning, and such a dead writer's
+  temporary never makes a folder look "not empty" (:func:`entries`).  A full disk is one
+  :class:`~jaxmamba.errors.CheckpointError` naming the path (checked before writing where the
+  size is known), not a screen of tracebacks from the writer's threads.
+* **One writer.** :func:`locked` holds a lock file in a folder (the owner's pid, host, process
+  start and a heartbeat: its mtime, refreshed every few seconds) and refuses a second writer by
+  name; a lock not refreshed for 30 s (any host), or whose process is gone or reused (same
+  host), is taken over.
+* **Inside.** :func:`inside` builds a path below a folder refusing any symbolic link (or special
+  file) on the way: what jaxmamba writes into a folder never lands outside it.
+* **Multi-process.** With several JAX processes, process 0 checks the target and writes (the
+  trees must be the same on every process, e.g. replicated sums) and every process waits for it
+  and learns its outcome: a write that fails raises the same
+  :class:`~jaxmamba.errors.CheckpointError` in every process, none is left waiting.  Every
+  process can read on its own (a shared file system, or a copy of the folder on every host).
+
+>>> import tempfile, numpy as np
+>>> folder = tempfile.mkdtemp() + "/state"
+>>> _ = write(folder, {"sums": {"a": np.arange(3.0)}}, {"meta.json": '{"count": 3}'})
+>>> trees, files = read(folder, ["sums"])
+>>> trees["sums"]["a"].tolist(), files["meta.json"]
+([0.0, 1.0, 2.0], '{"count": 3}')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxmamba.errors import CheckpointError
+
+__all__ = [
+    "CHECKSUM_FILE",
+    "LOCK_FILE",
+    "StepStore",
+    "clean_temporaries",
+    "entries",
+    "first_line",
+    "guard",
+    "inside",
+    "is_ours",
+    "is_stale_temporary",
+    "locked",
+    "parse_json",
+    "quiet_orbax",
+    "read",
+    "remove",
+    "verify",
+    "write",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
+
+CHECKSUM_FILE = "checksums.json"
+FORMAT = "jaxmamba-store"
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>[0-9]{1,12})-[0-9a-f]{12}$")
+
+
+@contextlib.contextmanager
+def quiet_orbax(level: int = logging.ERROR) -> Iterator[None]:
+    """Silence Orbax's absl chatter below ``level`` for the duration of a save or load."""
+    logger = logging.getLogger("absl")
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def parse_json(text: str, source: str | os.PathLike) -> object:
+    """``json.loads(text)``, refusing what Python's json accepts but JSON does not.
+
+    ``NaN``/``Infinity`` constants and nesting deep enough to exhaust the recursion limit raise
+    :class:`~jaxmamba.errors.CheckpointError` naming ``source``, like any malformed text.
+
+    >>> parse_json('{"eps": 1e-5}', "config.json")
+    {'eps': 1e-05}
+    >>> parse_json('{"eps": Infinity}', "config.json")
+    Traceback (most recent call last):
+    ...
+    jaxmamba.errors.CheckpointError: config.json is not valid JSON: Infinity is not a JSON number
+    """
+
+    def constant(name):
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(text, parse_constant=constant)
+    except RecursionError:
+        raise CheckpointError(f"{source} is not valid JSON: nested too deeply") from None
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{source} is not valid JSON: {first_line(e)}") from None
+
+
+def _real(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def guard(folder: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) -> Path:
+    """Refuse ``folder`` as a place to replace or clear; return its absolute path if it is safe.
+
+    Raises :class:`~jaxmamba.errors.CheckpointError` if ``folder`` (symbolic links resolved) is
+    ``/``, the home folder, the current directory, a folder that contains one of them, or a
+    folder that is or contains one of the paths in ``protect`` (the inputs of a command) —
+    whatever it holds, even a jaxmamba checkpoint.
+
+    >>> guard("/")
+    Traceback (most recent call last):
+    ...
+    jaxmamba.errors.CheckpointError: / is the root folder; jaxmamba never replaces or clears it
+    """
+    real = _real(folder)
+    shown = Path(folder).expanduser().absolute()
+    never = "; jaxmamba never replaces or clears it"
+    if real == real.parent:
+        raise CheckpointError(f"{shown} is the root folder{never}")
+    places = []
+    with contextlib.suppress(OSError):  # a deleted current directory has no path
+        places.append(("the current directory", _real(os.getcwd())))
+    with contextlib.suppress(RuntimeError, KeyError):  # no home folder known
+        places.append(("your home folder", _real(Path.home())))
+    for what, place in places:
+        if real == place:
+            raise CheckpointError(f"{shown} is {what}{never}")
+    for what, place in places:
+        if real in place.parents:
+            raise CheckpointError(f"{shown} contains {what} ({place}){never}")
+    for path in protect:
+        path = _real(path)
+        if real == path or real in path.parents:
+            raise CheckpointError(
+                f"{shown} {'is' if real == path else 'contains'} the input {path}; "
+                "choose another folder"
+            )
+    return shown
+
+
+def _checkpointer():
+    """An Orbax checkpointer that works in this process alone: the trees are host data, so with
+    several JAX processes one writes (process 0) and each reads without waiting for the others."""
+    import orbax.checkpoint as ocp
+
+    if jax.process_count() > 1:
+        me = jax.process_index()
+        options = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+        return ocp.StandardCheckpointer(multiprocessing_options=options)
+    return ocp.StandardCheckpointer()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE)
+
+
+def is_ours(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a store folder (its ``checksums.json`` names this format), or a
+    model checkpoint of an earlier jaxmamba (``config.json`` with format ``"jaxmamba"``)."""
+    folder = Path(folder)
+    for name, key, value in (
+        (CHECKSUM_FILE, "format", FORMAT),
+        ("config.json", "format", "jaxmamba"),
+    ):
+        try:
+            if parse_json((folder / name).read_text(), folder / name).get(key) == value:
+                return True
+        except (OSError, ValueError, AttributeError):  # CheckpointError is a ValueError
+            continue
+    return False
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a pid no process can have: no)."""
+    if not 0 < pid < 2**31:  # what a recorded name or lock file claims is not trusted
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a temporary that a jaxmamba writer now gone left behind: its name is
+    ``.NAME.tmp-<pid>-<id>`` or ``.NAME.old-<pid>-<id>`` and no process ``<pid>`` is alive.
+
+    >>> is_stale_temporary(f".study.json.tmp-{os.getpid()}-0123456789ab")  # this process: alive
+    False
+    >>> is_stale_temporary(".study.json.tmp-12-nothex")  # not the library's pattern
+    False
+    """
+    m = _TMP.match(Path(path).name)
+    return bool(m) and int(m.group("pid")) != os.getpid() and not _alive(int(m.group("pid")))
+
+
+def _remove_stale(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:  # a file of write_bytes_atomic
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def clean_temporaries(parent: Path, name: str | None = None) -> None:
+    """Remove ``.NAME.tmp-*`` / ``.NAME.old-*`` siblings left by writers that are gone (of every
+    name when ``name`` is None); nothing else is touched."""
+    if not Path(parent).is_dir():
+        return
+    for p in Path(parent).iterdir():
+        m = _TMP.match(p.name)
+        if m and (name is None or m.group("name") == name) and is_stale_temporary(p):
+            _remove_stale(p)
+
+
+def entries(folder: str | os.PathLike, ignore: Iterable[str] = ()) -> list[Path]:
+    """What ``folder`` holds, sorted, less the names in ``ignore`` and less the temporaries of
+    jaxmamba writers that are gone (which are removed): a folder where a first write was killed
+    is still empty.  A missing folder holds nothing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    clean_temporaries(folder)
+    ignore = set(ignore)
+    return sorted(p for p in folder.iterdir() if p.name not in ignore)
+
+
+_MESSAGE_BYTES = 2048
+
+
+def _agree(error: CheckpointError | None) -> None:
+    """Wait for process 0 and raise its ``error`` (a step it did alone) in every process.
+
+    With one process this only raises ``error``.  With several, process 0 sends its outcome to all
+    (a collective, so it is also a barrier): a failure of process 0 raises the same
+    :class:`~jaxmamba.errors.CheckpointError` everywhere instead of leaving the others waiting.
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        text = np.zeros(_MESSAGE_BYTES, np.uint8)
+        if error is not None and jax.process_index() == 0:
+            raw = str(error).encode()[:_MESSAGE_BYTES]
+            text[: len(raw)] = np.frombuffer(raw, np.uint8)
+        text = np.asarray(multihost_utils.broadcast_one_to_all(text))
+        if error is None and text.any():
+            raise CheckpointError(bytes(text).rstrip(b"\0").decode(errors="replace"))
+    if error is not None:
+        raise error
+
+
+def write(
+    folder: str | os.PathLike,
+    trees: Mapping[str, object],
+    files: Mapping[str, str] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``trees`` (``{name: pytree of arrays}``) and text ``files`` as the store ``folder``.
+
+    Args:
+      folder: the folder to create (its parents are created too).
+      trees: each written with Orbax to ``folder/<name>/``; leaves become host NumPy arrays.
+      files: ``{file name: text}`` written beside them.
+      overwrite: replace an existing ``folder`` if :func:`is_ours` recognises it (an empty folder
+        is always replaced); anything else is refused and left untouched.
+
+    Returns:
+      The absolute path of ``folder``.
+    """
+    folder = guard(folder)
+    files = dict(files or {})
+    error = None
+    if jax.process_index() == 0:  # the others wait for it (they see the folder mid-write)
+        try:
+            _check_target(folder, overwrite)
+            host = {name: jax.tree.map(np.asarray, tree) for name, tree in trees.items()}
+            _check_space(folder, host, files)
+            with _terminate_cleanly():
+                _write_primary(folder, host, files)
+        except CheckpointError as e:
+            error = e
+        except Exception as e:  # e.g. a leaf that is no array: one error, in every process
+            error = CheckpointError(f"could not write {folder}: {first_line(e)}")
+            error.__cause__ = e
+    _agree(error)
+    return folder
+
+
+def _check_target(folder: Path, overwrite: bool) -> None:
+    if folder.exists():
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder} exists and is not a directory; nothing was written")
+        if entries(folder):
+            if not overwrite:
+                raise CheckpointError(
+                    f"{folder} already exists and is not empty; pass overwrite=True to replace it"
+                )
+            if not is_ours(folder):
+                raise CheckpointError(
+                    f"{folder} is not a folder jaxmamba wrote, so it is not replaced; "
+                    "choose another path"
+                )
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def _check_space(folder: Path, trees: Mapping[str, object], files: Mapping[str, str]) -> None:
+    """Refuse a write that cannot fit in the free space of ``folder``'s file system."""
+    need = sum(leaf.nbytes for tree in trees.values() for leaf in jax.tree.leaves(tree))
+    need += sum(len(text.encode()) for text in files.values())
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder.anchor)
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return
+    if need > free:
+        raise CheckpointError(
+            f"not enough space to write {folder}: it needs about {_size(need)}, the disk of "
+            f"{existing} has {_size(free)} free; nothing was written"
+        )
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived during a write (raised by the handler of :func:`_terminate_cleanly`)."""
+
+
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """While a write runs, let ``SIGTERM`` raise so that the write removes its temporary folder;
+    the process then ends by ``SIGTERM`` as it would have.  Only in the main thread, and only
+    where ``SIGTERM`` has its default action (a program's own handler is left alone)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not stop the cleanup
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # the cleanup is done: end as SIGTERM ends us
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _closed_loop(report) -> bool:
+    return isinstance(report.exc_value, RuntimeError) and "Event loop is closed" in str(
+        report.exc_value
+    )
+
+
+def _drop_closed_loop_reports() -> None:
+    """From now on, drop the "Event loop is closed" reports that tensorstore's callbacks keep
+    sending, after a failed Orbax write, to event loops Orbax has closed (other reports pass)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxmamba_filter", False):
+        return
+
+    def hook(report):
+        if not _closed_loop(report):
+            previous(report)
+
+    hook._jaxmamba_filter = True
+    sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def _held_unraisable() -> Iterator[None]:
+    """Hold the "Exception ignored" reports of a write's threads (Orbax's and tensorstore's event
+    loops report a failed write dozens of times, some of them later); replay them only if the
+    write succeeds."""
+    held = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = held.append
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        sys.unraisablehook = previous
+        if ok:
+            for report in held:
+                previous(report)
+        else:
+            for report in held:
+                if not _closed_loop(report):
+                    previous(report)
+            _drop_closed_loop_reports()
+
+
+def _remove_temporary(tmp: Path) -> None:
+    """Remove a failed write's folder, and again if a writer thread still finishing recreates
+    part of it (tensorstore may complete a pending write after Orbax gave up)."""
+    for _ in range(20):
+        shutil.rmtree(tmp, ignore_errors=True)
+        time.sleep(0.05)
+        if not tmp.exists():
+            return
+
+
+def _no_space(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        text = str(e)
+        if "No space left on device" in text or "os_error_code='28'" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _write_primary(folder: Path, trees: Mapping[str, object], files: Mapping[str, str]) -> None:
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    tmp = folder.parent / f".{folder.name}.tmp-{tag}"
+    old = folder.parent / f".{folder.name}.old-{tag}"
+    new_parents = [p for p in folder.parents if not p.exists()]  # removed again on failure
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        clean_temporaries(folder.parent, folder.name)
+        tmp.mkdir()
+        with quiet_orbax(logging.CRITICAL), _held_unraisable():  # a failure is reported below
+            checkpointer = _checkpointer()
+            try:
+                for name, tree in trees.items():
+                    checkpointer.save(tmp / name, tree)
+                checkpointer.wait_until_finished()
+            finally:
+                checkpointer.close()
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        sums = {str(p.relative_to(tmp)): _sha256(p) for p in _files(tmp)}
+        (tmp / CHECKSUM_FILE).write_text(json.dumps({"format": FORMAT, "files": sums}, indent=0))
+        if folder.exists():
+            if any(folder.iterdir()):
+                folder.rename(old)  # overwrite: keep the old one until the new one is in place
+            else:
+                folder.rmdir()
+        tmp.rename(folder)
+    except BaseException as e:
+        _remove_temporary(tmp)
+        if old.exists() and not folder.exists():
+            old.rename(folder)  # put the previous folder back
+        for parent in new_parents:  # innermost first
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        if isinstance(e, CheckpointError) or not isinstance(e, Exception):
+            raise
+        if _no_space(e):
+            raise CheckpointError(
+                f"could not write {folder}: no space left on device; nothing was written"
+            ) from None
+        raise CheckpointError(f"could not write {folder}: {first_line(e)}") from e
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_error(path: Path, e: OSError) -> CheckpointError:
+    """One line naming ``path`` for a failed file write: a full disk says so."""
+    if _no_space(e) or e.errno == getattr(errno, "EDQUOT", None):
+        why = "the disk is full"
+    else:
+        why = e.strerror or first_line(e)
+    return CheckpointError(f"could not write {path}: {why}; it was left as it was")
+
+
+def inside(root: str | os.PathLike, *parts: str, folder: bool = False) -> Path:
+    """``root/parts…``, checked for writing (or reading back) inside the folder ``root``.
+
+    Every part must be one plain name (no ``/``, ``..`` or empty name); every existing component
+    below ``root`` must be a real folder (``os.lstat``: a symbolic link is refused, not
+    followed) and the last, if it exists, a regular file (a real folder with ``folder=True``).
+    ``root`` itself may be a symbolic link (the user named it).  Raises
+    :class:`~jaxmamba.errors.CheckpointError` naming the offending path; nothing is created.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> os.symlink("/tmp", root / "figures")
+    >>> inside(root, "figures", "a.png")
+    Traceback (most recent call last):
+    ...
+    jaxmamba.errors.CheckpointError: .../figures is a symbolic link; ... never through a link
+    >>> inside(root, "means", "x.npy") == root / "means" / "x.npy"
+    True
+    """
+    import stat
+
+    from jaxmamba.storage.images import file_kind
+
+    root = Path(root)
+    for part in parts:
+        if (not isinstance(part, str) or part in ("", ".", "..") or "/" in part
+                or os.sep in part or "\x00" in part):  # fmt: skip
+            raise CheckpointError(f"{part!r} is not a plain file name inside {root}")
+    path = root
+    for i, part in enumerate(parts):
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return root.joinpath(*parts)  # nothing below exists: nothing to follow
+        except OSError as e:
+            raise CheckpointError(f"cannot use {path}: {e.strerror or e}") from None
+        last = i == len(parts) - 1
+        want = stat.S_ISDIR if not last or folder else stat.S_ISREG
+        if not want(mode):
+            if stat.S_ISLNK(mode):
+                raise CheckpointError(
+                    f"{path} is a symbolic link; jaxmamba reads and writes only the files "
+                    f"inside {root}, never through a link"
+                )
+            need = "a folder" if want is stat.S_ISDIR else "a regular file"
+            raise CheckpointError(f"{path} is {file_kind(mode)}, not {need}; it is left alone")
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to the file ``path`` atomically (a temporary sibling, then a rename);
+    missing parent folders are created.  A failure (a full disk, no permission) raises
+    :class:`~jaxmamba.errors.CheckpointError` naming ``path``, which keeps its old content.
+
+    >>> import tempfile
+    >>> write_bytes_atomic(tempfile.mkdtemp() + "/a.txt", b"hi").read_bytes()
+    b'hi'
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_temporaries(path.parent, path.name)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as e:
+        raise _write_error(path, e) from None
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to the file ``path`` atomically (as :func:`write_bytes_atomic`)."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+LOCK_FILE = ".lock"
+LOCK_HEARTBEAT_S = 5.0  # how often a held lock's file is touched (its mtime: the heartbeat)
+LOCK_TIMEOUT_S = 30.0  # a lock not touched for this long is stale, whatever its host or pid
+_STALE_UNREADABLE_S = 5.0  # a lock file without a readable owner (its writer killed at once)
+_held_tokens: set[str] = set()  # the tokens of the locks this process holds now
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (field 22 of ``/proc/<pid>/stat``, in clock ticks since
+    boot), or None where that cannot be read (no such process, not Linux)."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # the name may hold spaces and ')'
+        return fields[19].decode()
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _lock_owner(path: Path) -> dict | None:
+    """The owner recorded in the lock file ``path`` (``{"pid", "host", "since", "token",
+    "start"}``), or None if it cannot be read (gone, empty, damaged)."""
+    try:
+        owner = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+        return None
+    return owner
+
+
+def _lock_age(path: Path) -> float | None:
+    """Seconds since the lock file ``path`` was last touched (its heartbeat); None if it is gone."""
+    try:
+        return max(0.0, time.time() - os.lstat(path).st_mtime)
+    except FileNotFoundError:
+        return None
+
+
+def _lock_is_stale(path: Path, owner: dict | None) -> bool:
+    """Whether the lock ``path`` of ``owner`` is left by a writer that is gone.  On this host the
+    process decides: the lock is stale if its pid is dead, is this process's without being one of
+    the locks it holds, or is a process started at another time than the one recorded (the pid
+    reused); a live process whose start time matches keeps its lock however busy it is.  Where
+    that cannot be told (another host, a container's new hostname, no start time recorded), the
+    heartbeat does: stale once not touched for :data:`LOCK_TIMEOUT_S` (a live holder touches it
+    every :data:`LOCK_HEARTBEAT_S`).  A lock naming no owner is stale after a few seconds."""
+    age = _lock_age(path)
+    if age is None:
+        return True
+    if owner is None:
+        return age > _STALE_UNREADABLE_S
+    if _verified_live(owner) is None:
+        return age > LOCK_TIMEOUT_S
+    return not _verified_live(owner)
+
+
+def _verified_live(owner: dict) -> bool | None:
+    """Whether the lock's process is alive, as far as this host can tell; None if it cannot."""
+    if owner.get("host") != socket.gethostname():
+        return None  # its pid cannot be checked here: only the heartbeat tells
+    pid = owner["pid"]
+    if pid == os.getpid():
+        return owner.get("token") in _held_tokens
+    if not _alive(pid):
+        return False
+    start = _start_time(pid)
+    if owner.get("start") is None or start is None:
+        return None
+    return owner["start"] == start
+
+
+def _refused(path: Path, owner: dict | None, advice: str) -> CheckpointError:
+    """The error for a live lock: who holds it, how fresh its heartbeat is, and when it would be
+    taken over."""
+    age = _lock_age(path) or 0.0
+    beat = (f"its lock was refreshed {age:.0f} s ago; a lock not refreshed for "
+            f"{LOCK_TIMEOUT_S:.0f} s is taken over")  # fmt: skip
+    if owner is not None and _verified_live(owner):
+        beat = "that process is running"
+    if owner is None:
+        return CheckpointError(
+            f"{path.parent} is being written by another process (its lock {path} names no owner "
+            f"yet; {beat}); {advice}"
+        )
+    host = "" if owner.get("host") == socket.gethostname() else f" on {owner.get('host')}"
+    return CheckpointError(
+        f"{path.parent} is being written by process {owner['pid']}{host} (since "
+        f"{owner.get('since', '?')}; {beat}); {advice}"
+    )
+
+
+def _take_lock(path: Path, advice: str) -> str:
+    """Create the lock file ``path`` (``O_CREAT | O_EXCL``), taking over a stale one; return the
+    token written in it."""
+    token = uuid.uuid4().hex
+    record = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S"), "token": token,
+              "start": _start_time(os.getpid())}  # fmt: skip
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            if os.path.islink(path):
+                raise CheckpointError(
+                    f"{path} is a symbolic link; jaxmamba does not write through it"
+                ) from None
+            owner = _lock_owner(path)
+            if _lock_is_stale(path, owner):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            raise _refused(path, owner, advice) from None
+        except OSError as e:
+            raise _write_error(path, e) from None
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(record))
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise _write_error(path, e) from None
+        return token
+    raise CheckpointError(f"could not take the lock {path}: other processes keep taking it")
+
+
+def _heartbeat(path: Path, stop: threading.Event) -> None:
+    """Touch the lock file ``path`` every :data:`LOCK_HEARTBEAT_S` until ``stop`` is set."""
+    while not stop.wait(LOCK_HEARTBEAT_S):
+        with contextlib.suppress(OSError):  # gone or taken over: the release will see it
+            os.utime(path, follow_symlinks=False)
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike, advice: str = "wait for it or choose another folder"):
+    """Hold the lock file ``folder/.lock`` while the block runs: a second writer (another
+    process, or a second call in this one) gets :class:`~jaxmamba.errors.CheckpointError` naming
+    the owner's pid and start, followed by ``advice``.  The lock is removed when the block ends,
+    by an exception or Ctrl-C too.  While held, a daemon thread touches it every
+    :data:`LOCK_HEARTBEAT_S` seconds; a lock left by a killed process is taken over once it was
+    not touched for :data:`LOCK_TIMEOUT_S` seconds (whatever its host), or at once on the same
+    host when its pid is dead or reused (another start time, or this very process's pid as in a
+    container where every run is pid 1).  ``folder`` must exist.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with locked(folder):
+    ...     with locked(folder, "wait"):
+    ...         pass
+    Traceback (most recent call last):
+    ...
+    jaxmamba.errors.CheckpointError: ... is being written by process ... (since ...); wait
+    >>> os.listdir(folder)
+    []
+    """
+    path = Path(folder) / LOCK_FILE
+    token = _take_lock(path, advice)
+    _held_tokens.add(token)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(path, stop), daemon=True,
+                            name=f"jaxmamba lock heartbeat {path}")  # fmt: skip
+    beat.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        beat.join()
+        _held_tokens.discard(token)
+        owner = _lock_owner(path)
+        if owner is not None and owner.get("token") == token:  # still ours: never another's
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def verify(folder: str | os.PathLike) -> dict[str, str]:
+    """Check every file of the store ``folder`` against its checksums; return the file table.
+
+    Raises :class:`~jaxmamba.errors.CheckpointError` naming the first missing or damaged file.
+    Files added to the folder later (notes, a training record) are not checked.
+    """
+    folder = Path(folder)
+    table_file = folder / CHECKSUM_FILE
+    try:
+        table = parse_json(table_file.read_text(), table_file)
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{folder} has no {CHECKSUM_FILE}: not a complete jaxmamba store"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{table_file} is unreadable or damaged ({first_line(e)})") from None
+    if (
+        not isinstance(table, dict)
+        or table.get("format") != FORMAT
+        or not isinstance(table.get("files"), dict)
+    ):
+        raise CheckpointError(f"{table_file} is not a jaxmamba checksum table")
+    listed = table["files"]
+    for rel, digest in listed.items():
+        path = folder / rel
+        if not isinstance(digest, str) or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise CheckpointError(f"{table_file} is not a jaxmamba checksum table")
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: the folder {folder} is incomplete")
+        if _sha256(path) != digest:
+            raise CheckpointError(f"{path} is damaged: its checksum does not match {table_file}")
+    return listed
+
+
+def read(
+    folder: str | os.PathLike,
+    trees: Iterable[str] | Mapping[str, object],
+    files: Iterable[str] = ("meta.json",),
+) -> tuple[dict, dict[str, str]]:
+    """Verify and read the store ``folder``: ``({name: tree}, {file name: text})``.
+
+    Args:
+      trees: names of the trees to read, or ``{name: target}`` where a target pytree (NumPy
+        arrays or ``jax.ShapeDtypeStruct``) fixes the structure, shapes and dtypes expected.
+      files: text files to read (those absent are left out of the result).
+    """
+    folder = Path(folder).expanduser().absolute()
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"{folder} {'is not a folder' if folder.exists() else 'does not exist'}"
+        )
+    verify(folder)
+    targets = dict(trees) if isinstance(trees, Mapping) else dict.fromkeys(trees)
+    out = {}
+    try:
+        with quiet_orbax():
+            checkpointer = _checkpointer()
+            try:
+                for name, target in targets.items():
+                    if not (folder / name).is_dir():
+                        raise CheckpointError(f"{folder} has no tree {name!r}")
+                    out[name] = checkpointer.restore(folder / name, target)
+            finally:
+                checkpointer.close()
+    except CheckpointError:
+        raise
+    except Exception as e:  # orbax / tensorstore raise many types for a damaged folder
+        raise CheckpointError(
+            f"cannot read the arrays in {folder}: {type(e).__name__}: {first_line(e)}"
+        ) from e
+    texts = {name: (folder / name).read_text() for name in files if (folder / name).is_file()}
+    return out, texts
+
+
+def remove(folder: str | os.PathLike) -> None:
+    """Delete ``folder`` if :func:`is_ours` recognises it; refuse anything else."""
+    folder = guard(folder)
+    if not folder.exists():
+        return
+    if not is_ours(folder):
+        raise CheckpointError(f"{folder} is not a folder jaxmamba wrote; it is not deleted")
+    shutil.rmtree(folder)
+
+
+class StepStore:
+    """Numbered store folders ``DIR/<step>/``, keeping the newest ``keep`` (resumable runs).
+
+    >>> import tempfile, numpy as np
+    >>> steps = StepStore(tempfile.mkdtemp() + "/ckpt", keep=2)
+    >>> for step in (1, 2, 3):
+    ...     _ = steps.save(step, {"x": np.full(2, step)})
+    >>> steps.steps(), steps.latest_step()
+    ([2, 3], 3)
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 2) -> None:
+        if not isinstance(keep, int) or keep < 1:
+            raise CheckpointError(f"keep must be an int >= 1, got {keep!r}")
+        self.directory = guard(directory)
+        self.keep = keep
+
+    def steps(self) -> list[int]:
+        """Complete steps, oldest first (a folder without checksums is not complete)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(
+            int(p.name)
+            for p in self.directory.iterdir()
+            if p.name.isdigit() and (p / CHECKSUM_FILE).is_file()
+        )
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def save(
+        self, step: int, trees: Mapping[str, object], files: Mapping[str, str] | None = None
+    ) -> Path:
+        """Write step ``step`` (replacing an earlier write of the same step) and prune old ones."""
+        path = write(self.directory / str(int(step)), trees, files, overwrite=True)
+        error = None
+        if jax.process_index() == 0:
+            try:
+                for old in self.steps()[: -self.keep]:
+                    remove(self.directory / str(old))
+            except CheckpointError as e:
+                error = e
+            except OSError as e:
+                error = CheckpointError(f"could not prune {self.directory}: {first_line(e)}")
+        _agree(error)
+        return path
+
+    def restore(self, step: int, trees, files: Iterable[str] = ("meta.json",)):
+        """:func:`read` of step ``step``."""
+        return read(self.directory / str(int(step)), trees, files)
+
+
+def first_line(e: BaseException, limit: int = 400) -> str:
+    """The first line of an exception's message, shortened: for one-line error messages."""
+    text = str(e).strip().splitlines()
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[:limit] + "…"

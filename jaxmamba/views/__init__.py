@@ -1,0 +1,11 @@
+"""Everything a person looks at: figures, the explorer's protocol, server, widget and offline page.
+
+``plots`` (matplotlib views: scatterplot, patch view, overviews, colour scales), ``figures``
+(a study's static PNGs), ``protocol`` (the questions a view asks of a study, answered the same way
+over HTTP and widget messages), ``server`` (``jaxmamba serve``), ``widget`` (``jaxmamba.show``),
+``export`` (the offline single-file explorer) and ``web/`` (the page and its script).
+
+May import every layer below: :mod:`jaxmamba.study` (what is shown is read from a study folder),
+:mod:`jaxmamba.attention`, :mod:`jaxmamba.orders`, :mod:`jaxmamba.storage`, :mod:`jaxmamba.errors`.
+Nothing below imports the views.
+"""

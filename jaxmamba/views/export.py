@@ -1,0 +1,549 @@
+"""The offline explorer: one self-contained HTML file holding a small subset of a study.
+
+``jaxmamba export STUDY --out FILE.html`` (:func:`export`) writes the same front end as
+``jaxmamba serve`` (:mod:`jaxmamba.views.web`) with the maps of the chosen orders and blocks embedded
+in the page, for sharing: no server, no network (the page's Content-Security-Policy is
+``default-src 'none'``), opens from disk in any browser.  Its size is estimated and printed
+before anything is written, and a file above the budget (``max_mb``) is refused: at the paper's
+scale the maps of every block are far too large for one page (a 56x56 block alone is 13 MB);
+serve those instead.  :func:`explorer_data` builds the same page from maps in memory.
+
+Storage (``encoding``), all little-endian base64 inside one JSON block:
+
+* ``"uint8"`` (default): per row r, ``lo = min``, ``step = (max − min) / 255`` (float32), codes
+  ``round((x − lo) / step)``; decoded ``lo + code·step``. Absolute error ≤ ``step / 2`` =
+  (row max − row min) / 510, plus float32 rounding. About 1.33·L² bytes per map: 13 MB for a
+  stage-1 map of a 224×224 image (L = 3136), 0.8 MB at stage 2.
+* ``"float16"``: relative error ≤ 2⁻¹¹ for |x| ≥ 6.1e-5, absolute ≤ 3e-8 below; |x| > 65504
+  is refused. 2.67·L² bytes.
+* ``"float32"``: exact for float32 maps. 5.33·L² bytes.
+
+Embedding coordinates are stored to 6 significant digits; scan routes as integer lists; images
+as PNG data URIs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import re
+import stat
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxmamba.attention.embed import METHODS, embed
+from jaxmamba.errors import ExplorerError, StudyError
+from jaxmamba.models.config import parse_block_name
+from jaxmamba.orders import ORDER_NAMES, make_routes
+from jaxmamba.storage import store
+from jaxmamba.storage.images import file_kind
+from jaxmamba.study import Study, png_bytes
+from jaxmamba.views.web import page
+
+__all__ = [
+    "ENCODINGS",
+    "ExplorerError",
+    "decode",
+    "encode",
+    "estimate_export_bytes",
+    "explorer_data",
+    "export",
+    "read_explorer",
+    "render_explorer",
+    "write_explorer",
+]
+
+ENCODINGS = ("uint8", "float16", "float32")
+FORMAT = "jaxmamba-explorer"
+VERSION = 1
+BOOT = (
+    "JM.mount(document.getElementById('app'), "
+    "JM.embeddedSource(JSON.parse(document.getElementById('jm-data').textContent)));"
+)
+_DATA_RE = re.compile(r'<script type="application/json" id="jm-data">(.*?)</script>', re.DOTALL)
+
+
+# ------------------------------------------------------------------------------------------------
+# encoding of maps and images
+# ------------------------------------------------------------------------------------------------
+
+
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
+
+
+def encode(matrix, encoding: str = "uint8") -> dict:
+    """Encode a ``(L, F)`` matrix as JSON-able base64 (see the module docstring for precision).
+
+    >>> m = np.arange(6.0).reshape(2, 3)
+    >>> bool(np.allclose(decode(encode(m)), m, atol=2 / 510))
+    True
+    """
+    if encoding not in ENCODINGS:
+        raise ExplorerError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2:
+        raise ExplorerError(f"can only encode 2-D matrices, got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise ExplorerError(f"matrix contains {int(np.sum(~np.isfinite(m)))} NaN/inf values")
+    out: dict[str, Any] = {"shape": list(m.shape), "dtype": encoding}
+    if encoding == "float32":
+        out["data"] = _b64(m.astype("<f4"))
+    elif encoding == "float16":
+        if m.size and np.max(np.abs(m)) > 65504.0:
+            raise ExplorerError(
+                f"values up to {np.max(np.abs(m)):.3g} overflow float16; use encoding='uint8'"
+            )
+        out["data"] = _b64(m.astype("<f2"))
+    else:
+        lo = m.min(axis=1) if m.shape[1] else np.zeros(m.shape[0])
+        hi = m.max(axis=1) if m.shape[1] else np.zeros(m.shape[0])
+        lo32 = lo.astype(np.float32)
+        step32 = ((hi - lo) / 255.0).astype(np.float32)
+        step = step32.astype(np.float64)[:, None]
+        safe = np.where(step > 0, step, 1.0)
+        codes = np.clip(np.rint((m - lo32.astype(np.float64)[:, None]) / safe), 0, 255)
+        out["data"] = _b64(codes.astype(np.uint8))
+        out["lo"] = _b64(lo32.astype("<f4"))
+        out["step"] = _b64(step32.astype("<f4"))
+    return out
+
+
+def decode(enc: Mapping) -> np.ndarray:
+    """Decode :func:`encode`'s output to a float32 ``(L, F)`` array (as the page does).
+
+    >>> decode(encode(np.eye(2), "float32")).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
+    shape = tuple(enc["shape"])
+    raw = base64.b64decode(enc["data"])
+    dtype = enc["dtype"]
+    if dtype == "float32":
+        return np.frombuffer(raw, "<f4").reshape(shape).astype(np.float32)
+    if dtype == "float16":
+        return np.frombuffer(raw, "<f2").reshape(shape).astype(np.float32)
+    if dtype != "uint8":
+        raise ExplorerError(f"unknown encoding {dtype!r}")
+    codes = np.frombuffer(raw, np.uint8).reshape(shape).astype(np.float32)
+    lo = np.frombuffer(base64.b64decode(enc["lo"]), "<f4")[:, None]
+    step = np.frombuffer(base64.b64decode(enc["step"]), "<f4")[:, None]
+    return lo + codes * step
+
+
+def _data_uri(image) -> str:
+    try:
+        png = png_bytes(image)
+    except StudyError as e:
+        raise ExplorerError(str(e)) from None
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+# ------------------------------------------------------------------------------------------------
+# the data structure
+# ------------------------------------------------------------------------------------------------
+
+
+def _batch_mean(a, ndim: int, what: str) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == ndim + 1:  # a batch axis from extract_attention: average over images
+        a = a.mean(axis=0)
+    if a.ndim != ndim:
+        raise ExplorerError(
+            f"{what} must have {ndim} (or {ndim + 1} with a batch) axes, got {a.shape}"
+        )
+    return a
+
+
+def _short(x: np.ndarray) -> list:
+    return [[float(f"{v:.6g}") for v in row] for row in np.asarray(x, np.float64)]
+
+
+def _block(order: str, name: str, spec: Mapping, methods, seed: int, encoding: str) -> dict:
+    where = f"orders[{order!r}][{name!r}]"
+    if not isinstance(spec, Mapping):
+        raise ExplorerError(f"{where} must be a dict with 'attn' and 'grid', got {type(spec)}")
+    unknown = set(spec) - {"attn", "grid", "route_attn", "routes", "coords"}
+    if unknown:
+        raise ExplorerError(f"{where} has unknown keys {sorted(unknown)}")
+    if "grid" not in spec:
+        raise ExplorerError(f"{where} needs 'grid': (h, w)")
+    h, w = (int(v) for v in spec["grid"])
+    l = h * w
+    if h < 1 or w < 1:
+        raise ExplorerError(f"{where}: grid must be positive, got {(h, w)}")
+    route_attn = None
+    if spec.get("route_attn") is not None:
+        route_attn = _batch_mean(spec["route_attn"], 3, f"{where}['route_attn']")
+        if route_attn.shape[1:] != (l, l):
+            raise ExplorerError(
+                f"{where}['route_attn'] must be (K, L, L) with L = {l}, got {route_attn.shape}"
+            )
+    if spec.get("attn") is not None:
+        attn = _batch_mean(spec["attn"], 2, f"{where}['attn']")
+    elif route_attn is not None:
+        attn = route_attn.sum(axis=0)
+    else:
+        raise ExplorerError(f"{where} needs 'attn' (L, L) or 'route_attn' (K, L, L)")
+    if attn.shape != (l, l):
+        raise ExplorerError(f"{where}['attn'] must be (L, L) with L = h·w = {l}, got {attn.shape}")
+    routes = spec.get("routes")
+    if routes is None and order in ORDER_NAMES:
+        routes = make_routes(order, h, w)
+    if routes is not None:
+        routes = np.asarray(routes)
+        ok = routes.ndim == 2 and routes.shape[1] == l
+        ok = ok and all(np.array_equal(np.sort(r), np.arange(l)) for r in routes)
+        if not ok:
+            raise ExplorerError(f"{where}['routes'] must be (K, {l}) permutations of 0..{l - 1}")
+        if route_attn is not None and len(routes) != len(route_attn):
+            raise ExplorerError(
+                f"{where}: {len(routes)} routes but route_attn has {len(route_attn)} maps"
+            )
+    coords = dict(spec.get("coords") or {})
+    for m in methods:
+        if m not in coords:
+            coords[m] = embed(attn, m, seed=seed)
+    for m, c in coords.items():
+        c = np.asarray(c, dtype=np.float64)
+        if c.shape != (l, 2) or not np.all(np.isfinite(c)):
+            raise ExplorerError(f"{where}['coords'][{m!r}] must be finite (L, 2) = ({l}, 2)")
+        coords[m] = c
+    try:
+        stage = parse_block_name(name)[0]
+    except ValueError:
+        stage = None
+    return {
+        "stage": stage,
+        "h": h,
+        "w": w,
+        "attn": encode(attn, encoding),
+        "route_attn": None if route_attn is None else [encode(a, encoding) for a in route_attn],
+        "routes": None if routes is None else routes.astype(int).tolist(),
+        "coords": {m: _short(c) for m, c in coords.items()},
+    }
+
+
+def explorer_data(
+    orders: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    *,
+    images=None,
+    methods: Sequence[str] = ("pca",),
+    seed: int = 0,
+    encoding: str = "uint8",
+    title: str = "jaxmamba attention explorer",
+) -> dict:
+    """Build the explorer's JSON-able data from NumPy (or JAX) inputs.
+
+    Args:
+      orders: ``{order name: {block name: entry}}``, each entry a dict with
+        ``"attn"``: ``(L, L)`` routes summed (or ``(B, L, L)``, averaged over the batch);
+        ``"grid"``: ``(h, w)``, ``L = h·w``;
+        ``"route_attn"`` (optional): ``(K, L, L)`` per-route maps (or ``(B, K, L, L)``); with it
+        ``"attn"`` may be left out (the route sum is used);
+        ``"routes"`` (optional): ``(K, L)`` scan position → patch; made with
+        :func:`~jaxmamba.make_routes` when the order is a named one;
+        ``"coords"`` (optional): ``{method: (L, 2)}`` precomputed embeddings.
+      images: ``None``, one image, a list of images, ``{name: image}``, or a list of
+        ``(name, image)`` pairs (names may repeat); each ``(H, W, 3)`` uint8 or float (min-max
+        scaled when outside [0, 1]) or PNG bytes.
+      methods: embeddings computed (with :func:`jaxmamba.attention.embed.embed`) where ``coords`` lacks
+        them.
+      seed: embedding seed.
+      encoding: map storage, ``"uint8"``, ``"float16"`` or ``"float32"`` (module docstring).
+
+    Returns:
+      A JSON-able dict: ``{"format", "version", "title", "encoding", "orders", "images":
+      [{"name", "src"}], "data": {order: {block: {"stage", "h", "w", "attn", "route_attn",
+      "routes", "coords"}}}}``.
+
+    >>> a = np.random.default_rng(0).random((4, 4))
+    >>> d = explorer_data({"cross": {"layers.0.blocks.0": {"attn": a, "grid": (2, 2)}}})
+    >>> d["data"]["cross"]["layers.0.blocks.0"]["routes"][1]
+    [0, 2, 1, 3]
+    """
+    if encoding not in ENCODINGS:
+        raise ExplorerError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ExplorerError(f"unknown methods {bad}; choose from {METHODS}")
+    if not isinstance(orders, Mapping) or not orders:
+        raise ExplorerError("orders must be a non-empty mapping {order: {block: entry}}")
+    data = {}
+    for order, blocks in orders.items():
+        if not isinstance(blocks, Mapping) or not blocks:
+            raise ExplorerError(f"orders[{order!r}] must be a non-empty mapping {{block: entry}}")
+        data[str(order)] = {
+            str(name): _block(str(order), str(name), spec, methods, seed, encoding)
+            for name, spec in blocks.items()
+        }
+    if images is None:
+        named = []
+    elif isinstance(images, Mapping):
+        named = list(images.items())
+    elif isinstance(images, bytes) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+        named = [("image", images)]
+    elif (
+        isinstance(images, list | tuple)
+        and images
+        and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in images)
+    ):
+        named = list(images)
+    elif isinstance(images, list | tuple):
+        named = [(f"image {i}", im) for i, im in enumerate(images)]
+    else:
+        named = [("image", images)]
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "title": str(title),
+        "encoding": encoding,
+        "orders": list(data),
+        "images": [{"name": str(n), "src": _data_uri(im)} for n, im in named],
+        "data": data,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# HTML
+# ------------------------------------------------------------------------------------------------
+
+
+def _check_data(data: Mapping) -> None:
+    if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+        raise ExplorerError("data must come from explorer_data (missing 'format')")
+    if data.get("version") != VERSION:
+        raise ExplorerError(f"data version {data.get('version')!r}, expected {VERSION}")
+
+
+def render_explorer(data: Mapping) -> str:
+    """The explorer page for ``data`` (:func:`explorer_data`) as one HTML string.
+
+    >>> d = explorer_data({"cross": {"b": {"attn": np.eye(4), "grid": (2, 2)}}})
+    >>> page = render_explorer(d)
+    >>> page.startswith("<!DOCTYPE html>"), "https://" in page
+    (True, False)
+    """
+    _check_data(data)
+    # "<" escaped so that no "</script>" (or "<!--") inside strings can end the JSON block.
+    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+    return page(
+        str(data["title"]), BOOT, inline=True,
+        data=f'<script type="application/json" id="jm-data">{blob}</script>',
+    )  # fmt: skip
+
+
+def write_explorer(path, data: Mapping) -> Path:
+    """Write the self-contained explorer HTML for ``data`` (:func:`explorer_data`) to ``path``.
+
+    Returns the path; parent folders are created.
+
+    >>> import tempfile, os
+    >>> d = explorer_data({"cross": {"b": {"attn": np.eye(4), "grid": (2, 2)}}})
+    >>> p = write_explorer(os.path.join(tempfile.mkdtemp(), "explore.html"), d)
+    >>> read_explorer(p)["orders"]
+    ['cross']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_explorer(data), encoding="utf-8")
+    return path
+
+
+def read_explorer(path) -> dict:
+    """Parse the embedded data back out of an explorer HTML file (for tests and tooling).
+
+    >>> import tempfile, os
+    >>> d = explorer_data({"cross": {"b": {"attn": np.eye(4), "grid": (2, 2)}}})
+    >>> p = write_explorer(os.path.join(tempfile.mkdtemp(), "e.html"), d)
+    >>> read_explorer(p)["data"]["cross"]["b"]["h"]
+    2
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    m = _DATA_RE.search(text)
+    if m is None:
+        raise ExplorerError(f"{path} has no embedded explorer data")
+    data = json.loads(m.group(1))
+    _check_data(data)
+    return data
+
+
+# ------------------------------------------------------------------------------------------------
+# export of a study subset
+# ------------------------------------------------------------------------------------------------
+
+_PAGE_BYTES = 60_000  # the app's script, style and page, measured at about 35 KB
+
+
+def _subset(study: Study, orders, blocks) -> tuple[list[str], list[str]]:
+    orders = list(study.orders if orders is None else orders)
+    unknown = [o for o in orders if o not in study.orders]
+    if unknown or not orders or len(set(orders)) < len(orders):
+        raise ExplorerError(f"the study has orders {study.orders}; asked for {orders} (each once)")
+    wanted = None if blocks is None else set(_block_names(study, blocks))
+    names = [b.name for b in study.blocks if wanted is None or b.name in wanted]
+    if not names:
+        raise ExplorerError("the selection holds no block")
+    return orders, names
+
+
+def _block_names(study: Study, blocks) -> list[str]:
+    names = []
+    for item in [blocks] if isinstance(blocks, int | str) else list(blocks):
+        if isinstance(item, str) and item.isascii() and item.isdigit():  # "²" is a digit too
+            item = int(item)
+        if isinstance(item, int) and not isinstance(item, bool):
+            found = [b.name for b in study.blocks if b.stage == item]
+            if not found:
+                raise ExplorerError(f"the study has no block of stage {item}")
+            names += found
+        elif isinstance(item, str) and item in {b.name for b in study.blocks}:
+            names.append(item)
+        else:
+            raise ExplorerError(f"the study has no block {item!r}")
+    return names
+
+
+def estimate_export_bytes(study: Study, orders=None, blocks=None, route_maps: bool = False) -> int:
+    """Bytes of the page :func:`export` would write for this selection (uint8 maps), before
+    encoding anything: 4/3 base64 of each ``L x L`` code matrix and its per-row scales, the
+    coordinates, routes and images, and the page itself."""
+    orders, names = _subset(study, orders, blocks)
+    k = max(o["routes"] for o in study.meta["orders"])
+    total = _PAGE_BYTES
+    for name in names:
+        l = study.block(name).length
+        maps = 1 + (k if route_maps and study.meta["route_maps"] else 0)
+        per_block = maps * (l * l + 8 * l) * 4 / 3 + len(study.methods) * l * 2 * 10 + k * l * 6
+        total += len(orders) * per_block
+    for i in range(len(study.meta["images"])):
+        total += len(study.image_png(i)) * 4 / 3 + 40  # read through the study's checks
+    return int(total)
+
+
+def export(
+    study: Study | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    orders: Sequence[str] | None = None,
+    blocks=None,
+    route_maps: bool = False,
+    max_mb: float = 100.0,
+    overwrite: bool = False,
+    say=print,
+) -> Path:
+    """Write the offline explorer of a subset of ``study`` to the HTML file ``out``.
+
+    Args:
+      study: a :class:`~jaxmamba.study.Study` or its folder.
+      out: the ``.html`` file to write.
+      orders: orders to include (default all); blocks: stage indices or block names (default
+        all).
+      route_maps: include the per-route maps (K times more).
+      max_mb: refuse (writing nothing) when the page would exceed this many megabytes (a
+        finite number above 0).
+      overwrite: replace an existing ``out`` only if it is an explorer page jaxmamba wrote; a
+        folder, FIFO, device or other non-regular ``out`` is refused without being opened.
+      say: where the size is reported before writing (``print``; ``None`` for silence).
+
+    Returns:
+      The path written.
+    """
+    _check_max_mb(max_mb)
+    study = study if isinstance(study, Study) else Study(study)
+    out = Path(out).expanduser().absolute()
+    _check_out(out, overwrite)
+    orders, names = _subset(study, orders, blocks)
+    estimate = estimate_export_bytes(study, orders, names, route_maps)
+    what = f"{len(orders)} orders x {len(names)} blocks"
+    if estimate > max_mb * 1e6:
+        raise ExplorerError(
+            f"the explorer of {what} would be about {estimate / 1e6:.0f} MB, above --max-mb "
+            f"{max_mb:g}; nothing was written. Serve the study instead (jaxmamba serve "
+            f"{study.path}), or export fewer blocks or orders (e.g. --blocks 2 3)"
+        )
+    if say:
+        say(f"writing {out} (about {estimate / 1e6:.1f} MB: {what})")
+    entries = {}
+    for o in orders:
+        entries[o] = {}
+        for name in names:
+            b = study.block(name)
+            entry = {"grid": b.grid, "attn": np.asarray(study.map(o, name))}
+            if route_maps and study.meta["route_maps"]:
+                k = next(x["routes"] for x in study.meta["orders"] if x["name"] == o)
+                entry["route_attn"] = np.stack(
+                    [np.asarray(study.map(o, name, r)) for r in range(k)]
+                )
+            entry["coords"] = {m: study.coords(o, name, m) for m in study.methods}
+            entries[o][name] = entry
+    images = [(im["name"], study.image_png(i)) for i, im in enumerate(study.meta["images"])]
+    data = explorer_data(entries, images=images, methods=study.methods,
+                         title=study.meta.get("title", "jaxmamba"))  # fmt: skip
+    data.update(count=study.count, signed=study.signed,
+                models={o["name"]: study.meta["models"][o["model"]]["description"]
+                        for o in study.meta["orders"] if o["name"] in orders},
+                model_digests={o["name"]: o["model"] for o in study.meta["orders"]
+                               if o["name"] in orders},
+                findings={o: study.findings[o] for o in orders if o in study.findings})  # fmt: skip
+    stages = sorted({study.block(n).stage for n in names})
+    full = [s for s in stages if {b.name for b in study.blocks if b.stage == s} <= set(names)]
+    kept = lambda o, s: study.has_points("joint", o, s, study.methods[0])
+    data["joint"] = {
+        o: {str(s): {m: _short(study.stage_points("joint", o, s, m)) for m in study.methods}
+            for s in full if kept(o, s)}
+        for o in orders
+    }  # fmt: skip
+    text = render_explorer(data)
+    size = len(text.encode("utf-8"))
+    if size > max_mb * 1e6:
+        raise ExplorerError(f"the page is {size / 1e6:.1f} MB, above --max-mb {max_mb:g}; "
+                            "nothing was written")  # fmt: skip
+    _check_out(out, overwrite)  # again: the check above was before the maps were read
+    out.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text_atomic(out, text)
+    return out
+
+
+def _check_max_mb(max_mb) -> None:
+    """Refuse a size budget that is not a finite number of megabytes above 0."""
+    ok = isinstance(max_mb, int | float | np.integer | np.floating) and not isinstance(
+        max_mb, bool | np.bool_
+    )
+    if not ok or not math.isfinite(max_mb) or max_mb <= 0:
+        raise ExplorerError(f"--max-mb must be a finite number of megabytes > 0, got {max_mb!r}")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that is a folder, a FIFO, a device or any other non-regular file, or an
+    existing file that is not an explorer page jaxmamba wrote (or without ``overwrite``).
+
+    Only ``os.stat`` looks at ``out`` first: a FIFO is never opened (an open would block), and
+    only a regular file is read to see whether jaxmamba wrote it.
+    """
+    try:
+        mode = os.stat(out).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        folder = next(p for p in out.parents if os.path.lexists(p))  # the root exists
+        if not folder.is_dir():
+            raise ExplorerError(f"cannot write --out {out}: {folder} is not a folder") from None
+        return
+    except OSError as e:
+        raise ExplorerError(f"cannot write --out {out}: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise ExplorerError(f"--out {out} is a folder; give the .html file to write")
+    if not stat.S_ISREG(mode):
+        raise ExplorerError(
+            f"--out {out} is {file_kind(mode)}, not a regular file; nothing was written"
+        )
+    if not overwrite:
+        raise ExplorerError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    try:
+        read_explorer(out)
+    except (ExplorerError, OSError, ValueError, UnicodeDecodeError):
+        raise ExplorerError(f"{out} is not an explorer page jaxmamba wrote; not replaced") from None

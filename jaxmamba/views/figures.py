@@ -1,0 +1,158 @@
+"""The static figures of a study (matplotlib PNGs in ``STUDY/figures``), for papers and READMEs.
+
+For every reduction the study keeps, the Scatterplot view of the last block of the first stage
+(local, spatial) and of the last block (content dependent), coloured by grid row and by scan
+position; the Patch view of the centre patch of that first-stage block; the stage × block
+overviews of the mean attention each patch receives and of what the centre patch attends to;
+and, with several orders, the same block and patch in every order.
+
+The heat maps use the figure helpers' defaults (:mod:`jaxmamba.views.plots`): a symlog colour scale
+(linear below 1e-3 × max, ticks at decades) computed without the selected patch, which is
+outlined; the study's first image under the maps in grey. The overview of the attention each
+patch receives uses the rank scale instead: a column mean spans few decades, so on the log scale
+nearly every patch falls in the top decade and only the sign shows. Every title names the block, the
+order's model (its description and digest) and the image drawn under the map.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from jaxmamba.attention import embed as reduce
+from jaxmamba.storage import store
+from jaxmamba.study import Study
+from jaxmamba.views import plots
+
+__all__ = ["write_figures"]
+
+_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+
+
+def _display(study: Study, index: int = 0) -> np.ndarray:
+    from io import BytesIO
+
+    from jaxmamba.errors import require
+
+    Image = require("PIL.Image", "plot", "figures")
+    with Image.open(BytesIO(study.image_png(index))) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def write_figures(
+    study: Study | str | os.PathLike, out: str | os.PathLike | None = None
+) -> list[Path]:
+    """Write the figures of ``study`` into ``out`` (default ``STUDY/figures``); their paths.
+
+    Every figure is rendered first; then, before any is written, every path is checked: no
+    symbolic link (nor special file) below the study folder, or below ``out`` when given (``out``
+    itself may be a link), is written through
+    (:class:`~jaxmamba.errors.CheckpointError` naming it).
+
+    >>> import numpy as np, tempfile, jaxmamba
+    >>> from jaxmamba.study import write_study
+    >>> x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    >>> s = write_study(tempfile.mkdtemp() + "/s", jaxmamba.create_model("vmamba_test"), x,
+    ...                 orders=["cross", "spiral"], blocks=[0, 3], progress=False)
+    >>> sorted(p.name for p in write_figures(s))[:3]
+    ['compare_orders_layers.0.blocks.0.png', 'overview_centre_cross.png', 'overview_cross.png']
+    """
+    study = study if isinstance(study, Study) else Study(study)
+    root, sub = (Path(out), ()) if out is not None else (study.path, ("figures",))
+    store.inside(root, *sub, folder=True)  # refused before anything is rendered
+    rendered = _render(study)
+    paths = [store.inside(root, *sub, name) for name in rendered]
+    for path, data in zip(paths, rendered.values(), strict=True):
+        store.write_bytes_atomic(path, data)
+    return paths
+
+
+def _model(study: Study, order: str) -> str:
+    """``model <description> [<digest>], <source>`` of the model an order's maps come from."""
+    digest = next(o["model"] for o in study.meta["orders"] if o["name"] == order)
+    entry = study.meta["models"].get(digest) or {}
+    text = f"model {entry.get('description') or 'unnamed'} [{digest}]"
+    return text + (f", {entry['source']}" if entry.get("source") else "")
+
+
+def _per_order(study: Study) -> str:
+    """The models of the orders, said once when they differ only in their weights."""
+    digests = {o["name"]: o["model"] for o in study.meta["orders"]}
+    texts = {d: (study.meta["models"].get(d) or {}).get("description") or "unnamed"
+             for d in digests.values()}  # fmt: skip
+    if len(set(texts.values())) == 1:
+        listed = ", ".join(f"{o} [{d}]" for o, d in digests.items())
+        return f"one trained model per order, each {next(iter(texts.values()))}: {listed}"
+    return "one trained model per order: " + "; ".join(
+        f"{o}: {_model(study, o)}" for o in study.orders)  # fmt: skip
+
+
+def _render(study: Study) -> dict[str, bytes]:
+    """``{file name: PNG bytes}`` of the figures of ``study``."""
+    main = study.orders[0]
+    first_stage = study.blocks[0].stage
+    first = [b for b in study.blocks if b.stage == first_stage][-1]
+    picks = [first] + ([study.blocks[-1]] if study.blocks[-1] != first else [])
+    image = _display(study, 0)
+    image_name = study.meta["images"][0]["name"]
+    n = study.count
+    mean = f"mean over {n} images" if n > 1 else "1 image"
+    under = f"drawn over image 0: {image_name}"
+    figures = {}
+    models = {o["model"] for o in study.meta["orders"]}
+    per_order = len(models) > 1  # one trained model per order
+    for method in study.methods:
+        for b in picks:
+            h, w = b.grid
+            xy = study.coords(main, b.name, method)
+            labels = None
+            if method == "pca":
+                var = reduce.pca_variance(
+                    np.asarray(study.map(main, b.name)), seed=study.meta["seed"]
+                )
+                labels = (f"PC 1 ({var[0]:.0%} of variance)", f"PC 2 ({var[1]:.0%})")
+            for color_by, label in (("row", "grid row"), ("scan", "scan position")):
+                fig = plots.scatter(
+                    xy, h, w, color_by=color_by, routes=study.routes(main, b.name),
+                    title=f"{b.name}, order {main}: {_NAMES[method]} of the {h * w} patches' "
+                    f"mean attention rows ({n} images), coloured by {label}; {_model(study, main)}",
+                    axis_labels=labels,
+                )  # fmt: skip
+                figures[f"scatter_{method}_{b.name}_{color_by}.png"] = plots.png(fig)
+    h, w = first.grid
+    centre = (h // 2) * w + w // 2
+    a = np.asarray(study.map(main, first.name))
+    fig = plots.patch_view(
+        a, h, w, centre, image=image, figsize=(6, 6.2),
+        title=f"{first.name} ({h}x{w}), order {main}: what patch ({h // 2}, {w // 2}) attends to "
+        f"({mean}; {under}); {_model(study, main)}",
+    )  # fmt: skip
+    figures[f"patch_view_{first.name}.png"] = plots.png(fig)
+    maps = {b.name: np.asarray(study.map(main, b.name)) for b in study.blocks}
+    fig = plots.overview(
+        maps, {b.name: b.grid for b in study.blocks}, image=image, panel_size=2.6, scale="rank",
+        title=f"Order {main}: mean attention each patch receives (column mean), {mean}, "
+        f"{under}; {_model(study, main)}",
+    )  # fmt: skip
+    figures[f"overview_{main}.png"] = plots.png(fig)
+    fig = plots.overview(
+        maps, {b.name: b.grid for b in study.blocks}, stat="centre", image=image, panel_size=2.6,
+        title=f"Order {main}: what the centre patch attends to in each block, {mean}, {under}; "
+        f"{_model(study, main)}",
+    )  # fmt: skip
+    figures[f"overview_centre_{main}.png"] = plots.png(fig)
+    if len(study.orders) > 1:
+        if per_order:
+            who = _per_order(study)
+        else:
+            who = f"one model scanned in each order, {_model(study, main)}"
+        fig = plots.compare_orders(
+            {o: np.asarray(study.map(o, first.name)) for o in study.orders}, h, w, centre,
+            image=image, panel_size=3.4,
+            title=f"{first.name} ({h}x{w}): what patch ({h // 2}, {w // 2}) attends to in each "
+            f"order ({mean}; {under}); {who}",
+        )  # fmt: skip
+        figures[f"compare_orders_{first.name}.png"] = plots.png(fig)
+    return figures

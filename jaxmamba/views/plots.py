@@ -1,0 +1,784 @@
+"""Static matplotlib views of hidden attention: Scatterplot view, Patch view, overviews.
+
+Every function builds a fresh :class:`matplotlib.figure.Figure` on the Agg canvas (no pyplot, so
+no global figure registry, no GUI backend, nothing to close) and returns it; :func:`save` writes
+a PNG. Maps are ``(L, L)`` with row p the query (output) patch and column q the source patch,
+both row-major ``p = r·w + c`` on an ``(h, w)`` grid (see :mod:`jaxmamba.attention.extract`).
+Images are ``(H, W, 3)`` or ``(H, W)``, uint8 or float (floats outside [0, 1] are min-max
+scaled), stretched over the grid so that patch (r, c) covers its pixels.
+
+Colour (the same contract as the explorer's): hidden attention is signed. A map with a negative
+value is drawn on a diverging scale centred at zero (``RdBu_r``: blue < 0 < red, white at 0,
+domain ``[-m, m]``), a non-negative one on a sequential scale (``inferno``, ``[0, m]``), with
+``m = max |v|`` over the scale's data: the map's values WITHOUT the selected patch by default (it
+is outlined and may be off the scale; values off the domain take the end colour). Three kinds of
+scale (:data:`SCALES`, :func:`scale_norm`): ``"linear"``; ``"log"`` (the default), matplotlib's
+``SymLogNorm`` with a linear band below ``1e-3·m`` and colour-bar ticks at the decades; and
+``"rank"``, a value's quantile among the scale's data, ticks at the quantiles 0, ¼, ½, ¾, 1
+labelled with the values there. The image under a map (:data:`UNDERLAYS`) is shown ``"grey"``
+(luminance, dimmed to ``0.25 + 0.5·lum``) by default, or in ``"colour"``, or not at all
+(``"none"``); over an image the map is drawn at the constant opacity :data:`OPACITY` and so is
+its colour bar, over grey 0.5, so the map's colours are the bar's.
+Colour-bar numbers are written for reading (``2.4e-05``, ``0.0123``), without an offset.
+"""
+
+from __future__ import annotations
+
+import functools
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from jaxmamba.errors import PlotError, require
+from jaxmamba.models.config import parse_block_name
+
+__all__ = [
+    "OPACITY",
+    "LINEAR_BAND",
+    "PlotError",
+    "SCALES",
+    "UNDERLAYS",
+    "scale_norm",
+    "scale_ticks",
+    "scale_label",
+    "underlay_rgb",
+    "figure",
+    "literal",
+    "number",
+    "scatter",
+    "patch_view",
+    "overview",
+    "compare_orders",
+    "png",
+    "save",
+    "scan_positions",
+]
+
+
+def figure(figsize):
+    """A new matplotlib Figure on the Agg canvas, with constrained layout (no pyplot)."""
+    FigureCanvasAgg = require("matplotlib.backends.backend_agg", "plot", "plots").FigureCanvasAgg
+    Figure = require("matplotlib.figure", "plot", "plots").Figure
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def literal(text):
+    """Draw the matplotlib ``Text`` artist ``text`` exactly as written; returns it.
+
+    Mathtext (``$...$``) and LaTeX (``text.usetex``) are turned off for it, so image names,
+    titles, order and block names of a study show literally: ``cost $5 vs $10.png`` is not
+    set as math, and ``$\\nope{$.png`` does not fail the figure.  Every text this module draws
+    goes through it.
+
+    >>> fig = figure((2, 2))
+    >>> t = literal(fig.add_subplot().set_title("$\\nope{$"))
+    >>> t.get_text(), t.get_parse_math()
+    ('$\\nope{$', False)
+    """
+    text.set_parse_math(False)
+    text.set_usetex(False)
+    return text
+
+
+def _grid(h, w) -> tuple[int, int]:
+    if int(h) < 1 or int(w) < 1:
+        raise PlotError(f"grid (h, w) must be positive, got {(h, w)}")
+    return int(h), int(w)
+
+
+def _square(attn, h: int, w: int, what: str = "attn") -> np.ndarray:
+    a = np.asarray(attn, dtype=np.float64)
+    if a.shape != (h * w, h * w):
+        raise PlotError(f"{what} must be (L, L) with L = h·w = {h * w}, got shape {a.shape}")
+    return a
+
+
+def _patch_index(patch, h: int, w: int) -> int:
+    if isinstance(patch, tuple | list):
+        r, c = (int(v) for v in patch)
+        if not (0 <= r < h and 0 <= c < w):
+            raise PlotError(f"patch (row, col) {patch} outside the {h}x{w} grid")
+        return r * w + c
+    p = int(patch)
+    if not 0 <= p < h * w:
+        raise PlotError(f"patch {patch} outside 0..{h * w - 1} of the {h}x{w} grid")
+    return p
+
+
+def _image(image) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] not in (1, 3, 4)):
+        raise PlotError(f"image must be (H, W), (H, W, 3) or (H, W, 4), got shape {img.shape}")
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.dtype == np.uint8:
+        return img
+    img = img.astype(np.float64)
+    lo, hi = float(np.nanmin(img)), float(np.nanmax(img))
+    if lo < 0.0 or hi > 1.0:
+        img = (img - lo) / (hi - lo if hi > lo else 1.0)
+    return img
+
+
+def _extent(h: int, w: int):
+    return (-0.5, w - 0.5, h - 0.5, -0.5)
+
+
+def number(v: float) -> str:
+    """A colour-bar or caption number for reading: ``0``, ``0.0123``, ``12.3``, ``2.4e-05``.
+
+    >>> number(2.4e-5), number(0.01234), number(-3.0), number(0)
+    ('2.4e-05', '0.0123', '-3', '0')
+    """
+    if v == 0 or not np.isfinite(v):
+        return "0" if v == 0 else str(v)
+    a = abs(v)
+    if a >= 1e4 or a < 1e-3:
+        return f"{v:.1e}".replace(".0e", "e")
+    return f"{v:.3g}"
+
+
+SCALES = ("linear", "log", "rank")
+"""The kinds of colour scale: linear, signed logarithmic (symlog), rank (quantile)."""
+UNDERLAYS = ("grey", "colour", "none")
+"""How the image under a map is shown: desaturated and dimmed, as it is, or not at all."""
+OPACITY = 0.75
+"""The map's constant opacity over an image (and its colour bar's, over grey 0.5)."""
+LINEAR_BAND = 1e-3
+"""The log scale is linear below this fraction of the scale's maximum m."""
+
+
+def _choice(what: str, value, allowed) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        names = ", ".join(repr(a) for a in allowed)
+        raise PlotError(f"{what} must be one of {names}, got {value!r}")
+    return value
+
+
+def _flag(what: str, value) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise PlotError(f"{what} must be True or False, got {value!r}")
+    return bool(value)
+
+
+@functools.cache
+def _rank_class():
+    """The rank norm's class (built on first use: matplotlib is imported only when drawing)."""
+    Normalize = require("matplotlib.colors", "plot", "plots").Normalize
+
+    class RankNorm(Normalize):
+        """A value's quantile among the scale's data (see :func:`scale_norm`)."""
+
+        def __init__(self, data, signed):
+            d = np.asarray(data, np.float64).ravel()
+            d = np.abs(d) if signed else d
+            u, counts = np.unique(d, return_counts=True)
+            start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            q = (start + (counts - 1) / 2) / max(d.size - 1, 1)
+            if u.size == 1:  # all tied at rank ½: a bar from u - |u| to u + |u| (or ±1 at 0)
+                u, q = u[0] + np.array([-1.0, 1.0]) * (abs(u[0]) or 1.0), np.array([0.0, 1.0])
+            self.quantiles, self.values, self.signed = q, u, bool(signed)
+            super().__init__(vmin=-u[-1] if signed else u[0], vmax=u[-1], clip=True)
+
+        def __call__(self, value, clip=None):
+            result, is_scalar = self.process_value(value)
+            v = np.ma.getdata(result).astype(np.float64)
+            if self.signed:
+                t = 0.5 + 0.5 * np.sign(v) * np.interp(np.abs(v), self.values, self.quantiles)
+            else:
+                t = np.interp(v, self.values, self.quantiles)
+            t = np.ma.array(t, mask=np.ma.getmask(result))
+            return t[0] if is_scalar else t
+
+        def inverse(self, value):
+            t = np.asarray(value, np.float64)
+            if self.signed:
+                x = 2 * t - 1
+                return np.sign(x) * np.interp(np.abs(x), self.quantiles, self.values)
+            return np.interp(t, self.quantiles, self.values)
+
+    return RankNorm
+
+
+def scale_norm(data, kind: str = "log", *, signed: bool | None = None):
+    """The matplotlib norm of a colour scale over ``data``, the scale's values (any shape).
+
+    ``m = max |data|`` (1 when all are 0). Non-negative (``signed`` False, default: whether
+    any of ``data`` is < 0): domain ``[0, m]``; signed: ``[-m, m]``, 0 in the middle.
+    ``"linear"``: ``t = v / m`` (signed ``0.5 + 0.5·v / m``); ``"log"``: ``SymLogNorm`` with
+    ``linthresh = 1e-3·m``, ``linscale = 1``, base 10 (:data:`LINEAR_BAND`); ``"rank"``:
+    a value's quantile among ``data``: ``t = rank / (n - 1)``, tied values at their average
+    (0-based) rank, values between two of ``data`` interpolated (signed:
+    ``t = 0.5 + 0.5·sign(v)·q(|v|)``, q the quantile of ``|v|`` among ``|data|``). Every norm
+    clips: values off the domain take the end colour.
+
+    >>> n = scale_norm([0.0, 1e-6, 1e-3], "log")   # linear below 1e-6, then decades
+    >>> [round(float(t), 3) for t in n([0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1.0])]
+    [0.0, 0.27, 0.514, 0.757, 1.0, 1.0]
+    >>> float(scale_norm([-2.0, 1.0], "linear")(1.0))  # signed: [-2, 2]
+    0.75
+    >>> r = scale_norm([0.0, 1.0, 1.0, 4.0], "rank")  # the tied 1s share rank 1.5 of 3
+    >>> r([0.0, 1.0, 4.0, 2.5, 9.0]).tolist(), float(r.inverse(0.75))
+    ([0.0, 0.5, 1.0, 0.75, 1.0], 2.5)
+    """
+    kind = _choice("scale", kind, SCALES)
+    d = np.asarray(data, np.float64).ravel()
+    if d.size == 0 or not np.all(np.isfinite(d)):
+        raise PlotError("the scale's data must be a non-empty set of finite values")
+    signed = bool(np.any(d < 0)) if signed is None else _flag("signed", signed)
+    if kind == "rank":
+        return _rank_class()(d, signed)
+    colors = require("matplotlib.colors", "plot", "plots")
+    m = float(np.max(np.abs(d))) or 1.0
+    lo = -m if signed else 0.0
+    if kind == "linear":
+        return colors.Normalize(vmin=lo, vmax=m, clip=True)
+    return colors.SymLogNorm(linthresh=LINEAR_BAND * m, linscale=1.0, base=10, vmin=lo, vmax=m,
+                             clip=True)  # fmt: skip
+
+
+def scale_ticks(norm, *, apart: float = 3.0) -> np.ndarray | None:
+    """Colour-bar ticks of a :func:`scale_norm` norm, ``None`` for the linear one (matplotlib's).
+
+    Log: 0, the decades ``10^k`` in ``[1e-3·m, m / apart]`` and m (mirrored when signed: a
+    decade closer to m would print its label over m's; small bars want a larger ``apart``).
+    Rank: the
+    values at the quantiles 0, 0.25, 0.5, 0.75, 1 (signed: 0 and ± the values of ``|v|`` at
+    0.25 … 1).
+
+    >>> scale_ticks(scale_norm([0.0, 5e-5], "log")).tolist()
+    [0.0, 1e-07, 1e-06, 1e-05, 5e-05]
+    >>> scale_ticks(scale_norm([-2e-5, 1e-6], "log")).tolist()
+    [-2e-05, -1e-06, -1e-07, 0.0, 1e-07, 1e-06, 2e-05]
+    >>> scale_ticks(scale_norm([0.0, 1.0, 2.0, 3.0, 4.0], "rank")).tolist()
+    [0.0, 1.0, 2.0, 3.0, 4.0]
+    """
+    colors = require("matplotlib.colors", "plot", "plots")
+    if isinstance(norm, colors.SymLogNorm):
+        m, c = float(norm.vmax), float(norm.linthresh)
+        ks = range(int(np.ceil(np.log10(c) - 1e-9)), int(np.floor(np.log10(m) + 1e-9)) + 1)
+        up = [10.0**k for k in ks if 10.0**k * apart <= m * (1 + 1e-9)]
+        up.append(m)
+        up = np.asarray(up)
+        return np.concatenate([-up[::-1], [0.0], up]) if norm.vmin < 0 else np.r_[0.0, up]
+    if isinstance(norm, _rank_class()):
+        if norm.signed:
+            up = norm.inverse(0.5 + 0.5 * np.array([0.25, 0.5, 0.75, 1.0]))
+            return np.concatenate([-up[::-1], [0.0], up])
+        return norm.inverse(np.array([0.0, 0.25, 0.5, 0.75, 1.0]))
+    return None
+
+
+def scale_label(norm) -> str:
+    """What the colour bar's scale is, for its label.
+
+    >>> scale_label(scale_norm([0.0, 2e-5], "log"))
+    'symlog: linear below 1e-3 × max (2e-08)'
+    """
+    colors = require("matplotlib.colors", "plot", "plots")
+    if isinstance(norm, colors.SymLogNorm):
+        return f"symlog: linear below 1e-3 × max ({number(float(norm.linthresh))})"
+    if isinstance(norm, _rank_class()):
+        return "rank: ticks at quantiles 0, ¼, ½, ¾, 1"
+    return "linear"
+
+
+def underlay_rgb(image, underlay: str = "grey") -> np.ndarray | None:
+    """The image as drawn under a map: ``(H, W, 3)`` float64 in [0, 1], or ``None`` (``"none"``).
+
+    ``"grey"``: luminance ``lum = 0.299 R + 0.587 G + 0.114 B`` dimmed to ``0.25 + 0.5·lum``;
+    ``"colour"``: the image (uint8 / 255; floats outside [0, 1] min-max scaled).
+
+    >>> underlay_rgb(np.array([[[255, 0, 0]]], np.uint8))[0, 0].round(4).tolist()
+    [0.3995, 0.3995, 0.3995]
+    """
+    underlay = _choice("underlay", underlay, UNDERLAYS)
+    if underlay == "none":
+        return None
+    img = _image(image)
+    img = img / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    img = img[..., :3]
+    if underlay == "colour":
+        return img
+    lum = img @ np.array([0.299, 0.587, 0.114])
+    return np.repeat((0.25 + 0.5 * lum)[..., None], 3, axis=-1)
+
+
+def _panels_norm(panels, selection, kind: str, in_scale: bool):
+    """One norm over the values of every panel (``(L,)`` each), without ``selection`` unless
+    ``in_scale`` (all the values when that leaves nothing, or only zeros); signed when any
+    value of any panel is < 0."""
+    full = np.concatenate([np.asarray(v, np.float64).ravel() for v in panels])
+    keep = []
+    for v in panels:
+        mask = np.ones(v.size, bool)
+        if not in_scale:
+            mask[list(selection)] = False
+        keep.append(np.asarray(v, np.float64).ravel()[mask])
+    data = np.concatenate(keep)
+    if data.size == 0 or not np.any(data):
+        data = full
+    return scale_norm(data, kind, signed=bool(np.any(full < 0)))
+
+
+def _colorbar(fig, im, ax, label: str, apart: float = 3.0, **kwargs):
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    cb = fig.colorbar(im, ax=ax, label=label, format=FuncFormatter(lambda v, _: number(v)),
+                      **kwargs)  # fmt: skip
+    ticks = scale_ticks(im.norm, apart=apart)
+    if ticks is not None:
+        cb.set_ticks(FixedLocator(ticks))
+        cb.minorticks_off()
+    alpha = im.get_alpha()
+    cb.solids.set_alpha(1.0 if alpha is None else alpha)
+    cb.ax.set_facecolor((0.5, 0.5, 0.5))  # under a translucent bar, the grey of the contract
+    literal(cb.ax.xaxis.label)
+    literal(cb.ax.yaxis.label)
+    return cb
+
+
+def _heat(ax, values: np.ndarray, h: int, w: int, *, norm, image, underlay, cmap):
+    """Draw an (h, w) heat map with ``norm`` over the image shown as ``underlay``; returns the
+    heat AxesImage (constant opacity :data:`OPACITY` over an image, opaque without one)."""
+    base = underlay_rgb(image, underlay) if image is not None else None
+    if base is not None:
+        ax.imshow(base, extent=_extent(h, w), interpolation="antialiased")
+    cmap = "RdBu_r" if norm.vmin < 0 else cmap
+    im = ax.imshow(
+        values.reshape(h, w), extent=_extent(h, w), cmap=cmap, norm=norm,
+        alpha=None if base is None else OPACITY, interpolation="nearest",
+    )  # fmt: skip
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return im
+
+
+def _mark(ax, p: int, w: int, color: str = "red") -> None:
+    from matplotlib.patches import Rectangle
+
+    r, c = divmod(p, w)
+    ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor=color, linewidth=2))
+
+
+def scan_positions(routes, route: int = 0) -> np.ndarray:
+    """Scan position of every patch on one route: the inverse of ``routes[route]``.
+
+    Args:
+      routes: ``(K, L)`` scan position → row-major patch index (:func:`jaxmamba.make_routes`).
+      route: which route k.
+
+    Returns:
+      ``(L,)`` int array, entry p the position t at which route k visits patch p.
+
+    >>> scan_positions([[2, 0, 1]]).tolist()
+    [1, 2, 0]
+    """
+    r = np.asarray(routes)
+    if r.ndim != 2:
+        raise PlotError(f"routes must be (K, L), got shape {r.shape}")
+    if not 0 <= route < r.shape[0]:
+        raise PlotError(f"route {route} outside 0..{r.shape[0] - 1}")
+    return np.argsort(r[route], kind="stable")
+
+
+def scatter(
+    points,
+    h: int,
+    w: int,
+    *,
+    color_by="row",
+    routes=None,
+    route: int = 0,
+    title: str | None = None,
+    axis_labels: tuple[str, str] | None = None,
+    cmap: str = "viridis",
+    size: float | None = None,
+    figsize=(5, 4.5),
+):
+    """Scatterplot view: the embedded patches, coloured by grid row, column or scan position.
+
+    Args:
+      points: ``(L, 2)`` coordinates (:func:`jaxmamba.attention.embed.embed`), row p for patch p.
+      h, w: the block's patch grid.
+      color_by: ``"row"``, ``"col"``, ``"scan"`` (position in ``routes[route]``), or ``(L,)``
+        values.
+      routes: ``(K, L)`` routes of the block's grid, needed for ``"scan"``.
+      route: which route ``"scan"`` uses.
+      title: wrapped to the figure's width; axis_labels: e.g. ``("PC 1 (31% of variance)",
+        "PC 2 (12%)")`` (default: no labels, no ticks: t-SNE/UMAP axes have no units).
+
+    Returns:
+      A Figure with two axes, the scatter and its colour bar; with at most four distinct
+      colour values (a 2x2 grid, say) one axes with a legend of those values instead.
+
+    >>> import numpy as np
+    >>> fig = scatter(np.random.default_rng(0).random((48, 2)), 6, 8, color_by="col")
+    >>> len(fig.axes)  # the scatter and its colour bar
+    2
+    """
+    h, w = _grid(h, w)
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.shape != (h * w, 2):
+        raise PlotError(f"points must be (L, 2) with L = h·w = {h * w}, got shape {pts.shape}")
+    idx = np.arange(h * w)
+    if isinstance(color_by, str):
+        if color_by == "row":
+            values, label = idx // w, "grid row"
+        elif color_by == "col":
+            values, label = idx % w, "grid column"
+        elif color_by == "scan":
+            if routes is None:
+                raise PlotError('color_by="scan" needs the routes (K, L) of the block\'s grid')
+            if np.shape(routes)[-1] != h * w:
+                raise PlotError(f"routes must be (K, {h * w}), got shape {np.shape(routes)}")
+            values, label = scan_positions(routes, route), f"scan position (route {route})"
+        else:
+            raise PlotError(
+                f'color_by must be "row", "col", "scan" or (L,) values, got {color_by!r}'
+            )
+    else:
+        values, label = np.asarray(color_by, dtype=np.float64), "value"
+        if values.shape != (h * w,):
+            raise PlotError(f"color_by values must be (L,) = ({h * w},), got {values.shape}")
+    fig = figure(figsize)
+    ax = fig.add_subplot()
+    s = size if size is not None else max(4.0, 2000.0 / (h * w))
+    levels = np.unique(values)
+    if len(levels) <= 4 and np.allclose(levels, np.round(levels)):  # discrete: a legend
+        sc = ax.scatter(pts[:, 0], pts[:, 1], c=values, cmap=cmap, s=max(s, 30), linewidths=0,
+                        vmin=levels.min(), vmax=max(levels.max(), levels.min() + 1))  # fmt: skip
+        handles, names = sc.legend_elements()
+        legend = ax.legend(handles, [f"{label} {v:g}" for v in levels], loc="best", fontsize=8)
+        for text in legend.get_texts():
+            literal(text)
+    else:
+        sc = ax.scatter(pts[:, 0], pts[:, 1], c=values, cmap=cmap, s=s, linewidths=0)
+        cb = fig.colorbar(sc, ax=ax, label=label)
+        literal(cb.ax.yaxis.label)
+    _title(ax, title if title is not None else f"patches by attention row ({h}x{w})", figsize)
+    if axis_labels:  # the directions matter, not their units: labels without ticks
+        literal(ax.set_xlabel(axis_labels[0]))
+        literal(ax.set_ylabel(axis_labels[1]))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def _title(ax, text: str, figsize, fontsize: float = 10) -> None:
+    """A title wrapped to the figure's width (long titles are never clipped)."""
+    chars = max(20, int(figsize[0] * 72 * 0.75 / (0.6 * fontsize)))  # the axes' share of the width
+    literal(ax.set_title("\n".join(textwrap.wrap(text, chars)) or text, fontsize=fontsize))
+
+
+def _selection_note(p: int, w: int, in_scale: bool) -> str:
+    r, c = divmod(p, w)
+    if in_scale:
+        return f"patch ({r}, {c}) outlined, its value in the scale"
+    return f"patch ({r}, {c}) outlined, left out of the scale: it may be off the bar"
+
+
+def _options(scale, underlay, selection_in_scale) -> None:
+    _choice("scale", scale, SCALES)
+    _choice("underlay", underlay, UNDERLAYS)
+    _flag("selection_in_scale", selection_in_scale)
+
+
+def patch_view(
+    attn,
+    h: int,
+    w: int,
+    patch,
+    *,
+    image=None,
+    underlay: str = "grey",
+    scale: str = "log",
+    selection_in_scale: bool = False,
+    direction: str = "query",
+    title: str | None = None,
+    cmap: str = "inferno",
+    figsize=(5, 4.8),
+):
+    """Patch view: heat map over the grid of what ``patch`` attends to, or what attends to it.
+
+    Args:
+      attn: ``(L, L)`` one block's map.
+      h, w: its patch grid.
+      patch: row-major index p or ``(row, col)``.
+      image: optional ``(H, W, 3)`` image drawn under the heat map, stretched over the grid.
+      underlay: how the image is shown (:data:`UNDERLAYS`): ``"grey"`` (default), ``"colour"``,
+        ``"none"``.
+      scale: the colour scale (:data:`SCALES`): ``"log"`` (default), ``"linear"``, ``"rank"``.
+      selection_in_scale: whether the patch's own value is part of the scale's data (default
+        not: it is outlined and may be off the bar, as the caption under the map says).
+      direction: ``"query"`` (row p: the sources p attends to) or ``"source"`` (column p: the
+        queries that attend to p).
+
+    Returns:
+      A Figure with two axes (map, colour bar); the heat map is ``fig.axes[0].images[-1]`` (its
+      ``norm`` the scale, :func:`scale_norm`), the chosen patch outlined in green.
+
+    >>> import numpy as np
+    >>> a = np.random.default_rng(0).random((6, 6))
+    >>> im = patch_view(a, 2, 3, (1, 0)).axes[0].images[-1]
+    >>> bool(np.allclose(im.get_array().ravel(), a[3]))
+    True
+    >>> float(im.norm.vmax) == float(np.delete(a[3], 3).max())  # the patch left out of the scale
+    True
+    """
+    h, w = _grid(h, w)
+    a = _square(attn, h, w)
+    p = _patch_index(patch, h, w)
+    _options(scale, underlay, selection_in_scale)
+    if direction == "query":
+        values, verb = a[p], "attends to"
+    elif direction == "source":
+        values, verb = a[:, p], "attended by"
+    else:
+        raise PlotError(f'direction must be "query" or "source", got {direction!r}')
+    fig = figure(figsize)
+    ax = fig.add_subplot()
+    norm = _panels_norm([values], [p], scale, selection_in_scale)
+    im = _heat(ax, values, h, w, norm=norm, image=image, underlay=underlay, cmap=cmap)
+    _mark(ax, p, w, color="#00a03c")
+    _colorbar(fig, im, ax, f"attention ({scale_label(norm)})")
+    r, c = divmod(p, w)
+    text = title if title is not None else f"patch ({r}, {c}) {verb}"
+    literal(fig.suptitle("\n".join(textwrap.wrap(text, int(figsize[0] * 12))) or text,
+                         fontsize=10))  # fmt: skip
+    note = "\n".join(textwrap.wrap(_selection_note(p, w, selection_in_scale), int(figsize[0] * 14)))
+    literal(fig.supxlabel(note, fontsize=8))
+    return fig
+
+
+def _stat(a: np.ndarray, h: int, w: int, stat) -> np.ndarray:
+    if stat == "received":
+        return a.mean(axis=0)
+    if stat == "given":
+        return a.mean(axis=1)
+    if stat == "centre":
+        return a[(h // 2) * w + w // 2]
+    if stat == "self":
+        return np.diagonal(a).copy()
+    raise PlotError(f'stat must be "received", "given", "centre" or "self", got {stat!r}')
+
+
+def _layout(names) -> dict[str, tuple[int, int]]:
+    """Panel (row, col) per block: stage × block for official names, else one row."""
+    try:
+        parsed = {n: parse_block_name(n) for n in names}
+    except ValueError:
+        return {n: (0, i) for i, n in enumerate(names)}
+    stages = sorted({stage for stage, _ in parsed.values()})
+    out, per_stage = {}, dict.fromkeys(stages, 0)
+    for n, (stage, _) in parsed.items():
+        out[n] = (stages.index(stage), per_stage[stage])
+        per_stage[stage] += 1
+    return out
+
+
+def overview(
+    maps: Mapping[str, object],
+    grids: Mapping[str, tuple[int, int]],
+    *,
+    stat: str = "received",
+    image=None,
+    underlay: str = "grey",
+    scale: str = "log",
+    selection_in_scale: bool = False,
+    cmap: str = "inferno",
+    panel_size: float = 2.0,
+    title: str | None = None,
+):
+    """Stage × block grid of small heat maps, one panel per block, each with its colour bar.
+
+    Args:
+      maps: ``{"layers.i.blocks.j": (L, L)}``; official names are laid out one stage per row,
+        other names in one row, in the mapping's order.
+      grids: ``{name: (h, w)}`` each block's grid.
+      stat: per-patch value shown: ``"received"`` (column mean: mean attention each patch
+        receives), ``"given"`` (row mean), ``"centre"`` (the centre patch's row), ``"self"``
+        (the diagonal). Each panel has its own colour scale and colour bar (diverging around 0
+        when the panel has negative values).
+      image, underlay: optional image under every panel and how it is shown (as
+        :func:`patch_view`).
+      scale: every panel's kind of scale (:data:`SCALES`, default ``"log"``), each over its own
+        values.
+      selection_in_scale: for ``stat="centre"``, whether the centre patch's own value is part
+        of its panel's scale (default not; it is outlined).
+      title: the figure's title (default says the statistic); name the order and images in it.
+
+    Returns:
+      A Figure with rows × cols panel axes (stages × most blocks in a stage; unused panels
+      hidden), plus one colour-bar axes per drawn panel.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> grids = {"layers.0.blocks.0": (4, 4), "layers.0.blocks.1": (4, 4),
+    ...          "layers.1.blocks.0": (2, 2)}
+    >>> maps = {n: rng.random((h * w, h * w)) for n, (h, w) in grids.items()}
+    >>> len(overview(maps, grids).axes)  # 2 x 2 panels (one hidden) and 3 colour bars
+    7
+    """
+    if not isinstance(maps, Mapping) or not maps:
+        raise PlotError("maps must be a non-empty mapping {block name: (L, L)}")
+    missing = [n for n in maps if n not in grids]
+    if missing:
+        raise PlotError(f"no grid (h, w) for blocks {missing}")
+    _options(scale, underlay, selection_in_scale)
+    pos = _layout(list(maps))
+    rows = 1 + max(r for r, _ in pos.values())
+    cols = 1 + max(c for _, c in pos.values())
+    size = (panel_size * 1.35 * cols + 0.5, panel_size * rows + 0.8)
+    fig = figure(size)
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for name, m in maps.items():
+        h, w = _grid(*grids[name])
+        a = _square(m, h, w, f"maps[{name!r}]")
+        ax = axes[pos[name]]
+        ax.set_axis_on()
+        values = _stat(a, h, w, stat)
+        selected = [(h // 2) * w + w // 2] if stat == "centre" else []
+        norm = _panels_norm([values], selected, scale, selection_in_scale)
+        im = _heat(ax, values, h, w, norm=norm, image=image, underlay=underlay, cmap=cmap)
+        for q in selected:
+            _mark(ax, q, w, color="#00a03c")
+        _colorbar(fig, im, ax, "", apart=6.0, shrink=0.85).ax.tick_params(labelsize=6)
+        literal(ax.set_title(f"{name} ({h}x{w})", fontsize=8))
+    words = {
+        "received": "mean attention each patch receives (column mean)",
+        "given": "mean attention each patch pays (row mean)",
+        "centre": "what the centre patch attends to",
+        "self": "self-attention (diagonal)",
+    }
+    text = title if title is not None else f"attention per block: {words[stat]}"
+    literal(fig.suptitle("\n".join(textwrap.wrap(text, int(size[0] * 11))), fontsize=10))
+    note = f"each block on its own {_scale_words(scale)}"
+    if stat == "centre":
+        note += "; the centre patch outlined" + (
+            "" if selection_in_scale else ", left out of the scale: it may be off the bar"
+        )
+    literal(fig.supxlabel("\n".join(textwrap.wrap(note, int(size[0] * 13))), fontsize=8))
+    return fig
+
+
+def _scale_words(scale: str) -> str:
+    return {
+        "linear": "linear colour scale",
+        "log": "symlog colour scale (linear below 1e-3 × max, ticks at decades)",
+        "rank": "rank colour scale (ticks at the quantiles 0, ¼, ½, ¾, 1)",
+    }[scale]
+
+
+def compare_orders(
+    maps_by_order: Mapping[str, object],
+    h: int,
+    w: int,
+    patch,
+    *,
+    image=None,
+    underlay: str = "grey",
+    direction: str = "query",
+    scale: str = "log",
+    shared_scale: bool | None = None,
+    selection_in_scale: bool = False,
+    cmap: str = "inferno",
+    panel_size: float = 3.0,
+    title: str | None = None,
+):
+    """The same block under different patch orders, side by side, for one patch.
+
+    Args:
+      maps_by_order: ``{order name: (L, L)}`` the block's map under each order.
+      h, w, patch, image, underlay, direction, scale, selection_in_scale: as
+        :func:`patch_view`.
+      shared_scale: one colour scale over all panels' values (one colour bar), or one per
+        panel; ``None`` (default) applies the side-by-side rule: shared when the panels are of
+        the same block and kind of map, as here, so shared.
+      title: the figure's title (name the block and the images in it).
+
+    Returns:
+      A Figure with one axes per order plus one colour bar (one per panel when not shared).
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> fig = compare_orders({"cross": rng.random((9, 9)), "spiral": rng.random((9, 9))}, 3, 3, 4)
+    >>> len(fig.axes)
+    3
+    """
+    h, w = _grid(h, w)
+    if not isinstance(maps_by_order, Mapping) or not maps_by_order:
+        raise PlotError("maps_by_order must be a non-empty mapping {order name: (L, L)}")
+    if direction not in ("query", "source"):
+        raise PlotError(f'direction must be "query" or "source", got {direction!r}')
+    _options(scale, underlay, selection_in_scale)
+    shared = True if shared_scale is None else _flag("shared_scale", shared_scale)
+    p = _patch_index(patch, h, w)
+    vals = {}
+    for name, m in maps_by_order.items():
+        a = _square(m, h, w, f"maps_by_order[{name!r}]")
+        vals[name] = a[p] if direction == "query" else a[:, p]
+    one = _panels_norm(list(vals.values()), [p], scale, selection_in_scale) if shared else None
+    n = len(vals)
+    fig = figure((panel_size * n + 1.2, panel_size + 1.3))
+    axes = np.asarray(fig.subplots(1, n, squeeze=False)).ravel()
+    im = None
+    for ax, (name, v) in zip(axes, vals.items(), strict=True):
+        norm = one or _panels_norm([v], [p], scale, selection_in_scale)
+        im = _heat(ax, v, h, w, norm=norm, image=image, underlay=underlay, cmap=cmap)
+        _mark(ax, p, w, color="#00a03c")
+        literal(ax.set_title(f"order {name}", fontsize=10))
+        if not shared:
+            _colorbar(fig, im, ax, "attention", shrink=0.8).ax.tick_params(labelsize=7)
+    if shared:
+        _colorbar(fig, im, list(axes), "attention (one scale)", shrink=0.8)
+    r, c = divmod(p, w)
+    verb = "attends to" if direction == "query" else "is attended by"
+    text = title if title is not None else f"what patch ({r}, {c}) {verb}, in each order"
+    width = int((panel_size * n + 1.2) * 11)
+    literal(fig.suptitle("\n".join(textwrap.wrap(text, width)) or text, fontsize=10))
+    note = (f"{'one' if shared else 'each panel on its own'} {_scale_words(scale)}; "
+            f"{_selection_note(p, w, selection_in_scale)}")  # fmt: skip
+    literal(fig.supxlabel("\n".join(textwrap.wrap(note, int(width * 1.2))), fontsize=8))
+    return fig
+
+
+def png(fig, *, dpi: int = 100) -> bytes:
+    """``fig`` rendered as PNG bytes (nothing is written).
+
+    >>> png(scatter(np.zeros((4, 2)), 2, 2))[:4]
+    b'\\x89PNG'
+    """
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def save(fig, path, *, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG, atomically (parent folders created); returns the path.  A
+    ``path`` that is a symbolic link is refused (:class:`PlotError`), never written through.
+
+    >>> import tempfile, os, numpy as np
+    >>> p = save(scatter(np.zeros((4, 2)), 2, 2), os.path.join(tempfile.mkdtemp(), "s.png"))
+    >>> p.stat().st_size > 0
+    True
+    """
+    from jaxmamba.storage import store
+
+    path = Path(path)
+    data = png(fig, dpi=dpi)
+    if path.is_symlink():
+        raise PlotError(f"{path} is a symbolic link; a figure is not written through it")
+    return store.write_bytes_atomic(path, data)
