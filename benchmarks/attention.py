@@ -16,11 +16,12 @@ anchor contracts channels and state in the same product (``einsum("bkdnl,bkdnm->
 which gives the same numbers with 1/D of the output.
 
 Ours, measured in the same run, interleaved with the anchor: (a) from the same scan inputs, the
-blocks of a stage batched through :func:`jaxmamba.attention.tiles.spatial_maps` as ``extract_attention``
-does; (b) ``extract_attention`` end to end, forward pass included.  The FLOP floor is the
-multiply-adds of the causal half of every route's map, ``Σ_blocks K·L(L+1)/2·D·N`` (×2 FLOP),
-timed at the rate a large float32 matmul reaches on this machine; its share is floor time / our
-time.  Errors are against a float64 NumPy evaluation of the definition.
+blocks of a stage batched through :func:`jaxmamba.attention.tiles.spatial_maps` as
+``extract_attention`` does; (b) ``extract_attention`` end to end, forward pass included.  The
+FLOP floor is the multiply-adds of the causal half of every route's map,
+``Σ_blocks K·L(L+1)/2·D·N`` (×2 FLOP), timed at the rate a large float32 matmul reaches on this
+machine; its share is floor time / our time.  Errors are against a float64 NumPy evaluation of
+the definition.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 The ordering logits ``(K, L, L)`` of one stage grid (default stage 1 of the 64x64 default model,
 an 8x8 grid) become soft routes (:func:`jaxmamba.orders.soft.soft_routes`, Sinkhorn), used in
 place of the stage's permutations; every other grid keeps the cross order. The objective is
-computed from :func:`jaxmamba.attention.extract.extract_attention` with those soft routes on a few test
-digits and minimised with optax Adam, starting near ``cross``:
+computed from :func:`jaxmamba.attention.extract.extract_attention` with those soft routes on a
+few test digits and minimised with optax Adam, starting near ``cross``:
 
-* ``distance``: the attention-weighted mean spatial distance of the stage's mean map,
-  over the grid diagonal (:func:`jaxmamba.attention.findings.attention_distance`) — a more local order;
+* ``distance``: the attention-weighted mean spatial distance of the stage's mean map, over the
+  grid diagonal (:func:`jaxmamba.attention.findings.attention_distance`) — a more local order;
 * ``locality`` (default): minus the Pearson correlation between the soft scan distance (expected
   scan positions ``Σ_t t·P_k[t, p]``, min over routes) and the attention-row distance — a
   differentiable surrogate of :func:`jaxmamba.attention.findings.sequence_locality`.
@@ -90,7 +90,8 @@ def objective_fn(model, images, stage: int, grids, objective: str):
 
 
 def hard_objective(model, images, stage, grids, objective, routes) -> float:
-    """The objective's exact version (:mod:`jaxmamba.attention.findings`) for hard ``routes`` of the stage."""
+    """The objective's exact version (:mod:`jaxmamba.attention.findings`) for hard ``routes``
+    of the stage."""
     h, w = grids[stage]
     order = {g: make_routes("cross", *g) for g in grids}
     order[(h, w)] = np.asarray(routes)

@@ -4,10 +4,10 @@ For each order (cross, diagonal, morton, spiral, zigzag, hilbert with K = 4 rout
 bidirectional K = 2, the model's ``k_routes`` set to match) and each seed s (model init seed s,
 data order/augmentation seed s), trains :func:`jaxmamba.train.loop.default_model_config` (depths
 ``--depths``) with :func:`jaxmamba.train.loop.fit`, reports the test accuracy, and measures the
-paper's findings (:func:`jaxmamba.attention.findings.summarize`: block distinctness, sequence locality,
-attention distance per stage) on the mean attention maps of the first ``--n-maps`` test digits.
-The seed-0 models are also scanned in every other order with the same number of routes (the
-order swap table): how much a trained model depends on its order.
+paper's findings (:func:`jaxmamba.attention.findings.summarize`: block distinctness, sequence
+locality, attention distance per stage) on the mean attention maps of the first ``--n-maps``
+test digits. The seed-0 models are also scanned in every other order with the same number of
+routes (the order swap table): how much a trained model depends on its order.
 Writes ``orders_study.md``, ``orders_study.json`` and ``orders_findings.png`` into ``--out``.
 
 The exact command that produced ``examples/results/`` and the README's study section (its time
@@ -395,6 +395,7 @@ def write_results(record: dict, out: Path, readme: Path | None) -> dict:
         update_readme(readme, readme_block(command, setup, summary, swap, Path(fig).as_posix()))
     print(md)
     return record
+
 
 if __name__ == "__main__":
     main()

@@ -25,7 +25,10 @@ MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])  # 
 
 
 def photos(size: int = 224) -> np.ndarray:
-    """The bundled photographs, centre-cropped to a square and resized: uint8 ``(2, size, size, 3)``."""
+    """The bundled photographs, centre-cropped to a square and resized.
+
+    Returns: uint8 ``(2, size, size, 3)``.
+    """
     from PIL import Image
     from sklearn.datasets import load_sample_image
 
@@ -66,7 +69,8 @@ def main(out: str = "photo_study", checkpoint: str | None = None) -> None:
         route_maps=True, methods=["pca"], single_images=[0],
         image_names=[f"photo {n} (scikit-learn sample)" for n in PHOTOS],
         sources=source,
-        title=f"{'random-weight ' if checkpoint is None else ''}VMamba-T over two photos at 224×224",
+        title=f"{'random-weight ' if checkpoint is None else ''}VMamba-T over two photos "
+        "at 224×224",
     )  # fmt: skip
     print(f"wrote {study.path}; explore it: jaxmamba serve {study.path}")
 

@@ -29,7 +29,8 @@ FIGURES = {  # demo figure -> docs name
 
 SHOTS = {  # docs name -> what to do in the page before the screenshot
     "explorer.png": "explorer.select([5 * 16 + 4, 5 * 16 + 5, 6 * 16 + 4, 6 * 16 + 5]);",
-    "explorer_single.png": "explorer.setControl('subject', '0'); explorer.setControl('opacity', '0.5');"
+    "explorer_single.png": "explorer.setControl('subject', '0'); "
+    "explorer.setControl('opacity', '0.5');"
     "explorer.select([7 * 16 + 8]);",  # the digit shows through a map at opacity 0.5
     "explorer_blocks.png": "explorer.setControl('mode', 'blocks');",
     "explorer_compare.png": (

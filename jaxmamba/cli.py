@@ -140,8 +140,8 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser = functools.partial(sub.add_parser, formatter_class=_Defaults)
-    d = sub.add_parser(
+    add_parser = functools.partial(sub.add_parser, formatter_class=_Defaults)
+    d = add_parser(
         "demo",
         help="a study of the bundled models on held-out digits (figures and explorer.html)",
         description="Average the attention of the bundled digit models, one trained in each of "
@@ -158,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
         "--method", nargs="+", default=["pca", "tsne"], choices=METHODS, metavar="METHOD",
         help=f"reductions of the scatterplots ({_METHODS})",
     )  # fmt: skip
-    e = sub.add_parser(
+    e = add_parser(
         "explore",
         help="a study of a checkpoint (or one per order) on your images",
         description="Average the attention of a model over your images in the given scan orders "
@@ -189,7 +189,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--variant", default=None, help="expected variant of a .pth checkpoint")
     e.add_argument("--batch-size", type=_positive, default=8, help="images per extraction batch")
     e.add_argument("--routes", action="store_true", help="also keep per-route mean maps")
-    s = sub.add_parser(
+    s = add_parser(
         "serve",
         help="the explorer of a study in your browser (a local server)",
         description="Serve the explorer of a study on 127.0.0.1; the page fetches only the rows "
@@ -198,7 +198,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("study", type=_path, help="a study folder (jaxmamba explore / demo)")
     s.add_argument("--port", type=_port, default=8765, help="port on 127.0.0.1 (0: any free one)")
     s.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    x = sub.add_parser(
+    x = add_parser(
         "export",
         help="one offline HTML explorer of a small part of a study",
         description="Write a self-contained explorer.html of some orders and blocks of a study, "
@@ -214,7 +214,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--max-mb", type=_megabytes, default=100.0, help="size budget in MB")
     x.add_argument("--routes", action="store_true", help="include per-route maps")
     x.add_argument("--overwrite", action="store_true", help="replace an explorer page there")
-    c = sub.add_parser("convert", help="an official PyTorch checkpoint to an Orbax folder")
+    c = add_parser("convert", help="an official PyTorch checkpoint to an Orbax folder")
     c.description = convert_cli.DESCRIPTION
     convert_cli.add_arguments(c)
     return p

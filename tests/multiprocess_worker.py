@@ -7,8 +7,9 @@ Options: ``out_dir`` (resumable state, ``save_every=1``; none by default); ``kil
 this process when it is asked for that batch (the state of the batches before it is saved by
 then); ``poison``: replace the first ``poison`` images of the shard by constant ones, which a
 resumed run must skip (consumed before) for its mean to be right; ``extra``: images added to the
-end of the shard; ``store``: also write the mean with :func:`jaxmamba.storage.store.write` to this folder
-and read it back in every process.  RESULT gets the mean, its count, or the error raised.
+end of the shard; ``store``: also write the mean with :func:`jaxmamba.storage.store.write` to
+this folder and read it back in every process.  RESULT gets the mean, its count, or the error
+raised.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def test_top_level_entry_points():
 def test_import_needs_no_torch_and_no_training_loop():
     code = (
         "import sys, jaxmamba; jaxmamba.load_default(); jaxmamba.convert;"
-        "print('torch' in sys.modules, 'jaxmamba.train.loop' in sys.modules, 'optax' in sys.modules)"
+        "print('torch' in sys.modules, 'jaxmamba.train.loop' in sys.modules,"
+        " 'optax' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"], out.stdout

@@ -1,4 +1,4 @@
-"""Tests of jaxmamba.views.export: the data structure, the single offline HTML file, and the page."""
+"""Tests of jaxmamba.views.export: the data structure, the single offline HTML file, the page."""
 
 from __future__ import annotations
 

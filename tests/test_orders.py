@@ -11,8 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxmamba import orders
-from jaxmamba.orders import routes
 from jaxmamba.orders import (
     ORDER_NAMES,
     Order,
@@ -21,6 +19,7 @@ from jaxmamba.orders import (
     describe_routes,
     inverse_routes,
     make_routes,
+    routes,
     validate_routes,
 )
 

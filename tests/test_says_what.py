@@ -181,8 +181,10 @@ def test_explore_without_checkpoint_says_it_uses_the_digit_model(tmp_path, capsy
     assert rc == 0 and out.startswith(NO_CHECKPOINT)  # the first thing it says
     assert "64x64 digits" in NO_CHECKPOINT and "not on photos" in NO_CHECKPOINT
     assert "loading 1 images at 64x64" in out and "drawing the figures" in out
-    assert "preparing the XLA programs of 1 order in the background (2 programs, compiled on " \
+    assert (
+        "preparing the XLA programs of 1 order in the background (2 programs, compiled on "
         "every run: the compile cache is off)" in out
+    )
     # with a checkpoint it says what it loads instead
     ckpt = jaxmamba.save(jaxmamba.create_model("vmamba_test"), tmp_path / "ckpt")
     main(["explore", "--checkpoint", str(ckpt), "--images", str(photo), "--out",
@@ -221,8 +223,10 @@ def test_a_program_compiled_ahead_is_the_one_attention_mean_runs():
 
 @pytest.mark.parametrize(
     ("route_mode", "orders"),
-    [("sum", ["cross", "spiral", "hilbert"]),
-     pytest.param("each", ["morton", "zigzag"], marks=pytest.mark.slow)],  # fmt: skip
+    [
+        ("sum", ["cross", "spiral", "hilbert"]),
+        pytest.param("each", ["morton", "zigzag"], marks=pytest.mark.slow),
+    ],  # fmt: skip
 )  # each order also compiles its own program (the reference): a few orders per route mode
 def test_orders_share_one_program_with_the_same_maps(route_mode, orders):
     """Routes as data (a RouteTable): one compiled program for every order of the same grids,

@@ -142,8 +142,9 @@ Promise.all([
 
 
 @pytest.mark.browser
-def test_another_site_open_in_the_browser_cannot_make_the_server_compute(study, calls, chromium,
-                                                                         tmp_path):
+def test_another_site_open_in_the_browser_cannot_make_the_server_compute(
+    study, calls, chromium, tmp_path
+):
     """The attack of the issue, in Chromium: a page of another origin (another local port)
     posts ``text/plain`` in ``no-cors`` mode and loads an image; the server computes nothing,
     and its own page then works."""
@@ -151,7 +152,8 @@ def test_another_site_open_in_the_browser_cannot_make_the_server_compute(study, 
 
     (tmp_path / "attack.html").write_text("<!DOCTYPE html><title>another site</title>")
     other = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path)))
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path))
+    )
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
         with ServerThread(study) as server:

@@ -1,6 +1,6 @@
-"""Tests of training (jaxmamba.train.optim, .train, .evaluate, .pretrained, .digits_recipe): schedule,
-loss, the jitted step, fit (determinism, resumption, checkpoints), the example script, and the
-shipped default model.
+"""Tests of training (jaxmamba.train.optim, .loop, .evaluate, .recipe; jaxmamba.pretrained):
+schedule, loss, the jitted step, fit (determinism, resumption, checkpoints), the example script,
+and the shipped default model.
 
 Every fit here uses one tiny one-stage model, 32x32 digits and batches of 16, so that the train
 step is compiled once for the whole file.
@@ -277,7 +277,9 @@ def test_shipped_order_models(order):
     model = load_order_models([order])[order]
     assert model.config == default_model_config()
     assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) < 5e6
-    assert jaxmamba.models.params.digest(model.params) != jaxmamba.models.params.digest(load_default().params)
+    assert jaxmamba.models.params.digest(model.params) != jaxmamba.models.params.digest(
+        load_default().params
+    )
     data = record["data"]
     xt, yt = D.load_digits_images(data["image_size"], split="test", seed=data["split_seed"])
     accuracy = evaluate(model, xt, yt, order=order, batch_size=len(yt))

@@ -95,7 +95,11 @@ def test_scale_for_matches_the_float64_contract(page):
                     "const s = JM.scaleFor(arguments[0], arguments[1], new Set(arguments[2]),"
                     " arguments[3]); return [s.kind, s.signed, s.lo, s.hi, s.band,"
                     " arguments[4].map(s.t), s.ticks];",
-                    values.tolist(), signed, skip, kind, probes.tolist(),
+                    values.tolist(),
+                    signed,
+                    skip,
+                    kind,
+                    probes.tolist(),
                 )
                 what = f"{name}, signed={signed}, {kind}"
                 assert got[0] == kind and got[1] == sgn, what
@@ -115,8 +119,10 @@ def test_scale_for_matches_the_float64_contract(page):
                         want = [-v for v in reversed(want[1:])] + want
                     np.testing.assert_allclose(tv, want, rtol=1e-12, err_msg=what)
                     labels = [k["label"] for k in ticks if k["v"] in dec]
-                    assert all(lab.lstrip("-") in (f"1e{round(np.log10(abs(v)))}",
-                               f"{abs(v):g}") for lab, v in zip(labels, dec, strict=False)), labels  # fmt: skip
+                    assert all(
+                        lab.lstrip("-") in (f"1e{round(np.log10(abs(v)))}", f"{abs(v):g}")
+                        for lab, v in zip(labels, dec, strict=False)
+                    ), labels
                 if kind == "rank":  # labelled with the values at quantiles 0, 1/4, 1/2, 3/4, 1
                     data = np.delete(values, skip)
                     if sgn:
@@ -132,7 +138,9 @@ def test_scale_for_matches_the_float64_contract(page):
     colors = pytest.importorskip("matplotlib.colors")
     for values, lo in ((cases["unsigned"], 0.0), (cases["signed"], None)):
         m = np.abs(values).max()
-        norm = colors.SymLogNorm(1e-3 * m, linscale=1, vmin=-m if lo is None else 0, vmax=m, base=10)
+        norm = colors.SymLogNorm(
+            1e-3 * m, linscale=1, vmin=-m if lo is None else 0, vmax=m, base=10
+        )
         got = page.execute_script(
             "const s = JM.scaleFor(arguments[0], false, null); return arguments[0].map(s.t);",
             values.tolist(),
@@ -165,8 +173,15 @@ def test_the_log_default_shows_a_far_patch_the_linear_scale_hides(page, study):
         want = rdbu_r(t_ref(row[far]))
         np.testing.assert_allclose(drawn[kind], want, atol=3, err_msg=kind)  # matplotlib's RdBu_r
         for p in (far, CENTRE - 1, 5, 3000):  # the drawn pixel is the scale's colour
-            assert np.abs(np.subtract(js(page, "return explorer.pixelAt('heat', arguments[0]);", p),
-                          js(page, "return explorer.colourAt(arguments[0]);", row[p]))).max() <= 1
+            assert (
+                np.abs(
+                    np.subtract(
+                        js(page, "return explorer.pixelAt('heat', arguments[0]);", p),
+                        js(page, "return explorer.colourAt(arguments[0]);", row[p]),
+                    )
+                ).max()
+                <= 1
+            )
     assert np.abs(drawn["linear"] - background).max() <= 4  # the background colour
     assert np.abs(drawn["log"] - background).max() > 60  # a visibly different colour
     assert np.abs(drawn["rank"] - background).max() > 60
@@ -194,7 +209,9 @@ def test_the_default_scale_leaves_the_selection_out(page, study):
     sel = [r * 56 + c for r in range(10, 13) for c in range(10, 13)]  # a 3x3 square
     js(page, "explorer.select(arguments[0]);", sel)
     row = np.asarray(study.map("cross", S0), np.float64)[sel].mean(0)  # their mean row
-    np.testing.assert_allclose(js(page, "return explorer.heatValues();"), row, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(
+        js(page, "return explorer.heatValues();"), row, rtol=1e-5, atol=1e-12
+    )
     scale = js(page, "return explorer.scale();")
     others = np.abs(np.delete(row, sel)).max()
     top = sel[int(np.argmax(np.abs(row[sel])))]
@@ -266,7 +283,9 @@ def test_side_by_side_scales_shared_or_per_panel(page, study):
     js(page, "explorer.setControl('blockB', arguments[0]);", S2)  # stage 0 beside stage 2
     a = np.asarray(js(page, "return explorer.heatValues();"))
     b = np.asarray(js(page, "return explorer.heatValuesB();"))
-    sel_b = [int(p) for p in page.find_element("id", "heatB").get_attribute("data-selected").split(",")]
+    sel_b = [
+        int(p) for p in page.find_element("id", "heatB").get_attribute("data-selected").split(",")
+    ]
     top_a, top_b = np.abs(np.delete(a, CENTRE)).max(), np.abs(np.delete(b, sel_b)).max()
     assert top_b > 5 * top_a  # the stage-2 map is larger: one scale would blank the left panel
 
@@ -332,8 +351,10 @@ def test_the_panel_says_a_map_is_loading_and_shows_errors(page, monkeypatch):
     WebDriverWait(page, 20).until(lambda d: overlay.is_displayed())
     assert page.execute_script("return explorer.loading;") is True
     assert overlay.text.startswith(f"loading the mean map of {S0b}")
-    assert page.execute_script(
-        "return getComputedStyle(document.getElementById('heat')).opacity;") == "0.3"
+    assert (
+        page.execute_script("return getComputedStyle(document.getElementById('heat')).opacity;")
+        == "0.3"
+    )
     assert page.find_element("id", "heat").get_attribute("data-block") == S0  # still the old map
     gate.set()
     wait_idle(page)

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import numbers
 import re
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from jaxmamba.errors import ConfigError
 
@@ -63,7 +63,7 @@ class Block(NamedTuple):
 
     name: str
     stage: int
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index, as it is meant to
     grid: tuple[int, int]
 
     @property
@@ -228,11 +228,11 @@ class VMambaConfig:
         return dataclasses.replace(self, **changes)
 
 
-_V0 = dict(
+_V0: dict[str, Any] = dict(
     d_state=16, ssm_ratio=2.0, mlp_ratio=0.0, forward_type="v0", conv_bias=True,
     norm_layer="ln", downsample="v1", patch_embed="v1",
 )  # fmt: skip
-_V2 = dict(
+_V2: dict[str, Any] = dict(
     d_state=1, mlp_ratio=4.0, forward_type="v05_noz", conv_bias=False,
     norm_layer="ln2d", downsample="v3", patch_embed="v2",
 )  # fmt: skip
@@ -260,7 +260,8 @@ for _name, _depths, _dim, _family in [
     ("vmamba_test", (1, 1, 2, 1), 16, dict(_V2, ssm_ratio=2.0, num_classes=10)),
     ("vanilla_vmamba_test", (1, 1, 2, 1), 16, dict(_V0, d_state=4, num_classes=10)),
 ]:
-    register(VMambaConfig(name=_name, depths=_depths, dims=_dim, **_family))
+    _dims = tuple(_dim * 2**_i for _i in range(len(_depths)))  # the official dims=C shorthand
+    register(VMambaConfig(name=_name, depths=_depths, dims=_dims, **_family))
 
 OFFICIAL_VARIANTS = tuple(n for n in _REGISTRY if not n.endswith("_test"))
 

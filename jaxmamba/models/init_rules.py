@@ -6,8 +6,8 @@ forms: ``rule(key, shape, dtype)``, a JAX initialiser as Flax expects, and ``rul
 shape)``, the same distribution drawn with NumPy. :func:`draw_params` takes the shapes from
 ``jax.eval_shape`` of a module's ``init`` (tracing only, nothing compiled), records which rule
 each parameter declared, and draws every parameter with NumPy from a generator seeded by
-``(seed, the parameter's path)``: a model is ready in about a second, where compiling Flax's
-monolithic ``init`` (one threefry program per parameter) took 15 s for VMamba-T. With a given
+``(seed, the parameter's path)``: much faster than compiling Flax's monolithic ``init`` (one
+threefry program per parameter; see ``benchmarks/results/model_init_cpu.md``). With a given
 NumPy (whose ``Generator`` streams may change between releases, NEP 19) a parameter's value
 depends only on the seed, its path and its shape, not on which other parameters exist; the
 values fill the array in C order, so a parameter with fewer routes (K rows) gets the first K

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -39,16 +40,17 @@ def path_to_key(path: tuple[str, ...]) -> str:
     >>> path_to_key(("layers_0", "downsample_1", "weight"))
     'layers.0.downsample.1.weight'
     """
-    segs = []
+    segs: list[str] = []
     for p in path:
         m = _SEGMENT.match(p)
         segs.extend([m.group(1), m.group(2)] if m else [p])
     return ".".join(segs)
 
 
-def flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
-    """Nested dict → ``{path: leaf}``."""
-    out: dict[tuple[str, ...], object] = {}
+def flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Nested dict → ``{path: leaf}`` (a leaf is whatever the tree holds: an array, a shape
+    struct, Orbax metadata)."""
+    out: dict[tuple[str, ...], Any] = {}
     for k, v in tree.items():
         if isinstance(v, Mapping):
             out.update(flatten(v, prefix + (k,)))

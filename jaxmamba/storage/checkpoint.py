@@ -20,10 +20,12 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import DTypeLike
 
 from jaxmamba.errors import CheckpointError
 from jaxmamba.models import params as P
@@ -101,7 +103,8 @@ def _config_to_json(config: VMambaConfig) -> str:
     return json.dumps(payload, indent=1) + "\n"
 
 
-def _config_from_json(text: str, source: Path) -> VMambaConfig:
+def _config_from_json(text: str, source: Path) -> tuple[VMambaConfig, int]:
+    """The config in a checkpoint's ``config.json`` text, and the file's format version."""
     payload = store.parse_json(text, source)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
@@ -135,7 +138,7 @@ def _config_from_json(text: str, source: Path) -> VMambaConfig:
             f"{source} names the variant {config.name!r} but differs from it: {'; '.join(diffs)}"
             " (a changed variant is named 'custom')"
         )
-    return config
+    return config, int(payload["format_version"])
 
 
 def _float32_params(model: Model) -> dict:
@@ -205,7 +208,7 @@ def load(directory: str | os.PathLike) -> Model:
         text = config_file.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise CheckpointError(f"cannot read {config_file}: {e}") from None
-    config = _config_from_json(text, config_file)
+    config, format_version = _config_from_json(text, config_file)
     params_dir = directory / PARAMS_DIR
     if not params_dir.is_dir():
         raise CheckpointError(f"{directory} is not a jaxmamba checkpoint: no {PARAMS_DIR}/")
@@ -225,7 +228,7 @@ def load(directory: str | os.PathLike) -> Model:
                     shapes, dtypes = stored
                     check_params(config, shapes, f"the checkpoint in {params_dir}")
                     _check_dtypes(dtypes, params_dir)
-                if store.parse_json(text, config_file)["format_version"] >= 2:  # v1: no checksums
+                if format_version >= 2:  # version 1 has no checksums
                     try:
                         store.verify(directory)  # before reading a single number
                     except CheckpointError as e:
@@ -242,13 +245,15 @@ def load(directory: str | os.PathLike) -> Model:
             f"cannot restore the parameters of {config.describe()} from {params_dir}: "
             f"{type(e).__name__}: {store.first_line(e)}"
         ) from e
-    if jax.tree.structure(restored) != jax.tree.structure(target):
+    # jaxlib ships no type stubs for PyTreeDef (mypy cannot compare two): held as Any
+    restored_tree: Any = jax.tree.structure(restored)
+    if restored_tree != jax.tree.structure(target):
         raise CheckpointError(f"{params_dir} does not hold the parameter tree of the config")
     params = jax.tree.map(lambda x: jnp.asarray(np.asarray(x, np.float32)), restored)
     return Model(config, params)
 
 
-def _check_dtypes(dtypes: Mapping[str, object], params_dir: Path) -> None:
+def _check_dtypes(dtypes: Mapping[str, DTypeLike | None], params_dir: Path) -> None:
     """Refuse stored parameters that are not floating point (restoring would cast them)."""
     bad = []
     for key, dtype in dtypes.items():
@@ -265,7 +270,9 @@ def _check_dtypes(dtypes: Mapping[str, object], params_dir: Path) -> None:
         )
 
 
-def _stored_shapes(checkpointer, path: Path):
+def _stored_shapes(
+    checkpointer, path: Path
+) -> tuple[dict[str, tuple[int, ...]], dict[str, DTypeLike | None]] | None:
     """``(key → shape, key → dtype)`` of the arrays in an Orbax checkpoint, or ``None`` if its
     metadata is unusual."""
     try:
@@ -276,7 +283,8 @@ def _stored_shapes(checkpointer, path: Path):
     tree = getattr(tree, "tree", tree)
     if not isinstance(tree, Mapping) or not tree:
         return None
-    shapes, dtypes = {}, {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, DTypeLike | None] = {}
     for p, leaf in P.flatten(tree).items():
         shape = getattr(leaf, "shape", None)
         if shape is None:

@@ -54,8 +54,11 @@ def enable_compile_cache(directory: str | os.PathLike | None = None) -> Path | N
     """
     if os.environ.get(ENV_OFF, "") not in ("", "0"):
         return None
-    if jax.config.jax_compilation_cache_dir:  # the caller's own choice wins
-        return Path(jax.config.jax_compilation_cache_dir)
+    # The caller's own choice wins. A flag with a context manager is read as an attribute, which
+    # jax sets dynamically (its Config class declares none).
+    configured = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]
+    if configured:
+        return Path(configured)
     path = Path(directory).expanduser().absolute() if directory is not None else cache_dir()
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -61,11 +61,11 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
         paths = [paths]  # one path, not its characters
     if not isinstance(paths, Iterable):
         raise ImageError(f"image paths must be a list of paths, got {type(paths).__name__}")
-    paths = [_path(p) for p in paths]
-    if not paths:
+    resolved = [_path(p) for p in paths]
+    if not resolved:
         raise ImageError("no image paths given; name files or folders")
     found: list[Path] = []
-    for p in paths:
+    for p in resolved:
         try:
             mode = p.stat().st_mode
         except (FileNotFoundError, NotADirectoryError):
@@ -81,7 +81,7 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
         else:
             raise ImageError(f"{p} is not a regular file or folder ({file_kind(mode)})")
     if not found:
-        raise ImageError(f"no images found in {', '.join(map(str, paths))}")
+        raise ImageError(f"no images found in {', '.join(map(str, resolved))}")
     return found
 
 

@@ -1,4 +1,4 @@
-"""Training: the bundled digits, optimiser, the resumable loop, evaluation, the shipped models' recipe.
+"""Training: the bundled digits, optimiser, resumable loop, evaluation, the shipped models' recipe.
 
 ``data`` (images that ship with the package, augmentation, batching), ``optim``
 (``TrainConfig``, AdamW with warm-up and cosine decay), ``loop`` (``fit``), ``evaluate`` and

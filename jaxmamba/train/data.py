@@ -79,11 +79,11 @@ def split_indices(
         raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
     labels = np.asarray(labels)
     rng = np.random.RandomState(seed)
-    test = []
+    chosen = []
     for c in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == c))
-        test.append(members[: int(round(test_fraction * len(members)))])
-    test = np.sort(np.concatenate(test))
+        chosen.append(members[: int(round(test_fraction * len(members)))])
+    test = np.sort(np.concatenate(chosen))
     train = np.setdiff1d(np.arange(len(labels)), test)
     return train, test
 

@@ -157,15 +157,16 @@ class _Checkpoints:
         current = _json_roundtrip(self.identity)
         if stored != current:
             diffs = []
-            for k in current:
-                if isinstance(current[k], dict) and isinstance(stored[k], dict):
+            for k, now in current.items():
+                then = stored[k]
+                if isinstance(now, dict) and isinstance(then, dict):
                     diffs += [
-                        f"{k}.{f}: {stored[k].get(f)!r} in the checkpoint, {v!r} now"
-                        for f, v in current[k].items()
-                        if stored[k].get(f) != v
+                        f"{k}.{f}: {then.get(f)!r} in the checkpoint, {v!r} now"
+                        for f, v in now.items()
+                        if then.get(f) != v
                     ]
-                elif stored[k] != current[k]:
-                    diffs.append(f"{k}: {stored[k]!r} in the checkpoint, {current[k]!r} now")
+                elif then != now:
+                    diffs.append(f"{k}: {then!r} in the checkpoint, {now!r} now")
             raise TrainError(
                 f"{self.out_dir} holds a different run (checkpoint of step {step}): "
                 + "; ".join(diffs)
@@ -262,7 +263,7 @@ def fit(
         if latest is not None:
             target = {"params": model.params, "opt_state": opt_state, "key": root}
             state, meta = ckpt.restore(latest, target)
-            model = model.replace(params=state["params"])
+            model = dataclasses.replace(model, params=state["params"])
             opt_state, root = state["opt_state"], state["key"]
             step, sums, history = int(meta["step"]), list(meta["sums"]), meta["history"]
     data_key, step_key = jax.random.split(root)
@@ -303,12 +304,10 @@ def fit(
             sums[3] += time.perf_counter() - tic
             if step % steps_per_epoch == 0:  # the epoch is complete
                 last = step == total
-                evaluate_now = test is not None and (
-                    last or (config.eval_every and (epoch + 1) % config.eval_every == 0)
-                )
+                due = last or (config.eval_every and (epoch + 1) % config.eval_every == 0)
                 test_acc = (
                     evaluate(model, *test, order=order, batch_size=config.eval_batch_size)
-                    if evaluate_now
+                    if test is not None and due
                     else None
                 )
                 row = {
