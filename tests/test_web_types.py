@@ -25,8 +25,10 @@ def test_the_front_end_type_checks():
         if os.environ.get("CI"):
             pytest.fail(why + ": CI must run the tsc check")
         pytest.skip(why)
-    run = subprocess.run([node, str(TSC), "--noEmit", "-p", str(ROOT / "tsconfig.json")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    command = [node, str(TSC), "--noEmit", "-p", str(ROOT / "tsconfig.json")]
+    run = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
     assert run.returncode == 0, "tsc found type errors:\n" + run.stdout + run.stderr
 
 
