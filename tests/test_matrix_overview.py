@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ import jaxmamba
 from jaxmamba.errors import StudyError
 from jaxmamba.study import map_selection, write_study, write_synthetic_study
 from jaxmamba.views.protocol import ViewAPI
+from jaxmamba.views.web import web_file
 
-APP_JS = Path(jaxmamba.__file__).parent / "web" / "app.js"
 S0 = "layers.0.blocks.0"  # 16 x 16 at 64 x 64 (L = 256)
 
 
@@ -188,7 +187,7 @@ def _run_node(script: str) -> dict:
     node = shutil.which("node") or shutil.which("nodejs")
     if node is None:
         pytest.skip("needs Node.js to run app.js outside a browser")
-    src = APP_JS.read_text("utf-8")
+    src = web_file("app.js")
     run = subprocess.run([node, "-e", src + "\n" + script], capture_output=True, text=True,
                          timeout=120, check=False)  # fmt: skip
     assert run.returncode == 0, run.stderr

@@ -15,7 +15,6 @@ import subprocess
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from conftest import severe, wait_idle
@@ -446,7 +445,6 @@ def test_serve_restarts_on_a_port_in_time_wait(study, monkeypatch, capsys):
 
 # ---- the page's requests time out (app.js run by Node, when installed) -------------------------
 NODE = shutil.which("node")
-APP_JS = Path(jaxmamba.__file__).parent / "web" / "app.js"
 SCRIPT = """
 const fs = require("fs"), vm = require("vm");
 vm.runInThisContext(fs.readFileSync(process.argv[1], "utf8") + "\\n;globalThis.JM = JM;");
@@ -461,13 +459,17 @@ Promise.all([report("heat", http.heat("cross", "BLOCK", "sum", "query", [1], "me
 
 
 @pytest.mark.skipif(NODE is None, reason="needs node to run app.js")
-def test_the_page_gives_up_a_request_after_its_timeout(study, monkeypatch):
+def test_the_page_gives_up_a_request_after_its_timeout(study, monkeypatch, tmp_path):
     from jaxmamba.views.server import ServerThread
+    from jaxmamba.views.web import web_file
+
+    app_js = tmp_path / "app.js"
+    app_js.write_text(web_file("app.js"), "utf-8")
 
     heat = study.heat
     monkeypatch.setattr(study, "heat", lambda *a, **k: time.sleep(2) or heat(*a, **k))
     with ServerThread(study) as server:
-        out = subprocess.run([NODE, "-e", SCRIPT, str(APP_JS), server.url + "/api"],
+        out = subprocess.run([NODE, "-e", SCRIPT, str(app_js), server.url + "/api"],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [

@@ -1,0 +1,206 @@
+/* The data sources: the local server (HTTP), the offline file (data embedded in the page) and
+ * the notebook widget (widget messages); each a Source (types.js). */
+
+/** How long a request may take before the page shows an error instead of waiting: a single
+ *  image's map is computed on demand (seconds; longer on the first, compiling, request). */
+const REQUEST_TIMEOUT_MS = 120000;
+/** @param {number} ms */
+const timeoutError = (ms) => new Error(`no answer within ${ms / 1000} s; try again`);
+
+/** The local server: GET/POST /api/<method> on the page's own origin (relative URLs), each
+ *  request given up after timeoutMs.
+ * @param {string} base  the API's URL ("api")
+ * @param {number} [timeoutMs]
+ * @returns {Source}
+ */
+function httpSource(base, timeoutMs = REQUEST_TIMEOUT_MS) {
+  /** @type {(args: Object<string, any>) => URLSearchParams} */
+  const query = (args) => new URLSearchParams(Object.entries(args).filter(([, v]) => v !== undefined && v !== null));
+  /** @type {(m: string, args?: Object<string, any>) => string} */
+  const endpoint = (m, args) => base + "/" + m + (args ? "?" + query(args) : "");  // no "undefined" arguments
+  /** @param {Response} r */
+  async function check(r) {
+    if (!r.ok) { let msg = r.statusText; try { msg = (await r.json()).error; } catch (e) { /* text */ } throw new Error(msg); }
+    return r;
+  }
+  /**
+   * fetch, checked, and its body read, within timeoutMs (an error after it).
+   * @template T
+   * @param {string} url
+   * @param {(r: Response) => Promise<T>} read
+   * @param {RequestInit} [init]
+   * @returns {Promise<T>}
+   */
+  async function request(url, read, init = {}) {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), timeoutMs);
+    try {
+      return await read(await check(await fetch(url, { ...init, credentials: "same-origin", signal: ctl.signal })));
+    } catch (e) {
+      throw ctl.signal.aborted ? timeoutError(timeoutMs) : e;
+    } finally { clearTimeout(timer); }
+  }
+  const floats = async (/** @type {Response} */ r) => new Float32Array(await r.arrayBuffer());
+  const described = async (/** @type {Response} */ r) => ({ content: JSON.parse(r.headers.get("X-Array") || "{}"), values: await floats(r) });
+  return {
+    kind: "http",
+    meta: () => request(endpoint("meta"), (r) => r.json()),
+    coords: (order, block, method, subject) => request(endpoint("coords", { order, block, method, subject }), floats),
+    routes: (order, block) => request(endpoint("routes", { order, block }), async (r) => new Int32Array(await r.arrayBuffer())),
+    points: (kind, order, stage, method) => request(endpoint("points", { kind, order, stage, method }), floats),
+    heat: (order, block, route, direction, patches, subject) =>
+      request(endpoint("heat"), floats, { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ order, block, route, direction, patches, subject }) }),
+    matrix: (order, block, route, coords, size) => request(endpoint("matrix", { order, block, route, coords, size }), described),
+    overview: (order, block, route, direction, patches, subject) =>
+      request(endpoint("overview"), described, { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ order, block, route, direction, patches, subject }) }),
+    imageUrl: (i) => endpoint("image", { index: i }),
+  };
+}
+
+/**
+ * The offline file: every map of a small subset embedded (encoded) in the page.
+ * @param {Object<string, any>} D  the data of jaxmamba.views.export.explorer_data
+ * @returns {Source}
+ */
+function embeddedSource(D) {
+  /** @type {Map<string, Float32Array>} */
+  const cache = new Map();
+  /** @type {(order: string, block: string) => Object<string, any>} */
+  const entry = (order, block) => {
+    const e = D.data[order] && D.data[order][block];
+    if (!e) throw new Error("no data for " + order + " / " + block);
+    return e;
+  };
+  /** @type {(order: string, block: string, route: string) => Float32Array} */
+  const matrix = (order, block, route) => {
+    const key = order + "|" + block + "|" + route;
+    if (!cache.has(key)) {
+      const e = entry(order, block);
+      cache.set(key, decodeMatrix(route === "sum" ? e.attn : e.route_attn[+route]));
+    }
+    return cache.get(key);
+  };
+  const names = Object.keys(D.data);
+  /** @type {Map<string, BlockMeta>} */
+  const blocks = new Map();
+  for (const o of names) for (const [b, e] of Object.entries(D.data[o]))
+    if (!blocks.has(b)) blocks.set(b, { name: b, stage: e.stage, index: e.index === undefined ? null : e.index, grid: [e.h, e.w] });
+  /** @type {Meta} */
+  const meta = {
+    title: D.title, count: D.count === undefined ? null : D.count, signed: D.signed === undefined ? true : D.signed,
+    methods: [...new Set(names.flatMap((o) => Object.values(D.data[o]).flatMap((e) => Object.keys(e.coords))))],
+    route_maps: names.some((o) => Object.values(D.data[o]).some((e) => !!e.route_attn)),
+    orders: names.map((o) => ({ name: o, routes: null, model: (D.models || {})[o] || null,
+      model_digest: (D.model_digests || {})[o] || null, blocks: Object.keys(D.data[o]) })),
+    blocks: [...blocks.values()],
+    images: D.images.map((im) => ({ name: im.name })),
+    single_images: [],
+    stages: [...new Set([...blocks.values()].map((b) => b.stage))].map((st) => {
+      const members = [...blocks.values()].filter((b) => b.stage === st);
+      return { stage: st, grid: members[0].grid, blocks: members.map((b) => b.name) };
+    }),
+    findings: D.findings || {},
+    joint: D.joint || {},
+  };
+  return {
+    kind: "embedded",
+    meta: async () => meta,
+    coords: async (order, block, method) => Float32Array.from(entry(order, block).coords[method].flat()),
+    routes: async (order, block) => { const r = entry(order, block).routes; return r ? Int32Array.from(r.flat()) : null; },
+    points: async (kind, order, stage, method) => {
+      const p = kind === "joint" && D.joint && D.joint[order] && D.joint[order][stage];
+      if (!p || !p[method]) throw new Error("this file holds no " + kind + " embedding of stage " + stage);
+      return Float32Array.from(p[method].flat());
+    },
+    heat: async (order, block, route, direction, patches) => {
+      const e = entry(order, block);
+      return meanRows(matrix(order, block, route), e.h * e.w, patches, direction);
+    },
+    matrix: async (order, block, route, coords, size) => {
+      const e = entry(order, block), L = e.h * e.w;
+      if (!e.routes) throw new Error("this file holds no scan routes of " + order + " / " + block);
+      if (route !== "sum" && !e.route_attn) throw new Error("this file holds no per-route maps (export --routes keeps them)");
+      if (route !== "sum" && !(Number.isInteger(+route) && +route >= 0 && +route < e.routes.length))
+        throw new Error(`route must be 'sum' or 0..${e.routes.length - 1}, got ${route}`);
+      const [c, , f, n] = matrixArgs(L, e.routes.length, route, coords, size);
+      const key = ["pooled", order, block, route, c, f].join("|");
+      if (!cache.has(key)) cache.set(key, poolMatrix(matrix(order, block, route), L, e.routes[c], f));
+      return { content: { dtype: "float32", shape: [n, n], f, L, coords: c, route, n }, values: cache.get(key) };
+    },
+    overview: async (order, block, route, direction, patches, subject) => {
+      if (subject !== undefined && subject !== null && subject !== "mean") throw new Error("this file holds the mean maps only");
+      /** @type {Object<string, any>[]} */
+    const parts = [];
+    /** @type {Float32Array[]} */
+    const chunks = [];
+    const from = entry(order, block);
+      let offset = 0;
+      for (const [name, e] of Object.entries(D.data[order])) {
+        const L = e.h * e.w, sel = mapCells(patches, [from.h, from.w], [e.h, e.w]);
+        chunks.push(meanRows(matrix(order, name, route), L, sel, direction));
+        parts.push({ name, stage: e.stage, grid: [e.h, e.w], offset, length: L });
+        offset += L;
+      }
+      const values = new Float32Array(offset);
+      chunks.forEach((c, i) => values.set(c, parts[i].offset));
+      return { content: { dtype: "float32", shape: [offset], blocks: parts }, values };
+    },
+    imageUrl: (i) => D.images[i].src,
+    rowSync: (order, block, route, p) => { const e = entry(order, block), n = e.h * e.w; return matrix(order, block, route).slice(p * n, (p + 1) * n); },
+  };
+}
+
+/** The notebook widget (anywidget): requests and answers as widget messages; a request not
+ *  answered within timeoutMs is given up with an error.
+ * @param {{on: (name: string, f: (msg: any, buffers: DataView[]) => void) => void,
+ *   send: (msg: Object<string, any>) => void}} model  the anywidget model
+ * @param {number} [timeoutMs]
+ * @returns {Source}
+ */
+function widgetSource(model, timeoutMs = REQUEST_TIMEOUT_MS) {
+  let next = 1;
+  /** @typedef {{content: any, bytes: ArrayBuffer}} Answer */
+  /** @type {Map<number, {resolve: (a: Answer) => void, reject: (e: Error) => void, timer: number}>} */
+  const pending = new Map();
+  model.on("msg:custom", (msg, buffers) => {
+    if (!msg || msg.kind !== "jm-answer" || !pending.has(msg.id)) return;
+    const { resolve, reject, timer } = pending.get(msg.id);
+    pending.delete(msg.id);
+    clearTimeout(timer);
+    if (msg.error) { reject(new Error(msg.error)); return; }
+    const dv = buffers && buffers[0];
+    resolve({ content: msg.content, bytes: dv ? /** @type {ArrayBuffer} */ (dv.buffer.slice(dv.byteOffset, dv.byteOffset + dv.byteLength)) : null });
+  });
+  /** @type {(method: string, args?: Object<string, any>) => Promise<Answer>} */
+  const ask = (method, args) => new Promise((resolve, reject) => {
+    const id = next++;
+    const timer = setTimeout(() => { if (pending.delete(id)) reject(timeoutError(timeoutMs)); }, timeoutMs);
+    pending.set(id, { resolve, reject, timer });
+    model.send({ kind: "jm-request", id, method, args: args || {} });
+  });
+  /** @type {Map<number, Promise<string>>} */
+  const urls = new Map();
+  return {
+    kind: "widget",
+    meta: async () => (await ask("meta")).content,
+    coords: async (order, block, method, subject) => new Float32Array((await ask("coords", { order, block, method, subject })).bytes),
+    routes: async (order, block) => new Int32Array((await ask("routes", { order, block })).bytes),
+    points: async (kind, order, stage, method) => new Float32Array((await ask("points", { kind, order, stage, method })).bytes),
+    heat: async (order, block, route, direction, patches, subject) =>
+      new Float32Array((await ask("heat", { order, block, route, direction, patches, subject })).bytes),
+    matrix: async (order, block, route, coords, size) => {
+      const a = await ask("matrix", { order, block, route, coords, size });
+      return { content: a.content, values: new Float32Array(a.bytes) };
+    },
+    overview: async (order, block, route, direction, patches, subject) => {
+      const a = await ask("overview", { order, block, route, direction, patches, subject });
+      return { content: a.content, values: new Float32Array(a.bytes) };
+    },
+    imageUrl: (i) => {
+      if (!urls.has(i)) urls.set(i, ask("image", { index: i }).then((a) => URL.createObjectURL(new Blob([a.bytes], { type: "image/png" }))));
+      return urls.get(i);
+    },
+  };
+}
