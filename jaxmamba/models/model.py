@@ -13,7 +13,7 @@ import functools
 import itertools
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -93,8 +93,8 @@ def abstract_model(variant: str | VMambaConfig = "vmamba_tiny_s1l8", **overrides
 
 
 def _init(config: VMambaConfig, seed: int) -> Model:
-    """Shapes by tracing (``jax.eval_shape``), values drawn on the host by each layer's
-    official rule (:mod:`jaxmamba.models.init_rules`): nothing is compiled, so a session starts quick."""
+    """Shapes by tracing (``jax.eval_shape``), values drawn on the host by each layer's official
+    rule (:mod:`jaxmamba.models.init_rules`): nothing is compiled, so a session starts quick."""
     return Model(config, draw_params(VSSM(config), seed, *_init_args(config)))
 
 
@@ -310,15 +310,17 @@ def apply(
     module = VSSM(model.config, implementation)
     routes = routes_for(model.config, order)
     images = images.astype(jnp.float32)
+    variables = {"params": model.params}
     if not capture:
-        return module.apply({"params": model.params}, images, routes, capture, pieces), ScanCache()
+        return cast(Array, module.apply(variables, images, routes, capture, pieces)), ScanCache()
     logits, state = module.apply(
-        {"params": model.params}, images, routes, capture, pieces, mutable=["intermediates"]
+        variables, images, routes, capture, pieces, mutable=["intermediates"]
     )
     found: dict[str, dict[str, Array]] = {}
     for path, value in P.flatten(state["intermediates"]).items():
         name = P.path_to_key(path[:-2])  # (..., "op", "x") -> layers.i.blocks.j
-        found.setdefault(name, {})[path[-1]] = jnp.concatenate(value)  # pieces of the batch
+        sown = cast(tuple[Array, ...], value)  # one per slice of the batch
+        found.setdefault(name, {})[path[-1]] = jnp.concatenate(sown)
     names = [n for n in model.config.block_names() if n in found]  # forward order
     return logits, ScanCache({n: BlockScan(found[n]["x"], found[n]["y"]) for n in names})
 

@@ -72,7 +72,8 @@ def cross_merge(
     """
     if is_hard(routes):
         inverse = inverse_of(routes)
-        return sum(jnp.take(y[:, k], jnp.asarray(inverse[k]), axis=-1) for k in range(len(routes)))
+        parts = [jnp.take(y[:, k], jnp.asarray(inverse[k]), axis=-1) for k in range(len(routes))]
+        return sum(parts[1:], parts[0])
     return jnp.einsum("kts,bkdt->bds", routes, y, precision=HIGHEST)
 
 
