@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmamba
-from jaxmamba.attention.extract import AttentionOptions, compute_maps, extract_attention
+from jaxmamba.attention.extract import compute_maps, extract_attention
+from jaxmamba.attention.options import AttentionOptions
 from jaxmamba.attention.tiles import spatial_maps
 from jaxmamba.models.ss2d import cross_scan, scan_inputs
 
@@ -50,17 +51,17 @@ def scan_regs(model, images):
         block = model.config.block(name, images.shape[1:3])
         op = model.params[f"layers_{block.stage}"][f"blocks_{block.index}"]["op"]
         routes = jaxmamba.make_routes("cross", *block.grid)
-        s = scan_inputs(op, cross_scan(cache[name]["x"], routes))
+        s = scan_inputs(op, cross_scan(cache.scan_input(name), routes))
         k, _, d = op["x_proj_weight"].shape
         l = routes.shape[1]
-        dt = jax.nn.softplus(s["delta"] + s["delta_bias"][:, None]).reshape(-1, k, d, l)[0]
+        dt = jax.nn.softplus(s.delta + s.delta_bias[:, None]).reshape(-1, k, d, l)[0]
         regs = dict(
-            dts=np.asarray(s["delta"][0]), delta_bias=np.asarray(s["delta_bias"]),
-            A_logs=np.asarray(op["A_logs"], np.float32), Bs=np.asarray(s["B"][0]),
-            Cs=np.asarray(s["C"][0]),
+            dts=np.asarray(s.delta[0]), delta_bias=np.asarray(s.delta_bias),
+            A_logs=np.asarray(op["A_logs"], np.float32), Bs=np.asarray(s.B[0]),
+            Cs=np.asarray(s.C[0]),
         )  # fmt: skip
         out[name] = dict(
-            regs=regs, dt=np.asarray(dt), A=np.asarray(s["A"]).reshape(k, d, -1),
+            regs=regs, dt=np.asarray(dt), A=np.asarray(s.A).reshape(k, d, -1),
             routes=routes, grid=block.grid,
         )  # fmt: skip
     return out
@@ -73,7 +74,7 @@ def vmamba_anchor(regs, H, W):
 
     As = -torch.exp(torch.from_numpy(regs["A_logs"]))
     Bs, Cs = torch.from_numpy(regs["Bs"])[None], torch.from_numpy(regs["Cs"])[None]
-    dts, delta_bias = torch.from_numpy(regs["dts"])[None], torch.from_numpy(regs["delta_bias"])
+    dts, delta_bias = torch.from_numpy(regs["dts"])[None], torch.from_numpy(regs.delta_bias)
     B, G, N, L = Bs.shape
     D = As.shape[0] // G
     mask = torch.tril(dts.new_ones((L, L)))

@@ -52,13 +52,12 @@ def torch_baseline(model, images, repeats):
 
 def whole(model, x, repeats) -> str:
     """Compile and time the forward on ``x`` with no stage cut into slices of the batch: the
-    module ``forward`` runs, built with ``pieces=()`` (what ``model.cpu_pieces`` gives on GPU)."""
-    from jaxmamba.models.model import routes_for
-    from jaxmamba.models.vmamba import VSSM
+    program ``forward`` runs, given ``pieces=()`` (what ``model.cpu_pieces`` gives on GPU)."""
+    from jaxmamba.models.model import Model, apply
     from jaxmamba.orders import as_order
 
-    module, routes = VSSM(model.config, pieces=()), routes_for(model.config, as_order(None))
-    fn = jax.jit(lambda p, v: module.apply({"params": p}, v, routes))
+    order = as_order(None)
+    fn = jax.jit(lambda p, v: apply(Model(model.config, p), v, order, None, frozenset(), ())[0])
     t = time.perf_counter()
     jax.block_until_ready(fn(model.params, x))
     compile_s = time.perf_counter() - t

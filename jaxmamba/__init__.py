@@ -12,8 +12,12 @@ d channel (d_inner), n SSM state, c model width.
 ((1, 4, 4), (2, 2))
 """
 
-from jaxmamba.attention.extract import AttentionMaps, AttentionOptions, extract_attention, verify
-from jaxmamba.attention.mean import attention_mean, rollout
+from jaxmamba.attention.extract import extract_attention
+from jaxmamba.attention.maps import AttentionMaps
+from jaxmamba.attention.mean import attention_mean
+from jaxmamba.attention.options import AttentionOptions
+from jaxmamba.attention.rollout import rollout
+from jaxmamba.attention.verify import verify
 from jaxmamba.errors import (
     AggregateError,
     AttentionError,

@@ -13,8 +13,10 @@ import pytest
 from conftest import rel_err
 
 import jaxmamba
-from jaxmamba.attention.extract import AttentionOptions, compute_maps, extract_attention
-from jaxmamba.attention.mean import AggregateError, attention_mean, rollout
+from jaxmamba.attention.extract import compute_maps, extract_attention
+from jaxmamba.attention.mean import AggregateError, attention_mean
+from jaxmamba.attention.options import AttentionOptions
+from jaxmamba.attention.rollout import rollout
 from jaxmamba.models.model import select_blocks
 from jaxmamba.orders import as_order
 

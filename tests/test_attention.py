@@ -12,8 +12,9 @@ from jaxmamba.attention.extract import (
     block_attention,
     extract_attention,
     route_attention,
-    verify,
 )
+from jaxmamba.attention.options import AttentionOptions
+from jaxmamba.attention.verify import verify
 
 
 def random_route_inputs(k=2, d=6, n=1, l=45, seed=0, dt_max=2.0, a_max=24.0):
@@ -90,7 +91,7 @@ def test_extracted_maps_reproduce_the_scan_output(model, order, shape):
 
 def test_verify_catches_a_wrong_output(model):
     """The identity check can fail: a 1% change of the block output is reported."""
-    from jaxmamba.attention.extract import _verify_block
+    from jaxmamba.attention.verify import _verify_block
 
     x = images((1, 64, 64, 3))
     _, cache = jaxmamba.run_with_cache(model, x, blocks=3)
@@ -150,7 +151,7 @@ def test_channel_options_against_per_channel_maps():
     d = u.shape[1]
 
     def maps(**kw):
-        return jax.jit(lambda op, u: block_attention(op, u, routes, **kw))(op, u)
+        return jax.jit(lambda op, u: block_attention(op, u, routes, AttentionOptions(**kw)))(op, u)
 
     per = np.asarray(maps(route_mode="each", channels=tuple(range(d))))
     mean = maps(route_mode="each")

@@ -21,7 +21,8 @@ import pytest
 
 import jaxmamba
 from jaxmamba import cli
-from jaxmamba.attention.extract import AttentionOptions, route_attention
+from jaxmamba.attention.extract import route_attention
+from jaxmamba.attention.options import AttentionOptions
 from jaxmamba.attention.tiles import causal_maps, chunk_plan
 from jaxmamba.cli import main
 from jaxmamba.errors import AttentionError, ExplorerError, ImageError, InputError

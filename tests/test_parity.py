@@ -100,18 +100,16 @@ def test_scan_tensors_of_first_and_last_block(official, size):
         op = model.params[f"layers_{i}"][f"blocks_{j}"]["op"]
         x = cache[block]["x"]
         s = scan_inputs(op, cross_scan(x, jaxmamba.make_routes("cross", h, w)))
-        y_scan = selective_scan(
-            s["u"], s["delta"], s["A"], s["B"], s["C"], s["D"], s["delta_bias"], delta_softplus=True
-        )
+        y_scan = selective_scan(*s, delta_softplus=True)
         where = f"{name} {size} {block}"
         checks += [
-            (f"{where} u (scan input)", s["u"], ref["u"]),
-            (f"{where} delta", s["delta"], ref["delta"]),
-            (f"{where} delta_bias", s["delta_bias"], ref["delta_bias"]),
-            (f"{where} A", s["A"], ref["A"]),
-            (f"{where} D", s["D"], ref["D"]),
-            (f"{where} B", s["B"], ref["B"]),
-            (f"{where} C", s["C"], ref["C"]),
+            (f"{where} u (scan input)", s.u, ref["u"]),
+            (f"{where} delta", s.delta, ref["delta"]),
+            (f"{where} delta_bias", s.delta_bias, ref["delta_bias"]),
+            (f"{where} A", s.A, ref["A"]),
+            (f"{where} D", s.D, ref["D"]),
+            (f"{where} B", s.B, ref["B"]),
+            (f"{where} C", s.C, ref["C"]),
             (f"{where} y_scan", y_scan, ref["y_scan"]),
             (f"{where} y_merged", cache[block]["y"], ref["y_merged"]),
         ]

@@ -19,8 +19,9 @@ import pytest
 from conftest import rel_err
 
 import jaxmamba
-from jaxmamba.attention.extract import extract_attention, route_attention, verify
+from jaxmamba.attention.extract import extract_attention, route_attention
 from jaxmamba.attention.mean import attention_mean
+from jaxmamba.attention.verify import verify
 from jaxmamba.errors import AggregateError, AttentionError, CheckpointError, ImageError
 from jaxmamba.models import params as P
 from jaxmamba.storage import store

@@ -234,7 +234,8 @@ def test_orders_share_one_program_with_the_same_maps(route_mode, orders):
     import jax
     from jax import monitoring
 
-    from jaxmamba.attention.extract import AttentionOptions, compute_maps
+    from jaxmamba.attention.extract import compute_maps
+    from jaxmamba.attention.options import AttentionOptions
     from jaxmamba.orders import Order, RouteTable
 
     model = jaxmamba.create_model("vmamba_test")

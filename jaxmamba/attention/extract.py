@@ -19,23 +19,30 @@ source patches q, both row-major indices ``p = r·w + c`` of the block's grid.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import itertools
 import math
-import numbers
-from collections.abc import Iterable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from jaxmamba.attention.maps import AttentionMaps
+from jaxmamba.attention.options import (
+    CHANNEL_MODES,
+    DEFAULT_OPTIONS,
+    NORMALIZE_MODES,
+    ROUTE_MODES,
+    AttentionOptions,
+    cut,
+    parse_channels,
+)
 from jaxmamba.attention.tiles import causal_maps, spatial_maps
 from jaxmamba.errors import AttentionError
+from jaxmamba.models.cache import ScanCache
 from jaxmamba.models.config import Block
 from jaxmamba.models.layers import HIGHEST
-from jaxmamba.models.model import Model, apply, check_images, select_blocks
+from jaxmamba.models.model import Model, apply, check_images, cpu_pieces, select_blocks
 from jaxmamba.models.ss2d import cross_scan, inverse_of, is_hard, scan_inputs
 from jaxmamba.orders import Order, RouteTable, SoftOrder, as_order
 
@@ -47,15 +54,14 @@ __all__ = [
     "NORMALIZE_MODES",
     "ROUTE_MODES",
     "block_attention",
+    "block_params",
+    "check_chunk",
     "compute_maps",
     "extract_attention",
     "route_attention",
-    "verify",
+    "scan_args",
+    "to_spatial",
 ]
-
-ROUTE_MODES = ("sum", "each", "nall")
-CHANNEL_MODES = ("mean", "abs_mean")
-NORMALIZE_MODES = (None, "minmax", "abs_minmax", "absmax", "row")
 
 
 def _default_chunk(l: int) -> int:
@@ -79,9 +85,9 @@ def route_attention(
       B, C: ``(K, N, L)`` input and output projections of each route.
       channels: ``"mean"`` (mean of α over channels), ``"abs_mean"`` (mean of |α|), or a
         tuple of channel indices (per-channel maps of those channels of every route).
-      chunk: query rows per tile T (default: :func:`jaxmamba.attention.tiles.chunk_plan` for ``"mean"``, a
-        power of two near √L otherwise; one above L is taken as L); results do not depend on
-        it.
+      chunk: query rows per tile T (default: :func:`jaxmamba.attention.tiles.chunk_plan` for
+        ``"mean"``, a power of two near √L otherwise; one above L is taken as L); results do not
+        depend on it.
 
     ``"mean"`` is computed by the chunked matrix products of :mod:`jaxmamba.attention.tiles`; the
     per-channel modes one query tile at a time, the keys before the tile by one product and the
@@ -99,15 +105,15 @@ def route_attention(
     [[0.5, 0.0, 0.0], [0.303, 0.5, 0.0], [0.184, 0.303, 0.5]]
     """
     k, d, l = dt.shape
-    _check_chunk(chunk)
-    picked = _channels(channels)  # a mode of CHANNEL_MODES, or channel indices
+    check_chunk(chunk)
+    picked = parse_channels(channels)  # a mode of CHANNEL_MODES, or channel indices
     if picked == "mean":
         return causal_maps(dt, A, B, C, chunk=chunk)
     if isinstance(picked, str):
         sel = None
     else:
         if not all(0 <= c < d for c in picked):
-            raise AttentionError(f"channels {_cut(picked)} out of range: there are {d}")
+            raise AttentionError(f"channels {cut(picked)} out of range: there are {d}")
         if len(picked) > d:
             raise AttentionError(f"{len(picked)} channels asked, there are {d}")
         sel = np.asarray(picked, dtype=np.int64)
@@ -174,14 +180,14 @@ def route_attention(
     return full[..., :l, :l]
 
 
-def _check_chunk(chunk) -> None:
+def check_chunk(chunk) -> None:
     if chunk is not None and (
         not isinstance(chunk, int | np.integer) or isinstance(chunk, bool) or chunk < 1
     ):
         raise AttentionError(f"chunk must be None or an int >= 1, got {chunk!r}")
 
 
-def _to_spatial(maps, routes):
+def to_spatial(maps, routes):
     """Scan-order route maps ``(..., K, [C,] L, L)`` → spatial row-major coordinates."""
     if is_hard(routes):
         inv = inverse_of(routes)
@@ -215,178 +221,6 @@ def _normalize(m, how):
     return m / jnp.where(s > 0, s, 1.0)
 
 
-MAX_CHANNELS = 65_536  # more channels than any block has (VMamba's widest: 2048)
-
-
-def _channels(channels) -> str | tuple[int, ...]:
-    """A channel mode, or a tuple of channel indices: ints (not bools), non-empty, at most
-    :data:`MAX_CHANNELS` of them, each below it; checked before a long iterable is
-    materialised (the range against a block's channels is checked where the block is known)."""
-    if isinstance(channels, str):
-        if channels not in CHANNEL_MODES:
-            raise AttentionError(
-                f"channels must be {CHANNEL_MODES} or a sequence of channel indices, "
-                f"got {channels!r}"
-            )
-        return channels
-    what = "channels must be a non-empty 1-D sequence of ints (channel indices)"
-    if isinstance(channels, bytes | bytearray | memoryview | Mapping) or not isinstance(
-        channels, Iterable
-    ):
-        raise AttentionError(f"{what}, got {type(channels).__name__} {_cut(channels)}")
-    if isinstance(channels, np.ndarray):
-        if channels.ndim != 1 or not np.issubdtype(channels.dtype, np.integer):
-            raise AttentionError(f"{what}, got a {channels.dtype} array of shape {channels.shape}")
-    items = list(itertools.islice(iter(channels), MAX_CHANNELS + 1))
-    if not items:
-        raise AttentionError(f"{what}, got {_cut(channels)} (non-empty, please)")
-    if len(items) > MAX_CHANNELS:
-        raise AttentionError(f"{what}: at most {MAX_CHANNELS} of them, got more")
-    for i, c in enumerate(items):
-        if isinstance(c, bool | np.bool_) or not isinstance(c, numbers.Integral):
-            raise AttentionError(
-                f"{what}; channels[{i}] is {type(c).__name__} {_cut(c)}, not an int"
-            )
-    picked = tuple(int(c) for c in items)
-    bad = next((c for c in picked if c >= MAX_CHANNELS), None)
-    if bad is not None:
-        raise AttentionError(f"channel {_cut(bad)} out of range: no block has {MAX_CHANNELS}")
-    return picked
-
-
-def _cut(value) -> str:
-    """``repr(value)``, at most 60 characters (for messages)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-@dataclasses.dataclass(frozen=True)
-class AttentionOptions:
-    """How hidden attention is aggregated into one map per block (hashable, static under jit).
-
-    Attributes:
-      route_mode: ``"sum"`` (routes summed in spatial coordinates, the paper's view), ``"each"``
-        (one map per route) or ``"nall"`` (each route min-max normalised, then averaged, as
-        VMamba's ``ret="nall"``).
-      channels: ``"mean"`` (mean of α over a route's channels, the paper's view),
-        ``"abs_mean"`` (mean of |α|), or a tuple of channel indices (per-channel maps).
-      include_skip: add the D skip on the diagonal (per route, averaged over channels like α).
-      normalize: ``None``, ``"minmax"``, ``"abs_minmax"``, ``"absmax"`` or ``"row"``, per map.
-
-    >>> AttentionOptions(route_mode="each", channels=[0, 3]).channels
-    (0, 3)
-    """
-
-    route_mode: str = "sum"
-    channels: str | tuple[int, ...] = "mean"
-    include_skip: bool = False
-    normalize: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.route_mode not in ROUTE_MODES:
-            raise AttentionError(
-                f"route_mode must be one of {ROUTE_MODES}, got {self.route_mode!r}"
-            )
-        if self.normalize not in NORMALIZE_MODES:
-            raise AttentionError(
-                f"normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}"
-            )
-        if not isinstance(self.include_skip, bool | np.bool_):
-            raise AttentionError(f"include_skip must be a bool, got {self.include_skip!r}")
-        object.__setattr__(self, "include_skip", bool(self.include_skip))
-        object.__setattr__(self, "channels", _channels(self.channels))
-
-    @property
-    def signed(self) -> bool:
-        """Whether maps can be negative (a signed map needs a diverging colour scale)."""
-        return self.channels != "abs_mean" and self.normalize not in ("abs_minmax",)
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "channels": self.channels}
-
-
-@jax.tree_util.register_pytree_node_class
-class AttentionMaps(Mapping):
-    """Attention maps per block, with what describes them; reads like ``{block name: map}``.
-
-    Attributes:
-      blocks: the :class:`~jaxmamba.models.config.Block` of every map (name, stage, index, grid), in
-        forward order.
-      order: the :class:`~jaxmamba.orders.Order` scanned, or ``"soft:<digest>"`` / ``"soft"``
-        for soft routes.
-      options: the :class:`AttentionOptions` the maps were made with.
-      count: how many images each map averages (:func:`jaxmamba.attention_mean`), or ``None``
-        for per-image maps, whose first axis is the batch (:func:`extract_attention`).
-      skipped: images left out of a mean because they held NaN or inf pixels.
-
-    A pytree: the maps are its leaves, everything else is static, so it passes through ``jit``,
-    ``grad`` and ``jax.tree.map``. Each map is ``([B,] L, L)``, ``([B,] K, L, L)`` with
-    ``route_mode="each"``, a channel subset adds a channel axis after the route axis; rows are
-    query patches p, columns source patches q, row-major on the block's grid.
-    """
-
-    def __init__(self, maps: Mapping, blocks, order, options, count=None, skipped: int = 0):
-        self.maps = dict(maps)
-        self.blocks = tuple(blocks)
-        self.order = order
-        self.options = options
-        self.count = count
-        self.skipped = skipped
-
-    # Mapping: block name -> map
-    def __getitem__(self, name: str):
-        return self.maps[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(b.name for b in self.blocks)
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def block(self, name: str) -> Block:
-        """The :class:`~jaxmamba.models.config.Block` of ``name``."""
-        for b in self.blocks:
-            if b.name == name:
-                return b
-        raise KeyError(name)
-
-    def grid(self, name: str) -> tuple[int, int]:
-        """The patch grid ``(h, w)`` of block ``name``."""
-        return self.block(name).grid
-
-    @property
-    def order_name(self) -> str:
-        """The order's display name (``"cross"``, ``"custom"``, ``"soft"`` ...)."""
-        return self.order if isinstance(self.order, str) else self.order.name
-
-    def replace(self, **changes) -> AttentionMaps:
-        fields = dict(maps=self.maps, blocks=self.blocks, order=self.order, options=self.options)
-        fields.update(count=self.count, skipped=self.skipped)
-        fields.update(changes)
-        return AttentionMaps(**fields)
-
-    def tree_flatten(self):
-        names = tuple(b.name for b in self.blocks)
-        return tuple(self.maps[n] for n in names), (
-            self.blocks,
-            self.order,
-            self.options,
-            self.count,
-        )
-
-    @classmethod
-    def tree_unflatten(cls, aux, leaves):
-        blocks, order, options, count = aux
-        return cls(
-            dict(zip((b.name for b in blocks), leaves, strict=True)), blocks, order, options, count
-        )
-
-    def __repr__(self) -> str:
-        what = "per image" if self.count is None else f"mean of {self.count} images"
-        shapes = ", ".join(f"{b.name}: {tuple(np.shape(self.maps[b.name]))}" for b in self.blocks)
-        return f"AttentionMaps({self.order_name}, {what}; {shapes})"
-
-
 def _order_label(order: Order | SoftOrder):
     return order if isinstance(order, Order) else "soft"
 
@@ -395,22 +229,24 @@ def block_attention(
     op: dict,
     x: Float[Array, "b d l"],
     routes: Int[np.ndarray, "k l"] | Float[Array, "k l l"],
+    options: AttentionOptions = DEFAULT_OPTIONS,
     *,
-    route_mode: str = "sum",
-    channels="mean",
-    include_skip: bool = False,
-    normalize: str | None = None,
     chunk: int | None = None,
+    groups=None,
 ) -> Float[Array, "b *kc l l"]:
     """Hidden attention of one SS2D block from its parameters and scan input.
 
     Args:
-      op: the block's SS2D parameters (``model.params["layers_i"]["blocks_j"]["op"]``).
+      op: the block's SS2D parameters (``model.params["layers_i"]["blocks_j"]["op"]``,
+        :func:`block_params`).
       x: ``(B, D, L)`` the block's features after in_proj, depthwise conv and SiLU, row-major
-        (``run_with_cache(...)[1][name]["x"]``).
+        (``run_with_cache(...)[1].scan_input(name)``).
       routes: ``(K, L)`` integer routes or soft ``(K, L, L)`` matrices of the block's grid.
-      route_mode, channels, include_skip, normalize: see :class:`AttentionOptions`.
+      options: how the maps are aggregated (:class:`AttentionOptions`; default: the channel
+        mean, routes summed, no skip, not normalised).
       chunk: query tile size (performance only).
+      groups: the routes' pairs where the routes are traced (a
+        :class:`~jaxmamba.orders.RouteTable`'s ``groups``); ``None`` finds them.
 
     Returns:
       ``(B, L, L)``; ``(B, K, L, L)`` with ``route_mode="each"``; a channel subset adds a channel
@@ -419,17 +255,15 @@ def block_attention(
     >>> import jax.numpy as jnp, jaxmamba
     >>> m = jaxmamba.create_model("vmamba_test")
     >>> x = jnp.ones((1, 256, 4))  # stage 3 of vmamba_test at 64x64: d_inner 256, a 2x2 grid
-    >>> op = m.params["layers_3"]["blocks_0"]["op"]
-    >>> block_attention(op, x, jaxmamba.make_routes("cross", 2, 2)).shape
+    >>> op = block_params(m, "layers.3.blocks.0")
+    >>> routes = jaxmamba.make_routes("cross", 2, 2)
+    >>> block_attention(op, x, routes).shape
     (1, 4, 4)
+    >>> block_attention(op, x, routes, AttentionOptions(route_mode="each")).shape
+    (1, 4, 4, 4)
     """
-    options = AttentionOptions(route_mode, channels, include_skip, normalize)
-    return _block_attention(op, x, routes, options, chunk)
-
-
-def _block_attention(op, x, routes, options: AttentionOptions, chunk, groups=None):
     b = x.shape[0]
-    dt, A, B, C, Dk = _scan_args(op, x, routes)
+    dt, A, B, C, Dk = scan_args(op, x, routes)
     if _tiled(options, routes):
         A = jnp.broadcast_to(A, (b,) + A.shape)
         return _finish(_mean_maps(dt, A, B, C, routes, options, chunk, groups), Dk[None],
@@ -446,7 +280,7 @@ def _block_attention(op, x, routes, options: AttentionOptions, chunk, groups=Non
         else:
             skip = Dk[:, np.asarray(options.channels)]  # (k, c)
             maps = maps + skip[None, :, :, None, None] * jnp.eye(l, dtype=maps.dtype)
-    maps = _to_spatial(maps, routes)
+    maps = to_spatial(maps, routes)
     if options.route_mode == "sum":
         return _normalize(jnp.sum(maps, axis=1), options.normalize)
     if options.route_mode == "nall":
@@ -454,18 +288,19 @@ def _block_attention(op, x, routes, options: AttentionOptions, chunk, groups=Non
     return _normalize(maps, options.normalize)
 
 
-def _scan_args(op, x, routes):
-    """Final Δ ``(B, K, D, L)``, A ``(K, D, N)``, B, C ``(B, K, N, L)``, D ``(K, D)`` of a block."""
-    b, d, l = x.shape
+def scan_args(op, x: Float[Array, "b d l"], routes):
+    """Final Δ ``(B, K, D, L)``, A ``(K, D, N)``, B, C ``(B, K, N, L)``, D ``(K, D)`` of a block,
+    from its parameters and row-major scan input ``x`` (``(B, D, L)``)."""
     k = op["x_proj_weight"].shape[0]
     n = op["A_logs"].shape[-1]
+    d = x.shape[1]
     s = scan_inputs(op, cross_scan(x.astype(jnp.float32), routes))
-    dt = jax.nn.softplus(s["delta"] + s["delta_bias"][:, None]).reshape(b, k, d, l)
-    return dt, s["A"].reshape(k, d, n), s["B"], s["C"], s["D"].reshape(k, d)
+    return s.final_delta(), s.A.reshape(k, d, n), s.B, s.C, s.D.reshape(k, d)
 
 
 def _tiled(options: AttentionOptions, routes) -> bool:
-    """Whether maps come from :func:`jaxmamba.attention.tiles.spatial_maps` (channel mean, hard routes)."""
+    """Whether maps come from :func:`jaxmamba.attention.tiles.spatial_maps` (channel mean, hard
+    routes)."""
     return options.channels == "mean" and is_hard(routes)
 
 
@@ -539,57 +374,64 @@ def extract_attention(
     ((1, 4, 4), (2, 2))
     """
     check_images(model.config, images)
-    _check_chunk(chunk)
+    check_chunk(chunk)
     options = AttentionOptions(route_mode, channels, include_skip, normalize)
     names = select_blocks(model.config, blocks)
-    return compute_maps(model, images, as_order(order), names, options, implementation, chunk)
+    pieces = cpu_pieces(model.config, images.shape)
+    return compute_maps(
+        model, images, as_order(order), names, options, implementation, chunk, pieces
+    )
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
 def compute_maps(
     model: Model,
-    images,
+    images: Float[Array, "b H W 3"],
     order: Order | SoftOrder,
     names: tuple[str, ...],
     options: AttentionOptions,
     implementation: str | None = None,
     chunk: int | None = None,
+    pieces: tuple[int, ...] = (),
 ) -> AttentionMaps:
     """:func:`extract_attention` with resolved arguments (jitted; for library code).
 
     ``order`` is an :class:`~jaxmamba.orders.Order` or :class:`~jaxmamba.orders.SoftOrder`,
-    ``names`` a tuple of block names, ``options`` an :class:`AttentionOptions`; the images are
-    not checked.
+    ``names`` a tuple of block names, ``options`` an :class:`AttentionOptions`, ``pieces`` the
+    batch slicing of the forward pass (:func:`~jaxmamba.models.model.cpu_pieces` of the images'
+    shape, chosen by the caller; ``()`` runs each stage whole); the images are not checked.
     """
-    blocks = [model.config.block(name, images.shape[1:3]) for name in names]
+    size = (images.shape[1], images.shape[2])
+    blocks = tuple(model.config.block(name, size) for name in names)
     if not isinstance(options.channels, str):  # checked while tracing: names the block
         for block in blocks:
             d = model.config.d_inner(block.stage)
             if not all(0 <= c < d for c in options.channels):
                 raise AttentionError(
-                    f"channels {_cut(options.channels)} out of range for {block.name}, which "
+                    f"channels {cut(options.channels)} out of range for {block.name}, which "
                     f"has {d} channels (0..{d - 1})"
                 )
             if len(options.channels) > d:
                 raise AttentionError(
                     f"{len(options.channels)} channels asked of {block.name}, which has {d}"
                 )
-    _, cache = apply(model, images, order, implementation, frozenset(names))
+    _, cache = apply(model, images, order, implementation, frozenset(names), pieces)
     maps = {}
     for same in _same_shape(blocks, cache):
         routes = order.routes(*same[0].grid)
         groups = order.groups(*same[0].grid) if isinstance(order, RouteTable) else None
         if len(same) == 1 or not _tiled(options, routes):
             for block in same:
-                maps[block.name] = _block_attention(
-                    block_params(model, block.name), cache[block.name]["x"], routes, options,
-                    chunk, groups,
+                maps[block.name] = block_attention(
+                    block_params(model, block.name), cache.scan_input(block.name), routes,
+                    options, chunk=chunk, groups=groups,
                 )  # fmt: skip
             continue
         # blocks of one shape: their scans go through the tiled kernel together
         b = images.shape[0]
         parts = [
-            _scan_args(block_params(model, blk.name), cache[blk.name]["x"], routes) for blk in same
+            scan_args(block_params(model, blk.name), cache.scan_input(blk.name), routes)
+            for blk in same
         ]
         dt, B, C = (jnp.concatenate([p[i] for p in parts]) for i in (0, 2, 3))
         A = jnp.concatenate([jnp.broadcast_to(p[1], (b,) + p[1].shape) for p in parts])
@@ -600,11 +442,11 @@ def compute_maps(
     return AttentionMaps(maps, blocks, _order_label(order), options)
 
 
-def _same_shape(blocks, cache) -> list[list[Block]]:
+def _same_shape(blocks, cache: ScanCache) -> list[list[Block]]:
     """Blocks grouped by grid and scan-input shape, in forward order of their first member."""
     groups: dict = {}
     for block in blocks:
-        groups.setdefault((block.grid, cache[block.name]["x"].shape), []).append(block)
+        groups.setdefault((block.grid, cache.scan_input(block.name).shape), []).append(block)
     return list(groups.values())
 
 
@@ -612,77 +454,3 @@ def block_params(model: Model, name: str) -> dict:
     """The SS2D parameters (``op``) of block ``name`` (``layers.i.blocks.j``)."""
     block = model.config.block(name, (0, 0))
     return model.params[f"layers_{block.stage}"][f"blocks_{block.index}"]["op"]
-
-
-def verify(
-    model: Model,
-    images: Float[Array, "b H W 3"],
-    *,
-    order=None,
-    blocks=None,
-    channel_group: int = 8,
-) -> dict:
-    """Worst relative error of rebuilding each block's scan output from its extracted maps.
-
-    For every channel d, ``M^d = Σ_k P_kᵀ α^{k,d} P_k + (Σ_k D_{k,d}) I`` (the per-channel maps of
-    :func:`block_attention` with the skip) is applied to the block's scan input and compared with
-    the block's actual cross-merged scan output: ``max|M u − y| / max|y|`` per block.  Channels
-    go ``channel_group`` at a time, so memory is ``B·K·channel_group·L²``.  Any order works, soft
-    routes too (``P_k`` is then the soft matrix).
-
-    A block whose maps, rebuilt output or scan output hold a NaN or an infinity gets ``nan``:
-    never a small number (XLA's max reduction may skip NaNs, so finiteness is checked on its own).
-
-    >>> import jax.numpy as jnp, jaxmamba
-    >>> m = jaxmamba.create_model("vmamba_test")
-    >>> err = verify(m, jnp.ones((1, 64, 64, 3)), blocks=3)
-    >>> bool(err["layers.3.blocks.0"] < 1e-5)
-    True
-    """
-    check_images(model.config, images, allow_empty=True)
-    if images.shape[0] == 0:
-        raise AttentionError("verify needs at least one image, got a batch of 0")
-    if not isinstance(channel_group, int) or isinstance(channel_group, bool) or channel_group < 1:
-        raise AttentionError(f"channel_group must be an int >= 1, got {channel_group!r}")
-    names = select_blocks(model.config, blocks)
-    order = as_order(order)
-    _, cache = apply(model, images, order, None, frozenset(names))
-    errors = {}
-    for name in names:
-        block = model.config.block(name, images.shape[1:3])
-        x, y = cache[name]["x"], cache[name]["y"]
-        group = min(channel_group, x.shape[1])
-        errors[name] = float(
-            _verify_block(block_params(model, name), x, y, order, block.grid, group)
-        )
-    return errors
-
-
-@functools.partial(jax.jit, static_argnums=(4, 5))
-def _verify_block(op, x, y, order: Order | SoftOrder, grid, group):
-    b, d, l = x.shape
-    routes = order.routes(*grid)
-    k = op["x_proj_weight"].shape[0]
-    n = op["A_logs"].shape[-1]
-    group = max(g for g in range(1, group + 1) if d % g == 0)
-    s = scan_inputs(op, cross_scan(x.astype(jnp.float32), routes))
-    dt = jax.nn.softplus(s["delta"] + s["delta_bias"][:, None]).reshape(b, k, d, l)
-    A, Dk = s["A"].reshape(k, d, n), s["D"].reshape(k, d)
-
-    def rebuild(lo):  # channels lo .. lo + group − 1 of every image
-        take = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, lo, group, axis=axis)
-        maps = jax.vmap(
-            lambda dt_b, B_b, C_b: route_attention(
-                dt_b, take(A, 1), B_b, C_b, channels=tuple(range(group))
-            )
-        )(take(dt, 2), s["B"], s["C"])  # (b, k, group, l, l) scan order
-        maps = maps + take(Dk, 1)[None, :, :, None, None] * jnp.eye(l, dtype=maps.dtype)
-        maps = jnp.sum(_to_spatial(maps, routes), axis=1)  # (b, group, l, l)
-        bad = jnp.sum(~jnp.isfinite(maps))
-        return jnp.einsum("bcpq,bcq->bcp", maps, take(x, 1), precision=HIGHEST), bad
-
-    rebuilt, bad = jax.lax.map(rebuild, jnp.arange(0, d, group))  # (d / group, b, group, l)
-    rebuilt = jnp.moveaxis(rebuilt, 0, 1).reshape(b, d, l)
-    finite = (jnp.sum(bad) == 0) & jnp.all(jnp.isfinite(rebuilt)) & jnp.all(jnp.isfinite(y))
-    err = jnp.max(jnp.abs(rebuilt - y)) / jnp.max(jnp.abs(y))
-    return jnp.where(finite, err, jnp.nan)

@@ -28,6 +28,8 @@ a float64 evaluation of the definition to float32 rounding (``tests/test_attenti
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -173,7 +175,7 @@ def _maps(dt, A, B, C, sizes: tuple[int, ...]):
     c = sizes[0]
     nch = t_ // c
     q, k, mid = _factors(flat(dt), flat(A), flat(B), flat(C), c)
-    left = [None]
+    left: list[Any] = [None]  # left[i]: query chunk i against the keys before it
     for i in range(1, nch):  # query chunk i against keys 0 .. i·c − 1, both routes of a pair
         kk = (mid[:, i, :i, None] * k[:, :i]).reshape(m * p, i * c, d * n)
         prod = jax.lax.dot_general(
@@ -279,8 +281,8 @@ def spatial_maps(
       routes: ``(K, L)`` integer routes (scan position → spatial index).
       each: return every route's map (``(M, K, L, L)``) instead of their sum (``(M, L, L)``).
       chunk: top-level chunk size (performance only).
-      groups: :func:`jaxmamba.orders.route_groups` of ``routes``; needed only where the routes are traced (a
-        :class:`~jaxmamba.orders.RouteTable`'s), read from them otherwise.
+      groups: :func:`jaxmamba.orders.route_groups` of ``routes``; needed only where the routes
+        are traced (a :class:`~jaxmamba.orders.RouteTable`'s), read from them otherwise.
 
     Returns:
       ``Σ_k P_kᵀ ᾱ_k P_k`` (or each term): row p is the query patch, column q the source patch.
@@ -309,26 +311,27 @@ def spatial_maps(
             jnp.stack([_pad(x[:, r], lp - l, r in second) for r in range(k)], axis=1)
             for x in (dt, B, C)
         )
-    maps = {}
+    maps: dict[tuple[int, ...], Array] = {}
     for size in sorted({len(g) for g in groups}):
         same = [g for g in groups if len(g) == size]
         idx = np.asarray(same)  # (G, size) routes of every group, scans × groups batched
         picked = [x[:, idx].reshape((m * len(same), size) + x.shape[2:]) for x in (dt, A, B, C)]
-        got = _maps(*picked, sizes)[:, :l, :l]
+        dt_g, A_g, B_g, C_g = picked
+        got = _maps(dt_g, A_g, B_g, C_g, sizes)[:, :l, :l]
         maps.update(zip(same, jnp.unstack(got.reshape(m, len(same), l, l), axis=1), strict=True))
-    out = []
+    parts = []
     for group in groups:
         g = maps[group]
         if traced:  # the same gathers, indices read from the traced routes
             inverse = jnp.argsort(routes[group[0]])
             g = jnp.take(jnp.take(g, inverse, axis=1), inverse, axis=2)
         else:
-            inverse = np.argsort(routes[group[0]])
-            if not np.array_equal(inverse, np.arange(l)):
-                g = jnp.take(jnp.take(g, jnp.asarray(inverse), axis=1), jnp.asarray(inverse),
+            known = np.argsort(routes[group[0]])
+            if not np.array_equal(known, np.arange(l)):
+                g = jnp.take(jnp.take(g, jnp.asarray(known), axis=1), jnp.asarray(known),
                              axis=2)  # fmt: skip
-        out.append(g)
-    out = jnp.stack(out, axis=1) / d if each else sum(out[1:], out[0]) / d
+        parts.append(g)
+    out = jnp.stack(parts, axis=1) / d if each else sum(parts[1:], parts[0]) / d
     return _undefined_where_a_is_not_finite(out, A)
 
 

@@ -1,10 +1,13 @@
-"""The models: configs, layers, the SS2D operator, the VMamba classifier, parameters and the model API.
+"""The models: configs, layers, the SS2D operator, the VMamba classifier, parameters, the model API.
 
 ``config`` (one frozen dataclass per released variant), ``layers`` (PyTorch-named layers),
-``ss2d`` (the 2-D selective scan with the patch order passed in as data), ``vmamba`` (the Flax
-classifier), ``init_rules`` (the official initialisation, drawn on the host), ``params`` (state-dict
-names <-> parameter tree) and ``model`` (``Model``, ``create_model``, ``forward``,
-``run_with_cache``). A second family (Vision Mamba) gets its own modules here.
+``ss2d`` (the 2-D selective scan with the patch order passed in as data, and ``ScanInputs``, the
+scan's typed arguments), ``vmamba`` (the Flax classifier), ``init_rules`` (the official
+initialisation, drawn on the host), ``params`` (state-dict names <-> parameter tree), ``cache``
+(``ScanCache``: what ``run_with_cache`` keeps, each block's scan input and output) and ``model``
+(``Model``, ``create_model``, ``forward``, ``run_with_cache``, and ``cpu_pieces``, the batch
+slicing a caller chooses for its device and passes to ``apply``). A second family (Vision
+Mamba) gets its own modules here.
 
 May import: :mod:`jaxmamba.errors`, :mod:`jaxmamba.orders`, :mod:`jaxmamba.kernels`. Nothing here
 reads or writes files (that is :mod:`jaxmamba.storage`) or knows about attention maps.

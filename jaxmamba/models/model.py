@@ -1,7 +1,10 @@
 """Public model API: ``Model``, ``create_model``, ``forward``, ``run_with_cache``.
 
 A model is a config plus a parameter pytree; every function here is pure and jit-compiled once per
-(config, order, blocks, implementation), which are static.
+(config, order, blocks, implementation, pieces), which are static. The device decision (how many
+slices of the batch each stage runs as, :func:`cpu_pieces`) is taken by the callers
+(:func:`forward`, :func:`run_with_cache`, the attention extraction and means) and passed to
+:func:`apply`: the model itself never asks which backend it runs on.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import functools
 import itertools
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -20,12 +23,14 @@ from jaxtyping import Array, Float
 
 from jaxmamba.errors import InputError
 from jaxmamba.models import params as P
+from jaxmamba.models.cache import BlockScan, ScanCache
 from jaxmamba.models.config import VMambaConfig, get_config
 from jaxmamba.models.init_rules import draw_params, trace_params
 from jaxmamba.models.vmamba import VSSM
 from jaxmamba.orders import Order, OrderError, SoftOrder, as_order
 
 __all__ = [
+    "BlockScan",
     "Model",
     "InputError",
     "abstract_model",
@@ -36,6 +41,7 @@ __all__ = [
     "forward",
     "routes_for",
     "run_with_cache",
+    "ScanCache",
     "select_blocks",
 ]
 
@@ -87,8 +93,8 @@ def abstract_model(variant: str | VMambaConfig = "vmamba_tiny_s1l8", **overrides
 
 
 def _init(config: VMambaConfig, seed: int) -> Model:
-    """Shapes by tracing (``jax.eval_shape``), values drawn on the host by each layer's
-    official rule (:mod:`jaxmamba.models.init_rules`): nothing is compiled, so a session starts quick."""
+    """Shapes by tracing (``jax.eval_shape``), values drawn on the host by each layer's official
+    rule (:mod:`jaxmamba.models.init_rules`): nothing is compiled, so a session starts quick."""
     return Model(config, draw_params(VSSM(config), seed, *_init_args(config)))
 
 
@@ -244,61 +250,87 @@ def forward(
     (2, 10)
     """
     check_images(model.config, images)
-    logits, _ = apply(model, images, as_order(order), implementation, frozenset())
+    pieces = cpu_pieces(model.config, images.shape)
+    logits, _ = apply(model, images, as_order(order), implementation, frozenset(), pieces)
     return logits
 
 
-def run_with_cache(model: Model, images, *, order=None, blocks=None, implementation=None):
+def run_with_cache(
+    model: Model,
+    images: Float[Array, "b H W 3"],
+    *,
+    order=None,
+    blocks=None,
+    implementation: str | None = None,
+) -> tuple[Float[Array, "b classes"], ScanCache]:
     """Logits and, for each selected block, its SS2D scan input and cross-merged scan output.
 
+    Args:
+      model, images, order, implementation: as in :func:`forward`.
+      blocks: as in :func:`select_blocks` (default: every block).
+
     Returns:
-      ``(logits, cache)`` with ``cache[name] = {"x": (B, D, L), "y": (B, D, L)}``: ``x`` is the
-      feature map after in_proj, depthwise conv and SiLU, ``y`` the cross-merged scan output
-      (the input of ``out_norm``), both in row-major spatial order.
+      ``(logits, cache)``: ``cache`` is a :class:`~jaxmamba.models.cache.ScanCache`,
+      ``cache[name]`` a :class:`~jaxmamba.models.cache.BlockScan` whose ``x`` ``(B, D, L)`` is the
+      feature map after in_proj, depthwise conv and SiLU and ``y`` ``(B, D, L)`` the cross-merged
+      scan output (the input of ``out_norm``), both in row-major spatial order.
 
     >>> import jax.numpy as jnp
     >>> m = create_model("vmamba_test")
     >>> _, cache = run_with_cache(m, jnp.zeros((1, 64, 64, 3)), blocks=0)
-    >>> cache["layers.0.blocks.0"]["x"].shape
+    >>> cache.scan_input("layers.0.blocks.0").shape
     (1, 32, 256)
+    >>> cache
+    ScanCache(1 block, x and y (B, D, L): layers.0.blocks.0 (1, 32, 256))
     """
     check_images(model.config, images)
     names = frozenset(select_blocks(model.config, blocks))
-    return apply(model, images, as_order(order), implementation, names)
+    pieces = cpu_pieces(model.config, images.shape)
+    return apply(model, images, as_order(order), implementation, names, pieces)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def apply(model: Model, images, order: Order | SoftOrder, implementation, capture: frozenset):
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def apply(
+    model: Model,
+    images,
+    order: Order | SoftOrder,
+    implementation: str | None,
+    capture: frozenset,
+    pieces: tuple[int, ...] = (),
+) -> tuple[Float[Array, "b classes"], ScanCache]:
     """The jitted forward with resolved arguments: ``(logits, cache)`` as :func:`run_with_cache`.
 
     ``order`` must already be an :class:`Order` or :class:`SoftOrder` (:func:`as_order`); a hard
     order is static (a pytree without leaves), soft routes are traced. ``capture`` is the
-    frozenset of block names whose scan input and output are returned. For library code that
-    calls the model inside its own ``jit``; users call :func:`forward` or
-    :func:`run_with_cache`.
+    frozenset of block names whose scan input and output are returned. ``pieces`` is the number
+    of slices of the batch each stage runs as (:func:`cpu_pieces` gives the default plan for the
+    device; ``()`` runs every stage whole). For library code that calls the model inside its own
+    ``jit``; users call :func:`forward` or :func:`run_with_cache`.
     """
-    module = VSSM(model.config, implementation, cpu_pieces(model.config, images.shape))
+    module = VSSM(model.config, implementation)
     routes = routes_for(model.config, order)
     images = images.astype(jnp.float32)
+    variables = {"params": model.params}
     if not capture:
-        return module.apply({"params": model.params}, images, routes), {}
+        return cast(Array, module.apply(variables, images, routes, capture, pieces)), ScanCache()
     logits, state = module.apply(
-        {"params": model.params}, images, routes, capture, mutable=["intermediates"]
+        variables, images, routes, capture, pieces, mutable=["intermediates"]
     )
-    cache = {}
+    found: dict[str, dict[str, Array]] = {}
     for path, value in P.flatten(state["intermediates"]).items():
         name = P.path_to_key(path[:-2])  # (..., "op", "x") -> layers.i.blocks.j
-        cache.setdefault(name, {})[path[-1]] = jnp.concatenate(value)  # pieces of the batch
-    return logits, cache
+        sown = cast(tuple[Array, ...], value)  # one per slice of the batch
+        found.setdefault(name, {})[path[-1]] = jnp.concatenate(sown)
+    names = [n for n in model.config.block_names() if n in found]  # forward order
+    return logits, ScanCache({n: BlockScan(found[n]["x"], found[n]["y"]) for n in names})
 
 
 # A stage whose widest activation of one image (the MLP's hidden layer or the K routed copies)
 # takes at least this many bytes runs as slices of the batch on XLA:CPU: whole-batch tensors
-# leave the cache (2 MB of L2 per core on the machine measured). vmamba_tiny_s1l8, 224², batch
-# 8 (benchmarks/forward.py --whole, 2 cores): 0.20-0.21 s per image whole, 0.135 with stages 0-1 cut
-# into 8 slices, 0.148 at batch 1. At most _MAX_PIECES slices: each is another copy of the stage
-# for XLA to compile (batch 8 compiles in 9.0 s instead of 5.1 s), so above 8 images a slice
-# holds several. Training steps are cut alike (the gradient of a sum of slices is exact).
+# leave the L2 cache, and the sliced batch runs faster per image (see
+# benchmarks/results/forward_cpu.txt, the "--whole" rows). At most _MAX_PIECES slices: each is
+# another copy of the stage for XLA to compile, so above 8 images a slice holds several.
+# Training steps are cut alike (the gradient of a sum of slices is exact).
 _SPLIT_BYTES = 2 * 2**20
 _MAX_PIECES = 8
 

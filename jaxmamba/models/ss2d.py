@@ -11,6 +11,8 @@ Routes are ``(K, L)`` integer permutations (scan position → row-major spatial 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -21,7 +23,9 @@ from jaxmamba.kernels import selective_scan
 from jaxmamba.models.init_rules import ALog, Constant, DtBias, Uniform, declare
 from jaxmamba.models.layers import HIGHEST, Conv2d, LayerNorm, Linear
 
-__all__ = ["SS2D", "cross_scan", "cross_merge", "scan_inputs", "inverse_of", "is_hard"]
+__all__ = [
+    "SS2D", "ScanInputs", "cross_scan", "cross_merge", "scan_inputs", "inverse_of", "is_hard",
+]  # fmt: skip
 
 
 def is_hard(routes) -> bool:
@@ -68,11 +72,42 @@ def cross_merge(
     """
     if is_hard(routes):
         inverse = inverse_of(routes)
-        return sum(jnp.take(y[:, k], jnp.asarray(inverse[k]), axis=-1) for k in range(len(routes)))
+        parts = [jnp.take(y[:, k], jnp.asarray(inverse[k]), axis=-1) for k in range(len(routes))]
+        return sum(parts[1:], parts[0])
     return jnp.einsum("kts,bkdt->bds", routes, y, precision=HIGHEST)
 
 
-def scan_inputs(op, xs):
+class ScanInputs(NamedTuple):
+    """The selective-scan arguments of one SS2D block (K routes, D channels, N states, L patches).
+
+    Exactly the official ``selective_scan(u, delta, A, B, C, D, delta_bias,
+    delta_softplus=True)`` arguments, in that order, so ``selective_scan(*inputs)`` runs them.
+
+    Attributes:
+      u: ``(B, K·D, L)`` routed input.
+      delta: ``(B, K·D, L)`` Δ before its bias and softplus.
+      A: ``(K·D, N)`` negative state matrix.
+      B, C: ``(B, K, N, L)`` input and output projections of each route.
+      D: ``(K·D,)`` skip weights.
+      delta_bias: ``(K·D,)`` Δ's bias.
+    """
+
+    u: Float[Array, "b kd l"]
+    delta: Float[Array, "b kd l"]
+    A: Float[Array, "kd n"]
+    B: Float[Array, "b k n l"]
+    C: Float[Array, "b k n l"]
+    D: Float[Array, " kd"]
+    delta_bias: Float[Array, " kd"]
+
+    def final_delta(self) -> Float[Array, "b k d l"]:
+        """Δ as the scan uses it: ``softplus(delta + delta_bias)``, ``(B, K, D, L)``."""
+        b, k = self.B.shape[:2]
+        dt = jax.nn.softplus(self.delta + self.delta_bias[:, None])
+        return dt.reshape(b, k, -1, dt.shape[-1])
+
+
+def scan_inputs(op, xs: Float[Array, "b k d l"]) -> ScanInputs:
     """The selective-scan arguments of one SS2D block, from its parameters and routed input.
 
     Args:
@@ -82,9 +117,13 @@ def scan_inputs(op, xs):
         conv and SiLU).
 
     Returns:
-      dict with ``u``, ``delta`` ``(B, K·D, L)`` (Δ before bias and softplus), ``A`` ``(K·D, N)``,
-      ``B``, ``C`` ``(B, K, N, L)``, ``D`` and ``delta_bias`` ``(K·D,)``: exactly the official
-      ``selective_scan(u, delta, A, B, C, D, delta_bias, delta_softplus=True)`` arguments.
+      :class:`ScanInputs` (``u``, ``delta``, ``A``, ``B``, ``C``, ``D``, ``delta_bias``).
+
+    >>> import jax.numpy as jnp, jaxmamba
+    >>> op = jaxmamba.create_model("vmamba_test").params["layers_3"]["blocks_0"]["op"]
+    >>> s = scan_inputs(op, jnp.ones((1, 4, 256, 4)))  # K=4 routes, D=256, L=4 (a 2x2 grid)
+    >>> s.u.shape, s.A.shape, s.B.shape, s.final_delta().shape
+    ((1, 1024, 4), (1024, 1), (1, 4, 1, 4), (1, 4, 256, 4))
     """
     b, k, d, l = xs.shape
     r = op["dt_projs_weight"].shape[-1]
@@ -92,7 +131,7 @@ def scan_inputs(op, xs):
     x_dbl = jnp.einsum("bkdl,kcd->bkcl", xs, op["x_proj_weight"], precision=HIGHEST)
     dts, B, C = x_dbl[:, :, :r], x_dbl[:, :, r : r + n], x_dbl[:, :, r + n :]
     dts = jnp.einsum("bkrl,kdr->bkdl", dts, op["dt_projs_weight"], precision=HIGHEST)
-    return dict(
+    return ScanInputs(
         u=xs.reshape(b, k * d, l),
         delta=dts.reshape(b, k * d, l),
         A=-jnp.exp(op["A_logs"].astype(jnp.float32)),
@@ -140,10 +179,7 @@ class SS2D(nn.Module):
         )
         u = jnp.moveaxis(x.reshape(b, h * w, d), 1, 2)  # (b, d, l) row-major
         s = scan_inputs(op, cross_scan(u, routes))
-        y = selective_scan(
-            s["u"], s["delta"], s["A"], s["B"], s["C"], s["D"], s["delta_bias"],
-            delta_softplus=True, implementation=self.implementation,
-        )  # fmt: skip
+        y = selective_scan(*s, delta_softplus=True, implementation=self.implementation)
         y = cross_merge(y.reshape(b, k, d, h * w), routes)  # (b, d, l)
         if capture:
             self.sow("intermediates", "x", u)

@@ -114,20 +114,26 @@ class Stage(nn.Module):
 class VSSM(nn.Module):
     """VMamba classifier: patch embed → stages → LayerNorm → global average pool → head.
 
-    ``__call__(images (B, H, W, 3), routes_for, capture)`` where ``routes_for(h, w)`` gives the
-    routes of an ``h x w`` grid and ``capture`` is a set of block names whose SS2D input ``x`` and
-    cross-merged scan output ``y`` (both ``(B, D, L)``) are sown into ``"intermediates"`` (one
-    entry per slice of the batch, in batch order). ``pieces[i]`` cuts stage ``i``'s batch into
-    that many slices run as separate subgraphs (same parameters; equal results up to float
-    rounding), each with a smaller working set for XLA:CPU (see ``model.cpu_pieces``).
+    ``__call__(images (B, H, W, 3), routes_for, capture, pieces)`` where ``routes_for(h, w)``
+    gives the routes of an ``h x w`` grid and ``capture`` is a set of block names whose SS2D input
+    ``x`` and cross-merged scan output ``y`` (both ``(B, D, L)``) are sown into
+    ``"intermediates"`` (one entry per slice of the batch, in batch order). ``pieces[i]`` cuts
+    stage ``i``'s batch into that many slices run as separate subgraphs (same parameters; equal
+    results up to float rounding); the caller chooses them for its device
+    (:func:`jaxmamba.models.model.cpu_pieces`), the module never asks which device it runs on.
     """
 
     config: VMambaConfig
     implementation: str | None = None
-    pieces: tuple[int, ...] = ()
 
     @nn.compact
-    def __call__(self, images, routes_for: Callable, capture: frozenset = frozenset()):
+    def __call__(
+        self,
+        images,
+        routes_for: Callable,
+        capture: frozenset = frozenset(),
+        pieces: tuple[int, ...] = (),
+    ):
         c = self.config
         if c.patch_embed == "v1":
             x = Conv2d(c.dims[0], c.patch_size, stride=c.patch_size, name="patch_embed_0")(images)
@@ -141,7 +147,7 @@ class VSSM(nn.Module):
         for i in range(c.num_stages):
             routes = routes_for(x.shape[1], x.shape[2])
             stage = Stage(c, i, self.implementation, name=f"layers_{i}")
-            n = min(self.pieces[i] if i < len(self.pieces) else 1, x.shape[0])
+            n = min(pieces[i] if i < len(pieces) else 1, x.shape[0])
             if n > 1:  # the same stage on n slices of the batch: n independent subgraphs
                 x = jnp.concatenate([stage(p, routes, capture) for p in jnp.array_split(x, n)])
             else:
