@@ -37,7 +37,7 @@ import numpy as np
 import optax
 
 from jaxmamba.errors import TrainError
-from jaxmamba.models.model import Model, apply, check_images
+from jaxmamba.models.model import Model, apply, check_images, cpu_pieces
 from jaxmamba.orders import as_order
 from jaxmamba.storage import store
 from jaxmamba.train import data as D
@@ -57,8 +57,10 @@ def _train_step(model, opt_state, images, labels, key, lr, label_smoothing, *, o
     hyperparams = {**opt_state.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)}
     opt_state = opt_state._replace(hyperparams=hyperparams)
 
+    pieces = cpu_pieces(model.config, images.shape)  # the batch plan for this device (static)
+
     def loss_fn(params):
-        logits, _ = apply(model.replace(params=params), images, order, None, frozenset())
+        logits, _ = apply(model.replace(params=params), images, order, None, frozenset(), pieces)
         return cross_entropy(logits, labels, label_smoothing), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(model.params)
