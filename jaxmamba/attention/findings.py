@@ -6,8 +6,9 @@ order attend alike, and (3) early stages are local and spatial, late stages cont
 Each finding is one pure function of attention maps (NumPy in, Python float out):
 
 * :func:`block_distinctness` — silhouette score of the block labels of the patches of several
-  blocks (of one L) embedded jointly by their attention rows (:func:`jaxmamba.attention.embed.embed_joint`,
-  the paper's Scatterplot view). Near 1: each block's patches form their own cluster; near or
+  blocks (of one L) embedded jointly by their attention rows
+  (:func:`jaxmamba.attention.embed.embed_joint`, the paper's Scatterplot view). Near 1: each block's
+  patches form their own cluster; near or
   below 0: the blocks are indistinguishable.
 * :func:`sequence_locality` — Spearman rank correlation, over patch pairs, between the distance
   of two patches in scan order and the distance between their attention rows. Positive: patches
@@ -19,8 +20,9 @@ Each finding is one pure function of attention maps (NumPy in, Python float out)
 :func:`summarize` computes all three per block and per stage on a model's mean maps over images.
 
 Maps are ``attn (L, L)`` in row-major spatial coordinates of an ``h x w`` patch grid (row p the
-query patch, column q the source patch), as :func:`jaxmamba.attention.extract.extract_attention` returns
-them (one image or a mean; index or average the batch axis first). Routes are ``(K, L)`` (scan
+query patch, column q the source patch), as
+:func:`jaxmamba.attention.extract.extract_attention` returns them (one image or a mean; index or
+average the batch axis first). Routes are ``(K, L)`` (scan
 position → spatial index, :func:`jaxmamba.make_routes`).
 """
 
@@ -134,8 +136,9 @@ def block_distinctness(
     """Silhouette score of the block labels in a joint embedding of several blocks' rows.
 
     The rows of every map (one point per patch and block) are embedded together with
-    :func:`jaxmamba.attention.embed.embed_joint`; the score is scikit-learn's ``silhouette_score`` of the
-    block names as cluster labels (Euclidean, in the embedding). 1: every block's patches form a
+    :func:`jaxmamba.attention.embed.embed_joint`; the score is scikit-learn's
+    ``silhouette_score`` of the block names as cluster labels (Euclidean, in the embedding). 1:
+    every block's patches form a
     tight cluster apart from the others; about 0 or below: the blocks overlap (identical blocks
     score slightly below 0).
 
@@ -469,8 +472,10 @@ def findings_of_maps(
         for key in BLOCK_MEASURES:
             entry[key] = _nanmean([blocks[k][key] for k in members])
         if image_maps is not None:
-            entry[IMAGE_MEASURE] = math.nan if few or len(members) < 2 else (
-                image_block_distinctness({k: image_maps[k] for k in members}, seed=seed))  # fmt: skip
+            entry[IMAGE_MEASURE] = math.nan
+            if len(members) > 1 and not few:
+                chosen = {k: image_maps[k] for k in members}
+                entry[IMAGE_MEASURE] = image_block_distinctness(chosen, seed=seed)
         stages[stage] = entry
     return {"blocks": blocks, "stages": stages}
 
@@ -489,7 +494,8 @@ def summarize(
     """The three findings, per block and per stage, on ``model``'s mean maps over ``images``.
 
     Maps: :func:`jaxmamba.attention.mean.attention_mean` (the default aggregation of
-    :func:`jaxmamba.attention.extract.extract_attention`) over ``images`` in batches of ``batch_size``.
+    :func:`jaxmamba.attention.extract.extract_attention`) over ``images`` in batches of
+    ``batch_size``.
 
     Args:
       model: a :class:`~jaxmamba.Model`.
