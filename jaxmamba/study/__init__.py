@@ -21,7 +21,6 @@ from jaxmamba.study.schema import StudyInfo
 from jaxmamba.study.synthetic import write_synthetic_study
 from jaxmamba.study.writer import write_study
 
-
 __all__ = [
     "DIRECTIONS", "MATRIX_SIZE", "MATRIX_SIZES", "Study", "StudyError", "StudyInfo",
     "estimate_bytes", "map_selection", "png_bytes", "write_study", "write_synthetic_study",

@@ -14,6 +14,7 @@ import numpy as np
 from jaxmamba.errors import StudyError
 from jaxmamba.storage import store
 
+
 def int_arg(name: str, value, low: int, high: int | None = None) -> int:
     """``value`` as an int in ``low..high``; a bool, a float or anything else is refused."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):

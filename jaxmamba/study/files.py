@@ -23,6 +23,7 @@ from jaxmamba.storage import store
 from jaxmamba.study import layout
 from jaxmamba.study.layout import inside
 
+
 def png_bytes(image, max_side: int | None = None) -> bytes:
     """An image as PNG bytes (Pillow), optionally downscaled so no side exceeds ``max_side``.
 

@@ -121,11 +121,10 @@ def checked(root: Path, real_root: str, kind: str, *parts: str) -> Path:
     return path
 
 
-
-
 def inside(out: Path, *parts: str, folder: bool = False) -> Path:
     """``out/parts…`` for writing or reading back, with no symbolic link (nor special file) below
-    the study folder ``out`` (:func:`jaxmamba.storage.store.inside`); refused as a :class:`StudyError`."""
+    the study folder ``out`` (:func:`jaxmamba.storage.store.inside`); refused as a
+    :class:`StudyError`."""
     try:
         return store.inside(out, *parts, folder=folder)
     except CheckpointError as e:
@@ -162,12 +161,3 @@ def _check_layout(out: Path) -> None:
                 inside(out, *rel, entry, folder=True)
             for entry in files:
                 inside(out, *rel, entry)
-
-
-
-
-
-
-
-
-

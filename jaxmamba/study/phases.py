@@ -67,7 +67,8 @@ class Phases:
         """Whether phase ``kind`` of ``order`` has work left (not resumed half-way)."""
         if kind == "means":
             folders = ("means", "routes") if self.meta["route_maps"] else ("means",)
-            done = all(inside(self.out, *layout.route(order, b.name) if f == "routes" else layout.mean(order, b.name)).exists()
+            part = lambda f, b: layout.route(order, b) if f == "routes" else layout.mean(order, b)
+            done = all(inside(self.out, *part(f, b.name)).exists()
                        for f in folders for b in self.blocks)  # fmt: skip
             return not done and not self.out.joinpath(*layout.work(order)).exists()
         return not all(inside(self.out, *layout.single(order, b.name)).exists()

@@ -203,9 +203,9 @@ def _measure(value) -> bool:
 def _check_findings(file: Path, top: _Fields, orders: list[str], stages: dict) -> None:
     """``findings``: per order, ``{"blocks": {block: {measure: number|null}}, "stages": {stage:
     {measure: number|null}}}`` of the study's blocks and stages (what the page draws).  A grid of
-    fewer than :data:`jaxmamba.attention.findings.MIN_PATCHES` patches has null findings in a study written
-    now; numbers there (an earlier jaxmamba's) are accepted, and the views show "too few patches"
-    whatever the file holds (they decide from the grid)."""
+    fewer than :data:`jaxmamba.attention.findings.MIN_PATCHES` patches has null findings in a
+    study written now; numbers there (an earlier jaxmamba's) are accepted, and the views show
+    "too few patches" whatever the file holds (they decide from the grid)."""
     findings = top.get("findings", lambda v: isinstance(v, dict), "an object", {})
     for order, entry in findings.items():
         if order not in orders or not isinstance(entry, dict):
@@ -290,8 +290,8 @@ def _check_blocks(top: _Fields, size) -> None:
 def _grid_fits(grid, stage: int, size) -> np.ndarray:
     """For each patch size ``p`` in ``1..min(size)`` (index ``p - 1``): whether ``grid`` is the
     grid of ``stage`` of VMamba for images of ``size = [H, W]`` (:meth:`VMambaConfig.block
-    <jaxmamba.models.config.VMambaConfig.block>`: the stage-0 grid ``H // p``, halved ``stage`` times,
-    rounding down or up).
+    <jaxmamba.models.config.VMambaConfig.block>`: the stage-0 grid ``H // p``, halved ``stage``
+    times, rounding down or up).
 
     >>> [int(p) + 1 for p in np.flatnonzero(_grid_fits([2, 2], 3, [64, 64]))]
     [3, 4, 5, 6, 7]

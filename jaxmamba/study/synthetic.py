@@ -23,6 +23,7 @@ from jaxmamba.study.schema import FORMAT, SYNTHETIC_MODEL, VERSION
 
 __all__ = ["write_synthetic_study"]
 
+
 def write_synthetic_study(
     out_dir: str | os.PathLike,
     variant: str = "vmamba_tiny_s1l8",
@@ -59,7 +60,8 @@ def write_synthetic_study(
         "title": f"synthetic study at the sizes of {variant} ({image_size}x{image_size})",
         "models": {SYNTHETIC_MODEL: {"description": f"{variant} sizes, planted maps",
                                  "config": None, "params_digest": None, "source": None}},
-        "orders": [{"name": o, "model": SYNTHETIC_MODEL, "routes": config.k_routes} for o in orders],
+        "orders": [{"name": o, "model": SYNTHETIC_MODEL, "routes": config.k_routes}
+                   for o in orders],
         "blocks": [{"name": b.name, "stage": b.stage, "index": b.index, "grid": list(b.grid)}
                    for b in blocks],
         "image_size": [image_size, image_size],

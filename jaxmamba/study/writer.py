@@ -64,6 +64,7 @@ from jaxmamba.study.schema import FORMAT, VERSION
 
 __all__ = ["write_study"]
 
+
 def _model_entry(model: Model, source: str | None) -> dict:
     return {
         "description": model.config.describe(),

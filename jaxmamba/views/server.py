@@ -13,8 +13,8 @@ page: a request with a foreign ``Origin`` or a ``Sec-Fetch-Site`` of ``cross-sit
 is refused (403) before anything is computed, so another web site open in the browser cannot
 make it work; a POST must be ``application/json`` (415) of at most 1 MiB (413).  Every refusal
 is a 4xx with a one-line JSON reason ``{"error": ...}``; requests are answered in a worker
-thread, one at a time (:meth:`jaxmamba.views.protocol.ViewAPI.handle`), so a single image's map computed
-for seconds never stalls the server.
+thread, one at a time (:meth:`jaxmamba.views.protocol.ViewAPI.handle`), so a single image's map
+computed for seconds never stalls the server.
 
 >>> import numpy as np, tempfile, jaxmamba
 >>> from jaxmamba.study import write_study
@@ -213,7 +213,7 @@ def app(study: Study | str | os.PathLike):
     study = study if isinstance(study, Study) else Study(study)
     api = ViewAPI(study)
     boot = "JM.mount(document.getElementById('app'), JM.httpSource('api'));"
-    index_html = page(study.meta.get("title", "jaxmamba"), boot)
+    index_html = page("jaxmamba" if study.info.title is None else study.info.title, boot)
 
     async def index(request):
         return HTMLResponse(index_html, headers=_HEADERS)

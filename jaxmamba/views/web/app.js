@@ -279,29 +279,9 @@ const JM = (() => {
       }
       return cache.get(key);
     };
-    const names = Object.keys(D.data);
-    const blocks = new Map();
-    for (const o of names) for (const [b, e] of Object.entries(D.data[o]))
-      if (!blocks.has(b)) blocks.set(b, { name: b, stage: e.stage, index: e.index === undefined ? null : e.index, grid: [e.h, e.w] });
-    const meta = {
-      title: D.title, count: D.count === undefined ? null : D.count, signed: D.signed === undefined ? true : D.signed,
-      methods: [...new Set(names.flatMap((o) => Object.values(D.data[o]).flatMap((e) => Object.keys(e.coords))))],
-      route_maps: names.some((o) => Object.values(D.data[o]).some((e) => !!e.route_attn)),
-      orders: names.map((o) => ({ name: o, routes: null, model: (D.models || {})[o] || null,
-        model_digest: (D.model_digests || {})[o] || null, blocks: Object.keys(D.data[o]) })),
-      blocks: [...blocks.values()],
-      images: D.images.map((im) => ({ name: im.name })),
-      single_images: [],
-      stages: [...new Set([...blocks.values()].map((b) => b.stage))].map((st) => {
-        const members = [...blocks.values()].filter((b) => b.stage === st);
-        return { stage: st, grid: members[0].grid, blocks: members.map((b) => b.name) };
-      }),
-      findings: D.findings || {},
-      joint: D.joint || {},
-    };
     return {
       kind: "embedded",
-      meta: async () => meta,
+      meta: async () => D.meta,
       coords: async (order, block, method) => Float32Array.from(entry(order, block).coords[method].flat()),
       routes: async (order, block) => { const r = entry(order, block).routes; return r ? Int32Array.from(r.flat()) : null; },
       points: async (kind, order, stage, method) => {
@@ -1000,8 +980,8 @@ const JM = (() => {
         `(silhouette of block labels, patches embedded jointly)` +
         (fs.image_block_distinctness !== undefined && fs.image_block_distinctness !== null
           ? `, across images ${num(fs.image_block_distinctness)} (silhouette of block labels of the (image, block) maps)` : "") +
-        `; attention distance ${num(fs.attention_distance)} of the grid diagonal; sequence locality ρ ${num(fs.sequence_locality)}. ` +
-        `Block ${S.block}: distance ${num(fb.attention_distance)}, locality ρ ${num(fb.sequence_locality)}.`;
+        `; attention distance ${num(fs.attention_distance_norm)} of the grid diagonal; sequence locality ρ ${num(fs.sequence_locality)}. ` +
+        `Block ${S.block}: distance ${num(fb.attention_distance_norm)}, locality ρ ${num(fb.sequence_locality)}.`;
     }
     function cellAt(cv, g, x, y) {
       const G = geom(g), c = Math.floor(x / G.cell), r = Math.floor(y / G.cell);
