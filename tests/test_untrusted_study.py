@@ -314,9 +314,8 @@ def test_heat_reads_equal_the_whole_map(synthetic, monkeypatch, chunk):
     for sel in ([0], [255], list(range(40, 90)), rng.choice(256, 100, replace=False), range(256)):
         idx = np.unique(np.asarray(list(sel)))
         assert np.array_equal(study.heat("cross", B0, list(sel)), m[idx].mean(axis=0))
-        np.testing.assert_allclose(
-            study.heat("cross", B0, list(sel), "source"), m[:, idx].mean(axis=1), rtol=1e-6
-        )  # summed in another order
+        np.testing.assert_allclose(study.heat("cross", B0, list(sel), "source"),
+                                   m[:, idx].mean(axis=1), rtol=1e-6)  # summed in another order
 
 
 # ---- study.json: every field checked when the study is opened ------------------------------------

@@ -5,8 +5,8 @@ as one StudyError naming the field or file, or answered, never a crash or a sile
 
 from __future__ import annotations
 
-import io
 import dataclasses
+import io
 import json
 import logging
 import shutil
@@ -179,13 +179,8 @@ def test_grids_of_real_and_synthetic_studies_open(synthetic, real, tmp_path):
     assert [b.grid for b in Study(synthetic).blocks][-1] == (2, 2)
     assert {b.grid for b in Study(real).blocks} == {(4, 4)}
     s = copy(synthetic, tmp_path)  # 96 x 64 images, VMamba's grids for them
-    edit(
-        s,
-        lambda m: (
-            m.update(image_size=[96, 64]),
-            [b.update(grid=[24 >> b["stage"], 16 >> b["stage"]]) for b in m["blocks"]],
-        ),
-    )
+    edit(s, lambda m: (m.update(image_size=[96, 64]),
+                       [b.update(grid=[24 >> b["stage"], 16 >> b["stage"]]) for b in m["blocks"]]))
     assert Study(s).blocks[0].grid == (24, 16)
 
 
@@ -239,10 +234,7 @@ def test_a_member_of_another_size_than_its_header_says_is_refused(real, tmp_path
     with zipfile.ZipFile(path) as z:
         ds = z.read("Ds.npy")
     _replace_member(path, "Ds.npy", change(ds))
-    with pytest.raises(
-        StudyError,
-        match=rf"{path.name} is damaged: Ds\.npy is {len(ds) + (4 if len(change(ds)) > len(ds) else -4)} bytes",
-    ):  # noqa: E501
+    with pytest.raises(StudyError, match=rf"{path.name} is damaged: Ds\.npy is {len(ds) + (4 if len(change(ds)) > len(ds) else -4)} bytes"):  # noqa: E501
         Study(s).single_map("cross", B2, 0)
 
 
@@ -279,8 +271,7 @@ def test_the_page_route_answers_a_one_line_error_not_a_bare_500(synthetic):
 
     from jaxmamba.views.server import app
 
-    study = Study(synthetic)
-    # past the open-time check: what if building the page fails
+    study = Study(synthetic)  # past the open-time check: what if building the page fails
     study.info = dataclasses.replace(study.info, title="\ud800x")
     client = TestClient(app(study), base_url="http://127.0.0.1", raise_server_exceptions=False)
     r = client.get("/")
@@ -345,8 +336,7 @@ def test_a_huge_single_input_header_is_refused_before_reading(real, tmp_path, ch
     path = s / "single" / "cross" / "layers.2.blocks.0.npy"
     with open(path, "wb") as f:  # a sparse file as long as its header says
         npy_format.write_array_header_1_0(
-            f, {"descr": "<f4", "fortran_order": False, "shape": (2, channels, 16)}
-        )
+            f, {"descr": "<f4", "fortran_order": False, "shape": (2, channels, 16)})
         f.truncate(f.tell() + 4 * 2 * channels * 16)
     study = Study(s)
     with pytest.raises(StudyError, match="channels"):  # main: MemoryError (1 TiB) or 2 GB read
