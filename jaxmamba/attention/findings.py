@@ -335,7 +335,8 @@ def _grid_of(name: str, stage: int, l: int, grids) -> tuple[int, int]:
         return n, n
     for key in (name, stage, f"layers.{stage}"):
         if key in grids:
-            return _check_grid(*grids[key], l)
+            h, w = grids[key]
+            return _check_grid(h, w, l)
     raise MetricsError(f"grids has no entry for {name!r} (keys: block name, stage index)")
 
 
@@ -455,7 +456,8 @@ def findings_of_maps(
     >>> list(f["stages"]), round(f["stages"][0]["attention_distance"], 3)  # mean of 0 and 2.008
     ([0], 1.004)
     """
-    blocks, per_stage = {}, {}
+    blocks: dict[str, dict] = {}
+    per_stage: dict[int, list[str]] = {}
     for name in sorted(maps, key=_block_id):
         stage, _ = _block_id(name)
         blocks[name] = block_findings(maps[name], grids[name], routes[name],

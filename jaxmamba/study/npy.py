@@ -217,7 +217,8 @@ def rows_mean(f: Npy, start: int, b: Block, idx: np.ndarray) -> np.ndarray:
     runs = _runs(idx, max(1, _GAP_BYTES // (4 * l)), max(1, _CHUNK_BYTES // (4 * l)))
     buf = np.empty((min(max(1, _CHUNK_BYTES // (4 * l)), sum(r[1] - r[0] for r in runs)), l),
                    "<f4")  # fmt: skip
-    total, used, chosen = np.zeros((1, l), "<f4"), 0, []
+    chosen: list[np.ndarray] = []
+    total, used = np.zeros((1, l), "<f4"), 0
 
     def add(total):
         return np.add.reduce(np.concatenate([total, buf[np.concatenate(chosen)]]), axis=0,

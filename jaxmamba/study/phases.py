@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +59,7 @@ class Phases:
         self.names = tuple(b.name for b in blocks)
         self._pooled_maps: dict = {}
         self._compiling: dict = {}  # ("means" | "singles", order) -> Future of its compilation
-        self._compiler = None
+        self._compiler: ThreadPoolExecutor | None = None
 
     def _say(self, text: str) -> None:
         if self.progress:
@@ -81,15 +83,14 @@ class Phases:
         architecture and grids share their programs (the routes are data,
         :func:`~jaxmamba.attention.mean.route_table`): each distinct program is compiled once.  The
         phases wait for theirs (:meth:`_wait`)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         import jax
 
         n, size = shape[0], tuple(shape[1:])
-        jobs, seen = [], {}
+        jobs: list[Callable[[], object]] = []
+        seen: dict = {}
         for o in orders:
             model, table = self.models[o], route_table(self.models[o].config, size[:2], o)
-            todo = []
+            todo: list[tuple[str, tuple, Callable[[], object]]] = []
             if self._todo("means", o):
                 batch = (min(batch_size, n), *size)
                 todo.append(("means", batch, functools.partial(
@@ -202,7 +203,7 @@ class Phases:
                 params = block_params(model, b.name)
                 op = {k: np.asarray(params[k], np.float32) for k in SCAN_PARAMS}
                 buf = io.BytesIO()
-                np.savez(buf, **op)
+                np.savez(buf, **op)  # type: ignore[arg-type]
                 store.write_bytes_atomic(path, buf.getvalue())
         paths = {b.name: inside(out, *layout.single(order, b.name)) for b in self.blocks}
         if all(p.exists() for p in paths.values()):
@@ -210,7 +211,7 @@ class Phases:
         self._wait("singles", order)
         some = f"{len(images)} single images" if len(images) > 1 else "1 single image"
         self._say(f"keeping the scan inputs of {some} ({order})")
-        xs = {name: [] for name in self.names}
+        xs: dict[str, list[np.ndarray]] = {name: [] for name in self.names}
         table = route_table(model.config, images.shape[1:3], order)  # one program, all orders
         for i in range(0, len(images), batch_size):
             _, cache = run_with_cache(model, images[i : i + batch_size], order=table,
@@ -327,7 +328,7 @@ def compile_cache() -> str | None:
     """The folder of JAX's persistent compilation cache, or None when it is off."""
     import jax
 
-    return jax.config.jax_compilation_cache_dir or None
+    return jax.config.jax_compilation_cache_dir or None  # type: ignore[attr-defined]
 
 
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}

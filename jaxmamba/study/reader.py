@@ -121,6 +121,7 @@ class Study:
                 f"{self.path} is an unfinished study; run the same explore command again to "
                 "complete it"
             )
+        assert isinstance(meta, dict)  # parse refuses anything else
         self.meta: dict = meta  # the checked study.json as read (the views read ``info``)
         self.info: StudyInfo = info
         self.orders = [o.name for o in info.orders]
@@ -223,7 +224,7 @@ class Study:
                 values = (rows_mean if direction == "query" else columns_mean)(f, start, b, idx)
         else:
             m = self.single_map(order, block, subject, route)
-            path = f"the map of single image {subject} ({order}, {b.name})"
+            path = Path(f"the map of single image {subject} ({order}, {b.name})")
             values = m[idx].mean(axis=0) if direction == "query" else m[:, idx].mean(axis=1)
         values = np.asarray(values, np.float32)
         if not np.all(np.isfinite(values)):
@@ -481,7 +482,7 @@ def map_selection(patches, src: tuple[int, int], dst: tuple[int, int]) -> list[i
     (h, w), (h2, w2) = src, dst
     if (h, w) == (h2, w2):
         return sorted(set(int(p) for p in patches))
-    out = set()
+    out: set[int] = set()
     for p in patches:
         r, c = divmod(int(p), w)
         r0, c0 = r * h2 // h, c * w2 // w

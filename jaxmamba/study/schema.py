@@ -160,7 +160,7 @@ def check_values(file: Path, meta) -> None:
     """Refuse a value of ``study.json`` that cannot be written out again: a number that is not
     finite (``1e400`` parses as infinity) or a string or key that is not UTF-8 text (a lone
     surrogate such as ``"\\ud800"``).  An explicit stack: the nesting may be deep."""
-    stack = [(meta, ())]
+    stack: list[tuple[object, tuple]] = [(meta, ())]
     while stack:
         value, path = stack.pop()
         if isinstance(value, float) and not math.isfinite(value):
@@ -260,7 +260,9 @@ def _block_name(value) -> bool:
 
 
 def _check_blocks(top: _Fields, size) -> None:
-    names, grids, fits = set(), {}, np.ones(min(size), bool)  # fits: for each patch size
+    names: set[str] = set()
+    grids: dict[int, list] = {}
+    fits = np.ones(min(size), bool)  # fits: for each patch size
     listed = top.items("blocks", "a non-empty list of {name, stage, index, grid}")
     for i, block in enumerate(listed):
         if not isinstance(block, _Fields):

@@ -435,7 +435,7 @@ def estimate_export_bytes(study: Study, orders=None, blocks=None, route_maps: bo
     coordinates, routes and images, and the page itself."""
     orders, names = _subset(study, orders, blocks)
     k = max(o.routes for o in study.info.orders)
-    total = _PAGE_BYTES
+    total: float = _PAGE_BYTES
     for name in names:
         l = study.block(name).length
         maps = 1 + (k if route_maps and study.info.route_maps else 0)
@@ -489,7 +489,7 @@ def export(
         )
     if say:
         say(f"writing {out} (about {estimate / 1e6:.1f} MB: {what})")
-    entries = {}
+    entries: dict[str, dict[str, dict]] = {}
     for o in orders:
         entries[o] = {}
         for name in names:

@@ -82,7 +82,7 @@ def _port(port) -> int:
     return port
 
 
-def _url(host: str, port: int) -> str:
+def _url(host: str, port: int | None) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
@@ -104,7 +104,9 @@ def _local(authority: str, port: int | None) -> bool:
     """Whether ``authority`` (``name[:port]``) names this machine's loopback: 127.0.0.1,
     localhost or [::1]; on ``port`` (``None``: any), the port 80 being implied when absent."""
     match = _HOST.fullmatch(authority.lower())
-    return bool(match) and (port is None or int(match.group(2) or 80) == port)
+    if match is None:
+        return False
+    return port is None or int(match.group(2) or 80) == port
 
 
 def _refusal(headers: Mapping[str, str], port: int | None, navigation: bool) -> _Refused | None:
