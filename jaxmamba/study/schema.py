@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from jaxmamba.attention.embed import METHODS
-from jaxmamba.errors import StudyError
+from jaxmamba.errors import ConfigError, StudyError
 from jaxmamba.models.config import Block, parse_block_name
 from jaxmamba.orders import ORDER_NAMES, as_order
 
@@ -254,7 +254,7 @@ def _block_name(value) -> bool:
     """Whether ``value`` is an official block name written as write_study writes it."""
     try:
         stage, index = parse_block_name(value)
-    except ValueError:
+    except ConfigError:  # not a block name
         return False
     return value == f"layers.{stage}.blocks.{index}"
 

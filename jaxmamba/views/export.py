@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from jaxmamba.attention.embed import METHODS, embed
-from jaxmamba.errors import ExplorerError, StudyError
+from jaxmamba.errors import ConfigError, ExplorerError, StudyError
 from jaxmamba.models.config import parse_block_name
 from jaxmamba.orders import ORDER_NAMES, make_routes
 from jaxmamba.storage import store
@@ -215,8 +215,8 @@ def _block(order: str, name: str, spec: Mapping, methods, seed: int, encoding: s
             raise ExplorerError(f"{where}['coords'][{m!r}] must be finite (L, 2) = ({l}, 2)")
         coords[m] = c
     try:
-        stage = parse_block_name(name)[0]
-    except ValueError:
+        stage: int | None = parse_block_name(name)[0]
+    except ConfigError:  # a name no model has: no stage
         stage = None
     return {
         "stage": stage,
