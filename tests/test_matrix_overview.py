@@ -20,7 +20,7 @@ from jaxmamba.errors import StudyError
 from jaxmamba.study import map_selection, write_study, write_synthetic_study
 from jaxmamba.views.protocol import ViewAPI
 
-APP_JS = Path(jaxmamba.__file__).parent / "web" / "app.js"
+APP_JS = Path(jaxmamba.__file__).parent / "views" / "web" / "app.js"
 S0 = "layers.0.blocks.0"  # 16 x 16 at 64 x 64 (L = 256)
 
 

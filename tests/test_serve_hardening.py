@@ -444,7 +444,7 @@ def test_serve_restarts_on_a_port_in_time_wait(study, monkeypatch, capsys):
 
 # ---- the page's requests time out (app.js run by Node, when installed) -------------------------
 NODE = shutil.which("node")
-APP_JS = Path(jaxmamba.__file__).parent / "web" / "app.js"
+APP_JS = Path(jaxmamba.__file__).parent / "views" / "web" / "app.js"
 SCRIPT = """
 const fs = require("fs"), vm = require("vm");
 vm.runInThisContext(fs.readFileSync(process.argv[1], "utf8") + "\\n;globalThis.JM = JM;");
