@@ -187,7 +187,7 @@ def test_the_corrected_call_works_after_refusals(model, images, tmp_path):
 def test_an_unfinished_first_run_that_averaged_nothing_may_be_replanned(
     model, images, tmp_path, monkeypatch
 ):
-    import jaxmamba.study as S
+    import jaxmamba.study.phases as S
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
@@ -255,7 +255,7 @@ def test_a_dead_writers_lock_is_taken_over_and_released(model, images, tmp_path,
 
 
 def test_the_lock_is_released_after_ctrl_c(model, images, tmp_path, monkeypatch):
-    import jaxmamba.study as S
+    import jaxmamba.study.phases as S
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

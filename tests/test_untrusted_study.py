@@ -307,7 +307,7 @@ def test_a_map_rewritten_in_place_is_read_anew(synthetic, tmp_path):
 def test_heat_reads_equal_the_whole_map(synthetic, monkeypatch, chunk):
     """Rows are read in runs, columns in blocks of rows: the means are those of the whole map
     (the rows' exactly: summed row after row in float32 like ``m[idx].mean(axis=0)``)."""
-    monkeypatch.setattr("jaxmamba.study.folder._CHUNK_BYTES", chunk)
+    monkeypatch.setattr("jaxmamba.study.npy._CHUNK_BYTES", chunk)
     study = Study(synthetic)
     m = np.load(synthetic / "means" / "cross" / f"{B0}.npy")
     rng = np.random.default_rng(0)

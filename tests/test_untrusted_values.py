@@ -5,6 +5,7 @@ as one StudyError naming the field or file, or answered, never a crash or a sile
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -278,8 +279,8 @@ def test_the_page_route_answers_a_one_line_error_not_a_bare_500(synthetic):
 
     from jaxmamba.views.server import app
 
-    study = Study(synthetic)
-    study.meta["title"] = "\ud800x"  # past the open-time check: what if building the page fails
+    study = Study(synthetic)  # past the open-time check: what if building the page fails
+    study.info = dataclasses.replace(study.info, title="\ud800x")
     client = TestClient(app(study), base_url="http://127.0.0.1", raise_server_exceptions=False)
     r = client.get("/")
     assert r.status_code == 500 and r.headers["content-type"] == "application/json"

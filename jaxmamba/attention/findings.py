@@ -6,8 +6,9 @@ order attend alike, and (3) early stages are local and spatial, late stages cont
 Each finding is one pure function of attention maps (NumPy in, Python float out):
 
 * :func:`block_distinctness` — silhouette score of the block labels of the patches of several
-  blocks (of one L) embedded jointly by their attention rows (:func:`jaxmamba.attention.embed.embed_joint`,
-  the paper's Scatterplot view). Near 1: each block's patches form their own cluster; near or
+  blocks (of one L) embedded jointly by their attention rows
+  (:func:`jaxmamba.attention.embed.embed_joint`, the paper's Scatterplot view). Near 1: each block's
+  patches form their own cluster; near or
   below 0: the blocks are indistinguishable.
 * :func:`sequence_locality` — Spearman rank correlation, over patch pairs, between the distance
   of two patches in scan order and the distance between their attention rows. Positive: patches
@@ -19,8 +20,9 @@ Each finding is one pure function of attention maps (NumPy in, Python float out)
 :func:`summarize` computes all three per block and per stage on a model's mean maps over images.
 
 Maps are ``attn (L, L)`` in row-major spatial coordinates of an ``h x w`` patch grid (row p the
-query patch, column q the source patch), as :func:`jaxmamba.attention.extract.extract_attention` returns
-them (one image or a mean; index or average the batch axis first). Routes are ``(K, L)`` (scan
+query patch, column q the source patch), as
+:func:`jaxmamba.attention.extract.extract_attention` returns them (one image or a mean; index or
+average the batch axis first). Routes are ``(K, L)`` (scan
 position → spatial index, :func:`jaxmamba.make_routes`).
 """
 
@@ -45,6 +47,12 @@ __all__ = [
     "stage_hierarchy",
     "summarize",
     "too_few_patches",
+    "block_findings",
+    "findings_of_maps",
+    "image_block_distinctness",
+    "BLOCK_MEASURES",
+    "STAGE_MEASURES",
+    "IMAGE_MEASURE",
 ]
 
 MIN_PATCHES = 16  # a grid of fewer patches (the 2x2 stage 3 of a 64x64 input) gives no finding
@@ -128,8 +136,9 @@ def block_distinctness(
     """Silhouette score of the block labels in a joint embedding of several blocks' rows.
 
     The rows of every map (one point per patch and block) are embedded together with
-    :func:`jaxmamba.attention.embed.embed_joint`; the score is scikit-learn's ``silhouette_score`` of the
-    block names as cluster labels (Euclidean, in the embedding). 1: every block's patches form a
+    :func:`jaxmamba.attention.embed.embed_joint`; the score is scikit-learn's
+    ``silhouette_score`` of the block names as cluster labels (Euclidean, in the embedding). 1:
+    every block's patches form a
     tight cluster apart from the others; about 0 or below: the blocks overlap (identical blocks
     score slightly below 0).
 
@@ -326,7 +335,8 @@ def _grid_of(name: str, stage: int, l: int, grids) -> tuple[int, int]:
         return n, n
     for key in (name, stage, f"layers.{stage}"):
         if key in grids:
-            return _check_grid(*grids[key], l)
+            h, w = grids[key]
+            return _check_grid(h, w, l)
     raise MetricsError(f"grids has no entry for {name!r} (keys: block name, stage index)")
 
 
@@ -362,6 +372,116 @@ def stage_hierarchy(maps: Mapping[str, object], grids=None, *, normalize: bool =
 # ---- all of it on a model ----------------------------------------------------------------------
 
 
+BLOCK_MEASURES = ("attention_distance", "attention_distance_norm", "sequence_locality")
+STAGE_MEASURES = ("block_distinctness", *BLOCK_MEASURES)
+IMAGE_MEASURE = "image_block_distinctness"
+
+
+def block_findings(attn, grid, routes, *, max_pairs: int = 20_000, seed: int = 0) -> dict:
+    """The findings of one block's map: ``{measure: float}`` for :data:`BLOCK_MEASURES`
+    (attention distance in patches and as a fraction of the grid diagonal, sequence locality).
+
+    "No finding" is NaN, and only for its named conditions: a grid under :data:`MIN_PATCHES`
+    patches (every measure), an all-zero map (the distances: their weights sum to 0), an
+    undefined correlation (:func:`sequence_locality`).  Any other bad input raises.
+
+    >>> import numpy as np
+    >>> f = block_findings(np.eye(16), (4, 4), np.arange(16))
+    >>> f["attention_distance"], f["attention_distance_norm"]
+    (0.0, 0.0)
+    >>> block_findings(np.eye(4), (2, 2), np.arange(4))["attention_distance"]  # too few patches
+    nan
+    """
+    h, w = grid
+    a = _square_map(attn)
+    h, w = _check_grid(h, w, a.shape[0])
+    if too_few_patches((h, w)):
+        return dict.fromkeys(BLOCK_MEASURES, math.nan)
+    out = dict.fromkeys(BLOCK_MEASURES[:2], math.nan)
+    if np.any(a):  # an all-zero map weights no distance
+        out["attention_distance"] = attention_distance(a, h, w)
+        out["attention_distance_norm"] = attention_distance(a, h, w, normalize=True)
+    out["sequence_locality"] = sequence_locality(a, routes, max_pairs=max_pairs, seed=seed)
+    return out
+
+
+def image_block_distinctness(image_maps: Mapping[str, object], *, seed: int = 0) -> float:
+    """Silhouette of the block labels of single-image maps of several blocks: ``image_maps``
+    is ``{block name: (n, F)}`` (one row per image, e.g. pooled maps of one stage), embedded
+    together by PCA.  NaN with fewer than two blocks or two images per block.
+
+    >>> import numpy as np
+    >>> x = {"a": np.zeros((3, 4)), "b": np.ones((3, 4)) + np.eye(3, 4) * 0.1}
+    >>> round(image_block_distinctness(x), 2)
+    0.98
+    """
+    from jaxmamba.attention.embed import embed
+
+    rows = [np.asarray(v, np.float64) for v in image_maps.values()]
+    if len(rows) < 2 or any(r.ndim != 2 or len(r) < 2 for r in rows):
+        return math.nan
+    labels = np.repeat(list(image_maps), [len(r) for r in rows])
+    return silhouette(embed(np.concatenate(rows), "pca", seed=seed), labels)
+
+
+def findings_of_maps(
+    maps: Mapping[str, object],
+    grids: Mapping[str, tuple[int, int]],
+    routes: Mapping[str, object],
+    *,
+    image_maps: Mapping[str, object] | None = None,
+    method: str = "pca",
+    seed: int = 0,
+    max_pairs: int = 20_000,
+) -> dict:
+    """The findings of mean maps, per block and per stage: the one definition :func:`summarize`
+    and a study folder (:mod:`jaxmamba.study`) both report.
+
+    Args:
+      maps: ``{"layers.i.blocks.j": (L, L)}``.
+      grids: ``{block name: (h, w)}``; routes: ``{block name: (K, L)}`` (hard routes).
+      image_maps: ``{block name: (n, F)}`` single-image maps (a study's pooled ones): adds
+        :data:`IMAGE_MEASURE` to every stage (:func:`image_block_distinctness`).
+      method, seed: of :func:`block_distinctness`; max_pairs, seed: of :func:`sequence_locality`.
+
+    Returns:
+      ``{"blocks": {name: {measure: float}}, "stages": {stage index: {measure: float}}}``
+      (:data:`BLOCK_MEASURES`, :data:`STAGE_MEASURES`; stage values are means over the stage's
+      blocks, NaN-skipping); NaN is "no finding" (:func:`block_findings`; block distinctness
+      with one block or too few patches).
+
+    >>> import numpy as np
+    >>> m = {"layers.0.blocks.0": np.eye(16), "layers.0.blocks.1": np.ones((16, 16))}
+    >>> f = findings_of_maps(m, dict.fromkeys(m, (4, 4)), dict.fromkeys(m, np.arange(16)))
+    >>> list(f["stages"]), round(f["stages"][0]["attention_distance"], 3)  # mean of 0 and 2.008
+    ([0], 1.004)
+    """
+    blocks: dict[str, dict] = {}
+    per_stage: dict[int, list[str]] = {}
+    for name in sorted(maps, key=_block_id):
+        stage, _ = _block_id(name)
+        blocks[name] = block_findings(maps[name], grids[name], routes[name],
+                                      max_pairs=max_pairs, seed=seed)  # fmt: skip
+        per_stage.setdefault(stage, []).append(name)
+    stages = {}
+    for stage, members in sorted(per_stage.items()):
+        few = too_few_patches(grids[members[0]])
+        entry = {"block_distinctness": math.nan}
+        if len(members) > 1 and not few:
+            entry["block_distinctness"] = block_distinctness(
+                {k: maps[k] for k in members}, method=method, seed=seed
+            )
+        for key in BLOCK_MEASURES:
+            entry[key] = _nanmean([blocks[k][key] for k in members])
+        if image_maps is not None:
+            entry[IMAGE_MEASURE] = math.nan
+            if len(members) > 1 and not few:
+                chosen = {k: image_maps[k] for k in members}
+                entry[IMAGE_MEASURE] = image_block_distinctness(chosen, seed=seed)
+        stages[stage] = entry
+    return {"blocks": blocks, "stages": stages}
+
+
 def summarize(
     model,
     images,
@@ -376,7 +496,8 @@ def summarize(
     """The three findings, per block and per stage, on ``model``'s mean maps over ``images``.
 
     Maps: :func:`jaxmamba.attention.mean.attention_mean` (the default aggregation of
-    :func:`jaxmamba.attention.extract.extract_attention`) over ``images`` in batches of ``batch_size``.
+    :func:`jaxmamba.attention.extract.extract_attention`) over ``images`` in batches of
+    ``batch_size``.
 
     Args:
       model: a :class:`~jaxmamba.Model`.
@@ -393,8 +514,10 @@ def summarize(
       [h, w], "attention_distance": patches, "attention_distance_norm": fraction of the
       diagonal, "sequence_locality": rho}},
       "stages": {"layers.i": {"grid", "blocks": count, "block_distinctness" (NaN with one
-      block or one patch), "attention_distance", "attention_distance_norm", "sequence_locality"
-      (means over the stage's blocks, NaN-skipping)}}}``.
+      block), "attention_distance", "attention_distance_norm", "sequence_locality"
+      (means over the stage's blocks, NaN-skipping)}}}``: :func:`findings_of_maps` with
+      the grids added; NaN is "no finding" (e.g. every measure of a grid under
+      :data:`MIN_PATCHES` patches).
 
     >>> import jax.numpy as jnp, jaxmamba
     >>> m = jaxmamba.create_model("vmamba_test")
@@ -415,37 +538,21 @@ def summarize(
     n, height, width = images.shape[:3]
     batches = [images[i : i + batch_size] for i in range(0, n, batch_size)]
     mean = attention_mean(model, batches, order=order, blocks=names, progress=False)
-    out_blocks, per_stage = {}, {}
+    maps, grids, hard = {}, {}, {}
     for name in names:
         stage, _ = _block_id(name)
-        h, w = model.config.stage_grid(stage, height, width)
-        a = np.asarray(mean[name], np.float64)
-        routes = order.routes(h, w)
+        grids[name] = model.config.stage_grid(stage, height, width)
+        maps[name] = np.asarray(mean[name], np.float64)
+        hard[name] = order.routes(*grids[name])
         if not isinstance(order, Order):  # soft routes: the nearest hard ones
-            routes = hard_routes(routes)
-        out_blocks[name] = {
-            "grid": [h, w],
-            "attention_distance": attention_distance(a, h, w),
-            "attention_distance_norm": attention_distance(a, h, w, normalize=True),
-            "sequence_locality": sequence_locality(a, routes, max_pairs=max_pairs, seed=seed),
-        }
-        per_stage.setdefault(stage, []).append(name)
+            hard[name] = hard_routes(hard[name])
+    found = findings_of_maps(maps, grids, hard, method=method, seed=seed, max_pairs=max_pairs)
+    out_blocks = {k: {"grid": list(grids[k]), **v} for k, v in found["blocks"].items()}
     stages = {}
-    for stage, members in sorted(per_stage.items()):
-        grid = out_blocks[members[0]]["grid"]
-        distinct = math.nan
-        if len(members) > 1 and grid[0] * grid[1] > 1:
-            maps = {k: np.asarray(mean[k]) for k in members}
-            distinct = block_distinctness(maps, method=method, seed=seed)
-        stages[f"layers.{stage}"] = {
-            "grid": grid,
-            "blocks": len(members),
-            "block_distinctness": distinct,
-            **{
-                key: _nanmean([out_blocks[k][key] for k in members])
-                for key in ("attention_distance", "attention_distance_norm", "sequence_locality")
-            },
-        }
+    for stage, entry in found["stages"].items():
+        members = [k for k in names if _block_id(k)[0] == stage]
+        stages[f"layers.{stage}"] = {"grid": list(grids[members[0]]), "blocks": len(members),
+                                     **entry}  # fmt: skip
     return {"order": order.name, "images": int(n), "blocks": out_blocks, "stages": stages}
 
 

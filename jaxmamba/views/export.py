@@ -1,8 +1,8 @@
 """The offline explorer: one self-contained HTML file holding a small subset of a study.
 
 ``jaxmamba export STUDY --out FILE.html`` (:func:`export`) writes the same front end as
-``jaxmamba serve`` (:mod:`jaxmamba.views.web`) with the maps of the chosen orders and blocks embedded
-in the page, for sharing: no server, no network (the page's Content-Security-Policy is
+``jaxmamba serve`` (:mod:`jaxmamba.views.web`) with the maps of the chosen orders and blocks
+embedded in the page, for sharing: no server, no network (the page's Content-Security-Policy is
 ``default-src 'none'``), opens from disk in any browser.  Its size is estimated and printed
 before anything is written, and a file above the budget (``max_mb``) is refused: at the paper's
 scale the maps of every block are far too large for one page (a 56x56 block alone is 13 MB);
@@ -37,12 +37,13 @@ from typing import Any
 import numpy as np
 
 from jaxmamba.attention.embed import METHODS, embed
-from jaxmamba.errors import ExplorerError, StudyError
+from jaxmamba.errors import ConfigError, ExplorerError, StudyError
 from jaxmamba.models.config import parse_block_name
 from jaxmamba.orders import ORDER_NAMES, make_routes
 from jaxmamba.storage import store
 from jaxmamba.storage.images import file_kind
 from jaxmamba.study import Study, png_bytes
+from jaxmamba.views.protocol import PageOrder, page_meta, study_meta
 from jaxmamba.views.web import page
 
 __all__ = [
@@ -214,8 +215,8 @@ def _block(order: str, name: str, spec: Mapping, methods, seed: int, encoding: s
             raise ExplorerError(f"{where}['coords'][{m!r}] must be finite (L, 2) = ({l}, 2)")
         coords[m] = c
     try:
-        stage = parse_block_name(name)[0]
-    except ValueError:
+        stage: int | None = parse_block_name(name)[0]
+    except ConfigError:  # a name no model has: no stage
         stage = None
     return {
         "stage": stage,
@@ -251,8 +252,8 @@ def explorer_data(
       images: ``None``, one image, a list of images, ``{name: image}``, or a list of
         ``(name, image)`` pairs (names may repeat); each ``(H, W, 3)`` uint8 or float (min-max
         scaled when outside [0, 1]) or PNG bytes.
-      methods: embeddings computed (with :func:`jaxmamba.attention.embed.embed`) where ``coords`` lacks
-        them.
+      methods: embeddings computed (with :func:`jaxmamba.attention.embed.embed`) where
+        ``coords`` lacks them.
       seed: embedding seed.
       encoding: map storage, ``"uint8"``, ``"float16"`` or ``"float32"`` (module docstring).
 
@@ -298,6 +299,18 @@ def explorer_data(
         named = [(f"image {i}", im) for i, im in enumerate(images)]
     else:
         named = [("image", images)]
+    first = {b: e for o in data.values() for b, e in o.items()}  # each block's first entry
+    meta = page_meta(
+        title=str(title), count=None, signed=True,
+        methods=list(dict.fromkeys(m for o in data.values() for e in o.values()
+                                   for m in e["coords"])),
+        route_maps=any(e["route_attn"] for o in data.values() for e in o.values()),
+        orders=[PageOrder(o, _route_count(blocks), blocks=tuple(blocks))
+                for o, blocks in data.items()],
+        blocks=[(b, e["stage"], None if e["stage"] is None else parse_block_name(b)[1],
+                 (e["h"], e["w"])) for b, e in first.items()],
+        images=[str(n) for n, _ in named],
+    )  # fmt: skip
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -306,7 +319,14 @@ def explorer_data(
         "orders": list(data),
         "images": [{"name": str(n), "src": _data_uri(im)} for n, im in named],
         "data": data,
+        "meta": meta,
     }
+
+
+def _route_count(blocks: Mapping[str, Mapping]) -> int | None:
+    """The routes of an order's blocks when they have any (one count for all), else None."""
+    counts = {len(e["routes"]) for e in blocks.values() if e["routes"] is not None}
+    return counts.pop() if len(counts) == 1 else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -414,14 +434,14 @@ def estimate_export_bytes(study: Study, orders=None, blocks=None, route_maps: bo
     encoding anything: 4/3 base64 of each ``L x L`` code matrix and its per-row scales, the
     coordinates, routes and images, and the page itself."""
     orders, names = _subset(study, orders, blocks)
-    k = max(o["routes"] for o in study.meta["orders"])
-    total = _PAGE_BYTES
+    k = max(o.routes for o in study.info.orders)
+    total: float = _PAGE_BYTES
     for name in names:
         l = study.block(name).length
-        maps = 1 + (k if route_maps and study.meta["route_maps"] else 0)
+        maps = 1 + (k if route_maps and study.info.route_maps else 0)
         per_block = maps * (l * l + 8 * l) * 4 / 3 + len(study.methods) * l * 2 * 10 + k * l * 6
         total += len(orders) * per_block
-    for i in range(len(study.meta["images"])):
+    for i in range(len(study.info.images)):
         total += len(study.image_png(i)) * 4 / 3 + 40  # read through the study's checks
     return int(total)
 
@@ -469,28 +489,24 @@ def export(
         )
     if say:
         say(f"writing {out} (about {estimate / 1e6:.1f} MB: {what})")
-    entries = {}
+    entries: dict[str, dict[str, dict]] = {}
     for o in orders:
         entries[o] = {}
         for name in names:
             b = study.block(name)
             entry = {"grid": b.grid, "attn": np.asarray(study.map(o, name))}
-            if route_maps and study.meta["route_maps"]:
-                k = next(x["routes"] for x in study.meta["orders"] if x["name"] == o)
+            if route_maps and study.info.route_maps:
+                k = study.info.order(o).routes
                 entry["route_attn"] = np.stack(
                     [np.asarray(study.map(o, name, r)) for r in range(k)]
                 )
             entry["coords"] = {m: study.coords(o, name, m) for m in study.methods}
             entries[o][name] = entry
-    images = [(im["name"], study.image_png(i)) for i, im in enumerate(study.meta["images"])]
+    images = [(im.name, study.image_png(i)) for i, im in enumerate(study.info.images)]
+    info = study.info
     data = explorer_data(entries, images=images, methods=study.methods,
-                         title=study.meta.get("title", "jaxmamba"))  # fmt: skip
-    data.update(count=study.count, signed=study.signed,
-                models={o["name"]: study.meta["models"][o["model"]]["description"]
-                        for o in study.meta["orders"] if o["name"] in orders},
-                model_digests={o["name"]: o["model"] for o in study.meta["orders"]
-                               if o["name"] in orders},
-                findings={o: study.findings[o] for o in orders if o in study.findings})  # fmt: skip
+                         title="jaxmamba" if info.title is None else info.title)  # fmt: skip
+    data["meta"] = study_meta(info, study.count, orders, names, single=False)
     stages = sorted({study.block(n).stage for n in names})
     full = [s for s in stages if {b.name for b in study.blocks if b.stage == s} <= set(names)]
     kept = lambda o, s: study.has_points("joint", o, s, study.methods[0])

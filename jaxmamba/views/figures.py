@@ -71,17 +71,16 @@ def write_figures(
 
 def _model(study: Study, order: str) -> str:
     """``model <description> [<digest>], <source>`` of the model an order's maps come from."""
-    digest = next(o["model"] for o in study.meta["orders"] if o["name"] == order)
-    entry = study.meta["models"].get(digest) or {}
-    text = f"model {entry.get('description') or 'unnamed'} [{digest}]"
-    return text + (f", {entry['source']}" if entry.get("source") else "")
+    digest = study.info.order(order).model
+    entry = study.info.models[digest]
+    text = f"model {entry.description or 'unnamed'} [{digest}]"
+    return text + (f", {entry.source}" if entry.source else "")
 
 
 def _per_order(study: Study) -> str:
     """The models of the orders, said once when they differ only in their weights."""
-    digests = {o["name"]: o["model"] for o in study.meta["orders"]}
-    texts = {d: (study.meta["models"].get(d) or {}).get("description") or "unnamed"
-             for d in digests.values()}  # fmt: skip
+    digests = {o.name: o.model for o in study.info.orders}
+    texts = {d: study.info.models[d].description or "unnamed" for d in digests.values()}
     if len(set(texts.values())) == 1:
         listed = ", ".join(f"{o} [{d}]" for o, d in digests.items())
         return f"one trained model per order, each {next(iter(texts.values()))}: {listed}"
@@ -96,12 +95,12 @@ def _render(study: Study) -> dict[str, bytes]:
     first = [b for b in study.blocks if b.stage == first_stage][-1]
     picks = [first] + ([study.blocks[-1]] if study.blocks[-1] != first else [])
     image = _display(study, 0)
-    image_name = study.meta["images"][0]["name"]
+    image_name = study.info.images[0].name
     n = study.count
     mean = f"mean over {n} images" if n > 1 else "1 image"
     under = f"drawn over image 0: {image_name}"
     figures = {}
-    models = {o["model"] for o in study.meta["orders"]}
+    models = {o.model for o in study.info.orders}
     per_order = len(models) > 1  # one trained model per order
     for method in study.methods:
         for b in picks:
@@ -109,9 +108,7 @@ def _render(study: Study) -> dict[str, bytes]:
             xy = study.coords(main, b.name, method)
             labels = None
             if method == "pca":
-                var = reduce.pca_variance(
-                    np.asarray(study.map(main, b.name)), seed=study.meta["seed"]
-                )
+                var = reduce.pca_variance(np.asarray(study.map(main, b.name)), seed=study.info.seed)
                 labels = (f"PC 1 ({var[0]:.0%} of variance)", f"PC 2 ({var[1]:.0%})")
             for color_by, label in (("row", "grid row"), ("scan", "scan position")):
                 fig = plots.scatter(

@@ -1,6 +1,6 @@
 """The questions a view asks of a study, answered from the study folder: one protocol for the
-local server (:mod:`jaxmamba.views.server`, over HTTP) and the notebook widget (:mod:`jaxmamba.views.widget`,
-over widget messages).
+local server (:mod:`jaxmamba.views.server`, over HTTP) and the notebook widget
+(:mod:`jaxmamba.views.widget`, over widget messages).
 
 Every request is ``(method, args)`` and its answer ``(content, payload)``: ``content`` a small
 JSON-able dict, ``payload`` raw little-endian bytes (float32 or int32) or PNG bytes, or
@@ -55,14 +55,17 @@ thread-safe, so concurrent callers (the server's worker threads) wait their turn
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from jaxmamba.errors import StudyError
 from jaxmamba.study import DIRECTIONS, MATRIX_SIZE, MATRIX_SIZES, Study
+from jaxmamba.study.schema import OrderFindings, StudyInfo
 
 __all__ = ["METHODS", "ViewAPI"]
 
@@ -145,6 +148,108 @@ def _ints(args: Mapping, key: str, limit: int = MAX_PATCHES) -> list[int]:
     return [_to_int(v, f"{key} must be integers") for v in values]
 
 
+@dataclasses.dataclass(frozen=True)
+class PageOrder:
+    """An order as the page lists it: its routes, and the model its maps come from."""
+
+    name: str
+    routes: int | None = None
+    model: str | None = None  # the model's description
+    model_digest: str | None = None
+    source: str | None = None
+    blocks: tuple[str, ...] | None = None  # the blocks it has; None: every block
+
+
+# a block as the page lists it: name, stage, index (None for names no model has), grid
+PageBlock = tuple[str, int | None, int | None, tuple[int, int]]
+
+
+def page_meta(
+    *,
+    title: str,
+    count: int | None,
+    signed: bool,
+    methods: Sequence[str],
+    route_maps: bool,
+    orders: Sequence[PageOrder],
+    blocks: Sequence[PageBlock],
+    images: Sequence[str],
+    options: Mapping[str, Any] | None = None,
+    image_size: Sequence[int] | None = None,
+    single_images: Sequence[int] = (),
+    pool_grid: int | None = None,
+    findings: Mapping[str, OrderFindings] | None = None,
+    synthetic: bool = False,
+) -> dict:
+    """The metadata the page shows in its controls, built here only: the server and widget send
+    it (:meth:`ViewAPI.meta`), the offline export embeds it (``data["meta"]``).  Every order
+    lists every block; ``single_images`` are positions among ``images``; stages come in the
+    order of their first block; each order lists its blocks (default every block).
+
+    >>> m = page_meta(title="t", count=2, signed=True, methods=["pca"], route_maps=False,
+    ...               orders=[PageOrder("cross", 4)], blocks=[("layers.0.blocks.0", 0, 0, (4, 4))],
+    ...               images=["a", "b"], single_images=[1])
+    >>> m["stages"]
+    [{'stage': 0, 'grid': [4, 4], 'blocks': ['layers.0.blocks.0']}]
+    >>> m["single_images"]
+    [{'subject': 0, 'image': 1, 'name': 'b'}]
+    """
+    names = [b[0] for b in blocks]
+    stages: dict = {}
+    for name, stage, _, grid in blocks:
+        stages.setdefault(stage, {"stage": stage, "grid": list(grid), "blocks": []})
+        stages[stage]["blocks"].append(name)
+    return {
+        "title": title,
+        "count": count,
+        "signed": bool(signed),
+        "methods": list(methods),
+        "route_maps": bool(route_maps),
+        "options": dict(options or {}),
+        "image_size": None if image_size is None else list(image_size),
+        "orders": [{"name": o.name, "routes": o.routes, "model": o.model,
+                    "model_digest": o.model_digest, "source": o.source,
+                    "blocks": list(names if o.blocks is None else o.blocks)}
+                   for o in orders],
+        "blocks": [{"name": name, "stage": stage, "index": index, "grid": list(grid)}
+                   for name, stage, index, grid in blocks],
+        "images": [{"name": n} for n in images],
+        "single_images": [{"subject": k, "image": i, "name": images[i]}
+                          for k, i in enumerate(single_images)],
+        "stages": list(stages.values()),
+        "pool_grid": pool_grid,
+        "findings": {o: f.to_json() for o, f in (findings or {}).items()},
+        "synthetic": bool(synthetic),
+    }  # fmt: skip
+
+
+def study_meta(
+    info: StudyInfo,
+    count: int,
+    orders: Sequence[str] | None = None,
+    blocks: Sequence[str] | None = None,
+    single: bool = True,
+) -> dict:
+    """:func:`page_meta` of a study's typed ``study.json`` (:class:`~jaxmamba.study.StudyInfo`),
+    for a subset of its orders and blocks (default all; in the study's order), with or without
+    its single images."""
+    chosen = [o for o in info.orders if orders is None or o.name in orders]
+    return page_meta(
+        title="jaxmamba" if info.title is None else info.title, count=count, signed=info.signed,
+        methods=info.methods, route_maps=info.route_maps, options=info.options,
+        image_size=info.image_size,
+        orders=[PageOrder(o.name, o.routes, info.models[o.model].description, o.model,
+                          info.models[o.model].source) for o in chosen],
+        blocks=[b for b in info.blocks if blocks is None or b.name in blocks],
+        images=[i.name for i in info.images],
+        single_images=(info.single_images or ()) if single else (),
+        pool_grid=info.pool_grid,
+        findings={o.name: info.findings[o.name] for o in chosen
+                  if info.findings and o.name in info.findings},
+        synthetic=bool(info.synthetic),
+    )  # fmt: skip
+
+
 class ViewAPI:
     """Answers view requests from an open :class:`~jaxmamba.study.Study`."""
 
@@ -152,49 +257,9 @@ class ViewAPI:
         self.study = study
 
     def meta(self) -> dict:
-        """What the front end shows in its controls: orders, blocks, methods, images, options."""
-        s = self.study
-        m = s.meta
-        return {
-            "title": m.get("title", "jaxmamba"),
-            "count": s.count,
-            "signed": s.signed,
-            "methods": s.methods,
-            "route_maps": bool(m["route_maps"]),
-            "options": m["options"],
-            "image_size": m["image_size"],
-            "orders": [
-                {
-                    "name": o["name"],
-                    "routes": o["routes"],
-                    "model": m["models"][o["model"]]["description"],
-                    "model_digest": o["model"],
-                    "source": m["models"][o["model"]].get("source"),
-                    "blocks": [b.name for b in s.blocks],
-                }
-                for o in m["orders"]
-            ],
-            "blocks": [
-                {"name": b.name, "stage": b.stage, "index": b.index, "grid": list(b.grid)}
-                for b in s.blocks
-            ],
-            "images": [{"name": i["name"]} for i in m["images"]],
-            "single_images": [
-                {"subject": k, "image": i, "name": m["images"][i]["name"]}
-                for k, i in enumerate(s.single_images)
-            ],
-            "stages": [
-                {
-                    "stage": st,
-                    "grid": list(next(b.grid for b in s.blocks if b.stage == st)),
-                    "blocks": [b.name for b in s.blocks if b.stage == st],
-                }
-                for st in sorted({b.stage for b in s.blocks})
-            ],  # fmt: skip
-            "pool_grid": m.get("pool_grid"),
-            "findings": s.findings,
-            "synthetic": bool(m.get("synthetic", False)),
-        }
+        """What the front end shows in its controls (:func:`study_meta`): orders, blocks,
+        methods, images, options, findings."""
+        return study_meta(self.study.info, self.study.count)
 
     def handle(self, method: str, args: Mapping) -> tuple[dict, bytes | None]:
         """Answer one request; bad requests raise :class:`~jaxmamba.errors.StudyError`.

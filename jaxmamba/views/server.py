@@ -13,8 +13,8 @@ page: a request with a foreign ``Origin`` or a ``Sec-Fetch-Site`` of ``cross-sit
 is refused (403) before anything is computed, so another web site open in the browser cannot
 make it work; a POST must be ``application/json`` (415) of at most 1 MiB (413).  Every refusal
 is a 4xx with a one-line JSON reason ``{"error": ...}``; requests are answered in a worker
-thread, one at a time (:meth:`jaxmamba.views.protocol.ViewAPI.handle`), so a single image's map computed
-for seconds never stalls the server.
+thread, one at a time (:meth:`jaxmamba.views.protocol.ViewAPI.handle`), so a single image's map
+computed for seconds never stalls the server.
 
 >>> import numpy as np, tempfile, jaxmamba
 >>> from jaxmamba.study import write_study
@@ -82,7 +82,7 @@ def _port(port) -> int:
     return port
 
 
-def _url(host: str, port: int) -> str:
+def _url(host: str, port: int | None) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
@@ -104,7 +104,9 @@ def _local(authority: str, port: int | None) -> bool:
     """Whether ``authority`` (``name[:port]``) names this machine's loopback: 127.0.0.1,
     localhost or [::1]; on ``port`` (``None``: any), the port 80 being implied when absent."""
     match = _HOST.fullmatch(authority.lower())
-    return bool(match) and (port is None or int(match.group(2) or 80) == port)
+    if match is None:
+        return False
+    return port is None or int(match.group(2) or 80) == port
 
 
 def _refusal(headers: Mapping[str, str], port: int | None, navigation: bool) -> _Refused | None:
@@ -213,7 +215,7 @@ def app(study: Study | str | os.PathLike):
     study = study if isinstance(study, Study) else Study(study)
     api = ViewAPI(study)
     boot = "JM.mount(document.getElementById('app'), JM.httpSource('api'));"
-    index_html = page(study.meta.get("title", "jaxmamba"), boot)
+    index_html = page("jaxmamba" if study.info.title is None else study.info.title, boot)
 
     async def index(request):
         return HTMLResponse(index_html, headers=_HEADERS)

@@ -1,9 +1,9 @@
 """``jaxmamba.show(study)``: the explorer inline in Jupyter, VS Code or Colab.
 
-The same front end as ``jaxmamba serve`` (:mod:`jaxmamba.views.web`), in an anywidget (the well-kept
-library for notebook widgets that runs in every modern front end): the page's requests travel
-as widget messages instead of HTTP and are answered by :class:`jaxmamba.views.protocol.ViewAPI`, so a
-notebook too reads only the rows a selection needs.
+The same front end as ``jaxmamba serve`` (:mod:`jaxmamba.views.web`), in an anywidget (the
+well-kept library for notebook widgets that runs in every modern front end): the page's requests
+travel as widget messages instead of HTTP and are answered by
+:class:`jaxmamba.views.protocol.ViewAPI`, so a notebook too reads only the rows a selection needs.
 
 >>> import numpy as np, tempfile, jaxmamba
 >>> from jaxmamba.study import write_study

@@ -256,6 +256,9 @@ function drawFindings(app) {
   if (!f) { out.textContent = ""; return; }
   const b = blockOf(app, S.block), st = b.stage, fs = f.stages[String(st)] || {}, fb = f.blocks[S.block] || {};
   const num = (/** @type {number|null|undefined} */ v) => v === null || v === undefined ? "–" : fmt(v);
+  // the distance as a fraction of the grid diagonal (attention_distance_norm; studies written
+  // before it was stored held that fraction under attention_distance)
+  const frac = (/** @type {Object<string, any>} */ e) => num("attention_distance_norm" in e ? e.attention_distance_norm : e.attention_distance);
   // findings on fewer than 16 patches (jaxmamba.attention.findings.MIN_PATCHES) mean nothing: never shown
   // as numbers (studies written before jaxmamba stored null for them hold numbers)
   const MIN_FINDING_PATCHES = 16, g = (b.grid || [0, 0]), few = g[0] * g[1] < MIN_FINDING_PATCHES;
@@ -268,6 +271,6 @@ function drawFindings(app) {
     `(silhouette of block labels, patches embedded jointly)` +
     (fs.image_block_distinctness !== undefined && fs.image_block_distinctness !== null
       ? `, across images ${num(fs.image_block_distinctness)} (silhouette of block labels of the (image, block) maps)` : "") +
-    `; attention distance ${num(fs.attention_distance)} of the grid diagonal; sequence locality ρ ${num(fs.sequence_locality)}. ` +
-    `Block ${S.block}: distance ${num(fb.attention_distance)}, locality ρ ${num(fb.sequence_locality)}.`;
+    `; attention distance ${frac(fs)} of the grid diagonal; sequence locality ρ ${num(fs.sequence_locality)}. ` +
+    `Block ${S.block}: distance ${frac(fb)}, locality ρ ${num(fb.sequence_locality)}.`;
 }

@@ -82,31 +82,9 @@ function embeddedSource(D) {
     }
     return cache.get(key);
   };
-  const names = Object.keys(D.data);
-  /** @type {Map<string, BlockMeta>} */
-  const blocks = new Map();
-  for (const o of names) for (const [b, e] of Object.entries(D.data[o]))
-    if (!blocks.has(b)) blocks.set(b, { name: b, stage: e.stage, index: e.index === undefined ? null : e.index, grid: [e.h, e.w] });
-  /** @type {Meta} */
-  const meta = {
-    title: D.title, count: D.count === undefined ? null : D.count, signed: D.signed === undefined ? true : D.signed,
-    methods: [...new Set(names.flatMap((o) => Object.values(D.data[o]).flatMap((e) => Object.keys(e.coords))))],
-    route_maps: names.some((o) => Object.values(D.data[o]).some((e) => !!e.route_attn)),
-    orders: names.map((o) => ({ name: o, routes: null, model: (D.models || {})[o] || null,
-      model_digest: (D.model_digests || {})[o] || null, blocks: Object.keys(D.data[o]) })),
-    blocks: [...blocks.values()],
-    images: D.images.map((im) => ({ name: im.name })),
-    single_images: [],
-    stages: [...new Set([...blocks.values()].map((b) => b.stage))].map((st) => {
-      const members = [...blocks.values()].filter((b) => b.stage === st);
-      return { stage: st, grid: members[0].grid, blocks: members.map((b) => b.name) };
-    }),
-    findings: D.findings || {},
-    joint: D.joint || {},
-  };
   return {
     kind: "embedded",
-    meta: async () => meta,
+    meta: async () => /** @type {Meta} */ (D.meta),  // built by jaxmamba.views.protocol.page_meta
     coords: async (order, block, method) => Float32Array.from(entry(order, block).coords[method].flat()),
     routes: async (order, block) => { const r = entry(order, block).routes; return r ? Int32Array.from(r.flat()) : null; },
     points: async (kind, order, stage, method) => {
