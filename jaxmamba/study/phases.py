@@ -176,6 +176,7 @@ class Phases:
                 write_npy(inside(out, *layout.route(order, b.name)), m)
                 m = m.sum(axis=0)
             write_npy(inside(out, *layout.mean(order, b.name)), m)
+        assert mean.count is not None  # a mean over images always carries its count
         self._finish_means(order, mean.count)
 
     def _finish_means(self, order: str, count: int) -> None:
