@@ -1,21 +1,14 @@
-"""The colour scales, underlays and side-by-side scales of the static figures (jaxmamba.views.plots),
-checked against a float64 numpy implementation of the shared contract."""
+"""The colour scales, underlays and side-by-side scales of the static figures
+(jaxmamba.views.scales, jaxmamba.views.plots), checked against a float64 numpy implementation
+of the shared contract."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from jaxmamba.views.plots import (
-    PlotError,
-    compare_orders,
-    number,
-    overview,
-    patch_view,
-    scale_norm,
-    scale_ticks,
-    underlay_rgb,
-)
+from jaxmamba.views.plots import PlotError, compare_orders, overview, patch_view
+from jaxmamba.views.scales import number, scale_norm, scale_ticks, underlay_rgb
 
 H, W = 8, 8
 L = H * W
@@ -290,6 +283,7 @@ def test_study_figures_name_block_model_and_image(tmp_path, monkeypatch):
         assert model in title and digest in title and f"image 0: {image}" in title, title
         if name != "overview_cross.png":
             assert f"{block.name} ({block.grid[0]}x{block.grid[1]})" in title
+
     def heat_of(figures):
         return [ax.images[-1] for f in figures for ax in f.axes
                 if ax.images and ax.get_label() != "<colorbar>"]  # fmt: skip
