@@ -16,7 +16,7 @@ compiling the kernels' Triton IR for sm_90 with ptxas): the backward's chunk cou
 memory, since LLVM unrolled loops with a constant small trip count (4 chunks at l = 49) into
 spilling code; and the caller zero-pads the sequence to a multiple of ``align_l`` = 4 steps,
 since rows of unaligned length get scalar loads and a register layout that repeats every state
-update 4 times per thread.
+update 4 times per thread (see ``benchmarks/results/pallas_gpu_codegen.md``).
 
 Limits: the kernels index with int32 (b·d·l < 2³¹).  The Triton backend of Pallas is
 deprecated from JAX 0.11 (a DeprecationWarning) but is the one that accepts these kernels.
@@ -145,7 +145,7 @@ def _gpu_bwd_kernel(
     The chunk count is read from ``nc_ref`` (it equals ``⌈l / chunk⌉``) so that the loop's trip
     count is not a compile-time constant: LLVM fully unrolled loops with few trips (4 chunks at
     l = 49), and the unrolled body of the backward spilled kilobytes of registers to local
-    memory (the stage-4 backward was 3.5× slower than ``lax.scan``).
+    memory, slower than ``lax.scan`` (see ``benchmarks/results/pallas_gpu_codegen.md``).
     """
     np_ = next_pow2(n)
     rmask, nmask, hmask, A = _gpu_prologue(A_ref, dg=dg, n=n, bd=bd)
