@@ -41,7 +41,7 @@ def random_model(seed: int = 4) -> jaxmamba.Model:
 
 RANDOM_MODEL = (
     "import numpy as np, jaxmamba\n"
-    "from jaxmamba import params as P\n"
+    "from jaxmamba.models import params as P\n"
     "from jaxmamba.storage.checkpoint import param_shapes\n"
     + "".join(__import__("inspect").getsource(random_model).splitlines(keepends=True))
 )
