@@ -5,6 +5,8 @@ checkpoint in a sub-folder), small text files (JSON metadata), and ``checksums.j
 sha256 of every file in it and the marker that says jaxmamba made the folder.  Model
 checkpoints (:func:`jaxmamba.save`), training checkpoints (:func:`jaxmamba.train.loop.fit`) and the
 resumable state of running means (:func:`jaxmamba.attention_mean`) are all store folders.
+The path checks and single-file writes (:mod:`jaxmamba.storage.files`) and the lock
+(:mod:`jaxmamba.storage.lock`) are re-exported here: a writer imports ``store`` alone.
 
 Guarantees:
 
