@@ -6,6 +6,8 @@
 
 Command line: ``python -m jaxmamba.convert IN.pth --out DIR [--variant NAME] [--ema]``.
 Nothing here imports torch until a PyTorch file is read.
+
+May import: :mod:`jaxmamba.models`, :mod:`jaxmamba.storage`, :mod:`jaxmamba.errors`.
 """
 
 from jaxmamba.storage.checkpoint import CheckpointError, load, save

@@ -1,21 +1,14 @@
 """The colour scales, underlays and side-by-side scales of the static figures
-(jaxmamba.views.plots), checked against a float64 numpy implementation of the shared contract."""
+(jaxmamba.views.scales, jaxmamba.views.plots), checked against a float64 numpy implementation
+of the shared contract."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from jaxmamba.views.plots import (
-    PlotError,
-    compare_orders,
-    number,
-    overview,
-    patch_view,
-    scale_norm,
-    scale_ticks,
-    underlay_rgb,
-)
+from jaxmamba.views.plots import PlotError, compare_orders, overview, patch_view
+from jaxmamba.views.scales import number, scale_norm, scale_ticks, underlay_rgb
 
 H, W = 8, 8
 L = H * W

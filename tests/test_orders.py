@@ -22,6 +22,7 @@ from jaxmamba.orders import (
     routes,
     validate_routes,
 )
+from jaxmamba.orders import order as order_values
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official-vmamba"
 FOUR_WAY = ("cross", "diagonal", "morton", "spiral", "zigzag", "hilbert")
@@ -47,9 +48,10 @@ def _transposed_route0(name: str, h: int, w: int) -> np.ndarray:
 
 
 def test_doctests():
-    result = doctest.testmod(routes)
-    assert result.attempted >= 7
-    assert result.failed == 0
+    for module, least in ((routes, 7), (order_values, 7)):
+        result = doctest.testmod(module)
+        assert result.attempted >= least, module.__name__
+        assert result.failed == 0, module.__name__
 
 
 def test_order_names():

@@ -215,15 +215,15 @@ class TestErrors:
 
     def test_block_size_errors(self):
         x = make(b=1, d=8, n=1, l=5, g=1)
-        for bs, match in [
-            (sp.BlockSizes(block_d=24), "power of 2"),
-            (sp.BlockSizes(block_l=16, chunk=8), "multiple of block_l"),
-            (sp.BlockSizes(tpu_block_l=100), "multiple of 128"),
-            (sp.BlockSizes(tpu_block_d=12), "multiple of 8"),
-            (sp.BlockSizes(align_l=3), "power of 2"),
+        for kwargs, match in [  # refused when built (tests/test_block_sizes.py: every field)
+            (dict(block_d=24), "power of 2"),
+            (dict(block_l=16, chunk=8), "multiple of block_l"),
+            (dict(tpu_block_l=100), "multiple of 128"),
+            (dict(tpu_block_d=12), "multiple of 8"),
+            (dict(align_l=3), "power of 2"),
         ]:
             with pytest.raises(ScanError, match=match):
-                sp.scan(*x, interpret=True, block_sizes=bs)
+                sp.scan(*x, interpret=True, block_sizes=sp.BlockSizes(**kwargs))
         with pytest.raises(ScanError, match="BlockSizes"):
             sp.scan(*x, interpret=True, block_sizes=(8, 8))
 

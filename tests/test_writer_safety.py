@@ -20,7 +20,7 @@ import pytest
 
 import jaxmamba
 from jaxmamba.errors import CheckpointError, PlotError, StudyError
-from jaxmamba.storage import store
+from jaxmamba.storage import lock, store
 from jaxmamba.study import Study, write_study
 
 N = 2
@@ -233,7 +233,7 @@ def test_an_empty_lock_is_taken_over_after_a_few_seconds(tmp_path):
 def test_the_heartbeat_refreshes_the_lock_and_stops_on_release(tmp_path, monkeypatch):
     import threading
 
-    monkeypatch.setattr(store, "LOCK_HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(lock, "LOCK_HEARTBEAT_S", 0.05)
     with store.locked(tmp_path) as path:
         then = time.time() - 100
         os.utime(path, (then, then))
@@ -246,16 +246,16 @@ def test_the_heartbeat_refreshes_the_lock_and_stops_on_release(tmp_path, monkeyp
 
 HOLDER = """
 import sys, time
-from jaxmamba.storage import store
-store.LOCK_HEARTBEAT_S = 0.1
-with store.locked(sys.argv[1]):
+from jaxmamba.storage import lock
+lock.LOCK_HEARTBEAT_S = 0.1
+with lock.locked(sys.argv[1]):
     print("held", flush=True)
     time.sleep(60)
 """
 
 
 def test_a_live_holder_is_refused_and_its_lock_taken_over_once_killed(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(lock, "LOCK_TIMEOUT_S", 1.0)
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -294,7 +294,7 @@ def test_a_live_process_on_this_host_keeps_its_lock_however_old_its_heartbeat(tm
         with open(f"/proc/{holder.pid}/stat", "rb") as f:
             start = f.read().rsplit(b")", 1)[1].split()[19].decode()
         lock_file(tmp_path, {"pid": holder.pid, "host": socket.gethostname(), "token": "t",
-                             "start": start}, age=store.LOCK_TIMEOUT_S + 60)  # fmt: skip
+                             "start": start}, age=lock.LOCK_TIMEOUT_S + 60)  # fmt: skip
         with pytest.raises(CheckpointError, match="that process is running"):
             taken(tmp_path)
     finally:

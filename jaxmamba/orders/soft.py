@@ -5,8 +5,8 @@ route is a doubly-stochastic ``(L, L)`` matrix, here ``sinkhorn(logits / tempera
 space, used in place of ``P`` wherever an order is accepted: pass ``{(h, w): (K, L, L)}`` (or
 the :class:`~jaxmamba.orders.SoftOrder` that :func:`~jaxmamba.orders.as_order` makes of it) as
 ``order=`` to :func:`jaxmamba.forward`, :func:`jaxmamba.extract_attention`,
-:func:`jaxmamba.verify`, :func:`jaxmamba.attention_mean` or :func:`jaxmamba.attention.findings.summarize`,
-and take gradients with respect to the logits.
+:func:`jaxmamba.verify`, :func:`jaxmamba.attention_mean` or
+:func:`jaxmamba.attention.findings.summarize`, and take gradients with respect to the logits.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ checkpoint in a sub-folder), small text files (JSON metadata), and ``checksums.j
 sha256 of every file in it and the marker that says jaxmamba made the folder.  Model
 checkpoints (:func:`jaxmamba.save`), training checkpoints (:func:`jaxmamba.train.loop.fit`) and the
 resumable state of running means (:func:`jaxmamba.attention_mean`) are all store folders.
+The path checks and single-file writes (:mod:`jaxmamba.storage.files`) and the lock
+(:mod:`jaxmamba.storage.lock`) are re-exported here: a writer imports ``store`` alone.
 
 Guarantees:
 
@@ -47,38 +49,48 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
 from jaxmamba.errors import CheckpointError
+from jaxmamba.storage.files import (
+    clean_temporaries,
+    entries,
+    first_line,
+    guard,
+    inside,
+    no_space,
+    parse_json,
+    write_bytes_atomic,
+    write_text_atomic,
+)
+from jaxmamba.storage.lock import LOCK_FILE, locked
 
+# What callers reach through ``store`` (one import for a writer) is re-exported here; the lock's
+# timing constants live in :mod:`jaxmamba.storage.lock`, where they are read.
 __all__ = [
     "CHECKSUM_FILE",
     "LOCK_FILE",
     "StepStore",
-    "clean_temporaries",
     "entries",
     "first_line",
     "guard",
     "inside",
     "is_ours",
-    "is_stale_temporary",
     "locked",
     "parse_json",
     "quiet_orbax",
@@ -92,7 +104,6 @@ __all__ = [
 
 CHECKSUM_FILE = "checksums.json"
 FORMAT = "jaxmamba-store"
-_TMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>[0-9]{1,12})-[0-9a-f]{12}$")
 
 
 @contextlib.contextmanager
@@ -105,74 +116,6 @@ def quiet_orbax(level: int = logging.ERROR) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(previous)
-
-
-def parse_json(text: str, source: str | os.PathLike) -> object:
-    """``json.loads(text)``, refusing what Python's json accepts but JSON does not.
-
-    ``NaN``/``Infinity`` constants and nesting deep enough to exhaust the recursion limit raise
-    :class:`~jaxmamba.errors.CheckpointError` naming ``source``, like any malformed text.
-
-    >>> parse_json('{"eps": 1e-5}', "config.json")
-    {'eps': 1e-05}
-    >>> parse_json('{"eps": Infinity}', "config.json")
-    Traceback (most recent call last):
-    ...
-    jaxmamba.errors.CheckpointError: config.json is not valid JSON: Infinity is not a JSON number
-    """
-
-    def constant(name):
-        raise ValueError(f"{name} is not a JSON number")
-
-    try:
-        return json.loads(text, parse_constant=constant)
-    except RecursionError:
-        raise CheckpointError(f"{source} is not valid JSON: nested too deeply") from None
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{source} is not valid JSON: {first_line(e)}") from None
-
-
-def _real(path: str | os.PathLike) -> Path:
-    return Path(os.path.realpath(Path(path).expanduser()))
-
-
-def guard(folder: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) -> Path:
-    """Refuse ``folder`` as a place to replace or clear; return its absolute path if it is safe.
-
-    Raises :class:`~jaxmamba.errors.CheckpointError` if ``folder`` (symbolic links resolved) is
-    ``/``, the home folder, the current directory, a folder that contains one of them, or a
-    folder that is or contains one of the paths in ``protect`` (the inputs of a command) —
-    whatever it holds, even a jaxmamba checkpoint.
-
-    >>> guard("/")
-    Traceback (most recent call last):
-    ...
-    jaxmamba.errors.CheckpointError: / is the root folder; jaxmamba never replaces or clears it
-    """
-    real = _real(folder)
-    shown = Path(folder).expanduser().absolute()
-    never = "; jaxmamba never replaces or clears it"
-    if real == real.parent:
-        raise CheckpointError(f"{shown} is the root folder{never}")
-    places = []
-    with contextlib.suppress(OSError):  # a deleted current directory has no path
-        places.append(("the current directory", _real(os.getcwd())))
-    with contextlib.suppress(RuntimeError, KeyError):  # no home folder known
-        places.append(("your home folder", _real(Path.home())))
-    for what, place in places:
-        if real == place:
-            raise CheckpointError(f"{shown} is {what}{never}")
-    for what, place in places:
-        if real in place.parents:
-            raise CheckpointError(f"{shown} contains {what} ({place}){never}")
-    for path in protect:
-        path = _real(path)
-        if real == path or real in path.parents:
-            raise CheckpointError(
-                f"{shown} {'is' if real == path else 'contains'} the input {path}; "
-                "choose another folder"
-            )
-    return shown
 
 
 def _checkpointer():
@@ -208,68 +151,12 @@ def is_ours(folder: str | os.PathLike) -> bool:
         ("config.json", "format", "jaxmamba"),
     ):
         try:
-            if parse_json((folder / name).read_text(), folder / name).get(key) == value:
+            table = parse_json((folder / name).read_text(), folder / name)
+            if isinstance(table, dict) and table.get(key) == value:
                 return True
         except (OSError, ValueError, AttributeError):  # CheckpointError is a ValueError
             continue
     return False
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (a pid no process can have: no)."""
-    if not 0 < pid < 2**31:  # what a recorded name or lock file claims is not trusted
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def is_stale_temporary(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a temporary that a jaxmamba writer now gone left behind: its name is
-    ``.NAME.tmp-<pid>-<id>`` or ``.NAME.old-<pid>-<id>`` and no process ``<pid>`` is alive.
-
-    >>> is_stale_temporary(f".study.json.tmp-{os.getpid()}-0123456789ab")  # this process: alive
-    False
-    >>> is_stale_temporary(".study.json.tmp-12-nothex")  # not the library's pattern
-    False
-    """
-    m = _TMP.match(Path(path).name)
-    return bool(m) and int(m.group("pid")) != os.getpid() and not _alive(int(m.group("pid")))
-
-
-def _remove_stale(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p, ignore_errors=True)
-    else:  # a file of write_bytes_atomic
-        with contextlib.suppress(OSError):
-            p.unlink()
-
-
-def clean_temporaries(parent: Path, name: str | None = None) -> None:
-    """Remove ``.NAME.tmp-*`` / ``.NAME.old-*`` siblings left by writers that are gone (of every
-    name when ``name`` is None); nothing else is touched."""
-    if not Path(parent).is_dir():
-        return
-    for p in Path(parent).iterdir():
-        m = _TMP.match(p.name)
-        if m and (name is None or m.group("name") == name) and is_stale_temporary(p):
-            _remove_stale(p)
-
-
-def entries(folder: str | os.PathLike, ignore: Iterable[str] = ()) -> list[Path]:
-    """What ``folder`` holds, sorted, less the names in ``ignore`` and less the temporaries of
-    jaxmamba writers that are gone (which are removed): a folder where a first write was killed
-    is still empty.  A missing folder holds nothing."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    clean_temporaries(folder)
-    ignore = set(ignore)
-    return sorted(p for p in folder.iterdir() if p.name not in ignore)
 
 
 _MESSAGE_BYTES = 2048
@@ -418,7 +305,7 @@ def _drop_closed_loop_reports() -> None:
         if not _closed_loop(report):
             previous(report)
 
-    hook._jaxmamba_filter = True
+    hook._jaxmamba_filter = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
 
 
@@ -427,7 +314,7 @@ def _held_unraisable() -> Iterator[None]:
     """Hold the "Exception ignored" reports of a write's threads (Orbax's and tensorstore's event
     loops report a failed write dozens of times, some of them later); replay them only if the
     write succeeds."""
-    held = []
+    held: list[Any] = []
     previous = sys.unraisablehook
     sys.unraisablehook = held.append
     ok = False
@@ -454,17 +341,6 @@ def _remove_temporary(tmp: Path) -> None:
         time.sleep(0.05)
         if not tmp.exists():
             return
-
-
-def _no_space(e: BaseException) -> bool:
-    while e is not None:
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            return True
-        text = str(e)
-        if "No space left on device" in text or "os_error_code='28'" in text:
-            return True
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def _write_primary(folder: Path, trees: Mapping[str, object], files: Mapping[str, str]) -> None:
@@ -503,273 +379,12 @@ def _write_primary(folder: Path, trees: Mapping[str, object], files: Mapping[str
                 parent.rmdir()
         if isinstance(e, CheckpointError) or not isinstance(e, Exception):
             raise
-        if _no_space(e):
+        if no_space(e):
             raise CheckpointError(
                 f"could not write {folder}: no space left on device; nothing was written"
             ) from None
         raise CheckpointError(f"could not write {folder}: {first_line(e)}") from e
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_error(path: Path, e: OSError) -> CheckpointError:
-    """One line naming ``path`` for a failed file write: a full disk says so."""
-    if _no_space(e) or e.errno == getattr(errno, "EDQUOT", None):
-        why = "the disk is full"
-    else:
-        why = e.strerror or first_line(e)
-    return CheckpointError(f"could not write {path}: {why}; it was left as it was")
-
-
-def inside(root: str | os.PathLike, *parts: str, folder: bool = False) -> Path:
-    """``root/parts…``, checked for writing (or reading back) inside the folder ``root``.
-
-    Every part must be one plain name (no ``/``, ``..`` or empty name); every existing component
-    below ``root`` must be a real folder (``os.lstat``: a symbolic link is refused, not
-    followed) and the last, if it exists, a regular file (a real folder with ``folder=True``).
-    ``root`` itself may be a symbolic link (the user named it).  Raises
-    :class:`~jaxmamba.errors.CheckpointError` naming the offending path; nothing is created.
-
-    >>> import tempfile
-    >>> root = Path(tempfile.mkdtemp())
-    >>> os.symlink("/tmp", root / "figures")
-    >>> inside(root, "figures", "a.png")
-    Traceback (most recent call last):
-    ...
-    jaxmamba.errors.CheckpointError: .../figures is a symbolic link; ... never through a link
-    >>> inside(root, "means", "x.npy") == root / "means" / "x.npy"
-    True
-    """
-    import stat
-
-    from jaxmamba.storage.images import file_kind
-
-    root = Path(root)
-    for part in parts:
-        if (not isinstance(part, str) or part in ("", ".", "..") or "/" in part
-                or os.sep in part or "\x00" in part):  # fmt: skip
-            raise CheckpointError(f"{part!r} is not a plain file name inside {root}")
-    path = root
-    for i, part in enumerate(parts):
-        path = path / part
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            return root.joinpath(*parts)  # nothing below exists: nothing to follow
-        except OSError as e:
-            raise CheckpointError(f"cannot use {path}: {e.strerror or e}") from None
-        last = i == len(parts) - 1
-        want = stat.S_ISDIR if not last or folder else stat.S_ISREG
-        if not want(mode):
-            if stat.S_ISLNK(mode):
-                raise CheckpointError(
-                    f"{path} is a symbolic link; jaxmamba reads and writes only the files "
-                    f"inside {root}, never through a link"
-                )
-            need = "a folder" if want is stat.S_ISDIR else "a regular file"
-            raise CheckpointError(f"{path} is {file_kind(mode)}, not {need}; it is left alone")
-    return path
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to the file ``path`` atomically (a temporary sibling, then a rename);
-    missing parent folders are created.  A failure (a full disk, no permission) raises
-    :class:`~jaxmamba.errors.CheckpointError` naming ``path``, which keeps its old content.
-
-    >>> import tempfile
-    >>> write_bytes_atomic(tempfile.mkdtemp() + "/a.txt", b"hi").read_bytes()
-    b'hi'
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        clean_temporaries(path.parent, path.name)
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    except OSError as e:
-        raise _write_error(path, e) from None
-    return path
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to the file ``path`` atomically (as :func:`write_bytes_atomic`)."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-LOCK_FILE = ".lock"
-LOCK_HEARTBEAT_S = 5.0  # how often a held lock's file is touched (its mtime: the heartbeat)
-LOCK_TIMEOUT_S = 30.0  # a lock not touched for this long is stale, whatever its host or pid
-_STALE_UNREADABLE_S = 5.0  # a lock file without a readable owner (its writer killed at once)
-_held_tokens: set[str] = set()  # the tokens of the locks this process holds now
-
-
-def _start_time(pid: int) -> str | None:
-    """When process ``pid`` started (field 22 of ``/proc/<pid>/stat``, in clock ticks since
-    boot), or None where that cannot be read (no such process, not Linux)."""
-    try:
-        with open(f"/proc/{int(pid)}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()  # the name may hold spaces and ')'
-        return fields[19].decode()
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _lock_owner(path: Path) -> dict | None:
-    """The owner recorded in the lock file ``path`` (``{"pid", "host", "since", "token",
-    "start"}``), or None if it cannot be read (gone, empty, damaged)."""
-    try:
-        owner = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
-        return None
-    return owner
-
-
-def _lock_age(path: Path) -> float | None:
-    """Seconds since the lock file ``path`` was last touched (its heartbeat); None if it is gone."""
-    try:
-        return max(0.0, time.time() - os.lstat(path).st_mtime)
-    except FileNotFoundError:
-        return None
-
-
-def _lock_is_stale(path: Path, owner: dict | None) -> bool:
-    """Whether the lock ``path`` of ``owner`` is left by a writer that is gone.  On this host the
-    process decides: the lock is stale if its pid is dead, is this process's without being one of
-    the locks it holds, or is a process started at another time than the one recorded (the pid
-    reused); a live process whose start time matches keeps its lock however busy it is.  Where
-    that cannot be told (another host, a container's new hostname, no start time recorded), the
-    heartbeat does: stale once not touched for :data:`LOCK_TIMEOUT_S` (a live holder touches it
-    every :data:`LOCK_HEARTBEAT_S`).  A lock naming no owner is stale after a few seconds."""
-    age = _lock_age(path)
-    if age is None:
-        return True
-    if owner is None:
-        return age > _STALE_UNREADABLE_S
-    if _verified_live(owner) is None:
-        return age > LOCK_TIMEOUT_S
-    return not _verified_live(owner)
-
-
-def _verified_live(owner: dict) -> bool | None:
-    """Whether the lock's process is alive, as far as this host can tell; None if it cannot."""
-    if owner.get("host") != socket.gethostname():
-        return None  # its pid cannot be checked here: only the heartbeat tells
-    pid = owner["pid"]
-    if pid == os.getpid():
-        return owner.get("token") in _held_tokens
-    if not _alive(pid):
-        return False
-    start = _start_time(pid)
-    if owner.get("start") is None or start is None:
-        return None
-    return owner["start"] == start
-
-
-def _refused(path: Path, owner: dict | None, advice: str) -> CheckpointError:
-    """The error for a live lock: who holds it, how fresh its heartbeat is, and when it would be
-    taken over."""
-    age = _lock_age(path) or 0.0
-    beat = (f"its lock was refreshed {age:.0f} s ago; a lock not refreshed for "
-            f"{LOCK_TIMEOUT_S:.0f} s is taken over")  # fmt: skip
-    if owner is not None and _verified_live(owner):
-        beat = "that process is running"
-    if owner is None:
-        return CheckpointError(
-            f"{path.parent} is being written by another process (its lock {path} names no owner "
-            f"yet; {beat}); {advice}"
-        )
-    host = "" if owner.get("host") == socket.gethostname() else f" on {owner.get('host')}"
-    return CheckpointError(
-        f"{path.parent} is being written by process {owner['pid']}{host} (since "
-        f"{owner.get('since', '?')}; {beat}); {advice}"
-    )
-
-
-def _take_lock(path: Path, advice: str) -> str:
-    """Create the lock file ``path`` (``O_CREAT | O_EXCL``), taking over a stale one; return the
-    token written in it."""
-    token = uuid.uuid4().hex
-    record = {"pid": os.getpid(), "host": socket.gethostname(),
-              "since": time.strftime("%Y-%m-%d %H:%M:%S"), "token": token,
-              "start": _start_time(os.getpid())}  # fmt: skip
-    for _ in range(5):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
-        except FileExistsError:
-            if os.path.islink(path):
-                raise CheckpointError(
-                    f"{path} is a symbolic link; jaxmamba does not write through it"
-                ) from None
-            owner = _lock_owner(path)
-            if _lock_is_stale(path, owner):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                continue
-            raise _refused(path, owner, advice) from None
-        except OSError as e:
-            raise _write_error(path, e) from None
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(record))
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            raise _write_error(path, e) from None
-        return token
-    raise CheckpointError(f"could not take the lock {path}: other processes keep taking it")
-
-
-def _heartbeat(path: Path, stop: threading.Event) -> None:
-    """Touch the lock file ``path`` every :data:`LOCK_HEARTBEAT_S` until ``stop`` is set."""
-    while not stop.wait(LOCK_HEARTBEAT_S):
-        with contextlib.suppress(OSError):  # gone or taken over: the release will see it
-            os.utime(path, follow_symlinks=False)
-
-
-@contextlib.contextmanager
-def locked(folder: str | os.PathLike, advice: str = "wait for it or choose another folder"):
-    """Hold the lock file ``folder/.lock`` while the block runs: a second writer (another
-    process, or a second call in this one) gets :class:`~jaxmamba.errors.CheckpointError` naming
-    the owner's pid and start, followed by ``advice``.  The lock is removed when the block ends,
-    by an exception or Ctrl-C too.  While held, a daemon thread touches it every
-    :data:`LOCK_HEARTBEAT_S` seconds; a lock left by a killed process is taken over once it was
-    not touched for :data:`LOCK_TIMEOUT_S` seconds (whatever its host), or at once on the same
-    host when its pid is dead or reused (another start time, or this very process's pid as in a
-    container where every run is pid 1).  ``folder`` must exist.
-
-    >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> with locked(folder):
-    ...     with locked(folder, "wait"):
-    ...         pass
-    Traceback (most recent call last):
-    ...
-    jaxmamba.errors.CheckpointError: ... is being written by process ... (since ...); wait
-    >>> os.listdir(folder)
-    []
-    """
-    path = Path(folder) / LOCK_FILE
-    token = _take_lock(path, advice)
-    _held_tokens.add(token)
-    stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(path, stop), daemon=True,
-                            name=f"jaxmamba lock heartbeat {path}")  # fmt: skip
-    beat.start()
-    try:
-        yield path
-    finally:
-        stop.set()
-        beat.join()
-        _held_tokens.discard(token)
-        owner = _lock_owner(path)
-        if owner is not None and owner.get("token") == token:  # still ours: never another's
-            with contextlib.suppress(OSError):
-                path.unlink()
 
 
 def verify(folder: str | os.PathLike) -> dict[str, str]:
@@ -907,10 +522,3 @@ class StepStore:
     def restore(self, step: int, trees, files: Iterable[str] = ("meta.json",)):
         """:func:`read` of step ``step``."""
         return read(self.directory / str(int(step)), trees, files)
-
-
-def first_line(e: BaseException, limit: int = 400) -> str:
-    """The first line of an exception's message, shortened: for one-line error messages."""
-    text = str(e).strip().splitlines()
-    line = text[0] if text else type(e).__name__
-    return line if len(line) <= limit else line[:limit] + "…"
