@@ -5,13 +5,13 @@ pays to every source patch. Patches that attend alike land together. Rows are us
 (no standardisation), so large-magnitude patterns dominate, as in the reference study.
 
 * ``"pca"``: scikit-learn PCA (``svd_solver="auto"``: exact SVD for up to 500 patches, a seeded
-  randomized SVD beyond, e.g. 1 s instead of 20 s at L = 3136; signs fixed by scikit-learn).
+  randomized SVD beyond; signs fixed by scikit-learn).
 * ``"tsne"`` / ``"umap"``: PCA to at most ``pca_dims`` dimensions first, then t-SNE (PCA
   initialisation) or UMAP, both seeded: the same ``seed`` gives identical output.
 * t-SNE is openTSNE's (a well-kept library built for speed) with its Barnes-Hut gradients, which
-  at the few thousand points of a block measured fastest on this 2-core CPU: 4.5 s for the 3136
-  patches of a 56x56 block with local (trained-like) attention, where scikit-learn's Barnes-Hut
-  took 52 s and openTSNE's FFT variant 42 s (``python benchmarks/reductions.py``).
+  at the few thousand points of a block measured fastest of scikit-learn's Barnes-Hut and
+  openTSNE's FFT variant (``python benchmarks/reductions.py``; figures in
+  ``benchmarks/results/reductions_cpu.md``).
 
 Small sets: t-SNE's perplexity is clipped to ``(n - 1) / 3`` below ``3·perplexity + 1`` points,
 UMAP's ``n_neighbors`` to ``n - 1``; with ``n <= n_components + 1`` points PCA already places
@@ -43,8 +43,8 @@ def _pca_class():
 
 
 def _tsne(z: np.ndarray, n_components: int, perplexity: float, seed: int) -> np.ndarray:
-    # One thread: at a block's few thousand points two threads gained nothing on this CPU and,
-    # with the cores shared, were 3-10x slower (thread hand-offs); it is deterministic either way.
+    # One thread: at a block's few thousand points two threads gained nothing (measured:
+    # benchmarks/results/reductions_cpu.md); it is deterministic either way.
     openTSNE = require("openTSNE", "plot", "t-SNE")
     model = openTSNE.TSNE(
         n_components=n_components, perplexity=perplexity, initialization="pca",
