@@ -1,4 +1,4 @@
-"""Exact attention extraction vs VMamba's own (inexact) analysis formula, side by side (issue 16).
+"""Exact attention extraction vs VMamba's own (inexact) analysis formula, side by side.
 
     python benchmarks/attention.py            # vmamba_tiny_s1l8, one 224x224 image, all 14 blocks
     python benchmarks/attention.py --memory   # also peak memory at batch 8 (XLA's own estimate)

@@ -1,4 +1,4 @@
-"""What a user's first lines wait for, each step timed in one fresh process (issue 16, item 2).
+"""What a user's first lines wait for, each step timed in one fresh process.
 
     python benchmarks/cold_start.py                       # vmamba_tiny_s1l8, 224x224
     python benchmarks/cold_start.py --variant vmamba_tiny_s1l8 --size 224 --runs 2

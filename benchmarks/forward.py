@@ -1,4 +1,4 @@
-"""CPU time of the jitted forward pass at 224×224 (issue 2's target: ≥ 2× faster than PyTorch).
+"""CPU time of the jitted forward pass at 224×224 (the target: ≥ 2× faster than PyTorch).
 
     python benchmarks/forward.py [--repeats 5] [--torch] [--whole]
 

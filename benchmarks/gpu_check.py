@@ -14,7 +14,7 @@ Part "scan", sections: (a) Pallas forward and gradients against the XLA path and
 forward+backward, Pallas vs the chunked XLA path, ``lax.associative_scan`` and the step-by-step
 ``lax.scan``; (c) a few block sizes for the Pallas kernels.
 
-Part "mean", section (d) (issue 16 item 5): the streamed :func:`jaxmamba.attention_mean` of all
+Part "mean", section (d): the streamed :func:`jaxmamba.attention_mean` of all
 14 blocks of vmamba_tiny_s1l8 (random weights) over 1000 random 224² images in batches of 128
 (the last one partial), default options (every route's map computed and summed, channel mean),
 timed cold (compilation included) and warm, in seconds and images/s; and the forward throughput
@@ -354,11 +354,11 @@ def summary(shapes, results, check, table, device):
                                              for r in rows))  # fmt: skip
 
 
-# (d): the 1000-image attention mean and the forward throughput (issue 16 item 5).
+# (d): the 1000-image attention mean and the forward throughput.
 MEAN = {"variant": "vmamba_tiny_s1l8", "images": 1000, "batch": 128, "size": 224}
 MEAN_DRY = {"variant": "vmamba_test", "images": 10, "batch": 4, "size": 64}  # last batch partial
 PUBLISHED_IMG_S = 1686.0  # VMamba README: vmamba_tiny_s1l8 throughput on one A100, batch 128
-GOAL_MEAN_S = 5.0  # issue 16: the 1000-image mean in < 5 s on one H100
+GOAL_MEAN_S = 5.0  # the goal: the 1000-image mean in < 5 s on one H100
 
 
 def random_images(n, size, seed=0):
@@ -442,7 +442,7 @@ def mean_part(budget, dry, reps, route_mode, implementation):
         if warm:
             best = min(warm)
             goal = "PASS" if best < GOAL_MEAN_S else "FAIL"
-            note = "dry run" if dry else f"goal < {GOAL_MEAN_S:g} s on one H100 (issue 16): {goal}"
+            note = "dry run" if dry else f"goal < {GOAL_MEAN_S:g} s on one H100: {goal}"
             rows.append((f"{what}, warm, best of {len(warm)}", batch, n, best, note))
 
     x = jnp.asarray(images[:batch])

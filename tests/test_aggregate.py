@@ -170,7 +170,7 @@ def test_rollout_properties():
         rollout({"layers.0.blocks.0": a1}, stage=2)
 
 
-# The batch step of the 1000-image GPU run (`bash benchmarks/gpu_check.sh --mean-only`, issue 16):
+# The batch step of the 1000-image GPU run (`bash benchmarks/gpu_check.sh --mean-only`):
 # checked to lower for CUDA on this CPU, from abstract shapes only (nothing is allocated).
 # attention_mean's own jitted step is private to aggregate.py, so `mean_step` computes it through
 # the public jitted core; test_mean_step_is_what_attention_mean_adds ties the two together.

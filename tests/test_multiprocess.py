@@ -1,4 +1,4 @@
-"""Multi-process attention means (issue 16): two JAX processes on 127.0.0.1 under
+"""Multi-process attention means: two JAX processes on 127.0.0.1 under
 ``jax.distributed.initialize`` (gloo CPU collectives, 2 simulated devices each), each streaming
 its own half of the images, get the one-process mean; a pair of which one process was killed
 resumes from the saved state, nothing counted twice or dropped; uneven streams stop both

@@ -1,4 +1,4 @@
-"""Bounded arguments, special files and user text get named errors (issue 21, items 8-13).
+"""Bounded arguments, special files and user text get named errors.
 
 Each test here failed on the code before the fix: an argument that asked for gigabytes (a chunk
 beyond L, a range of channels, a 60000x1 image), a FIFO that blocked the loader or the export,

@@ -1,4 +1,4 @@
-"""Parity with the official VMamba code, on the shared reference fixtures (issue 8).
+"""Parity with the official VMamba code, on the shared reference fixtures.
 
 Each fixture was made by running the official PyTorch code (see the fixtures' README): an
 official-format checkpoint, inputs with their logits, the hidden attention of every block, and

@@ -1,4 +1,4 @@
-"""Reliability (issue 12): no user file is ever deleted, no wrong result is called exact, no resume
+"""Reliability: no user file is ever deleted, no wrong result is called exact, no resume
 mixes two runs, corruption and interruption are detected, and every bad input is a named error."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Resume safety (issue 21): a killed writer never blocks the next run, arguments are checked
+"""Resume safety: a killed writer never blocks the next run, arguments are checked
 before anything is written, one writer at a time, a resumed mean checks its images, and a full
 disk is one error naming the file."""
 
@@ -306,7 +306,7 @@ def test_a_state_of_an_older_jaxmamba_is_resumed_with_a_warning(model, images, s
     step = steps.latest_step()
     trees, files = steps.restore(step, ["sums"], ["meta.json"])
     meta = json.loads(files["meta.json"])
-    del meta["images_digests"]  # as saved before issue 21
+    del meta["images_digests"]  # as saved by earlier versions
     store.write(out / "state" / str(step), trees, {"meta.json": json.dumps(meta)}, overwrite=True)
     with pytest.warns(UserWarning, match="cannot be checked"):
         again = attention_mean(model, [images], blocks=BLOCKS, out_dir=out, progress=False)

@@ -1,4 +1,4 @@
-"""Issue 22 (5-7): the demo and the explorer say what they show, and nothing slow is silent.
+"""The demo and the explorer say what they show, and nothing slow is silent.
 
 Images named with their class; each order's model named by a short digest in the header and the
 order menu (served page and offline export); findings of grids under 16 patches shown as "too

@@ -1,4 +1,4 @@
-"""The request boundary of the local server and the notebook widget (issue 21): only the server's
+"""The request boundary of the local server and the notebook widget: only the server's
 own page is answered, bodies are bounded JSON objects, every bad request is a 4xx with a one-line
 JSON reason, integers are never coerced, heavy work runs off the event loop one request at a
 time, the widget answers every request, the page template substitutes once, and ``serve``

@@ -1,4 +1,4 @@
-"""The explorer's colour scales, images under maps and side-by-side scales (issue 22), in headless
+"""The explorer's colour scales, images under maps and side-by-side scales, in headless
 Chromium on a served synthetic VMamba-T study at 224x224 (56x56 stage-0 grids, signed maps):
 scaleFor against float64 NumPy references of the shared contract (and matplotlib's SymLogNorm),
 the drawn pixels against the scale's colours, the selection left out of the scale, grey images

@@ -1,4 +1,4 @@
-"""Writer safety (issue 21): a resumed study never writes or reads through a symbolic link out of
+"""Writer safety: a resumed study never writes or reads through a symbolic link out of
 its folder (nor do its figures), a killed writer's lock never blocks a resume whatever its pid or
 host (a heartbeat tells a live writer from a dead one), and arguments a reader could not read back
 are refused before anything is written."""
