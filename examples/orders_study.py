@@ -383,10 +383,10 @@ def write_results(record: dict, out: Path, readme: Path | None) -> dict:
         "## Findings per stage\n\n"
         f"{findings_table(summary)}\n\n"
         "distinct: silhouette of block labels in a joint PCA of the stage's blocks' attention rows "
-        "(`metrics.block_distinctness`); locality: Spearman ρ between scan-order distance "
-        "(min over routes) and attention-row distance (`metrics.sequence_locality`); distance: "
+        "(`findings.block_distinctness`); locality: Spearman ρ between scan-order distance "
+        "(min over routes) and attention-row distance (`findings.sequence_locality`); distance: "
         "attention-weighted mean spatial distance / grid diagonal "
-        "(`metrics.attention_distance(normalize=True)`).\n"
+        "(`findings.attention_distance(normalize=True)`).\n"
     )
     (out / "orders_study.md").write_text(md)
     figure(summary, out / "orders_findings.png")
