@@ -33,7 +33,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from jaxmamba.errors import MetricsError, require
+from jaxmamba.errors import ConfigError, MetricsError, require
 from jaxmamba.models.config import parse_block_name
 
 __all__ = [
@@ -323,7 +323,7 @@ def attention_distance(attn, h: int, w: int, *, normalize: bool = False) -> floa
 def _block_id(name: str) -> tuple[int, int]:
     try:
         return parse_block_name(name)
-    except ValueError as e:
+    except ConfigError as e:
         raise MetricsError(f"block maps must be named by block: {e}") from None
 
 

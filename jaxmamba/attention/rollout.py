@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxmamba.errors import AggregateError
+from jaxmamba.errors import AggregateError, ConfigError
 from jaxmamba.models.config import parse_block_name
 
 __all__ = ["rollout"]
@@ -33,7 +33,7 @@ def rollout(maps, stage: int | None = None) -> dict:
     by_stage: dict[str, list] = {}
     try:
         parsed = {name: parse_block_name(name) for name in maps}
-    except ValueError as e:
+    except ConfigError as e:
         raise AggregateError(f"rollout needs block maps: {e}") from None
     for name in sorted(maps, key=parsed.__getitem__):
         if stage is None or parsed[name][0] == stage:

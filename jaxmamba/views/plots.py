@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmamba.errors import PlotError, require
+from jaxmamba.errors import ConfigError, PlotError, require
 from jaxmamba.models.config import parse_block_name
 from jaxmamba.views.scales import (
     OPACITY,
@@ -370,7 +370,7 @@ def _layout(names) -> dict[str, tuple[int, int]]:
     """Panel (row, col) per block: stage × block for official names, else one row."""
     try:
         parsed = {n: parse_block_name(n) for n in names}
-    except ValueError:
+    except ConfigError:
         return {n: (0, i) for i, n in enumerate(names)}
     stages = sorted({stage for stage, _ in parsed.values()})
     out, per_stage = {}, dict.fromkeys(stages, 0)
