@@ -37,6 +37,7 @@ def test_unreadable_image(tmp_path):
         load_image(bad)
 
 
+@pytest.mark.slow  # ~35 s; explore and export are run by test_says_what and test_explorer
 def test_explore_on_an_orbax_checkpoint_then_export(photo, tmp_path, capsys):
     ckpt = jaxmamba.save(jaxmamba.create_model("vmamba_test"), tmp_path / "ckpt")
     out = tmp_path / "out"

@@ -18,6 +18,7 @@ def _load(name):
     return module
 
 
+@pytest.mark.slow  # trains and studies every order (~40 s)
 def test_orders_study_smoke(tmp_path):
     study = _load("orders_study")
     readme = tmp_path / "README.md"
@@ -74,6 +75,7 @@ def test_init_model_cuts_per_route_parameters():
     np.testing.assert_array_equal(op2["Ds"], op4["Ds"][: 2 * d])
 
 
+@pytest.mark.slow  # ~25 s
 def test_learn_order_smoke(tmp_path):
     learn = _load("learn_order")
     out = tmp_path / "learned.png"

@@ -169,6 +169,7 @@ def test_help_lists_orders_reductions_and_defaults():
     assert run.returncode == 0 and "hilbert" in run.stdout and "umap" in run.stdout
 
 
+@pytest.mark.slow  # a whole explore run (~45 s)
 def test_explore_without_checkpoint_says_it_uses_the_digit_model(tmp_path, capsys):
     from PIL import Image
 

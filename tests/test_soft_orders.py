@@ -34,6 +34,7 @@ def model_and_images():
     return m, x
 
 
+@pytest.mark.slow  # ~30 s; the gradient test below runs by default
 def test_sharp_soft_routes_equal_the_hard_order(model_and_images):
     m, x = model_and_images
     soft = {

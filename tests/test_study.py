@@ -131,6 +131,7 @@ KILLED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 80 s; resuming is also checked by test_resume_safety and test_reliability
 def test_a_study_killed_midway_resumes_to_the_same_result(setup, tmp_path):
     model = setup[0]
     x = np.random.default_rng(0).standard_normal((12, 64, 64, 3)).astype(np.float32)

@@ -44,7 +44,10 @@ def _json(path: Path) -> dict:
     return json.loads((path / "study.json").read_text())
 
 
-@pytest.mark.parametrize("which", ["real", "synthetic"])
+@pytest.mark.parametrize(
+    "which",
+    [pytest.param("real", marks=pytest.mark.slow), "synthetic"],  # real: ~30 s, -m slow
+)
 def test_study_json_round_trips_through_typed_values(which, request):
     path = request.getfixturevalue(which)
     raw = _json(path)
