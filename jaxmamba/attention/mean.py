@@ -188,6 +188,7 @@ def attention_mean(
     many = jax.process_count() > 1
     steps: store.StepStore | None = None
     state, table = Progress(), None
+    pieces: tuple[int, ...] = ()  # the batch plan (cpu_pieces), set with the table
     blocks_info: tuple[Block, ...] = ()
     shape: tuple[int, ...] | None = None
     first_size, seen, since_save = 0, 0, 0
@@ -253,9 +254,10 @@ def attention_mean(
                 x = np.where(finite[:, None, None, None], x, 0.0).astype(np.float32)
             first_size = first_size or b
             xs, valid = _global_batch(x, finite, mesh, first_size)
-            if table is None:  # the order's routes as data, once
+            if table is None:  # the order's routes as data and the batch plan, once (every
+                # batch is padded to the first one's shape)
                 table = route_table(model.config, (shape[0], shape[1]), order)
-            pieces = cpu_pieces(model.config, xs.shape)
+                pieces = cpu_pieces(model.config, xs.shape)
             part, n_valid = _batch_sum_jit(
                 model, xs, valid, table, names, options, implementation, pieces
             )
