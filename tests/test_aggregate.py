@@ -13,8 +13,9 @@ import pytest
 from conftest import rel_err
 
 import jaxmamba
-from jaxmamba.attention.extract import compute_maps, extract_attention
-from jaxmamba.attention.mean import AggregateError, attention_mean
+from jaxmamba.attention import mean as mean_module
+from jaxmamba.attention.extract import extract_attention, map_shape
+from jaxmamba.attention.mean import AggregateError, attention_mean, mean_step
 from jaxmamba.attention.options import AttentionOptions
 from jaxmamba.attention.rollout import rollout
 from jaxmamba.models.model import select_blocks
@@ -172,18 +173,11 @@ def test_rollout_properties():
 
 # The batch step of the 1000-image GPU run (`bash benchmarks/gpu_check.sh --mean-only`):
 # checked to lower for CUDA on this CPU, from abstract shapes only (nothing is allocated).
-# attention_mean's own jitted step is private to aggregate.py, so `mean_step` computes it through
-# the public jitted core; test_mean_step_is_what_attention_mean_adds ties the two together.
 
 
-def mean_step(model, images, valid, order, names, options, implementation):
-    """The map sums over the valid images of one padded batch, and their count."""
-    maps = compute_maps(model, images, order, names, options, implementation)
-    w = valid.astype(jnp.float32)
-    return {k: jnp.tensordot(w, maps[k], axes=(0, 0)) for k in names}, jnp.sum(valid)
-
-
-MEAN_STEP = jax.jit(mean_step, static_argnums=(3, 4, 5, 6))
+def zero_sums(model, names, size, options=AttentionOptions()):
+    blocks = [model.config.block(n, size) for n in names]
+    return {b.name: jnp.zeros(map_shape(b, 4, options), jnp.float32) for b in blocks}
 
 
 def test_mean_step_is_what_attention_mean_adds(setup):
@@ -191,11 +185,55 @@ def test_mean_step_is_what_attention_mean_adds(setup):
     names = select_blocks(model.config, BLOCKS)
     padded = np.concatenate([data[0], np.full((1, 64, 64, 3), 7.0, np.float32)])  # 3 + 1 pad
     valid = jnp.asarray([True, True, True, False])
-    sums, n = MEAN_STEP(model, padded, valid, as_order(None), names, AttentionOptions(), None)
+    start = zero_sums(model, names, (64, 64))
+    sums, n = mean_step(model, start, padded, valid, as_order(None), names, AttentionOptions())
     mean = attention_mean(model, [data[0]], blocks=BLOCKS, progress=False)
     assert int(n) == 3 and set(sums) == set(mean) == set(names)
     for k in names:
         assert rel_err(sums[k] / 3, mean[k]) < 1e-5
+    assert all(v.is_deleted() for v in start.values())  # donated: summed in place
+
+
+@pytest.mark.parametrize(("route_mode", "channels"), [("sum", "mean"), ("each", (1, 5))])
+def test_mean_step_in_steps_of_a_few_images_per_device(setup, monkeypatch, route_mode, channels):
+    """The maps made two images of each device at a time, with padding, in a lax.scan: the
+    running sums plus the weighted sum of every image's maps, whatever the steps."""
+    model, data, _ = setup
+    options = AttentionOptions(route_mode, channels)
+    names = select_blocks(model.config, BLOCKS)
+    x = np.concatenate(data[:2])  # 6 images: 2 "devices" of 3, steps of 2 (one padded)
+    valid = np.array([True, False, True, True, True, False])
+    maps = extract_attention(model, jnp.asarray(x), blocks=BLOCKS, route_mode=route_mode,
+                             channels=channels)  # fmt: skip
+    monkeypatch.setattr(mean_module, "_step_images", lambda group, order, options, n: min(n, 2))
+    rng = np.random.default_rng(2)
+    start = {k: jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
+             for k, v in zero_sums(model, names, (64, 64), options).items()}  # fmt: skip
+    expected = {k: np.asarray(start[k]) + np.asarray(maps[k])[valid].sum(0) for k in names}
+    step = mean_step.__wrapped__  # not jitted: the patched step size is read when it runs
+    for shards in (1, 2):
+        sums, n = step(model, dict(start), jnp.asarray(x), jnp.asarray(valid), as_order(None),
+                       names, options, None, (), shards)  # fmt: skip
+        assert int(n) == 4
+        for k in names:
+            assert rel_err(sums[k], expected[k]) < 1e-5, (shards, k)
+
+
+def test_mean_step_memory_does_not_grow_with_the_maps_of_the_batch():
+    """XLA's buffers for one step at batch 8 hold less than batch 1's plus the maps of 7 more
+    images (the old step, all maps of a batch before the weighted sum, held them all)."""
+    model = jaxmamba.create_model("vmamba_test")
+    names = select_blocks(model.config, 0)  # two 64x64 grids' blocks at 256x256: L = 4096
+    size = (256, 256)
+
+    def bytes_at(b):
+        args = (model, zero_sums(model, names, size), jnp.zeros((b, *size, 3)),
+                jnp.ones(b, bool), as_order(None), names, AttentionOptions())  # fmt: skip
+        m = mean_step.lower(*args).compile().memory_analysis()
+        return m.temp_size_in_bytes + m.output_size_in_bytes
+
+    one_image_maps = len(names) * 4096**2 * 4
+    assert bytes_at(8) - bytes_at(1) < 7 * one_image_maps
 
 
 # "pallas" is what implementation=None picks on a GPU; on this CPU None resolves to "xla" while
@@ -207,8 +245,9 @@ def test_mean_step_of_the_gpu_run_lowers_for_cuda(implementation):
     names = select_blocks(model.config)
     images = jax.ShapeDtypeStruct((128, 224, 224, 3), jnp.float32)  # batch 128, 224²
     valid = jax.ShapeDtypeStruct((128,), jnp.bool_)
-    args = (model, images, valid, as_order(None), names, AttentionOptions(), implementation)
-    lowered = MEAN_STEP.trace(*args).lower(lowering_platforms=("cuda",))
+    sums = jax.eval_shape(lambda: zero_sums(model, names, (224, 224)))
+    args = (model, sums, images, valid, as_order(None), names, AttentionOptions(), implementation)
+    lowered = mean_step.trace(*args).lower(lowering_platforms=("cuda",))
     sums, count = lowered.out_info
     side = {0: 56, 1: 28, 2: 14, 3: 7}  # patch grid of each stage at 224²
     assert len(names) == 14 and model.config.k_routes == 4

@@ -210,11 +210,11 @@ def test_a_program_compiled_ahead_is_the_one_attention_mean_runs():
         if event.endswith("backend_compile_duration") else None
     )  # fmt: skip
     assert compile_mean(model, (2, 64, 64, 3), order="hilbert", blocks=(2, 3)) is True
-    assert "jit(_batch_sum)" in compiled
+    assert "jit(mean_step)" in compiled
     compiled.clear()
     mean = attention_mean(model, [x[:2], x[2:4], x[4:]], order="hilbert", blocks=(2, 3),
                           progress=False)  # fmt: skip
-    assert "jit(_batch_sum)" not in compiled  # found compiled
+    assert "jit(mean_step)" not in compiled  # found compiled
     jax.clear_caches()  # the ordinary way: compiled by the call itself
     again = attention_mean(model, [x[:2], x[2:4], x[4:]], order="hilbert", blocks=(2, 3),
                            progress=False)  # fmt: skip

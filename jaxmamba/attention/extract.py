@@ -39,7 +39,6 @@ from jaxmamba.attention.options import (
 )
 from jaxmamba.attention.tiles import causal_maps, spatial_maps
 from jaxmamba.errors import AttentionError
-from jaxmamba.models.cache import ScanCache
 from jaxmamba.models.config import Block
 from jaxmamba.models.layers import HIGHEST
 from jaxmamba.models.model import Model, apply, check_images, cpu_pieces, select_blocks
@@ -54,12 +53,15 @@ __all__ = [
     "NORMALIZE_MODES",
     "ROUTE_MODES",
     "block_attention",
+    "block_maps",
     "block_params",
     "check_chunk",
     "compute_maps",
     "extract_attention",
+    "map_shape",
     "route_attention",
     "scan_args",
+    "shape_groups",
     "to_spatial",
 ]
 
@@ -416,37 +418,76 @@ def compute_maps(
                     f"{len(options.channels)} channels asked of {block.name}, which has {d}"
                 )
     _, cache = apply(model, images, order, implementation, frozenset(names), pieces)
+    inputs = {name: cache.scan_input(name) for name in names}
     maps = {}
-    for same in _same_shape(blocks, cache):
-        routes = order.routes(*same[0].grid)
-        groups = order.groups(*same[0].grid) if isinstance(order, RouteTable) else None
-        if len(same) == 1 or not _tiled(options, routes):
-            for block in same:
-                maps[block.name] = block_attention(
-                    block_params(model, block.name), cache.scan_input(block.name), routes,
-                    options, chunk=chunk, groups=groups,
-                )  # fmt: skip
-            continue
-        # blocks of one shape: their scans go through the tiled kernel together
-        b = images.shape[0]
-        parts = [
-            scan_args(block_params(model, blk.name), cache.scan_input(blk.name), routes)
-            for blk in same
-        ]
-        dt, B, C = (jnp.concatenate([p[i] for p in parts]) for i in (0, 2, 3))
-        A = jnp.concatenate([jnp.broadcast_to(p[1], (b,) + p[1].shape) for p in parts])
-        Dk = jnp.concatenate([jnp.broadcast_to(p[4], (b,) + p[4].shape) for p in parts])
-        out = _finish(_mean_maps(dt, A, B, C, routes, options, chunk, groups), Dk, options)
-        for i, block in enumerate(same):
-            maps[block.name] = out[i * b : (i + 1) * b]
+    for same in shape_groups(blocks, inputs):
+        maps.update(block_maps(model, inputs, same, order, options, chunk))
     return AttentionMaps(maps, blocks, _order_label(order), options)
 
 
-def _same_shape(blocks, cache: ScanCache) -> list[list[Block]]:
-    """Blocks grouped by grid and scan-input shape, in forward order of their first member."""
+def block_maps(
+    model: Model,
+    inputs: dict,
+    blocks: tuple[Block, ...] | list[Block],
+    order: Order | SoftOrder,
+    options: AttentionOptions,
+    chunk: int | None = None,
+) -> dict:
+    """Maps of ``blocks`` (all of one grid) from their scan inputs (jit-able; for library code).
+
+    Args:
+      model: the :class:`~jaxmamba.Model` whose blocks they are.
+      inputs: block name -> ``(B, D, L)`` scan input (``ScanCache.scan_input``).
+      blocks: blocks of one grid whose inputs share a shape (a group of :func:`shape_groups`).
+      order, options, chunk: as in :func:`compute_maps`.
+
+    Returns:
+      block name -> maps of the shape :func:`map_shape` says, with the batch axis ``B`` first.
+    """
+    grid = blocks[0].grid
+    routes = order.routes(*grid)
+    groups = order.groups(*grid) if isinstance(order, RouteTable) else None
+    if len(blocks) == 1 or not _tiled(options, routes):
+        return {
+            block.name: block_attention(
+                block_params(model, block.name), inputs[block.name], routes, options,
+                chunk=chunk, groups=groups,
+            )
+            for block in blocks
+        }  # fmt: skip
+    # blocks of one shape: their scans go through the tiled kernel together
+    b = inputs[blocks[0].name].shape[0]
+    parts = [scan_args(block_params(model, blk.name), inputs[blk.name], routes) for blk in blocks]
+    dt, B, C = (jnp.concatenate([p[i] for p in parts]) for i in (0, 2, 3))
+    A = jnp.concatenate([jnp.broadcast_to(p[1], (b,) + p[1].shape) for p in parts])
+    Dk = jnp.concatenate([jnp.broadcast_to(p[4], (b,) + p[4].shape) for p in parts])
+    out = _finish(_mean_maps(dt, A, B, C, routes, options, chunk, groups), Dk, options)
+    return {block.name: out[i * b : (i + 1) * b] for i, block in enumerate(blocks)}
+
+
+def map_shape(block: Block, k: int, options: AttentionOptions) -> tuple[int, ...]:
+    """The shape of one image's map of ``block`` under ``options`` with ``k`` routes:
+    ``(L, L)``, ``(K, L, L)`` with ``route_mode="each"``, a channel subset's axis ``C`` before
+    ``L, L``.
+
+    >>> from jaxmamba.models.config import get_config
+    >>> block = get_config("vmamba_test").block("layers.3.blocks.0", (64, 64))
+    >>> map_shape(block, 4, AttentionOptions(route_mode="each", channels=(0, 1, 2)))
+    (4, 3, 4, 4)
+    """
+    l = block.grid[0] * block.grid[1]
+    shape: tuple[int, ...] = (l, l)
+    if not isinstance(options.channels, str):
+        shape = (len(options.channels),) + shape
+    return (k,) + shape if options.route_mode == "each" else shape
+
+
+def shape_groups(blocks, inputs: dict) -> list[list[Block]]:
+    """``blocks`` grouped by grid and scan-input shape (``inputs``: name -> ``(B, D, L)``), in
+    forward order of their first member: each group's maps are computed together."""
     groups: dict = {}
     for block in blocks:
-        groups.setdefault((block.grid, cache.scan_input(block.name).shape), []).append(block)
+        groups.setdefault((block.grid, inputs[block.name].shape), []).append(block)
     return list(groups.values())
 
 

@@ -39,6 +39,7 @@ batches since the last save.  Restart all processes with the same shards and ``o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -53,8 +54,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as PS
+from jaxtyping import Array, Bool, Float, Int
 
-from jaxmamba.attention.extract import compute_maps
+from jaxmamba.attention.extract import block_maps, map_shape, shape_groups
 from jaxmamba.attention.maps import AttentionMaps
 from jaxmamba.attention.options import DEFAULT_OPTIONS, AttentionOptions
 from jaxmamba.attention.resume import (
@@ -71,8 +73,8 @@ from jaxmamba.attention.resume import (
 )
 from jaxmamba.errors import AggregateError
 from jaxmamba.models.config import Block
-from jaxmamba.models.model import Model, check_images, cpu_pieces, select_blocks
-from jaxmamba.orders import Order, RouteTable, as_order
+from jaxmamba.models.model import Model, apply, check_images, cpu_pieces, select_blocks
+from jaxmamba.orders import Order, RouteTable, SoftOrder, as_order
 from jaxmamba.storage import store
 
 __all__ = [
@@ -82,20 +84,112 @@ __all__ = [
     "RUN_FORMAT",
     "attention_mean",
     "compile_mean",
+    "mean_step",
     "route_table",
 ]
 
 NONFINITE_MODES = ("raise", "skip")
 
 
-def _batch_sum(model, images, valid, order, names, options, implementation, pieces=()):
-    """The map sums over the ``valid`` images of one padded batch, and their count."""
-    maps = compute_maps(model, images, order, names, options, implementation, None, pieces)
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9), donate_argnums=(1,))
+def mean_step(
+    model: Model,
+    sums: dict,
+    images: Float[Array, "b H W 3"],
+    valid: Bool[Array, " b"],
+    order: Order | SoftOrder | RouteTable,
+    names: tuple[str, ...],
+    options: AttentionOptions,
+    implementation: str | None = None,
+    pieces: tuple[int, ...] = (),
+    shards: int = 1,
+) -> tuple[dict, Int[Array, ""]]:
+    """``sums`` plus the maps of the ``valid`` images of one padded batch, and their count: the
+    step :func:`attention_mean` runs on every batch (jitted; ``sums`` is donated).
+
+    ``sums`` maps each block of ``names`` to its running float32 sum (of :func:`map_shape`);
+    ``order`` is resolved (a :class:`~jaxmamba.orders.RouteTable` shares one program between
+    orders), ``pieces`` the forward pass's batch plan (:func:`cpu_pieces`).
+
+    The forward pass runs on the whole batch; the maps of each group of blocks are then made a
+    few images at a time (:func:`_step_images`) and added to the running sums inside the loop,
+    so no batch of ``L × L`` maps is ever held: memory does not grow with the batch.  The batch
+    axis is split into ``shards`` (the devices it is sharded over), each device's images looped
+    over in the same steps, so every device works on its own images.
+    """
+    size = (images.shape[1], images.shape[2])
+    blocks = tuple(model.config.block(name, size) for name in names)
+    _, cache = apply(model, images, order, implementation, frozenset(names), pieces)
+    inputs = {name: cache.scan_input(name) for name in names}
     w = valid.astype(jnp.float32)
-    return {k: jnp.tensordot(w, maps[k], axes=(0, 0)) for k in names}, jnp.sum(valid)
+    out = dict(sums)
+    for group in shape_groups(blocks, inputs):
+        out.update(_group_sum(model, sums, inputs, w, group, order, options, shards))
+    return out, jnp.sum(valid)
 
 
-_batch_sum_jit = jax.jit(_batch_sum, static_argnums=(4, 5, 6, 7))
+def _group_sum(model, sums, inputs, w, group, order, options, shards: int) -> dict:
+    """The running sums of one group of blocks (one grid) plus the weighted maps of a batch,
+    made :func:`_step_images` images of every device at a time in a ``lax.scan``."""
+    per_device = w.shape[0] // shards
+    g = _step_images(group, order, options, per_device)
+    n = -(-per_device // g)
+    g = -(-per_device // n)  # the fewest padded images for n steps
+
+    def add(acc, step):
+        maps = block_maps(model, step[0], group, order, options)
+        return {k: acc[k] + jnp.tensordot(step[1], maps[k], axes=(0, 0)) for k in acc}, None
+
+    xs = ({b.name: _by_step(inputs[b.name], shards, n, g) for b in group},
+          _by_step(w, shards, n, g))  # fmt: skip
+    acc = {b.name: sums[b.name] for b in group}
+    if n == 1:
+        return add(acc, jax.tree.map(lambda x: x[0], xs))[0]
+    return jax.lax.scan(add, acc, xs)[0]
+
+
+def _by_step(x, shards: int, n: int, g: int):
+    """``(B, …)`` → ``(n, shards·g, …)``: step i takes images ``i·g … i·g + g − 1`` of every
+    device's ``B / shards`` (zero-padded to ``n·g``), so that each device works on its own.
+
+    >>> _by_step(jnp.arange(6), 2, 2, 2).tolist()  # devices hold 0 1 2 and 3 4 5
+    [[0, 1, 3, 4], [2, 0, 5, 0]]
+    """
+    per_device = x.shape[0] // shards
+    x = x.reshape((shards, per_device) + x.shape[1:])
+    x = jnp.pad(x, [(0, 0), (0, n * g - per_device)] + [(0, 0)] * (x.ndim - 2))
+    x = x.reshape((shards, n, g) + x.shape[2:])
+    return jnp.swapaxes(x, 0, 1).reshape((n, shards * g) + x.shape[3:])
+
+
+_STEP_BYTES = 2**28  # what the maps made in one step of a block group may hold, per device
+
+
+def _step_images(group, order, options: AttentionOptions, images: int) -> int:
+    """How many images of one device a step makes the maps of ``group`` (blocks of one grid)
+    for: as many as fit :data:`_STEP_BYTES` (each route's map, their sum and the tiled products'
+    keys, per block and image), at least one, at most ``images``."""
+    l = group[0].grid[0] * group[0].grid[1]
+    k = len(order.routes(*group[0].grid))
+    c = 1 if isinstance(options.channels, str) else len(options.channels)
+    per_image = len(group) * (2 * k * c + 2) * l * l * 4
+    return max(1, min(images, _STEP_BYTES // per_image))
+
+
+def _zero_sums(model, blocks, order, options: AttentionOptions, mesh) -> dict:
+    """Zero running sums of every block, float32, replicated over ``mesh``."""
+    k = {b.grid: len(order.routes(*b.grid)) for b in blocks}
+    shapes = {b.name: map_shape(b, k[b.grid], options) for b in blocks}
+    return _placed({n: np.zeros(s, np.float32) for n, s in shapes.items()}, mesh)
+
+
+def _placed(sums: dict, mesh) -> dict:
+    """Host arrays as device arrays the step takes (replicated over a mesh of many devices)."""
+    if len(mesh.devices.reshape(-1)) == 1:
+        return {k: jnp.asarray(v, jnp.float32) for k, v in sums.items()}
+    sharding = NamedSharding(mesh, PS())
+    make = jax.make_array_from_process_local_data
+    return {k: make(sharding, np.asarray(v, np.float32)) for k, v in sums.items()}
 
 
 def _nonfinite_count(tree) -> int:
@@ -189,6 +283,10 @@ def attention_mean(
     steps: store.StepStore | None = None
     state, table = Progress(), None
     pieces: tuple[int, ...] = ()  # the batch plan (cpu_pieces), set with the table
+    shards = len(mesh.devices.reshape(-1))
+    sums: dict | None = None  # the running sums on the device(s)
+    counts: list = []  # images counted by the batches since the last settle (device scalars)
+    offered = 0  # images given to those batches
     blocks_info: tuple[Block, ...] = ()
     shape: tuple[int, ...] | None = None
     first_size, seen, since_save = 0, 0, 0
@@ -258,20 +356,28 @@ def attention_mean(
                 # batch is padded to the first one's shape)
                 table = route_table(model.config, (shape[0], shape[1]), order)
                 pieces = cpu_pieces(model.config, xs.shape)
-            part, n_valid = _batch_sum_jit(
-                model, xs, valid, table, names, options, implementation, pieces
-            )
-            n_valid = int(n_valid)
-            state.sums = part if state.sums is None else {k: state.sums[k] + part[k] for k in part}
-            state.count += n_valid
-            state.skipped += len(x) * jax.process_count() - n_valid  # equal batches everywhere
+                sums = (
+                    _zero_sums(model, blocks_info, table, options, mesh)
+                    if state.sums is None
+                    else _placed(state.sums, mesh)
+                )
+            sums, n_valid = mean_step(
+                model, sums, xs, valid, table, names, options, implementation, pieces, shards
+            )  # sums is donated: updated in place
+            counts.append(n_valid)  # read on the host only when saving: no wait per batch
+            offered += len(x) * jax.process_count()  # equal batches everywhere
+            if len(counts) > _AHEAD:  # the host stays at most _AHEAD batches ahead
+                counts[-_AHEAD - 1].block_until_ready()
             state.consumed = seen
             since_save += 1
             if bar is not None:
                 bar.update(len(x))
             if steps is not None and since_save >= save_every:
+                offered = _settle(state, sums, counts, offered)
                 save_state(steps, state, chain)
                 since_save = 0
+        if sums is not None:
+            offered = _settle(state, sums, counts, offered)
         if state.count == 0:
             raise AggregateError(
                 "no images were averaged: batches was empty, or all its images were counted "
@@ -288,6 +394,18 @@ def attention_mean(
 
 
 _END = object()
+_AHEAD = 2
+
+
+def _settle(state: Progress, sums: dict, counts: list, offered: int) -> int:
+    """Bring the device's running sums and counts into ``state`` (waits for them); returns the
+    images offered since (none)."""
+    counted = sum(int(c) for c in counts)
+    state.count += counted
+    state.skipped += offered - counted
+    state.sums = dict(sums)
+    counts.clear()
+    return 0
 
 
 def compile_mean(
@@ -321,7 +439,13 @@ def compile_mean(
     valid = jnp.zeros(batch_shape[0], bool)
     table = route_table(model.config, batch_shape[1:3], order)
     pieces = cpu_pieces(model.config, xs.shape)
-    _batch_sum_jit.lower(model, xs, valid, table, names, options, implementation, pieces).compile()
+    size = (int(batch_shape[1]), int(batch_shape[2]))
+    blocks_info = tuple(model.config.block(n, size) for n in names)
+    mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+    sums = _zero_sums(model, blocks_info, table, options, mesh)
+    mean_step.lower(
+        model, sums, xs, valid, table, names, options, implementation, pieces, 1
+    ).compile()
     return True
 
 
