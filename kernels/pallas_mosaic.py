@@ -83,9 +83,11 @@ def tile_len(n: int) -> int:
 
 def interpret_params() -> Any:
     """Mosaic GPU's interpreter parameters (public from JAX 0.11, private in 0.10)."""
-    cls = getattr(plgpu, "InterpretGPUParams", None)
+    cls: Any = getattr(plgpu, "InterpretGPUParams", None)
     if cls is None:  # JAX 0.10: not exported yet
-        from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams as cls
+        from jax._src.pallas.mosaic_gpu.interpret import params
+
+        cls = params.InterpretGPUParams
     return cls()
 
 
@@ -196,7 +198,7 @@ def scan_fwd(u, dt, A, B, C, *, bs: BlockSizes, interpret: bool, save: bool):
     _check_smem(smem, "forward")
     f32 = lambda *s: jax.ShapeDtypeStruct(s, F32)
     out_type = [f32(b, g, lp, nk * WG)] + ([f32(b, g, nc, n, nk * WG)] if save else [])
-    scratch = [plgpu.SMEM((T, WG), F32)] * 2 + [plgpu.SMEM((n_p, T), F32)] * 2
+    scratch: list[Any] = [plgpu.SMEM((T, WG), F32)] * 2 + [plgpu.SMEM((n_p, T), F32)] * 2
     scratch += [plgpu.SMEM((n, WG), F32), plgpu.SMEM((T, WG), F32)]
     scratch += [plgpu.SMEM((n, WG), F32)] if save else []
     scratch += [plgpu.Barrier(num_arrivals=1, num_barriers=4)]
@@ -310,7 +312,7 @@ def scan_bwd(u, dt, A, B, C, hs, dy, *, bs: BlockSizes, interpret: bool):
     tile = plgpu.SMEM((T, WG), F32)
     bc = plgpu.SMEM((n_p, T), F32)
     nw = plgpu.SMEM((n, WG), F32)
-    scratch = [tile] * 3 + [bc] * 2 + [nw] * 2 + [plgpu.SMEM((T, n, WG), F32)]
+    scratch: list[Any] = [tile] * 3 + [bc] * 2 + [nw] * 2 + [plgpu.SMEM((T, n, WG), F32)]
     scratch += [tile] * 2 + [bc] * 2 + [plgpu.Barrier(num_arrivals=1, num_barriers=6)]
     hs_t = jnp.pad(jnp.swapaxes(hs, 3, 4), ((0, 0),) * 4 + ((0, dgp - dg),))
     du, ddt, dA, dB, dC = plgpu.kernel(
