@@ -59,6 +59,7 @@ __all__ = [
     "TRITON_DEPRECATION",
     "BlockSizes",
     "choose_platform",
+    "default_platform",
     "scan",
     "scan_ref",
     "triton_deprecated",
@@ -171,10 +172,15 @@ def triton_deprecated(platform: str, interpret: bool, jax_version: tuple[int, ..
     return platform == "gpu" and not interpret and tuple(jax_version[:2]) >= MOSAIC_GPU_MIN_JAX
 
 
+def default_platform() -> str:
+    """:func:`choose_platform` for this process's backend, JAX and first device."""
+    cc = getattr(jax.devices()[0], "compute_capability", None)
+    return choose_platform(jax.default_backend(), jax.__version_info__, cc)
+
+
 def _platform(platform: str | None, interpret: bool) -> str:
     if platform is None:
-        cc = getattr(jax.devices()[0], "compute_capability", None)
-        return choose_platform(jax.default_backend(), jax.__version_info__, cc)
+        return default_platform()
     if platform not in PLATFORMS:
         raise ScanError(f"platform must be one of {PLATFORMS} or None, got {platform!r}")
     if triton_deprecated(platform, interpret, jax.__version_info__):

@@ -131,7 +131,7 @@ class TestPlatformChoice:
     @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the choice on CPU")
     def test_default_on_cpu(self):
         """On CPU: the Triton-style kernels, for the interpreter."""
-        assert sp._platform(None, interpret=True) == "gpu"
+        assert sp._platform(None, interpret=True) == sp.default_platform() == "gpu"
 
     def test_limits(self):
         assert [pm.tile_len(n) for n in (1, 2, 8, 16, 32, 64)] == [32, 32, 32, 16, 8, 4]
