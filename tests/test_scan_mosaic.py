@@ -81,6 +81,22 @@ class TestInterpret:
         h1 = scan64(u[..., :T], dt[..., :T], A, B[..., :T], onehot[..., :T])[..., T - 1]
         assert rel_err(hs[0, :, 1, :, 1].reshape(1, 64), h1) < 1e-5
 
+    def test_no_races_in_the_interpreter(self, monkeypatch):
+        """Mosaic GPU's interpreter with race detection: the TMA copies, the SMEM reads and
+        writes and the barriers of both kernels do not race (it also checks the barriers)."""
+        from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call as ipc
+
+        params = type(pm.interpret_params())
+        monkeypatch.setattr(pm, "interpret_params", lambda: params(detect_races=True))
+        u, dt, A, B, C = make(b=1, d=160, n=2, l=40, g=1, seed=8)
+        bs = sp.BlockSizes()
+        y, hs = pm.scan_fwd(u, dt, A, B, C, bs=bs, interpret=True, save=True)
+        jax.block_until_ready(y)
+        assert not ipc.get_races().races_found
+        grads = pm.scan_bwd(u, dt, A, B, C, hs, np.ones_like(u), bs=bs, interpret=True)
+        jax.block_until_ready(grads)
+        assert not ipc.get_races().races_found
+
 
 class TestLowering:
     @pytest.mark.parametrize("n", [1, 16])
@@ -94,6 +110,28 @@ class TestLowering:
             text = jax.jit(fn).trace(*x).lower(lowering_platforms=("cuda",)).as_text()
             assert text.count("custom_call @mosaic_gpu") == kernels
             assert "xla.gpu.triton" not in text
+
+
+def _hopper() -> bool:
+    dev = jax.devices()[0]
+    return (
+        jax.default_backend() == "gpu"
+        and sp._version(getattr(dev, "compute_capability", None)) >= sp.MOSAIC_GPU_MIN_CC
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _hopper(), reason="needs a CUDA GPU of compute capability >= 9.0")
+@pytest.mark.parametrize("n, g, l", [(1, 4, 3136), (16, 4, 300)])
+def test_compiled_mosaic_kernel_matches_float64(n, g, l):
+    """On Hopper or newer: the compiled (not interpreted) Mosaic GPU kernels."""
+    x = make(b=2, n=n, g=g, l=l)
+    f = lambda *a: sp.scan(*a, platform="gpu_mosaic")
+    assert rel_err(f(*x), scan64(*x)) < 1e-5
+    for name, a, r in zip(
+        "u dt A B C".split(), grads(f, x, 1), grads(sp.scan_ref, x, 1), strict=True
+    ):
+        assert rel_err(a, r) < 1e-4, name
 
 
 class TestPlatformChoice:
