@@ -33,19 +33,19 @@ What Mosaic GPU forced (checked by lowering for CUDA, see ``tests/test_scan_mosa
   of bytes divisible by the warpgroup size are supported"): a ``(n', T)`` tile of B needs
   ``n'·T`` a multiple of 32, so ``T = min(32, 256 / n')``, which also bounds the backward's
   ``(T, n', 128)`` float32 state scratch by 128 KiB of SMEM; n ≤ 64;
-* the time-major layout: Mosaic GPU loads a register array from a contiguous SMEM row (a
-  column of a ``(channels, time)`` tile is not a supported load), so the wrapper transposes
-  u, Δ, dy and y in XLA (one extra pass over them) instead of the Triton kernels' in-register
-  column extraction;
+* the time-major layout is a choice, not a constraint: a column ``x_s[:, t]`` of a
+  ``(128, T)`` SMEM tile also lowers, but with ``T = 32`` float32 steps its 128 elements sit
+  in one SMEM bank (a 32-way conflict on every step), while a row is contiguous.  The price is
+  that the wrapper transposes u, Δ, dy, y and the gradients in XLA (one extra pass over them);
+  the channel-major variant is the alternative to measure on a GPU;
 * the tile length is derived from n (:func:`tile_len`), not read from :class:`BlockSizes`,
   whose fields are the Triton and TPU kernels'.
 
 Interpret mode runs the kernels in Mosaic GPU's own interpreter (``InterpretGPUParams``: SMEM,
 TMA copies and barriers simulated on CPU), since the generic Pallas interpreter has no rule for
-TMA copies.  Sources read: the Pallas Mosaic GPU reference and pipelining guides
-(https://docs.jax.dev/en/latest/pallas/gpu/reference.html,
-https://docs.jax.dev/en/latest/pallas/gpu/pipelining.html) and the installed
-``jax._src.pallas.mosaic_gpu`` (lowering rules, copy constraints, interpreter).
+TMA copies.  Sources read: the API pages of ``jax.experimental.pallas.mosaic_gpu``
+(``kernel``, ``InterpretGPUParams``; https://docs.jax.dev/en/latest/_autosummary/) and the
+installed ``jax._src.pallas.mosaic_gpu`` (lowering rules, copy constraints, interpreter).
 Letters as in :mod:`jaxmamba.kernels.pallas_common`.
 """
 
