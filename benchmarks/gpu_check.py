@@ -12,7 +12,10 @@ On CPU, to check that the script runs (tiny shapes, Pallas interpreter, a tiny m
 Part "scan", sections: (a) Pallas forward and gradients against the XLA path and float64 NumPy;
 (b) VMamba-T (vmamba_tiny_s1l8, batch 128, 4 routes, N = 1) stage shapes, forward and
 forward+backward, Pallas vs the chunked XLA path, ``lax.associative_scan`` and the step-by-step
-``lax.scan``; (c) a few block sizes for the Pallas kernels.
+``lax.scan``; (c) a few block sizes for the Pallas kernels.  Both Pallas GPU backends are
+checked and timed, each named: "pallas" / "triton" is the Triton kernels (``platform="gpu"``,
+deprecated from JAX 0.11), "pallas_mosaic" / "mosaic" the Mosaic GPU kernels
+(``platform="gpu_mosaic"``, compute capability ≥ 9.0; they have no block sizes to sweep).
 
 Part "mean", section (d): the streamed :func:`jaxmamba.attention_mean` of all
 14 blocks of vmamba_tiny_s1l8 (random weights) over 1000 random 224² images in batches of 128
@@ -78,6 +81,8 @@ SWEEP = {
     "tiles_d8_l8": (_R(_DEF, block_d=8, block_d_bwd=8, block_l=8, chunk=8), _ALL),
 }
 CHECK_CONFIGS = {"default": None, "general": sp.BlockSizes()}  # (a) checks both n = 1 kernels
+# backend label: scan_pallas platform.  Explicit, since platform=None picks Mosaic GPU on JAX 0.11.
+BACKENDS = {"triton": "gpu", "mosaic": "gpu_mosaic"}
 TOL_FWD, TOL_GRAD = 1e-5, 1e-4
 
 
@@ -145,35 +150,44 @@ def raw_inputs(b, d, n, l, g, seed):
     )  # fmt: skip
 
 
+def _pallas_selective(platform, interpret, bs):
+    """``selective_scan(..., delta_softplus=True)`` on the Pallas kernels of ``platform``."""
+
+    def f(u, delta, A, B, C, D, delta_bias):
+        dt = jax.nn.softplus(delta + delta_bias[:, None])
+        y = sp.scan(u, dt, A, B, C, interpret=interpret, block_sizes=bs, platform=platform)
+        return y + D[:, None] * u
+
+    return f
+
+
 def check_correctness(shapes, interpret, budget):
     """(a): forward vs float64 and XLA, gradients of all inputs vs ``jax.grad`` of XLA, for
-    each of :data:`CHECK_CONFIGS` (the n = 1 kernels only where they differ)."""
+    each backend of :data:`BACKENDS`: the Triton kernels for each of :data:`CHECK_CONFIGS` (the
+    n = 1 kernels only where they differ), the Mosaic GPU kernels once."""
     print("\n== (a) correctness: Pallas vs XLA path / float64 NumPy ==")
     worst = {"fwd": 0.0, "grad": 0.0}
     ok = True
     names = ["u", "delta", "A", "B", "C", "D", "delta_bias"]
     cases = [
-        (cfg, shape)
+        (backend, cfg, shape)
+        for backend in BACKENDS
         for cfg, bs in CHECK_CONFIGS.items()
         for shape in shapes
-        if bs is None or shape[2] == 1
+        if (bs is None or shape[2] == 1) and (backend == "triton" or bs is None)
     ]
-    for cfg, (b, d, n, l, g) in cases:
-        label = f"{cfg}: b={b} d={d} n={n} l={l} g={g}"
+    for backend, cfg, (b, d, n, l, g) in cases:
+        label = f"{backend} {cfg}: b={b} d={d} n={n} l={l} g={g}"
 
-        def run(b=b, d=d, n=n, l=l, g=g, bs=CHECK_CONFIGS[cfg]):
+        def run(b=b, d=d, n=n, l=l, g=g, bs=CHECK_CONFIGS[cfg], platform=BACKENDS[backend]):
             x = raw_inputs(b, d, n, l, g, seed=b + d + n + l)
             xj = {k: jnp.asarray(v) for k, v in x.items()}
 
             def f(impl):
+                if impl == "pallas":
+                    return jax.jit(_pallas_selective(platform, interpret, bs))
                 return jax.jit(
-                    lambda *a: selective_scan(
-                        *a,
-                        delta_softplus=True,
-                        implementation=impl,
-                        interpret=interpret,
-                        block_sizes=bs if impl == "pallas" else None,
-                    )  # fmt: skip
+                    lambda *a: selective_scan(*a, delta_softplus=True, implementation=impl)
                 )
 
             cot = jnp.asarray(np.random.default_rng(1).standard_normal((b, d, l)), jnp.float32)
@@ -205,23 +219,27 @@ def check_correctness(shapes, interpret, budget):
             f" finite={finite} deterministic={det} -> {'PASS' if passed else 'FAIL'}"
         )
 
-    def bf16(b=2, d=96, n=1, l=197, g=4):
+    def bf16(platform, b=2, d=96, n=1, l=197, g=4):
         x = make_inputs(b, d, n, l, g, seed=3)
         xb = [jnp.asarray(a, jnp.bfloat16) for a in x]
-        y = sp.scan(*xb, interpret=interpret)
-        gr = jax.grad(lambda *a: sp.scan(*a, interpret=interpret).sum(), argnums=(0, 3))(*xb)
+        scan = lambda *a: sp.scan(*a, interpret=interpret, platform=platform)
+        y = scan(*xb)
+        gr = jax.grad(lambda *a: scan(*a).sum(), argnums=(0, 3))(*xb)
         dtypes_ok = y.dtype == jnp.float32 and all(a.dtype == jnp.bfloat16 for a in gr)
         return rel_err(y, scan64(*(np.asarray(a, np.float32) for a in xb))), dtypes_ok
 
-    res = guarded("check bf16 inputs", budget, bf16)
-    passed = res is not None and res[0] <= TOL_FWD and res[1]
-    ok &= passed
-    if res is not None:
-        worst["fwd"] = max(worst["fwd"], res[0])
-        print(
-            f"  bf16 inputs: fwd rel err vs f64 {res[0]:.2e}, dtypes ok={res[1]}"
-            f" -> {'PASS' if passed else 'FAIL'}"
-        )
+    for backend, platform in BACKENDS.items():
+        res = guarded(f"check {backend} bf16 inputs", budget, bf16, platform)
+        passed = res is not None and res[0] <= TOL_FWD and res[1]
+        ok &= passed
+        if res is not None:
+            worst["fwd"] = max(worst["fwd"], res[0])
+            print(
+                f"  {backend} bf16 inputs: fwd rel err vs f64 {res[0]:.2e}, dtypes ok={res[1]}"
+                f" -> {'PASS' if passed else 'FAIL'}"
+            )
+        else:
+            print(f"  {backend} bf16 inputs: FAIL (no result)")
     return ok, worst
 
 
@@ -263,17 +281,19 @@ def _ms(t):
 
 
 def sweep(stages, shapes, interpret, budget, reps, results, dry=False):
-    """(c): Pallas forward and forward+backward for each block-size setting; "default" is the
-    section (b) measurement.  Returns ``{stage: [(label, fwd ms, f+b ms), ...]}``."""
+    """(c): Pallas (Triton) forward and forward+backward for each block-size setting; "default"
+    (Triton) and "mosaic" (the Mosaic GPU kernels) are the section (b) measurements.  Returns
+    ``{stage: [(label, fwd ms, f+b ms), ...]}``."""
     table = {}
     for name in stages:
         x = make_inputs(*shapes[name])
         cot = jnp.ones_like(x[0])
         rows = [("default", *results.get((name, "pallas"), (None, None)))]
+        rows.append(("mosaic", *results.get((name, "pallas_mosaic"), (None, None))))
         for label, (bs, where) in SWEEP.items():
             if not dry and name not in where:
                 continue
-            fn = methods(interpret=interpret, block_sizes=bs)["pallas"]
+            fn = methods(interpret=interpret, platform="gpu", block_sizes=bs)["pallas"]
             fwd, grad = fwd_and_grad(fn)
             t_f = guarded(f"sweep {name} {label} fwd", budget, time_fn, fwd, *x, reps=reps)
             t_b = guarded(
@@ -342,13 +362,16 @@ def summary(shapes, results, check, table, device):
         )
     default = {n: ("default", *results.get((n, "pallas"), (None, None))) for n in shapes}
     _table(shapes, results, {n: (r[0], r[1], r[0], r[2]) for n, r in default.items()},
-           "Pallas with the default block sizes:")  # fmt: skip
+           "Pallas, Triton kernels (platform 'gpu'), default block sizes:")  # fmt: skip
+    mosaic = {n: ("mosaic", *results.get((n, "pallas_mosaic"), (None, None))) for n in shapes}
+    _table(shapes, results, {n: (r[0], r[1], r[0], r[2]) for n, r in mosaic.items()},
+           "Pallas, Mosaic GPU kernels (platform 'gpu_mosaic'):")  # fmt: skip
     best = {}
     for name, rows in table.items():
         bf, bb = _best(rows, 1), _best(rows, 2)
         best[name] = (bf and bf[0], bf and bf[1], bb and bb[0], bb and bb[2])
     if best:
-        _table(shapes, results, best, "Pallas with the sweep's best block sizes per stage:")
+        _table(shapes, results, best, "Pallas, the best per stage (config: sweep label or mosaic):")
     for name, rows in table.items():
         print(f"sweep {name}: " + ", ".join(f"{r[0]} {_ms(r[1]).strip()}/{_ms(r[2]).strip()}"
                                              for r in rows))  # fmt: skip
@@ -414,6 +437,8 @@ def mean_part(budget, dry, reps, route_mode, implementation):
     n_blocks, k = len(model.config.block_names()), model.config.k_routes
     what = f"attention_mean, {n_blocks} blocks x {k} routes ({route_mode})"
     impl = _scan_label(implementation)  # explicit, so that the printed path is the one taken
+    if impl == "pallas":
+        print(f"  pallas kernels: platform {sp.default_platform()!r} (scan_pallas's default here)")
 
     def mean_once(label):
         seconds, maps = run_mean(model, images, batch, route_mode, impl)
@@ -488,12 +513,19 @@ def scan_part(args, budget, reps, device):
         check = check_correctness(CHECKS_DRY if dry else CHECKS, interpret, budget)
 
     print(f"\n== (b) timings, batch {next(iter(shapes.values()))[0]}, ms (median of ≤ {reps}) ==")
+    print("  pallas = Triton kernels (platform 'gpu'); pallas_mosaic = Mosaic GPU kernels "
+          "(platform 'gpu_mosaic'); platform=None would pick "
+          f"{sp.default_platform()!r} here")  # fmt: skip
     results = {}
-    fns = methods(interpret=interpret)
+    fns = methods(interpret=interpret, platform="gpu")
+    fns["pallas_mosaic"] = methods(interpret=interpret, platform="gpu_mosaic")["pallas"]
     if args.skip_pallas:
-        del fns["pallas"]
-    for name, shape in shapes.items():
-        time_stage(name, shape, fns, budget, reps, results)
+        del fns["pallas"], fns["pallas_mosaic"]
+    for i, name in enumerate(shapes):
+        stage_fns = dict(fns)
+        if dry and i + 1 < len(shapes):  # Mosaic GPU's interpreter is slow: the last stage only
+            stage_fns.pop("pallas_mosaic", None)
+        time_stage(name, shapes[name], stage_fns, budget, reps, results)
 
     table = {}
     if not args.skip_pallas:

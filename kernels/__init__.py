@@ -2,9 +2,11 @@
 
 ``selective_scan`` is the public entry point; ``implementation=`` picks the path
 (``"xla"``, ``"pallas"``, or ``None`` for the best available on the current backend).
-``scan_pallas`` is the Pallas entry point (``scan``, its ``custom_vjp``); ``pallas_common`` holds
-what both backends share (``BlockSizes``, the reference ``scan_ref``), ``pallas_gpu`` the Triton
-kernels and ``pallas_tpu`` the Mosaic kernels.
+``scan_pallas`` is the Pallas entry point (``scan``, its ``custom_vjp``, ``choose_platform``);
+``pallas_common`` holds what the backends share (``PLATFORMS``, ``BlockSizes``, the reference
+``scan_ref``), ``pallas_mosaic`` the Mosaic GPU kernels (the GPU default from JAX 0.11 on
+Hopper and newer), ``pallas_gpu`` the Triton kernels (older GPUs or JAX; Pallas's Triton
+backend is deprecated from JAX 0.11) and ``pallas_tpu`` the Mosaic TPU kernels.
 
 May import: :mod:`jaxmamba.errors` only (the models import the kernels).
 """

@@ -1,4 +1,4 @@
-"""What the Pallas selective scan's GPU and TPU kernels share: the block sizes, the reference.
+"""What the Pallas selective scan's kernels share: the platforms, the block sizes, the reference.
 
 The scan computes, for channel d of group g(d), state index n and time t (Δ = ``dt`` is the
 final step size, bias and softplus already applied)::
@@ -7,9 +7,11 @@ final step size, bias and softplus already applied)::
     y_t[d]    = Σ_n C_t[g(d), n] h_t[d, n]
 
 without the D skip (``selective_scan`` adds it).  :func:`scan_ref` is the pure-jnp reference
-the kernels must equal; :class:`BlockSizes` the frozen tile configuration both backends read
-(validated when built), with ``get_default()``.  Letters: b batch, g group, d channel,
-dg = d / g channels per group, n state, l time.
+the kernels must equal; :class:`BlockSizes` the frozen tile configuration the Triton and TPU
+kernels read (validated when built), with ``get_default()``; the Mosaic GPU kernels
+(``"gpu_mosaic"``) take their tile from n (:func:`jaxmamba.kernels.pallas_mosaic.tile_len`).
+:data:`PLATFORMS`: ``"gpu"`` (Triton), ``"gpu_mosaic"`` (Mosaic GPU), ``"tpu"`` (Mosaic TPU).
+Letters: b batch, g group, d channel, dg = d / g channels per group, n state, l time.
 
 >>> BlockSizes(block_d=32).block_d, BlockSizes.get_default(1).tiles_n1
 (32, True)
@@ -32,7 +34,7 @@ from jaxmamba.kernels.selective_scan import scan_plain
 
 __all__ = ["F32", "PLATFORMS", "BlockSizes", "iota", "next_pow2", "scan_ref"]
 
-PLATFORMS = ("gpu", "tpu")
+PLATFORMS = ("gpu", "gpu_mosaic", "tpu")  # Triton, Mosaic GPU, Mosaic TPU
 F32 = jnp.float32
 
 _POW2 = ("block_d", "block_l", "chunk", "block_d_bwd", "num_warps", "num_warps_bwd", "align_l")

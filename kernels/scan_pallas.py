@@ -1,10 +1,11 @@
-"""Pallas selective scan, forward and backward, for GPU (Triton) and TPU (Mosaic).
+"""Pallas selective scan, forward and backward, for GPU (Mosaic GPU or Triton) and TPU (Mosaic).
 
 :func:`scan` is the public jitted entry point: it checks the inputs, picks the backend's
-kernels (:mod:`jaxmamba.kernels.pallas_gpu`, :mod:`jaxmamba.kernels.pallas_tpu`) and wires them
-into a ``jax.custom_vjp``; :func:`scan_ref` (the pure-jnp reference the kernels must equal) and
-:class:`BlockSizes` come from :mod:`jaxmamba.kernels.pallas_common`.  The recurrence, without
-the D skip (``selective_scan`` adds it)::
+kernels (:mod:`jaxmamba.kernels.pallas_mosaic`, :mod:`jaxmamba.kernels.pallas_gpu`,
+:mod:`jaxmamba.kernels.pallas_tpu`) and wires them into a ``jax.custom_vjp``; :func:`scan_ref`
+(the pure-jnp reference the kernels must equal) and :class:`BlockSizes` come from
+:mod:`jaxmamba.kernels.pallas_common`.  The recurrence, without the D skip (``selective_scan``
+adds it)::
 
     h_t[d, n] = exp(Δ_t[d] A[d, n]) h_{t-1}[d, n] + Δ_t[d] B_t[g(d), n] u_t[d],   h_0 = 0
     y_t[d]    = Σ_n C_t[g(d), n] h_t[d, n]
@@ -14,12 +15,21 @@ Inputs may be float32, bfloat16 or float16: the kernels cast to float32 on chip 
 in float32.
 
 Backward (``jax.custom_vjp``): the forward also writes the state entering every chunk of
-``chunk`` steps (GPU) or every sequence tile (TPU).  The backward walks the chunks in reverse,
-recomputes the chunk's states from its boundary state (registers on GPU, a VMEM scratch on TPU)
-and runs the adjoint recurrence ``g_t = C_t dy_t + exp(Δ_{t+1} A) g_{t+1}``.  It never divides
-by a decay (exp(Δ A) may underflow to 0).  dB, dC (sums over the channels of a group) are
-written as per-channel-block partials and summed in XLA, dA as per-batch partials: the
-reduction order is fixed, so gradients are deterministic.
+``chunk`` steps (Triton), every tile of ``pallas_mosaic.tile_len(n)`` steps (Mosaic GPU) or
+every sequence tile (TPU).  The backward walks the chunks in reverse, recomputes the chunk's
+states from its boundary state (registers with Triton, an SMEM scratch with Mosaic GPU, a VMEM
+scratch on TPU) and runs the adjoint recurrence ``g_t = C_t dy_t + exp(Δ_{t+1} A) g_{t+1}``.
+It never divides by a decay (exp(Δ A) may underflow to 0).  dB, dC (sums over the channels of
+a group) are written as per-channel-block partials and summed in XLA, dA as per-batch
+partials: the reduction order is fixed, so gradients are deterministic.
+
+Which kernels (``platform=None``, :func:`choose_platform`, a pure function of the backend, the
+JAX version and the device's compute capability): ``"tpu"`` on TPU; ``"gpu_mosaic"`` (Mosaic
+GPU) on a CUDA device of compute capability ≥ 9.0 (Hopper and newer: Mosaic GPU's kernels use
+the TMA and warpgroups) with JAX ≥ 0.11, where the Triton backend of Pallas is deprecated and
+Mosaic GPU is the supported one; ``"gpu"`` (Triton) on older GPUs or older JAX, and on CPU
+(the interpreter runs the Triton-style kernels fastest).  Asking for ``platform="gpu"``
+explicitly, compiled, on JAX ≥ 0.11 gives a ``DeprecationWarning`` that names Mosaic GPU.
 
 Route permutations (VMamba's cross-scan) are not fused into the kernels' indexing: gathered
 loads would break the contiguous tiles along l that the kernels rely on.
@@ -33,15 +43,36 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
 
 from jaxmamba.errors import ScanError
-from jaxmamba.kernels import pallas_gpu, pallas_tpu
+from jaxmamba.kernels import pallas_gpu, pallas_mosaic, pallas_tpu
 from jaxmamba.kernels.pallas_common import PLATFORMS, BlockSizes, scan_ref
 
-__all__ = ["PLATFORMS", "BlockSizes", "scan", "scan_ref"]
+__all__ = [
+    "MOSAIC_GPU_MIN_CC",
+    "MOSAIC_GPU_MIN_JAX",
+    "PLATFORMS",
+    "TRITON_DEPRECATION",
+    "BlockSizes",
+    "choose_platform",
+    "default_platform",
+    "scan",
+    "scan_ref",
+    "triton_deprecated",
+]
+
+_KERNELS = {"gpu": pallas_gpu, "gpu_mosaic": pallas_mosaic, "tpu": pallas_tpu}
+MOSAIC_GPU_MIN_JAX = (0, 11)  # from here on Pallas's Triton backend is deprecated
+MOSAIC_GPU_MIN_CC = (9, 0)  # Hopper: the TMA copies and warpgroups of the Mosaic GPU kernels
+TRITON_DEPRECATION = (
+    "the Triton backend of Pallas is deprecated from JAX 0.11 (to be removed); Mosaic GPU is "
+    "the supported GPU backend: use platform='gpu_mosaic' (the default on a CUDA device of "
+    "compute capability >= 9.0) or platform=None"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +83,7 @@ class _Config:
 
 
 def _fwd_impl(cfg: _Config, u, dt, A, B, C, save):
-    f = pallas_tpu.scan_fwd if cfg.platform == "tpu" else pallas_gpu.scan_fwd
+    f = _KERNELS[cfg.platform].scan_fwd
     return f(u, dt, A, B, C, bs=cfg.block_sizes, interpret=cfg.interpret, save=save)
 
 
@@ -68,7 +99,7 @@ def _scan_core_fwd(cfg: _Config, u, dt, A, B, C):
 
 def _scan_core_bwd(cfg: _Config, res, dy):
     u, dt, A, B, C, hs = res
-    f = pallas_tpu.scan_bwd if cfg.platform == "tpu" else pallas_gpu.scan_bwd
+    f = _KERNELS[cfg.platform].scan_bwd
     grads = f(u, dt, A, B, C, hs, dy, bs=cfg.block_sizes, interpret=cfg.interpret)
     return tuple(gx.astype(x.dtype) for gx, x in zip(grads, (u, dt, A, B, C), strict=True))
 
@@ -98,12 +129,62 @@ def _check(u, dt, A, B, C):
             raise ScanError(f"{name} must be float32, bfloat16 or float16, got {x.dtype}")
 
 
+def _version(v: str | None) -> tuple[int, ...]:
+    """``"9.0"`` → ``(9, 0)``; None or anything else that is not dotted digits → ``(0,)``."""
+    parts = (v or "").split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else (0,)
+
+
+def choose_platform(
+    backend: str, jax_version: tuple[int, ...], compute_capability: str | None = None
+) -> str:
+    """The kernels ``platform=None`` picks, from the backend (``jax.default_backend()``), the
+    JAX version (``jax.__version_info__``) and the first device's compute capability
+    (``"9.0"``; None off CUDA).
+
+    >>> choose_platform("tpu", (0, 11, 0)), choose_platform("cpu", (0, 11, 0))
+    ('tpu', 'gpu')
+    >>> choose_platform("gpu", (0, 11, 0), "9.0"), choose_platform("gpu", (0, 11, 0), "8.0")
+    ('gpu_mosaic', 'gpu')
+    >>> choose_platform("gpu", (0, 10, 2), "10.0")
+    'gpu'
+    """
+    if backend == "tpu":
+        return "tpu"
+    if (
+        backend in ("gpu", "cuda")
+        and tuple(jax_version[:2]) >= MOSAIC_GPU_MIN_JAX
+        and _version(compute_capability) >= MOSAIC_GPU_MIN_CC
+    ):
+        return "gpu_mosaic"
+    return "gpu"
+
+
+def triton_deprecated(platform: str, interpret: bool, jax_version: tuple[int, ...]) -> bool:
+    """Whether asking for ``platform`` gives :data:`TRITON_DEPRECATION`: the compiled Triton
+    kernels on JAX ≥ 0.11 (the interpreter does not use Triton).
+
+    >>> triton_deprecated("gpu", False, (0, 11, 0)), triton_deprecated("gpu", True, (0, 11, 0))
+    (True, False)
+    >>> triton_deprecated("gpu", False, (0, 10, 2)), triton_deprecated("gpu_mosaic", False, (0, 11))
+    (False, False)
+    """
+    return platform == "gpu" and not interpret and tuple(jax_version[:2]) >= MOSAIC_GPU_MIN_JAX
+
+
+def default_platform() -> str:
+    """:func:`choose_platform` for this process's backend, JAX and first device."""
+    cc = getattr(jax.devices()[0], "compute_capability", None)
+    return choose_platform(jax.default_backend(), jax.__version_info__, cc)
+
+
 def _platform(platform: str | None, interpret: bool) -> str:
     if platform is None:
-        backend = jax.default_backend()
-        platform = "tpu" if backend == "tpu" else "gpu"
+        return default_platform()
     if platform not in PLATFORMS:
         raise ScanError(f"platform must be one of {PLATFORMS} or None, got {platform!r}")
+    if triton_deprecated(platform, interpret, jax.__version_info__):
+        warnings.warn(TRITON_DEPRECATION, DeprecationWarning, stacklevel=4)
     return platform
 
 
@@ -117,8 +198,10 @@ def scan(u, dt, A, B, C, *, interpret: bool = False, block_sizes=None, platform=
       B, C: ``(b, g, n, l)``; channel d uses group ``d // (d / g)``.
       interpret: run the kernels in the Pallas interpreter (CPU).
       block_sizes: :class:`BlockSizes` (default ``BlockSizes.get_default(n, l)``).
-      platform: ``"gpu"`` (Triton-style kernels), ``"tpu"`` (Mosaic-style kernels) or ``None``
-        (from ``jax.default_backend()``; GPU-style elsewhere, for the interpreter).
+      platform: ``"gpu_mosaic"`` (Mosaic GPU kernels), ``"gpu"`` (Triton-style kernels),
+        ``"tpu"`` (Mosaic TPU kernels) or ``None`` (:func:`choose_platform`: Mosaic GPU on a
+        CUDA device of compute capability ≥ 9.0 with JAX ≥ 0.11, TPU on TPU, else Triton-style,
+        also for the interpreter on CPU).
 
     Returns:
       y: ``(b, d, l)`` float32.
