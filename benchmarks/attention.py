@@ -74,7 +74,7 @@ def vmamba_anchor(regs, H, W):
 
     As = -torch.exp(torch.from_numpy(regs["A_logs"]))
     Bs, Cs = torch.from_numpy(regs["Bs"])[None], torch.from_numpy(regs["Cs"])[None]
-    dts, delta_bias = torch.from_numpy(regs["dts"])[None], torch.from_numpy(regs.delta_bias)
+    dts, delta_bias = torch.from_numpy(regs["dts"])[None], torch.from_numpy(regs["delta_bias"])
     B, G, N, L = Bs.shape
     D = As.shape[0] // G
     mask = torch.tril(dts.new_ones((L, L)))

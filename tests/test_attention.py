@@ -239,3 +239,31 @@ def test_gradient_with_respect_to_images_and_params():
     assert np.isfinite(np.asarray(gx)).all() and float(jnp.abs(gx).max()) > 0
     ga = gp["layers_3"]["blocks_0"]["op"]["A_logs"]
     assert np.isfinite(np.asarray(ga)).all() and float(jnp.abs(ga).max()) > 0
+
+
+@pytest.mark.parametrize("n", [1, 4])
+@pytest.mark.parametrize(
+    "l, dt_max, a_max, fast",
+    [(49, 0.05, 1.0, True), (196, 0.02, 1.0, True), (784, 0.01, 0.5, True),
+     (196, 2.0, 24.0, False), (49, 2.0, 24.0, False)],
+)  # fmt: skip
+def test_both_forms_of_the_channel_mean_equal_the_float64_oracle(n, l, dt_max, a_max, fast):
+    """Short sequences take the product form where every chunk's decay is bounded (weak
+    decays), the recursive tiling otherwise (strong ones); both equal float64, with gradients
+    finite either way."""
+    from jaxmamba.attention.tiles import _bounded, _fast_chunk, causal_maps, spatial_maps
+
+    dt, A, B, C = random_route_inputs(n=n, l=l, dt_max=dt_max, a_max=a_max, seed=l + n)
+    c = _fast_chunk(l, None)
+    assert c is not None and bool(_bounded(jnp.asarray(dt), jnp.asarray(A), c)) == fast
+    ref = alpha64(dt, A, B, C).mean(axis=1)
+    assert rel_err(causal_maps(dt, A, B, C), ref) < 1e-5
+    side = int(np.sqrt(l))
+    routes = jaxmamba.make_routes("cross", side, side)[:2]  # routes 0 and 1 of the cross scan
+    got = spatial_maps(dt[None], A[None], B[None], C[None], routes, each=True)[0]
+    for r in range(2):
+        inv = np.argsort(routes[r])
+        assert rel_err(got[r], ref[r][inv][:, inv]) < 1e-5
+    loss = lambda *a: jnp.sum(causal_maps(*a) ** 2)
+    grads = jax.grad(loss, argnums=(0, 1, 2, 3))(*map(jnp.asarray, (dt, A, B, C)))
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads)

@@ -39,7 +39,7 @@ from jaxmamba.errors import AttentionError
 from jaxmamba.models.layers import HIGHEST
 from jaxmamba.orders.routes import route_groups
 
-__all__ = ["chunk_plan", "causal_maps", "spatial_maps"]
+__all__ = ["chunk_plan", "causal_maps", "prefix_sum", "spatial_maps"]
 
 _DIRECT = 64  # chunks of at most this many positions use the direct form
 _TOP = (7, 8, 6, 5, 4)  # preferred numbers of top-level chunks, best first
@@ -100,6 +100,37 @@ def _fully_split(t: int) -> bool:
     return t <= _DIRECT
 
 
+def prefix_sum(x: Array, axis: int) -> Array:
+    """Inclusive prefix sums of ``x`` along ``axis`` (``jnp.cumsum``), in O(n log n) work.
+
+    XLA lowers ``cumsum`` on CPU to a ``reduce_window`` whose window is the whole axis, n²
+    additions for n positions: here the axis is cut into blocks of about √n, summed within
+    each block and over the block totals (recursively), then added up.  Same values up to
+    float rounding.
+
+    >>> prefix_sum(jnp.arange(1.0, 8.0), 0).tolist()
+    [1.0, 3.0, 6.0, 10.0, 15.0, 21.0, 28.0]
+    """
+    axis = axis % x.ndim
+    n = x.shape[axis]
+    if n <= _SHORT_SUM:
+        return jnp.cumsum(x, axis=axis)
+    b = int(np.ceil(np.sqrt(n)))
+    nb = -(-n // b)
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, nb * b - n)
+    blocks = jnp.pad(x, widths).reshape(x.shape[:axis] + (nb, b) + x.shape[axis + 1 :])
+    inner = prefix_sum(blocks, axis + 1)  # within each block
+    totals = jax.lax.index_in_dim(inner, b - 1, axis + 1, keepdims=False)  # (…, nb, …)
+    before = prefix_sum(totals, axis) - totals  # the sum of the blocks before each block
+    out = inner + jnp.expand_dims(before, axis + 1)
+    out = out.reshape(x.shape[:axis] + (nb * b,) + x.shape[axis + 1 :])
+    return jax.lax.slice_in_dim(out, 0, n, axis=axis)
+
+
+_SHORT_SUM = 16  # axes this short use jnp.cumsum directly
+
+
 def _factors(dt, A, B, C, c: int):
     """The three factors of one level with chunks of ``c`` positions.
 
@@ -111,7 +142,7 @@ def _factors(dt, A, B, C, c: int):
     m, t_, d = dt.shape
     n = A.shape[-1]
     nch = t_ // c
-    S = jnp.cumsum(dt.reshape(m, nch, c, d), axis=2)  # P_t − P_{b−1}, within each chunk
+    S = prefix_sum(dt.reshape(m, nch, c, d), 2)  # P_t − P_{b−1}, within each chunk
     tot = S[:, :, -1]  # (m, nch, d) chunk totals
     a = A[:, None, None]  # (m, 1, 1, d, n)
     q = C.reshape(m, nch, c, 1, n) * jnp.exp(a * S[..., None])
@@ -199,6 +230,84 @@ def _maps(dt, A, B, C, sizes: tuple[int, ...]):
     return jnp.concatenate(rows, axis=1)
 
 
+_BOUND = 60.0  # the largest decay exponent |A|·ΣΔ inside one chunk of the product form
+_FAST_MAX = 1024  # sequences up to this long try the product form first
+_FAST_CHUNK = 224  # its chunks: the longest that divide the sequence, up to this
+
+
+def _fast_chunk(t: int, chunk: int | None) -> int | None:
+    """The chunk size of the product form (:func:`_products`) for ``t`` positions, or None
+    where it is not tried: long sequences (their tiling is product-bound already), a forced
+    ``chunk``, or no divisor of ``t`` between 16 and _FAST_CHUNK.  Larger chunks run fewer,
+    larger products; smaller ones exceed the decay bound less often.
+
+    >>> _fast_chunk(49, None), _fast_chunk(196, None), _fast_chunk(784, None)
+    (49, 196, 196)
+    >>> _fast_chunk(3136, None), _fast_chunk(227, None)
+    (None, None)
+    """
+    if chunk is not None or t > _FAST_MAX:
+        return None
+    c = max(c for c in range(1, min(t, _FAST_CHUNK) + 1) if t % c == 0)
+    return c if c == t or c >= 16 else None
+
+
+def _products(dt, A, B, C, c: int):
+    """Lower-triangular ``Σ_{d,n} α`` of m sequences by one product per query chunk: dt
+    ``(m, D, T)``, A ``(m, D, N)``, B, C ``(m, N, T)`` → ``(m, T, T)``; exact where no chunk
+    of ``c`` positions decays by more than ``exp(−_BOUND)`` in any channel (:func:`_bounded`).
+
+    Queries and keys are referred to the start of their own chunk (``S`` the prefix sum of Δ
+    inside the chunk): ``q_t = C_t exp(A S_t)`` (≤ |C_t|), ``k_s = Δ_s B_s exp(−A S_s)``
+    (≤ e^_BOUND |Δ_s B_s|), and ``mid[i, j] = exp(A (P_{b_i} − P_{b_j}))`` ≤ 1 joins chunk j's
+    start to chunk i's, so that row block i is the single product of ``q_i`` with the keys of
+    chunks 0 … i, the last one causal-masked.  No factor leaves float32's normal range.
+    """
+    m, d, t_ = dt.shape
+    n = A.shape[-1]
+    nch = t_ // c
+    f = jnp.promote_types(jnp.result_type(dt, A, B, C), jnp.float32)
+    dt, B, C = (jnp.swapaxes(x.astype(f), 1, 2) for x in (dt, B, C))  # (m, T, D), (m, T, N)
+    A = A.astype(f)
+    S = prefix_sum(dt.reshape(m, nch, c, d), 2)[..., None]  # (m, nch, c, D, 1)
+    e = A[:, None, None] * S  # (m, nch, c, D, N), ≤ 0
+    q = (C.reshape(m, nch, c, 1, n) * jnp.exp(e)).reshape(m, nch, c, d * n)
+    dB = dt.reshape(m, nch, c, d, 1) * B.reshape(m, nch, c, 1, n)
+    k = (jnp.exp(-e) * dB).reshape(m, nch, c, d * n)
+    if nch > 1:
+        # gap[i, j] = P_{b_i} − P_{b_j} = Σ_{j≤l<i} tot_l, summed directly (no cancellation)
+        between = np.array(
+            [[[j <= l < i for l in range(nch)] for j in range(nch)] for i in range(nch)],
+            np.float32,
+        )  # (i, j, l)
+        tot = S[:, :, -1, :, 0]  # (m, nch, D)
+        gap = jnp.einsum("ijl,mld->mijd", between.astype(tot.dtype), tot, precision=HIGHEST)
+        mid = jnp.exp(A[:, None, None] * gap[..., None]).reshape(m, nch, nch, 1, d * n)
+    causal = np.tril(np.ones((c, c), bool))
+    rows = []
+    for i in range(nch):
+        kk = k[:, : i + 1] * mid[:, i, : i + 1] if i else k[:, :1]
+        prod = jax.lax.dot_general(
+            q[:, i], kk.reshape(m, (i + 1) * c, d * n), (((2,), (2,)), ((0,), (0,))),
+            precision=HIGHEST,
+        )  # fmt: skip
+        diag = jnp.where(causal, prod[..., i * c :], 0.0)  # selected, never multiplied
+        row = [prod[..., : i * c], diag] if i else [diag]
+        if i < nch - 1:
+            row.append(jnp.zeros((m, c, t_ - (i + 1) * c), prod.dtype))
+        rows.append(jnp.concatenate(row, axis=-1) if len(row) > 1 else row[0])
+    return jnp.concatenate(rows, axis=1) if nch > 1 else rows[0]
+
+
+def _bounded(dt, A, c: int):
+    """Whether :func:`_products` with chunks of ``c`` is exact for Δ ``(…, D, T)`` and A
+    ``(…, D, N)``: every chunk's decay exponent ``|A| Σ_chunk Δ`` is at most _BOUND (False
+    where A or Δ is not finite)."""
+    tot = jnp.sum(dt.reshape(dt.shape[:-1] + (dt.shape[-1] // c, c)), axis=-1)  # (…, D, nch)
+    worst = jnp.max(-A, axis=-1)[..., None] * tot
+    return jnp.all(worst <= _BOUND)
+
+
 def _tiles(x, c: int):
     """``(m, P, T, …) → (m·T/c, P, c, …)``: the diagonal tiles' sequences, pairs kept together
     (chunk i of the first route with chunk ``T/c − 1 − i`` of the second, in its own order)."""
@@ -254,11 +363,22 @@ def causal_maps(
     [[0.5, 0.0, 0.0], [0.303, 0.5, 0.0], [0.184, 0.303, 0.5]]
     """
     m, d, l = dt.shape
-    dt, A, B, C = _channel_last(dt, A, B, C)
-    lp, sizes = chunk_plan(l, chunk)
-    dt, B, C = (_pad(x, lp - l, front=False) for x in (dt, B, C))
-    one = lambda x: x[:, None]
-    out = _maps(one(dt), one(A), one(B), one(C), sizes)[:, :l, :l] / d
+
+    def tiled(dt, A, B, C):
+        dt, A, B, C = _channel_last(dt, A, B, C)
+        lp, sizes = chunk_plan(l, chunk)
+        dt, B, C = (_pad(x, lp - l, front=False) for x in (dt, B, C))
+        one = lambda x: x[:, None]
+        return _maps(one(dt), one(A), one(B), one(C), sizes)[:, :l, :l] / d
+
+    def products(dt, A, B, C):
+        return _products(dt, A, B, C, c) / d
+
+    c = _fast_chunk(l, chunk)
+    if c is None:
+        out = tiled(dt, A, B, C)
+    else:
+        out = jax.lax.cond(_bounded(dt, A, c), products, tiled, dt, A, B, C)
     return _undefined_where_a_is_not_finite(out, A)
 
 
@@ -297,14 +417,47 @@ def spatial_maps(
     m, k, d, l = dt.shape
     traced = not isinstance(routes, np.ndarray | list | tuple)
     routes = routes if traced else np.asarray(routes)
-    dt, A, B, C = _channel_last(dt, A, B, C)
-    lp, sizes = chunk_plan(l, chunk)
     if each:
         groups = tuple((i,) for i in range(k))
     elif groups is None:
         if traced:
             raise AttentionError("traced routes need their groups (route_groups of the routes)")
         groups = route_groups(routes)
+
+    def spatial(maps, route):  # a route's (m, l, l) map from scan to row-major coordinates
+        if traced:  # the same gathers, indices read from the traced routes
+            inverse = jnp.argsort(routes[route])
+            return jnp.take(jnp.take(maps, inverse, axis=1), inverse, axis=2)
+        known = np.argsort(routes[route])
+        if np.array_equal(known, np.arange(l)):
+            return maps
+        return jnp.take(jnp.take(maps, jnp.asarray(known), axis=1), jnp.asarray(known), axis=2)
+
+    def combine(parts):
+        return jnp.stack(parts, axis=1) / d if each else sum(parts[1:], parts[0]) / d
+
+    def tiled(dt, A, B, C):
+        return combine(_tiled_routes(dt, A, B, C, groups, spatial, chunk))
+
+    def products(dt, A, B, C):
+        flat = lambda x: x.reshape((m * k,) + x.shape[2:])
+        low = _products(*map(flat, (dt, A, B, C)), c).reshape(m, k, l, l)
+        return combine([spatial(low[:, r], r) for r in range(k)])
+
+    c = _fast_chunk(l, chunk)
+    if c is None:
+        out = tiled(dt, A, B, C)
+    else:  # only the branch taken runs (and is differentiated)
+        out = jax.lax.cond(_bounded(dt, A, c), products, tiled, dt, A, B, C)
+    return _undefined_where_a_is_not_finite(out, A)
+
+
+def _tiled_routes(dt, A, B, C, groups, spatial, chunk) -> list:
+    """Each group's map (a route, or a route and its reverse) by the recursive tiling, in
+    row-major coordinates (``spatial``), without the 1/D."""
+    m, k, d, l = dt.shape
+    dt, A, B, C = _channel_last(dt, A, B, C)
+    lp, sizes = chunk_plan(l, chunk)
     if lp > l:  # zero padding: at the end of a route, at the front of the second of a pair
         second = {g[1] for g in groups if len(g) == 2}
         dt, B, C = (
@@ -316,23 +469,9 @@ def spatial_maps(
         same = [g for g in groups if len(g) == size]
         idx = np.asarray(same)  # (G, size) routes of every group, scans × groups batched
         picked = [x[:, idx].reshape((m * len(same), size) + x.shape[2:]) for x in (dt, A, B, C)]
-        dt_g, A_g, B_g, C_g = picked
-        got = _maps(dt_g, A_g, B_g, C_g, sizes)[:, :l, :l]
+        got = _maps(*picked, sizes)[:, :l, :l]
         maps.update(zip(same, jnp.unstack(got.reshape(m, len(same), l, l), axis=1), strict=True))
-    parts = []
-    for group in groups:
-        g = maps[group]
-        if traced:  # the same gathers, indices read from the traced routes
-            inverse = jnp.argsort(routes[group[0]])
-            g = jnp.take(jnp.take(g, inverse, axis=1), inverse, axis=2)
-        else:
-            known = np.argsort(routes[group[0]])
-            if not np.array_equal(known, np.arange(l)):
-                g = jnp.take(jnp.take(g, jnp.asarray(known), axis=1), jnp.asarray(known),
-                             axis=2)  # fmt: skip
-        parts.append(g)
-    out = jnp.stack(parts, axis=1) / d if each else sum(parts[1:], parts[0]) / d
-    return _undefined_where_a_is_not_finite(out, A)
+    return [spatial(maps[group], group[0]) for group in groups]
 
 
 def _undefined_where_a_is_not_finite(maps, A):
