@@ -16,7 +16,7 @@ import jaxmamba
 from jaxmamba.attention import mean as mean_module
 from jaxmamba.attention.extract import extract_attention, map_shape
 from jaxmamba.attention.mean import AggregateError, attention_mean, mean_step
-from jaxmamba.attention.options import AttentionOptions
+from jaxmamba.attention.options import DEFAULT_OPTIONS, AttentionOptions
 from jaxmamba.attention.rollout import rollout
 from jaxmamba.models.model import select_blocks
 from jaxmamba.orders import as_order
@@ -175,7 +175,7 @@ def test_rollout_properties():
 # checked to lower for CUDA on this CPU, from abstract shapes only (nothing is allocated).
 
 
-def zero_sums(model, names, size, options=AttentionOptions()):
+def zero_sums(model, names, size, options=DEFAULT_OPTIONS):
     blocks = [model.config.block(n, size) for n in names]
     return {b.name: jnp.zeros(map_shape(b, 4, options), jnp.float32) for b in blocks}
 

@@ -469,7 +469,8 @@ def _tiled_routes(dt, A, B, C, groups, spatial, chunk) -> list:
         same = [g for g in groups if len(g) == size]
         idx = np.asarray(same)  # (G, size) routes of every group, scans × groups batched
         picked = [x[:, idx].reshape((m * len(same), size) + x.shape[2:]) for x in (dt, A, B, C)]
-        got = _maps(*picked, sizes)[:, :l, :l]
+        dt_g, A_g, B_g, C_g = picked
+        got = _maps(dt_g, A_g, B_g, C_g, sizes)[:, :l, :l]
         maps.update(zip(same, jnp.unstack(got.reshape(m, len(same), l, l), axis=1), strict=True))
     return [spatial(maps[group], group[0]) for group in groups]
 
