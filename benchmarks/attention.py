@@ -1,7 +1,7 @@
 """Exact attention extraction vs VMamba's own (inexact) analysis formula, side by side.
 
     python benchmarks/attention.py            # vmamba_tiny_s1l8, one 224x224 image, all 14 blocks
-    python benchmarks/attention.py --memory   # also peak memory at batch 8 (XLA's own estimate)
+    python benchmarks/attention.py --no-mean  # without the mean step's memory and batch-8 time
     python benchmarks/attention.py --no-errors  # skip the float64 references (about a minute)
 
 The anchor is VMamba's ``AttnMamba.attnmap_mamba(regs, mode="CwBdtw", ret="all")``
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 
 import jax
@@ -36,8 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmamba
-from jaxmamba.attention.extract import compute_maps, extract_attention
-from jaxmamba.attention.options import AttentionOptions
+from jaxmamba.attention.extract import extract_attention
 from jaxmamba.attention.tiles import spatial_maps
 from jaxmamba.models.ss2d import cross_scan, scan_inputs
 
@@ -177,7 +175,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loop-rows", type=int, default=6)
     parser.add_argument("--no-errors", action="store_true", help="skip the float64 references")
-    parser.add_argument("--memory", action="store_true", help="peak memory at batch 8")
+    parser.add_argument("--no-mean", action="store_true", help="skip the mean step's section")
     args = parser.parse_args()
     import torch
 
@@ -298,24 +296,51 @@ def main():
         f"-> {loop_full / ours_block:.0f}x"
     )
 
-    if args.memory:
-        x8 = jnp.asarray(rng.standard_normal((8, args.size, args.size, 3)), jnp.float32)
-        names = model.config.block_names()
-        compiled = compute_maps.lower(
-            model, x8, jaxmamba.as_order(None), names, AttentionOptions()
-        ).compile()
-        mem = compiled.memory_analysis()
-        jax.block_until_ready(extract_attention(model, x8))
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        if mem is not None:
-            print(
-                f"\nbatch 8, all blocks: XLA temp {mem.temp_size_in_bytes / 2**30:.2f} GiB, "
-                f"output {mem.output_size_in_bytes / 2**30:.2f} GiB, "
-                f"arguments {mem.argument_size_in_bytes / 2**30:.2f} GiB; "
-                f"process peak RSS {rss:.2f} GiB"
-            )
-        else:
-            print(f"\nbatch 8, all blocks: process peak RSS {rss:.2f} GiB")
+    if not args.no_mean:
+        mean_section(model, args.size, args.repeats)
+
+
+def mean_section(model, size, repeats):
+    """The attention mean's step before and after it stopped holding a batch of maps: XLA's
+    memory account (stage 0 at batch 1 and 16, all blocks at batch 128) and the time per image
+    at batch 8, interleaved."""
+    from mean_memory import programs, step_memory
+
+    print("\nattention mean step, XLA's peak bytes of the compiled program (MiB):")
+    print(f"{'blocks':>8} {'batch':>5} {'forward':>8} {'before':>8} {'after':>8} "
+          f"{'before adds':>11} {'after adds':>10}")  # fmt: skip
+    rows = {}
+    for blocks, label, batch in ((0, "stage 0", 1), (0, "stage 0", 16), (None, "all", 128)):
+        mem = step_memory(model, batch, size, blocks)
+        rows[(label, batch)] = mem
+        f, b, a = (mem[k] / 2**20 for k in ("forward", "before", "after"))
+        print(f"{label:>8} {batch:5d} {f:8.0f} {b:8.0f} {a:8.0f} {b - f:11.0f} {a - f:10.0f}")
+    one, many = rows[("stage 0", 1)], rows[("stage 0", 16)]
+    for k in ("before", "after"):
+        grow = (many[k] - many["forward"]) / (one[k] - one["forward"])
+        print(f"  {k}: adds over the forward at batch 16 / at batch 1 = {grow:.2f}; "
+              f"grows {(many[k] - one[k]) / 2**20:.0f} MiB from batch 1 to 16")  # fmt: skip
+    progs = programs(model, 8, size)
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((8, size, size, 3)), jnp.float32)
+    valid = jnp.ones(8, bool)
+    before_fn, before_args = progs["before"]
+    after_fn, after_args = progs["after"]
+    before = before_fn.lower(*before_args).compile()
+    after = after_fn.lower(*after_args).compile()
+    sums = {k: jnp.zeros(v.shape, v.dtype) for k, v in after_args[1].items()}
+    table = before_args[3]
+    jax.block_until_ready(before(model, x, valid, table))
+    sums, _ = jax.block_until_ready(after(model, sums, x, valid, table))
+    tb, ta = [], []
+    for _ in range(max(2, repeats // 2)):
+        tb.append(_timed(lambda: before(model, x, valid, table)))
+        t = time.perf_counter()
+        sums, _ = jax.block_until_ready(after(model, sums, x, valid, table))
+        ta.append(time.perf_counter() - t)
+    print(
+        f"  time per image at batch 8, all blocks (best of {len(tb)}, interleaved): before "
+        f"{min(tb) / 8:.3f} s, after {min(ta) / 8:.3f} s ({min(ta) / min(tb):.2f}x)"
+    )
 
 
 if __name__ == "__main__":

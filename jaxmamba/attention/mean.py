@@ -56,6 +56,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as PS
 from jaxtyping import Array, Bool, Float, Int
 
+from jaxmamba.attention.cost import STEP_BYTES
 from jaxmamba.attention.extract import block_maps, map_shape, shape_groups
 from jaxmamba.attention.maps import AttentionMaps
 from jaxmamba.attention.options import DEFAULT_OPTIONS, AttentionOptions
@@ -162,18 +163,15 @@ def _by_step(x, shards: int, n: int, g: int):
     return jnp.swapaxes(x, 0, 1).reshape((n, shards * g) + x.shape[3:])
 
 
-_STEP_BYTES = 2**28  # what the maps made in one step of a block group may hold, per device
-
-
 def _step_images(group, order, options: AttentionOptions, images: int) -> int:
     """How many images of one device a step makes the maps of ``group`` (blocks of one grid)
-    for: as many as fit :data:`_STEP_BYTES` (each route's map, their sum and the tiled products'
-    keys, per block and image), at least one, at most ``images``."""
+    for: as many as fit :data:`~jaxmamba.attention.cost.STEP_BYTES` (each route's map, their
+    sum and the tiled products' keys, per block and image), at least one, at most ``images``."""
     l = group[0].grid[0] * group[0].grid[1]
     k = len(order.routes(*group[0].grid))
     c = 1 if isinstance(options.channels, str) else len(options.channels)
     per_image = len(group) * (2 * k * c + 2) * l * l * 4
-    return max(1, min(images, _STEP_BYTES // per_image))
+    return max(1, min(images, STEP_BYTES // per_image))
 
 
 def _zero_sums(model, blocks, order, options: AttentionOptions, mesh) -> dict:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmamba.attention.cost import matmul_rate, mean_cost
 from jaxmamba.attention.embed import METHODS
 from jaxmamba.attention.options import AttentionOptions
 from jaxmamba.errors import CheckpointError, StudyError
@@ -235,6 +236,10 @@ def write_study(
             f"{len(single)} single images; {fmt_bytes(size)}; embeddings: {', '.join(methods)}"
             + (" (resuming)" if saved else "")
         )
+        if progress:  # what the means will take, before they start
+            cost = mean_cost(first, (images.shape[1], images.shape[2]), min(batch_size, n),
+                             blocks=names, options=options)  # fmt: skip
+            say(f"  {cost.describe(n, matmul_rate(), runs=len(orders))} (the attention means)")
         meta = dict(saved or plan)
         meta.update(plan)
         meta.setdefault("created", time.strftime("%Y-%m-%d %H:%M:%S"))
