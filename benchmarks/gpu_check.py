@@ -17,11 +17,13 @@ checked and timed, each named: "pallas" / "triton" is the Triton kernels (``plat
 deprecated from JAX 0.11), "pallas_mosaic" / "mosaic" the Mosaic GPU kernels
 (``platform="gpu_mosaic"``, compute capability ≥ 9.0; they have no block sizes to sweep).
 
-Part "mean", section (d): the streamed :func:`jaxmamba.attention_mean` of all
-14 blocks of vmamba_tiny_s1l8 (random weights) over 1000 random 224² images in batches of 128
-(the last one partial), default options (every route's map computed and summed, channel mean),
-timed cold (compilation included) and warm, in seconds and images/s; and the forward throughput
-at batch 128 in images/s next to the published 1686 img/s (VMamba README: one A100, batch 128).
+Part "mean", section (d): XLA's peak bytes of the mean's compiled step at batch 128, before and
+after it stopped holding a batch of maps (``benchmarks/mean_memory.py``); the streamed
+:func:`jaxmamba.attention_mean` of all 14 blocks of vmamba_tiny_s1l8 (random weights) over 1000
+random 224² images in batches of 128 (the last one partial), default options (every route's map
+computed and summed, channel mean), timed cold (compilation included) and warm, in seconds and
+images/s; and the forward throughput at batch 128 in images/s next to the published 1686 img/s
+(VMamba README: one A100, batch 128).
 
 Every measurement is guarded: an error is printed and the script goes on; each part has its own
 time budget (``--budget``, ``--mean-budget``).  Compact summary tables are printed last.
@@ -453,6 +455,20 @@ def mean_part(budget, dry, reps, route_mode, implementation):
         )
         return seconds if good else None
 
+    def memory():  # the step's compiled programs at this batch, before and after
+        from mean_memory import step_memory
+
+        mem = step_memory(model, batch, size, implementation=impl)
+        print(
+            f"  mean step at batch {batch}, XLA's peak bytes of the compiled programs: "
+            + ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in mem.items())
+            + " ('before': all maps of the batch, then their sum; 'after': a few images at a "
+            "time into the running sums)",
+            flush=True,
+        )
+        return mem
+
+    guarded("mean step memory", budget, memory, min_left=60.0)
     cold = guarded("mean (cold)", budget, mean_once, "cold", min_left=30.0)
     if cold is not None:
         rows.append((f"{what}, cold ({impl} scan)", batch, n, cold, "compilation included"))
