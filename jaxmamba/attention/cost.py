@@ -10,10 +10,12 @@ every route's map, ``Σ_blocks K · L(L+1)/2 · D · N · 2``: they grow as L² 
 forward FLOPs those of the model's weights (``2 · weights · positions``, linear in L).  Memory is
 the step's XLA buffers: the parameters, the running sums (one ``L × L`` map per block), the maps
 of one step (at most :data:`~jaxmamba.attention.mean.STEP_BYTES` per block group, whatever the
-batch) and the forward pass's activations, which grow with the batch.  The shares and the
-activation factor were fitted on a 2-core CPU by ``python benchmarks/scaling.py``, whose table
-shows prediction and measurement side by side (see ``benchmarks/results/scaling_cpu.txt``);
-on another kind of machine the prediction is a rough guide.
+batch) and the forward pass's activations, which grow with the batch.  The two shares are
+least-squares coefficients, not efficiencies (the forward FLOPs are a crude count, so its share
+absorbs per-step overheads): they and the activation factor were fitted to the rows at batch 8
+and 32 of ``python benchmarks/scaling.py`` on a 2-core CPU, whose table shows prediction and
+measurement side by side (``benchmarks/results/scaling_cpu.txt``).  Elsewhere, and at batch 1,
+the prediction is a rough guide: within about 2x on the machine it was fitted on.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from jaxmamba.models.model import Model, select_blocks
 
 __all__ = ["FORWARD_SHARE", "MAP_SHARE", "Cost", "matmul_rate", "mean_cost"]
 
-FORWARD_SHARE = 0.05  # fitted: see the module docstring
-MAP_SHARE = 0.10
-ACTIVATION_FACTOR = 12.0  # forward activation bytes per image / (Σ_stages L · dim · 4)
+FORWARD_SHARE = 0.12  # fitted: see the module docstring
+MAP_SHARE = 0.64
+ACTIVATION_FACTOR = 17.0  # forward activation bytes per image / (Σ_stages L · dim · 4)
 STEP_BYTES = 2**28  # what the maps of one step of a block group may hold (mean.py's budget)
 
 
@@ -71,7 +73,7 @@ class Cost:
         """One line: predicted time of ``runs`` means over ``images`` images, and peak memory.
 
         >>> c = Cost(1e9, 1e9, 0, 0, 0, 0, 8)
-        >>> "about 30 s for 100 images" in c.describe(100, 1e11)
+        >>> "about 10 s for 100 images" in c.describe(100, 1e11)
         True
         """
         seconds = self.seconds_per_image(rate) * images * runs
@@ -135,10 +137,13 @@ def mean_cost(
     kk = k if options.route_mode == "each" else 1
     sums = sum(kk * c * b.length**2 * 4 for b in infos)
     step = 0
-    for grid in dict.fromkeys(b.grid for b in infos):
+    for grid in dict.fromkeys(b.grid for b in infos):  # mean.py's steps, extract.py's scans
         group = [b for b in infos if b.grid == grid]
-        per_image = len(group) * (2 * k * c + 2) * group[0].length ** 2 * 4
-        step = max(step, max(1, min(batch, STEP_BYTES // per_image)) * per_image)
+        l2 = group[0].length ** 2 * 4
+        images = max(1, min(batch, STEP_BYTES // (len(group) * (2 * k * c + 2) * l2)))
+        scans = images * len(group)
+        at_once = max(1, min(scans, STEP_BYTES // ((2 * k + 2) * l2)))
+        step = max(step, at_once * k * c * l2 + scans * kk * c * l2)  # route maps + outputs
     param_bytes = sum(int(np.prod(x.shape)) * 4 for x in jax.tree.leaves(params))
     return Cost(map_flops, forward, param_bytes, sums, step,
                 int(ACTIVATION_FACTOR * activations), batch)  # fmt: skip
