@@ -166,6 +166,13 @@ class TestPlatformChoice:
         with pytest.warns(DeprecationWarning, match="Mosaic GPU is the supported"):
             assert sp._platform("gpu", interpret=False) == "gpu"
 
+    def test_the_mosaic_default_waits_for_a_gpu_run(self, monkeypatch):
+        """Where the rule says Mosaic GPU, platform=None keeps Triton until the switch is on."""
+        monkeypatch.setattr(sp, "choose_platform", lambda *a: "gpu_mosaic")
+        assert sp.default_platform() == ("gpu_mosaic" if sp.MOSAIC_GPU_DEFAULT else "gpu")
+        monkeypatch.setattr(sp, "MOSAIC_GPU_DEFAULT", True)
+        assert sp.default_platform() == "gpu_mosaic"
+
     @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the choice on CPU")
     def test_default_on_cpu(self):
         """On CPU: the Triton-style kernels, for the interpreter."""
