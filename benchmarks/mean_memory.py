@@ -23,7 +23,7 @@ from jaxmamba.models.model import apply, cpu_pieces, select_blocks
 from jaxmamba.orders import as_order
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
 def whole_batch_step(model, images, valid, order, names, options, implementation, pieces):
     """The earlier step: all maps of the batch, then their weighted sum, and the count."""
     maps = compute_maps(model, images, order, names, options, implementation, None, pieces)
