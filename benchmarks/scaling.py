@@ -97,8 +97,12 @@ def main():
         pts = [(l, per) for _, b, l, per, _ in rows if b == batch]
         if len(pts) >= 2:
             slope = np.polyfit(np.log([p[0] for p in pts]), np.log([p[1] for p in pts]), 1)[0]
+            steps = ", ".join(
+                f"{np.log(b[1] / a[1]) / np.log(b[0] / a[0]):.2f} ({a[0]}->{b[0]})"
+                for a, b in zip(pts, pts[1:], strict=False)
+            )
             print(f"batch {batch}: time per image grows as L^{slope:.2f} over L = "
-                  f"{', '.join(str(p[0]) for p in pts)}")  # fmt: skip
+                  f"{', '.join(str(p[0]) for p in pts)}; between sizes: {steps}")  # fmt: skip
     for size in args.sizes:
         pts = [(b, peak) for s, b, _, _, peak in rows if s == size]
         if len(pts) >= 2:

@@ -12,8 +12,8 @@ the step's XLA buffers: the parameters, the running sums (one ``L × L`` map per
 of one step (at most :data:`~jaxmamba.attention.mean.STEP_BYTES` per block group, whatever the
 batch) and the forward pass's activations, which grow with the batch.  The two shares are
 least-squares coefficients, not efficiencies (the forward FLOPs are a crude count, so its share
-absorbs per-step overheads): they and the activation factor were fitted to the rows at batch 8
-and 32 of ``python benchmarks/scaling.py`` on a 2-core CPU, whose table shows prediction and
+absorbs per-step overheads): they were fitted (least squares of the relative error) to every
+row of ``python benchmarks/scaling.py`` on a 2-core CPU, the activation factor to its memory, whose table shows prediction and
 measurement side by side (``benchmarks/results/scaling_cpu.txt``).  Elsewhere, and at batch 1,
 the prediction is a rough guide: within about 2x on the machine it was fitted on.
 """
@@ -32,8 +32,8 @@ from jaxmamba.models.model import Model, select_blocks
 
 __all__ = ["FORWARD_SHARE", "MAP_SHARE", "Cost", "matmul_rate", "mean_cost"]
 
-FORWARD_SHARE = 0.12  # fitted: see the module docstring
-MAP_SHARE = 0.64
+FORWARD_SHARE = 0.23  # fitted: see the module docstring
+MAP_SHARE = 0.25
 ACTIVATION_FACTOR = 17.0  # forward activation bytes per image / (Σ_stages L · dim · 4)
 STEP_BYTES = 2**28  # what the maps of one step of a block group may hold (mean.py's budget)
 
@@ -73,7 +73,7 @@ class Cost:
         """One line: predicted time of ``runs`` means over ``images`` images, and peak memory.
 
         >>> c = Cost(1e9, 1e9, 0, 0, 0, 0, 8)
-        >>> "about 10 s for 100 images" in c.describe(100, 1e11)
+        >>> "about 8 s for 100 images" in c.describe(100, 1e11)
         True
         """
         seconds = self.seconds_per_image(rate) * images * runs
