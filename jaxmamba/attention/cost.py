@@ -9,13 +9,13 @@ where the map FLOPs are the floor of exact extraction (the multiply-adds of the 
 every route's map, ``Σ_blocks K · L(L+1)/2 · D · N · 2``: they grow as L² per block) and the
 forward FLOPs those of the model's weights (``2 · weights · positions``, linear in L).  Memory is
 the step's XLA buffers: the parameters, the running sums (one ``L × L`` map per block), the maps
-of one step (at most :data:`~jaxmamba.attention.mean.STEP_BYTES` per block group, whatever the
+of one step (at most :data:`STEP_BYTES` per block group, whatever the
 batch) and the forward pass's activations, which grow with the batch.  The two shares are
 least-squares coefficients, not efficiencies (the forward FLOPs are a crude count, so its share
 absorbs per-step overheads): they were fitted (least squares of the relative error) to every
-row of ``python benchmarks/scaling.py`` on a 2-core CPU, the activation factor to its memory, whose table shows prediction and
-measurement side by side (``benchmarks/results/scaling_cpu.txt``).  Elsewhere, and at batch 1,
-the prediction is a rough guide: within about 2x on the machine it was fitted on.
+row of ``python benchmarks/scaling.py`` on a 2-core CPU and the activation factor to its memory;
+its table shows prediction and measurement side by side (``benchmarks/results/scaling_cpu.txt``).
+On another machine the prediction is a rough guide.
 """
 
 from __future__ import annotations
