@@ -79,7 +79,7 @@ class Cost:
         seconds = self.seconds_per_image(rate) * images * runs
         return (
             f"predicted (FLOP model at {rate / 1e9:.0f} GFLOP/s matmul): about "
-            f"{_duration(seconds)} for {images * runs} images, peak memory about "
+            f"{_duration(seconds)} for {images * runs} images (compiling aside), peak memory about "
             f"{_size(self.peak_bytes)}"
         )
 
