@@ -188,6 +188,31 @@ def _fwd_kernel(u_g, dt_g, A_g, B_g, C_g, y_g, *rest, n, T, nc, save, interpret)
     plgpu.wait_smem_to_gmem(0)
 
 
+def _launch(kernel, out_type, scratch, grid, interpret: bool):
+    """The Mosaic GPU kernel over ``grid`` = (b, g, channel blocks), one warpgroup each."""
+    return plgpu.kernel(
+        kernel,
+        out_type=out_type,
+        scratch_types=scratch,
+        grid=grid,
+        grid_names=("b", "g", "k"),
+        interpret=interpret_params() if interpret else None,
+    )
+
+
+def _operands(u, dt, A, B, C, dims):
+    """u, Δ time-major, A per channel block, B, C padded: the kernels' first five inputs;
+    ``dims`` = (b, g, dg, nk, lp, n_p)."""
+    b, g, dg, nk, lp, n_p = dims
+    return (
+        _time_major(u, b, g, dg, nk, lp),
+        _time_major(dt, b, g, dg, nk, lp),
+        _a(A, g, dg, nk),
+        _bc(B, n_p, lp),
+        _bc(C, n_p, lp),
+    )
+
+
 def scan_fwd(u, dt, A, B, C, *, bs: BlockSizes, interpret: bool, save: bool):
     """Mosaic GPU forward.  Returns y ``(b, d, l)`` float32 and, if ``save``, the state entering
     every tile of :func:`tile_len` steps ``(b, g, nc, dg, n)`` (else None)."""
@@ -205,19 +230,8 @@ def scan_fwd(u, dt, A, B, C, *, bs: BlockSizes, interpret: bool, save: bool):
     kernel = functools.partial(
         _fwd_kernel, n=n, T=T, nc=nc, save=save, interpret=interpret
     )  # fmt: skip
-    outs = plgpu.kernel(
-        kernel,
-        out_type=out_type,
-        scratch_types=scratch,
-        grid=(b, g, nk),
-        grid_names=("b", "g", "k"),
-        interpret=interpret_params() if interpret else None,
-    )(
-        _time_major(u, b, g, dg, nk, lp),
-        _time_major(dt, b, g, dg, nk, lp),
-        _a(A, g, dg, nk),
-        _bc(B, n_p, lp),
-        _bc(C, n_p, lp),
+    outs = _launch(kernel, out_type, scratch, (b, g, nk), interpret)(
+        *_operands(u, dt, A, B, C, (b, g, dg, nk, lp, n_p))
     )
     y = _from_time_major(outs[0], b, d, l, dg)
     if not save:
@@ -315,22 +329,11 @@ def scan_bwd(u, dt, A, B, C, hs, dy, *, bs: BlockSizes, interpret: bool):
     scratch: list[Any] = [tile] * 3 + [bc] * 2 + [nw] * 2 + [plgpu.SMEM((T, n, WG), F32)]
     scratch += [tile] * 2 + [bc] * 2 + [plgpu.Barrier(num_arrivals=1, num_barriers=6)]
     hs_t = jnp.pad(jnp.swapaxes(hs, 3, 4), ((0, 0),) * 4 + ((0, dgp - dg),))
-    du, ddt, dA, dB, dC = plgpu.kernel(
-        functools.partial(_bwd_kernel, n=n, T=T, nc=nc, interpret=interpret),
-        out_type=out_type,
-        scratch_types=scratch,
-        grid=(b, g, nk),
-        grid_names=("b", "g", "k"),
-        interpret=interpret_params() if interpret else None,
-    )(
-        _time_major(u, b, g, dg, nk, lp),
-        _time_major(dt, b, g, dg, nk, lp),
-        _a(A, g, dg, nk),
-        _bc(B, n_p, lp),
-        _bc(C, n_p, lp),
-        hs_t,
+    kernel = functools.partial(_bwd_kernel, n=n, T=T, nc=nc, interpret=interpret)
+    du, ddt, dA, dB, dC = _launch(kernel, out_type, scratch, (b, g, nk), interpret)(
+        *_operands(u, dt, A, B, C, (b, g, dg, nk, lp, n_p)), hs_t,
         _time_major(dy, b, g, dg, nk, lp),
-    )
+    )  # fmt: skip
     dA = jnp.swapaxes(dA.sum(axis=0), 1, 2)[:, :dg, :].reshape(d, n)
     return (
         _from_time_major(du, b, d, l, dg),

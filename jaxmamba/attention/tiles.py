@@ -233,23 +233,25 @@ def _maps(dt, A, B, C, sizes: tuple[int, ...]):
 _BOUND = 60.0  # the largest decay exponent |A|·ΣΔ inside one chunk of the product form
 _FAST_MAX = 1024  # sequences up to this long try the product form first
 _FAST_CHUNK = 224  # its chunks: the longest that divide the sequence, up to this
+_FAST_CHUNKS = 4  # and at most this many of them (more, smaller products ran slower)
 
 
 def _fast_chunk(t: int, chunk: int | None) -> int | None:
     """The chunk size of the product form (:func:`_products`) for ``t`` positions, or None
     where it is not tried: long sequences (their tiling is product-bound already), a forced
-    ``chunk``, or no divisor of ``t`` between 16 and _FAST_CHUNK.  Larger chunks run fewer,
+    ``chunk``, or no divisor of ``t`` between 16 and _FAST_CHUNK that cuts it into at most
+    _FAST_CHUNKS chunks.  Larger chunks run fewer,
     larger products; smaller ones exceed the decay bound less often.
 
     >>> _fast_chunk(49, None), _fast_chunk(196, None), _fast_chunk(784, None)
     (49, 196, 196)
-    >>> _fast_chunk(3136, None), _fast_chunk(227, None)
-    (None, None)
+    >>> _fast_chunk(3136, None), _fast_chunk(1024, None), _fast_chunk(227, None)
+    (None, None, None)
     """
     if chunk is not None or t > _FAST_MAX:
         return None
     c = max(c for c in range(1, min(t, _FAST_CHUNK) + 1) if t % c == 0)
-    return c if c == t or c >= 16 else None
+    return c if t // c <= _FAST_CHUNKS and (c == t or c >= 16) else None
 
 
 def _products(dt, A, B, C, c: int):
