@@ -194,7 +194,10 @@ def test_mean_step_is_what_attention_mean_adds(setup):
     assert all(v.is_deleted() for v in start.values())  # donated: summed in place
 
 
-@pytest.mark.parametrize(("route_mode", "channels"), [("sum", "mean"), ("each", (1, 5))])
+@pytest.mark.parametrize(
+    ("route_mode", "channels"),
+    [("sum", "mean"), pytest.param("each", (1, 5), marks=pytest.mark.slow)],
+)
 def test_mean_step_in_steps_of_a_few_images_per_device(setup, monkeypatch, route_mode, channels):
     """The maps made two images of each device at a time, with padding, in a lax.scan: the
     running sums plus the weighted sum of every image's maps, whatever the steps."""
