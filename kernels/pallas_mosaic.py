@@ -1,7 +1,8 @@
 """The Pallas selective scan on GPU (Mosaic GPU): forward and backward kernels.
 
 Mosaic GPU is the Pallas GPU backend that JAX supports from 0.11 on (Hopper, compute capability
-9.0, and newer); the Triton kernels of :mod:`jaxmamba.kernels.pallas_gpu` are the fallback.
+9.0, and newer); the Triton kernels of :mod:`jaxmamba.kernels.pallas_gpu` stay the default
+until these have run on a GPU (``scan_pallas.MOSAIC_GPU_DEFAULT``).
 Both compute the same recurrence with the same contract (shapes, saved states, partial sums).
 
 Layout.  A Mosaic GPU program is a warpgroup of 128 threads, and its register arrays are
