@@ -10,6 +10,7 @@ import jaxmamba
 from jaxmamba.attention.extract import (
     AttentionError,
     block_attention,
+    block_params,
     extract_attention,
     route_attention,
 )
@@ -125,20 +126,33 @@ def test_route_modes_and_skip(model):
 
 
 def test_normalisations(model):
+    """Each normalisation of one block's map, from its cached scan input (one small program per
+    option), and the option carried through extract_attention."""
     x = images((1, 64, 64, 3))
-    raw = np.asarray(extract_attention(model, x, blocks=2)["layers.2.blocks.0"])
-    mm = np.asarray(extract_attention(model, x, blocks=2, normalize="minmax")["layers.2.blocks.0"])
+    name = "layers.2.blocks.0"
+    _, cache = jaxmamba.run_with_cache(model, x, blocks=2)
+    op, u = block_params(model, name), cache.scan_input(name)
+    routes = jaxmamba.make_routes("cross", *model.config.block(name, (64, 64)).grid)
+
+    def norm(how):
+        f = jax.jit(lambda u: block_attention(op, u, routes, AttentionOptions(normalize=how)))
+        return np.asarray(f(u))
+
+    raw = norm(None)
+    mm = norm("minmax")
     np.testing.assert_allclose(mm.min(), 0, atol=1e-7)
     np.testing.assert_allclose(mm.max(), 1, atol=1e-6)
     np.testing.assert_allclose(mm, (raw - raw.min()) / (raw.max() - raw.min()), atol=1e-6)
-    am = np.asarray(extract_attention(model, x, blocks=2, normalize="absmax")["layers.2.blocks.0"])
+    am = norm("absmax")
     np.testing.assert_allclose(np.abs(am).max(), 1, rtol=1e-6)
-    row = np.asarray(extract_attention(model, x, blocks=2, normalize="row")["layers.2.blocks.0"])
+    row = norm("row")
     np.testing.assert_allclose(np.abs(row).sum(-1), 1, rtol=1e-5)
-    am2 = extract_attention(model, x, blocks=2, normalize="abs_minmax")["layers.2.blocks.0"]
+    am2 = norm("abs_minmax")
     np.testing.assert_allclose(
         am2, (np.abs(raw) - np.abs(raw).min()) / np.ptp(np.abs(raw)), atol=1e-6
     )
+    whole = extract_attention(model, x, blocks=2, normalize="minmax")[name]
+    np.testing.assert_allclose(np.asarray(whole), mm, atol=1e-6)
 
 
 def test_channel_options_against_per_channel_maps():
