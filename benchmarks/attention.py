@@ -22,6 +22,11 @@ FLOP floor is the multiply-adds of the causal half of every route's map,
 ``Σ_blocks K·L(L+1)/2·D·N`` (×2 FLOP), timed at the rate a large float32 matmul reaches on this
 machine; its share is floor time / our time.  Errors are against a float64 NumPy evaluation of
 the definition.
+
+Last, in the same run, the attention mean's step before and after it stopped holding a batch of
+maps (``benchmarks/mean_memory.py``): XLA's peak bytes of each compiled program (the stage-0
+blocks at batch 1 and 16, all blocks at batch 128, next to ``run_with_cache``) and the time per
+image at batch 8, interleaved.
 """
 
 from __future__ import annotations
