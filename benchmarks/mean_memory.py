@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxmamba.attention.extract import compute_maps
-from jaxmamba.attention.mean import _zero_sums, mean_step, route_table  # noqa: PLC2701
+from jaxmamba.attention.mean import mean_step, route_table, zero_sums
 from jaxmamba.attention.options import DEFAULT_OPTIONS
 from jaxmamba.models.model import apply, cpu_pieces, select_blocks
 from jaxmamba.orders import as_order
@@ -48,7 +48,7 @@ def programs(model, batch: int, size: int, blocks=None, implementation=None):
     pieces = cpu_pieces(model.config, x.shape)
     infos = tuple(model.config.block(n, (size, size)) for n in names)
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
-    sums = jax.eval_shape(lambda: _zero_sums(model, infos, table, DEFAULT_OPTIONS, mesh))
+    sums = jax.eval_shape(lambda: zero_sums(model, infos, table, DEFAULT_OPTIONS, mesh))
     opts = DEFAULT_OPTIONS
     return {
         "forward": (apply, (model, x, as_order(None), implementation, frozenset(names), pieces)),

@@ -29,7 +29,7 @@ from jax.sharding import Mesh
 
 import jaxmamba
 from jaxmamba.attention.cost import matmul_rate, mean_cost
-from jaxmamba.attention.mean import _zero_sums, mean_step, route_table  # noqa: PLC2701
+from jaxmamba.attention.mean import mean_step, route_table, zero_sums
 from jaxmamba.attention.options import DEFAULT_OPTIONS
 from jaxmamba.models.model import cpu_pieces, select_blocks
 
@@ -43,7 +43,7 @@ def step_once(model, size, batch):
     pieces = cpu_pieces(model.config, x.shape)
     blocks = tuple(model.config.block(n, (size, size)) for n in names)
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
-    sums = _zero_sums(model, blocks, table, DEFAULT_OPTIONS, mesh)
+    sums = zero_sums(model, blocks, table, DEFAULT_OPTIONS, mesh)
     t = time.perf_counter()
     compiled = mean_step.lower(
         model, sums, x, valid, table, names, DEFAULT_OPTIONS, None, pieces, 1

@@ -45,7 +45,7 @@ def test_sums_are_what_attention_mean_holds(model):
     blocks = tuple(model.config.block(n, (64, 64)) for n in names)
     table = mean_module.route_table(model.config, (64, 64), None)
     mesh = Mesh(np.asarray(jax.devices()[:1]), ("batch",))
-    sums = mean_module._zero_sums(model, blocks, table, DEFAULT_OPTIONS, mesh)
+    sums = mean_module.zero_sums(model, blocks, table, DEFAULT_OPTIONS, mesh)
     assert mean_cost(model, (64, 64), 2).sum_bytes == sum(v.nbytes for v in sums.values())
 
 
@@ -57,7 +57,7 @@ def test_predicted_peak_memory_is_within_a_factor_of_two_of_xla(model, batch):
     table = mean_module.route_table(model.config, size, None)
     blocks = tuple(model.config.block(n, size) for n in names)
     mesh = Mesh(np.asarray(jax.devices()[:1]), ("batch",))
-    sums = mean_module._zero_sums(model, blocks, table, DEFAULT_OPTIONS, mesh)
+    sums = mean_module.zero_sums(model, blocks, table, DEFAULT_OPTIONS, mesh)
     args = (model, sums, x, jnp.ones(batch, bool), table, names, DEFAULT_OPTIONS, None,
             cpu_pieces(model.config, x.shape), 1)  # fmt: skip
     m = mean_module.mean_step.lower(*args).compile().memory_analysis()

@@ -27,10 +27,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmamba.attention.extract import map_shape
 from jaxmamba.attention.options import DEFAULT_OPTIONS, AttentionOptions
 from jaxmamba.models.model import Model, select_blocks
 
-__all__ = ["FORWARD_SHARE", "MAP_SHARE", "Cost", "matmul_rate", "mean_cost"]
+__all__ = [
+    "FORWARD_SHARE",
+    "MAP_SHARE",
+    "STEP_BYTES",
+    "Cost",
+    "matmul_rate",
+    "mean_cost",
+    "step_images",
+]
 
 FORWARD_SHARE = 0.23  # fitted: see the module docstring
 MAP_SHARE = 0.25
@@ -96,6 +105,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def step_images(blocks: int, length: int, k: int, channels: int, images: int) -> int:
+    """How many images of one device a step of :func:`~jaxmamba.attention.mean.mean_step` makes
+    the maps of a group of ``blocks`` blocks of ``length`` patches for: as many as fit
+    :data:`STEP_BYTES` (each of the ``k`` routes' maps of ``channels`` channels, their sum and
+    the tiled products' keys, per block and image), at least one, at most ``images``.
+
+    >>> step_images(2, 3136, 4, 1, 8), step_images(8, 196, 4, 1, 8)
+    (1, 8)
+    """
+    per_image = blocks * (2 * k * channels + 2) * length * length * 4
+    return max(1, min(images, STEP_BYTES // per_image))
+
+
 def mean_cost(
     model: Model,
     size: tuple[int, int],
@@ -135,13 +157,12 @@ def mean_cost(
     forward += 2.0 * other * first[0] * first[1]
     c = 1 if isinstance(options.channels, str) else len(options.channels)
     kk = k if options.route_mode == "each" else 1
-    sums = sum(kk * c * b.length**2 * 4 for b in infos)
+    sums = sum(int(np.prod(map_shape(b, k, options))) * 4 for b in infos)
     step = 0
     for grid in dict.fromkeys(b.grid for b in infos):  # mean.py's steps, extract.py's scans
         group = [b for b in infos if b.grid == grid]
         l2 = group[0].length ** 2 * 4
-        images = max(1, min(batch, STEP_BYTES // (len(group) * (2 * k * c + 2) * l2)))
-        scans = images * len(group)
+        scans = step_images(len(group), group[0].length, k, c, batch) * len(group)
         at_once = max(1, min(scans, STEP_BYTES // ((2 * k + 2) * l2)))
         step = max(step, at_once * k * c * l2 + scans * kk * c * l2)  # route maps + outputs
     param_bytes = sum(int(np.prod(x.shape)) * 4 for x in jax.tree.leaves(params))

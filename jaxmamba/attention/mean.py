@@ -56,7 +56,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as PS
 from jaxtyping import Array, Bool, Float, Int
 
-from jaxmamba.attention.cost import STEP_BYTES
+from jaxmamba.attention.cost import step_images
 from jaxmamba.attention.extract import block_maps, map_shape, shape_groups
 from jaxmamba.attention.maps import AttentionMaps
 from jaxmamba.attention.options import DEFAULT_OPTIONS, AttentionOptions
@@ -87,6 +87,7 @@ __all__ = [
     "compile_mean",
     "mean_step",
     "route_table",
+    "zero_sums",
 ]
 
 NONFINITE_MODES = ("raise", "skip")
@@ -164,18 +165,16 @@ def _by_step(x, shards: int, n: int, g: int):
 
 
 def _step_images(group, order, options: AttentionOptions, images: int) -> int:
-    """How many images of one device a step makes the maps of ``group`` (blocks of one grid)
-    for: as many as fit :data:`~jaxmamba.attention.cost.STEP_BYTES` (each route's map, their
-    sum and the tiled products' keys, per block and image), at least one, at most ``images``."""
-    l = group[0].grid[0] * group[0].grid[1]
+    """:func:`~jaxmamba.attention.cost.step_images` of ``group`` (blocks of one grid)."""
     k = len(order.routes(*group[0].grid))
     c = 1 if isinstance(options.channels, str) else len(options.channels)
-    per_image = len(group) * (2 * k * c + 2) * l * l * 4
-    return max(1, min(images, STEP_BYTES // per_image))
+    return step_images(len(group), group[0].length, k, c, images)
 
 
-def _zero_sums(model, blocks, order, options: AttentionOptions, mesh) -> dict:
-    """Zero running sums of every block, float32, replicated over ``mesh``."""
+def zero_sums(model, blocks, order, options: AttentionOptions, mesh) -> dict:
+    """Zero running sums of ``blocks`` (:func:`~jaxmamba.attention.extract.map_shape` under
+    ``options``, the routes of ``order``), float32, placed as :func:`mean_step` takes them:
+    replicated over ``mesh``, a 1-D mesh of the devices."""
     k = {b.grid: len(order.routes(*b.grid)) for b in blocks}
     shapes = {b.name: map_shape(b, k[b.grid], options) for b in blocks}
     return _placed({n: np.zeros(s, np.float32) for n, s in shapes.items()}, mesh)
@@ -355,7 +354,7 @@ def attention_mean(
                 table = route_table(model.config, (shape[0], shape[1]), order)
                 pieces = cpu_pieces(model.config, xs.shape)
                 sums = (
-                    _zero_sums(model, blocks_info, table, options, mesh)
+                    zero_sums(model, blocks_info, table, options, mesh)
                     if state.sums is None
                     else _placed(state.sums, mesh)
                 )
@@ -440,7 +439,7 @@ def compile_mean(
     size = (int(batch_shape[1]), int(batch_shape[2]))
     blocks_info = tuple(model.config.block(n, size) for n in names)
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
-    sums = _zero_sums(model, blocks_info, table, options, mesh)
+    sums = zero_sums(model, blocks_info, table, options, mesh)
     mean_step.lower(
         model, sums, xs, valid, table, names, options, implementation, pieces, 1
     ).compile()
