@@ -9,7 +9,7 @@ where the map FLOPs are the floor of exact extraction (the multiply-adds of the 
 every route's map, ``Σ_blocks K · L(L+1)/2 · D · N · 2``: they grow as L² per block) and the
 forward FLOPs those of the model's weights (``2 · weights · positions``, linear in L).  Memory is
 the step's XLA buffers: the parameters, the running sums (one ``L × L`` map per block), the maps
-of one step (at most :data:`STEP_BYTES` per block group, whatever the
+of one step (at most :data:`~jaxmamba.attention.sizes.STEP_BYTES` per block group, whatever the
 batch) and the forward pass's activations, which grow with the batch.  The two shares are
 least-squares coefficients, not efficiencies (the forward FLOPs are a crude count, so its share
 absorbs per-step overheads): they were fitted (least squares of the relative error) to every
@@ -27,24 +27,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmamba.attention.extract import map_shape
 from jaxmamba.attention.options import DEFAULT_OPTIONS, AttentionOptions
+from jaxmamba.attention.sizes import map_shape, scans_at_once, step_images
 from jaxmamba.models.model import Model, select_blocks
 
 __all__ = [
     "FORWARD_SHARE",
     "MAP_SHARE",
-    "STEP_BYTES",
     "Cost",
     "matmul_rate",
     "mean_cost",
-    "step_images",
 ]
 
 FORWARD_SHARE = 0.23  # fitted: see the module docstring
 MAP_SHARE = 0.25
 ACTIVATION_FACTOR = 17.0  # forward activation bytes per image / (Σ_stages L · dim · 4)
-STEP_BYTES = 2**28  # what the maps of one step of a block group may hold (mean.py's budget)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,19 +102,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def step_images(blocks: int, length: int, k: int, channels: int, images: int) -> int:
-    """How many images of one device a step of :func:`~jaxmamba.attention.mean.mean_step` makes
-    the maps of a group of ``blocks`` blocks of ``length`` patches for: as many as fit
-    :data:`STEP_BYTES` (each of the ``k`` routes' maps of ``channels`` channels, their sum and
-    the tiled products' keys, per block and image), at least one, at most ``images``.
-
-    >>> step_images(2, 3136, 4, 1, 8), step_images(8, 196, 4, 1, 8)
-    (1, 8)
-    """
-    per_image = blocks * (2 * k * channels + 2) * length * length * 4
-    return max(1, min(images, STEP_BYTES // per_image))
-
-
 def mean_cost(
     model: Model,
     size: tuple[int, int],
@@ -163,7 +147,7 @@ def mean_cost(
         group = [b for b in infos if b.grid == grid]
         l2 = group[0].length ** 2 * 4
         scans = step_images(len(group), group[0].length, k, c, batch) * len(group)
-        at_once = max(1, min(scans, STEP_BYTES // ((2 * k + 2) * l2)))
+        at_once = scans_at_once(scans, k, group[0].length)
         step = max(step, at_once * k * c * l2 + scans * kk * c * l2)  # route maps + outputs
     param_bytes = sum(int(np.prod(x.shape)) * 4 for x in jax.tree.leaves(params))
     return Cost(map_flops, forward, param_bytes, sums, step,

@@ -37,6 +37,7 @@ from jaxmamba.attention.options import (
     cut,
     parse_channels,
 )
+from jaxmamba.attention.sizes import map_shape, scans_at_once
 from jaxmamba.attention.tiles import causal_maps, spatial_maps
 from jaxmamba.errors import AttentionError
 from jaxmamba.models.config import Block
@@ -306,9 +307,6 @@ def _tiled(options: AttentionOptions, routes) -> bool:
     return options.channels == "mean" and is_hard(routes)
 
 
-_TEMP_BYTES = 2**28  # scans whose maps are made at once (the rest stream through lax.map)
-
-
 def _mean_maps(dt, A, B, C, routes, options: AttentionOptions, chunk, groups=None):
     """Channel-mean maps of M scans ``dt (M, K, D, L)`` …: ``(M, L, L)``, or ``(M, K, L, L)``
     when the routes are kept apart (``route_mode`` ``"each"`` or ``"nall"``); ``groups`` the
@@ -316,8 +314,7 @@ def _mean_maps(dt, A, B, C, routes, options: AttentionOptions, chunk, groups=Non
     m, k, _, l = dt.shape
     each = options.route_mode != "sum"
     step = functools.partial(spatial_maps, routes=routes, each=each, chunk=chunk, groups=groups)
-    per_scan = (2 * k + 2) * l * l * 4  # route maps, their sum and the top-level key tensors
-    size = max(1, min(m, _TEMP_BYTES // per_scan))
+    size = scans_at_once(m, k, l)  # the rest stream through lax.map
     if size >= m:
         return step(dt, A, B, C)
     return jax.lax.map(lambda a: step(*(x[None] for x in a))[0], (dt, A, B, C), batch_size=size)
@@ -463,23 +460,6 @@ def block_maps(
     Dk = jnp.concatenate([jnp.broadcast_to(p[4], (b,) + p[4].shape) for p in parts])
     out = _finish(_mean_maps(dt, A, B, C, routes, options, chunk, groups), Dk, options)
     return {block.name: out[i * b : (i + 1) * b] for i, block in enumerate(blocks)}
-
-
-def map_shape(block: Block, k: int, options: AttentionOptions) -> tuple[int, ...]:
-    """The shape of one image's map of ``block`` under ``options`` with ``k`` routes:
-    ``(L, L)``, ``(K, L, L)`` with ``route_mode="each"``, a channel subset's axis ``C`` before
-    ``L, L``.
-
-    >>> from jaxmamba.models.config import get_config
-    >>> block = get_config("vmamba_test").block("layers.3.blocks.0", (64, 64))
-    >>> map_shape(block, 4, AttentionOptions(route_mode="each", channels=(0, 1, 2)))
-    (4, 3, 4, 4)
-    """
-    l = block.grid[0] * block.grid[1]
-    shape: tuple[int, ...] = (l, l)
-    if not isinstance(options.channels, str):
-        shape = (len(options.channels),) + shape
-    return (k,) + shape if options.route_mode == "each" else shape
 
 
 def shape_groups(blocks, inputs: dict) -> list[list[Block]]:

@@ -56,8 +56,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as PS
 from jaxtyping import Array, Bool, Float, Int
 
-from jaxmamba.attention.cost import step_images
-from jaxmamba.attention.extract import block_maps, map_shape, shape_groups
+from jaxmamba.attention.extract import block_maps, shape_groups
 from jaxmamba.attention.maps import AttentionMaps
 from jaxmamba.attention.options import DEFAULT_OPTIONS, AttentionOptions
 from jaxmamba.attention.resume import (
@@ -72,6 +71,7 @@ from jaxmamba.attention.resume import (
     open_state,
     save_state,
 )
+from jaxmamba.attention.sizes import map_shape, step_images
 from jaxmamba.errors import AggregateError
 from jaxmamba.models.config import Block
 from jaxmamba.models.model import Model, apply, check_images, cpu_pieces, select_blocks
