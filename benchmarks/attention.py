@@ -281,6 +281,8 @@ def main():
         )
     print(f"  load average after: {os.getloadavg()[0]:.2f}")
 
+    parts_section(tensors, stages, anchor_s, args.repeats)
+
     name = min(tensors, key=lambda n: abs(tensors[n]["dt"].shape[-1] - 784))  # stage 2 at 224x224
     b = tensors[name]
     dt, A, B, C = b["dt"], b["A"], b["regs"]["Bs"], b["regs"]["Cs"]
@@ -303,6 +305,56 @@ def main():
 
     if not args.no_mean:
         mean_section(model, args.size, args.repeats)
+
+
+def parts_section(tensors, stages, anchor_s, repeats):
+    """Where the time goes, per stage: the one product both methods need (every route's
+    ``(L × D·N) · (D·N × L)``, channels and state contracted), timed alone in torch (the anchor's
+    einsum on its own Q, K) and in XLA (one batched ``dot_general`` of the same shapes), and the
+    softplus of Δ alone in both: a method built on that product in XLA cannot take less than the
+    sum of the two XLA columns, which bounds ours/anchor from below."""
+    import torch
+
+    print(
+        f"\nparts, best of {repeats}: {'stage grid':>10} {'anchor s':>9} {'torch prod':>10} "
+        f"{'XLA prod':>9} {'torch softplus':>14} {'XLA softplus':>12} {'XLA parts/anchor':>16}"
+    )
+    for grid, names in stages.items():
+        regs = [tensors[n]["regs"] for n in names]
+        k, n_state, l = regs[0]["Bs"].shape
+        d = regs[0]["dts"].shape[0] // k
+        rng = np.random.default_rng(0)
+        q = rng.standard_normal((len(names) * k, l, d * n_state)).astype(np.float32)
+        qt = torch.from_numpy(  # (blocks, 1, K, D, N, L) contiguous, as the anchor's Q
+            np.ascontiguousarray(
+                q.reshape(len(names), 1, k, l, d, n_state).transpose(0, 1, 2, 4, 5, 3)
+            )
+        )
+        qj = jnp.asarray(q)
+        prod = jax.jit(lambda a: jax.lax.dot_general(a, a, (((2,), (2,)), ((0,), (0,)))))
+        jax.block_until_ready(prod(qj))
+        raw = np.stack([r["dts"] + r["delta_bias"][:, None] for r in regs])
+        rawt, rawj = torch.from_numpy(raw), jnp.asarray(raw)
+        soft = jax.jit(jax.nn.softplus)
+        jax.block_until_ready(soft(rawj))
+        times = {key: [] for key in ("tp", "xp", "ts", "xs")}
+        with torch.no_grad():
+            for _ in range(repeats):
+                t = time.perf_counter()
+                for i in range(len(names)):
+                    torch.einsum("bkdnl,bkdnm->bklm", qt[i], qt[i])
+                times["tp"].append(time.perf_counter() - t)
+                times["xp"].append(_timed(lambda f=prod, a=qj: f(a)))
+                t = time.perf_counter()
+                torch.nn.functional.softplus(rawt)
+                times["ts"].append(time.perf_counter() - t)
+                times["xs"].append(_timed(lambda f=soft, a=rawj: f(a)))
+        best = {key: min(v) for key, v in times.items()}
+        print(
+            f"{'':>24}{grid[0]:>4}x{grid[1]:<5} {anchor_s[grid]:9.4f} {best['tp']:10.4f} "
+            f"{best['xp']:9.4f} {best['ts']:14.4f} {best['xs']:12.4f} "
+            f"{(best['xp'] + best['xs']) / anchor_s[grid]:16.2f}"
+        )
 
 
 def mean_section(model, size, repeats):

@@ -213,7 +213,8 @@ def test_mean_step_in_steps_of_a_few_images_per_device(setup, monkeypatch, route
     start = {k: jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
              for k, v in zero_sums(model, names, (64, 64), options).items()}  # fmt: skip
     expected = {k: np.asarray(start[k]) + np.asarray(maps[k])[valid].sum(0) for k in names}
-    step = mean_step.__wrapped__  # not jitted: the patched step size is read when it runs
+    # a fresh program (no donation): the patched step size is read when it is traced
+    step = jax.jit(mean_step.__wrapped__, static_argnums=(5, 6, 7, 8, 9))
     for shards in (1, 2):
         sums, n = step(model, dict(start), jnp.asarray(x), jnp.asarray(valid), as_order(None),
                        names, options, None, (), shards)  # fmt: skip
