@@ -386,7 +386,11 @@ def apply(
 
 
 def _apply_vim(
-    model: Model, images, order: None, implementation: str | None, capture: frozenset
+    model: Model,
+    images,
+    order: Order | SoftOrder | None,
+    implementation: str | None,
+    capture: frozenset,
 ) -> tuple[Float[Array, "b classes"], ScanCache]:
     """:func:`apply` of a Vim model (traced inside its ``jit``)."""
     config = cast(VimConfig, model.config)

@@ -188,7 +188,7 @@ class BiMamba(nn.Module):
     @nn.compact
     def __call__(self, x, routes, capture: bool = False):
         c = self.config
-        e, d, n, r, k = c.embed_dim, c.d_inner, c.d_state, c.dt_rank, c.d_conv
+        e, d, n, r, k = c.embed_dim, c.d_inner(), c.d_state, c.dt_rank, c.d_conv
         b, l, _ = x.shape
         in_w = Params((("weight", Uniform.torch(e), (2 * d, e)),), name="in_proj")()["weight"]
         xz = jnp.moveaxis(_linear(x, in_w), 1, 2)  # (b, 2d, l), token order

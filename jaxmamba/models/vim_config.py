@@ -19,10 +19,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jaxmamba.errors import ConfigError
+
+if TYPE_CHECKING:
+    from jaxmamba.models.config import Block
 
 __all__ = ["VimConfig", "VIM_VARIANTS", "patch_token_index"]
 
@@ -98,9 +102,8 @@ class VimConfig:
         if not problems:
             h, w = self.img_size
             if h < self.patch_size or w < self.patch_size:
-                problems.append(
-                    f"img_size {h}x{w} is smaller than one {self.patch_size}x{self.patch_size} patch"
-                )
+                p = self.patch_size
+                problems.append(f"img_size {h}x{w} is smaller than one {p}x{p} patch")
         if problems:
             raise ConfigError("invalid Vim config: " + "; ".join(problems))
 
@@ -132,15 +135,18 @@ class VimConfig:
         """Token index of the CLS token, ``M // 2``."""
         return self.num_patches // 2
 
-    @property
-    def d_inner(self) -> int:
-        """Channels D of the mixer, ``expand · E``."""
+    def d_inner(self, stage: int = 0) -> int:
+        """Channels D of every mixer, ``expand · E`` (``stage``: 0, the one stage)."""
         return self.expand * self.embed_dim
 
     @property
     def dt_rank(self) -> int:
         """Rank R of Δ's projection, the official "auto" ``ceil(E / 16)``."""
         return math.ceil(self.embed_dim / 16)
+
+    def rank(self, stage: int = 0) -> int:
+        """:attr:`dt_rank` (every layer alike)."""
+        return self.dt_rank
 
     @property
     def k_routes(self) -> int:
@@ -157,9 +163,42 @@ class VimConfig:
         """``(depth,)``: the layers as one stage."""
         return (self.depth,)
 
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """``(embed_dim,)``: the width of the one stage."""
+        return (self.embed_dim,)
+
+    def stage_grid(self, stage: int, height: int, width: int) -> tuple[int, int]:
+        """Patch grid of ``height x width`` images (the same grid for every layer)."""
+        p, s = self.patch_size, self.stride
+        return (height - p) // s + 1, (width - p) // s + 1
+
     def block_names(self) -> tuple[str, ...]:
         """Official names of the layers, ``layers.{i}``, in forward order."""
         return tuple(f"layers.{i}" for i in range(self.depth))
+
+    def block(self, name: str, image_hw: tuple[int, int]) -> Block:
+        """The :class:`~jaxmamba.models.config.Block` of layer ``name`` (``layers.{i}``): stage 0,
+        index i, the patch grid (its ``length`` is M, the patches; the layer scans ``M + 1``
+        tokens with the CLS token).
+
+        >>> VimConfig(img_size=(48, 80)).block("layers.3", (48, 80))
+        Block(name='layers.3', stage=0, index=3, grid=(3, 5))
+        """
+        from jaxmamba.models.config import Block  # config imports this module
+
+        parts = name.split(".") if isinstance(name, str) else []
+        if len(parts) != 2 or parts[0] != "layers" or not parts[1].isdigit():
+            raise ConfigError(f"{name!r} is not a Vim layer name layers.i")
+        index = int(parts[1])
+        if index >= self.depth:
+            raise ConfigError(f"{self.describe()} has no layer {name}")
+        if tuple(image_hw) != self.img_size:
+            raise ConfigError(
+                f"{self.name} takes {self.img_size[0]}x{self.img_size[1]} images, not "
+                f"{image_hw[0]}x{image_hw[1]}"
+            )
+        return Block(name, 0, index, self.grid)
 
     def describe(self) -> str:
         """Short description, e.g. ``vim_tiny: Vim E 192, depth 24, 224x224 stride 16, ...``."""
