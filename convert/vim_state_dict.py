@@ -138,13 +138,12 @@ def vim_geometry(
     """``(img_size, stride)`` of a Vim model whose state dict has ``fields`` and ``m`` patches.
 
     Without ``img_size``: the geometry of the one registered variant with these shapes (the
-    released models at 224 x 224), else an error asking for ``img_size``. With it: the stride in
-    ``1..patch_size`` (or the given ``stride``) that gives ``m`` patches, preferring one that
-    divides the patch size and reads every pixel (``(H - p) % s == 0`` and ``(W - p) % s ==
-    0``, as the released strides 16 and 8 do at 224), then one that reads every pixel; none is
-    an error (unless ``interpolate``: then ``stride`` is the given one, or the registered
-    variant's), and several at the first tier that has any an ambiguity that ``stride=``
-    resolves.
+    released models at 224 x 224), else an error asking for ``img_size``. With it: the given
+    ``stride``, or the stride in ``1..patch_size`` that gives ``m`` patches and reads every pixel
+    (``(H - p) % s == 0`` and ``(W - p) % s == 0``, as the released strides 16 and 8 do at 224),
+    one that divides the patch size preferred; none is an error (unless ``interpolate``: then
+    ``stride`` is the given one, or the registered variant's), and several an ambiguity that
+    ``stride=`` resolves.
 
     >>> fields = dict(embed_dim=192, patch_size=16)
     >>> vim_geometry(fields, 49, (64, 64))  # 7x7 patches: stride 8
@@ -165,18 +164,18 @@ def vim_geometry(
     size = _size(img_size)
     if min(size) < p:
         raise CheckpointError(f"img_size {size[0]}x{size[1]} is smaller than one {p}x{p} patch")
-    strides = [stride] if stride is not None else list(range(1, p + 1))
+    if stride is not None:
+        strides = [stride]
+    else:  # strides that read every pixel; those that divide the patch size first
+        strides = [s for s in range(1, p + 1) if all((n - p) % s == 0 for n in size)]
     matches = [s for s in strides if math.prod(_grid(size, p, s)) == m]
-    exact = [s for s in matches if all((n - p) % s == 0 for n in size)]  # no pixel unread
-    for tier in ([s for s in exact if p % s == 0], exact):
-        if len(tier) == 1:
-            return size, tier[0]
-    if len(matches) == 1:
-        return size, matches[0]
-    if len(matches) > 1:
+    best = next((tier for tier in ([s for s in matches if p % s == 0], matches) if tier), [])
+    if len(best) == 1:
+        return size, best[0]
+    if len(best) > 1:
         raise CheckpointError(
             f"img_size {size[0]}x{size[1]} with {p}x{p} patches gives the checkpoint's {m} "
-            f"patches for strides {matches}: ambiguous, pass stride="
+            f"patches for strides {best}: ambiguous, pass stride="
         )
     if interpolate:
         if stride is not None:
@@ -189,7 +188,7 @@ def vim_geometry(
         )
     grids = ", ".join(
         f"stride {s}: {'x'.join(map(str, _grid(size, p, s)))}" for s in strides[::-1][:4]
-    )
+    ) or f"no stride reads every pixel of {size[0]}x{size[1]}"
     raise CheckpointError(
         f"the checkpoint's position embedding has {m} patches + the CLS token, but img_size "
         f"{size[0]}x{size[1]} with {p}x{p} patches gives other grids ({grids}, ...); pass the "

@@ -37,7 +37,7 @@ def fixture(name: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def converted(name: str) -> jaxmamba.Model:
     pytest.importorskip("torch")
     from jaxmamba.convert import load_torch_checkpoint
@@ -45,7 +45,7 @@ def converted(name: str) -> jaxmamba.Model:
     return load_torch_checkpoint(fixture(name) / "ckpt.pth", img_size=FIXTURES[name])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def intermediates(name: str) -> dict:
     """Every module output of the fixture's forward (Flax ``capture_intermediates``)."""
     model = converted(name)
