@@ -186,9 +186,8 @@ def vim_geometry(
         raise CheckpointError(
             "interpolating the position embedding needs the patch stride: pass stride="
         )
-    grids = ", ".join(
-        f"stride {s}: {'x'.join(map(str, _grid(size, p, s)))}" for s in strides[::-1][:4]
-    ) or f"no stride reads every pixel of {size[0]}x{size[1]}"
+    tried = [f"stride {s}: {'x'.join(map(str, _grid(size, p, s)))}" for s in strides[::-1][:4]]
+    grids = ", ".join(tried) or f"no stride reads every pixel of {size[0]}x{size[1]}"
     raise CheckpointError(
         f"the checkpoint's position embedding has {m} patches + the CLS token, but img_size "
         f"{size[0]}x{size[1]} with {p}x{p} patches gives other grids ({grids}, ...); pass the "

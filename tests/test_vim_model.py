@@ -134,6 +134,10 @@ def test_both_families_are_registered():
         assert vim in names
         assert isinstance(jaxmamba.get_config(vim), VimConfig)
     assert "vmamba_tiny_s1l8" in names
+    assert set(jaxmamba.list_models("vim")) | set(jaxmamba.list_models("vmamba")) == set(names)
+    assert "vim_tiny" not in jaxmamba.list_models("vmamba")
+    with pytest.raises(ConfigError, match="family must be"):
+        jaxmamba.list_models("mamba")  # type: ignore[arg-type]
     assert isinstance(jaxmamba.get_config("vmamba_tiny_s1l8"), jaxmamba.VMambaConfig)
     custom = jaxmamba.get_config("vim_tiny", num_classes=10)
     assert custom.name == "custom" and custom.embed_dim == 192

@@ -275,16 +275,29 @@ for _name, _depths, _dim, _family in [
 for _vim in VIM_VARIANTS:
     register(_vim)
 
-OFFICIAL_VARIANTS = tuple(n for n in _REGISTRY if not n.endswith("_test"))
+#: The released VMamba variants (:data:`~jaxmamba.models.vim_config.VIM_VARIANTS` holds Vim's).
+OFFICIAL_VARIANTS = tuple(
+    n for n, c in _REGISTRY.items() if isinstance(c, VMambaConfig) and not n.endswith("_test")
+)
 
 
-def list_models() -> list[str]:
-    """Names of the registered variants of both families (released models and test variants).
+def list_models(family: Literal["vmamba", "vim"] | None = None) -> list[str]:
+    """Names of the registered variants (released models and test variants).
+
+    Args:
+      family: ``None`` (both families), ``"vmamba"`` or ``"vim"``.
 
     >>> "vmamba_tiny_s1l8" in list_models(), "vim_tiny" in list_models()
     (True, True)
+    >>> list_models("vim")[:2]
+    ['vim_base', 'vim_small']
     """
-    return sorted(_REGISTRY)
+    if family is None:
+        return sorted(_REGISTRY)
+    if family not in ("vmamba", "vim"):
+        raise ConfigError(f"family must be None, 'vmamba' or 'vim', got {family!r}")
+    kind = VimConfig if family == "vim" else VMambaConfig
+    return sorted(n for n, c in _REGISTRY.items() if isinstance(c, kind))
 
 
 def get_config(variant: str | ModelConfig, **overrides) -> ModelConfig:
