@@ -16,8 +16,16 @@ import jaxmamba
 from jaxmamba.errors import ConfigError, InputError, OrderError
 from jaxmamba.models.cache import LayerScan
 from jaxmamba.models.model import abstract_model, select_blocks
-from jaxmamba.models.vim import Vim, default_routes, scan_inputs, to_scan_order
+from jaxmamba.models.vim import (
+    BiMamba,
+    Vim,
+    default_routes,
+    scan_inputs,
+    to_scan_order,
+    vim_routes,
+)
 from jaxmamba.models.vim_config import VIM_VARIANTS, VimConfig, patch_token_index
+from jaxmamba.orders import SoftOrder, as_order
 
 VIM_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official-vim"
 # fixture name -> the img_size it was built with
@@ -215,8 +223,39 @@ def test_forward_run_with_cache_and_errors():
         jaxmamba.forward(model, jnp.zeros((1, 96, 96, 3)))
     with pytest.raises(InputError, match="channel-last"):
         jaxmamba.forward(model, jnp.zeros((1, 64, 64, 1)))
-    with pytest.raises(OrderError, match="orders for Vim come with its attention extraction"):
-        jaxmamba.forward(model, images, order="spiral")
+
+
+def test_patch_orders_scan_one_path_both_ways_with_the_cls_token_in_the_middle():
+    model = jaxmamba.create_model("vim_test", seed=1)
+    c = model.config
+    images = jax.random.normal(jax.random.PRNGKey(1), (2, 64, 64, 3))
+    official = jaxmamba.forward(model, images)
+    for same in ("raster", "bidirectional", "cross"):  # their path is the row-major one
+        np.testing.assert_array_equal(jaxmamba.forward(model, images, order=same), official)
+    spiral = jaxmamba.forward(model, images, order="spiral")
+    assert not np.allclose(spiral, official, atol=1e-4)
+    routes = vim_routes(c, as_order("spiral"))
+    assert routes.shape == (2, c.seq_len) and routes[0, c.num_patches // 2] == c.cls_position
+    np.testing.assert_array_equal(routes[1], routes[0][::-1])
+    np.testing.assert_array_equal(np.sort(routes[0]), np.arange(c.seq_len))
+    # The mixer with routes R on tokens x is the official mixer on the tokens permuted by R's
+    # forward path, put back in token order.
+    mixer = BiMamba(c)
+    params = {"params": model.params["layers_1"]["mixer"]}
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, c.seq_len, c.embed_dim))
+    ours = mixer.apply(params, x, routes)
+    permuted = mixer.apply(params, x[:, routes[0]], default_routes(c))
+    np.testing.assert_allclose(ours[:, routes[0]], permuted, rtol=1e-5, atol=1e-6)
+    # the cache's arrays stay in token order whatever the order
+    _, cache = jaxmamba.run_with_cache(model, images, order="spiral", blocks=0)
+    assert cache["layers.0"].x.shape == (2, 2, c.d_inner(), c.seq_len)
+    path = np.arange(c.num_patches)
+    with pytest.raises(OrderError, match="not one path"):
+        jaxmamba.forward(model, images, order=np.stack([path, path]))
+    with pytest.raises(OrderError, match="soft orders"):
+        vim_routes(c, SoftOrder((c.grid,), (jnp.ones((2, 16, 16)) / 16,)))  # type: ignore[arg-type]
+    with pytest.raises(OrderError, match="soft orders"):
+        jaxmamba.forward(model, images, order={c.grid: jnp.ones((2, 16, 16)) / 16})
 
 
 def test_config_validation_and_layout():

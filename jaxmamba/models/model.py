@@ -30,7 +30,7 @@ from jaxmamba.models import params as P
 from jaxmamba.models.cache import BlockScan, LayerScan, ScanCache
 from jaxmamba.models.config import ModelConfig, VimConfig, VMambaConfig, get_config
 from jaxmamba.models.init_rules import draw_params, trace_params
-from jaxmamba.models.vim import Vim, default_routes
+from jaxmamba.models.vim import Vim, default_routes, vim_routes
 from jaxmamba.models.vmamba import VSSM
 from jaxmamba.orders import Order, OrderError, SoftOrder, as_order
 
@@ -272,11 +272,14 @@ def forward(
 
     Args:
       model: a :class:`Model`.
-      images: ``(B, H, W, 3)`` float, channel-last, H and W multiples of 32 (any aspect ratio).
+      images: ``(B, H, W, 3)`` float, channel-last, H and W multiples of 32 (any aspect ratio);
+        for Vim, exactly the config's ``img_size``.
       order: a name from :data:`jaxmamba.orders.ORDER_NAMES`, an :class:`~jaxmamba.orders.Order`,
         or routes (see :func:`jaxmamba.orders.as_order`); default ``"cross"`` (VMamba's); or soft
         routes ``{(h, w): (K, L, L)}`` for every stage grid (:mod:`jaxmamba.orders.soft`), which
-        are traced, so gradients flow to them.
+        are traced, so gradients flow to them. For Vim: default the official row-major path; a
+        hard order's path is scanned forward and backward with the CLS token kept in the middle
+        (:func:`jaxmamba.models.vim.vim_routes`); soft orders are refused for now.
       implementation: selective-scan path, ``"xla"``, ``"pallas"`` or ``None`` (best available).
 
     Returns:
@@ -331,16 +334,20 @@ def run_with_cache(
 
 def _order(config: ModelConfig, order) -> Order | SoftOrder | None:
     """``order`` resolved for ``config``'s family: an :class:`Order` / :class:`SoftOrder` for
-    VMamba; ``None`` (the official token order and its reverse) for Vim, the only order it takes
-    until its attention extraction brings patch orders."""
+    VMamba; for Vim ``None`` (the official row-major path) or a hard :class:`Order` whose path
+    both directions scan (:func:`~jaxmamba.models.vim.vim_routes`, checked here)."""
     if not isinstance(config, VimConfig):
         return as_order(order)
-    if order is not None:
+    if order is None:
+        return None
+    resolved = as_order(order)
+    if not isinstance(resolved, Order):
         raise OrderError(
-            f"{config.name} (Vim) scans its tokens in the official order only (order=None), "
-            f"got {order!r}; orders for Vim come with its attention extraction"
+            f"{config.name} (Vim) scans along a hard patch order; soft orders for Vim come "
+            "with its attention extraction"
         )
-    return None
+    vim_routes(config, resolved)  # the error names an order that is no single path
+    return resolved
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
@@ -355,11 +362,11 @@ def apply(
     """The jitted forward with resolved arguments: ``(logits, cache)`` as :func:`run_with_cache`.
 
     ``order`` must already be an :class:`Order` or :class:`SoftOrder` (:func:`as_order`) for
-    VMamba and ``None`` for Vim; a hard order is static (a pytree without leaves), soft routes
-    are traced. ``capture`` is the
-    frozenset of block names whose scan input and output are returned. ``pieces`` is the number
-    of slices of the batch each stage runs as (:func:`cpu_pieces` gives the default plan for the
-    device; ``()`` runs every stage whole). For library code that calls the model inside its own
+    VMamba, and ``None`` or an :class:`Order` for Vim; a hard order is static (a pytree without
+    leaves), soft routes are traced. ``capture`` is the frozenset of block names whose scan input
+    and output are returned. ``pieces`` is the number of slices of the batch each stage runs as
+    (:func:`cpu_pieces` gives the default plan for the device; ``()`` runs every stage whole;
+    a Vim model runs whole). For library code that calls the model inside its own
     ``jit``; users call :func:`forward` or :func:`run_with_cache`.
     """
     config = model.config
@@ -394,10 +401,10 @@ def _apply_vim(
 ) -> tuple[Float[Array, "b classes"], ScanCache]:
     """:func:`apply` of a Vim model (traced inside its ``jit``)."""
     config = cast(VimConfig, model.config)
-    if order is not None:
-        raise OrderError(f"a Vim model scans in its official order only (order=None), got {order}")
+    if isinstance(order, SoftOrder):
+        raise OrderError("a Vim model scans along a hard patch order, not soft routes")
     module = Vim(config, implementation)
-    routes = default_routes(config)
+    routes = vim_routes(config, order)
     images = images.astype(jnp.float32)
     variables = {"params": model.params}
     if not capture:

@@ -38,12 +38,14 @@ from jaxmamba.models.layers import HIGHEST
 from jaxmamba.models.ss2d import ScanInputs, cross_merge, cross_scan, inverse_of
 from jaxmamba.models.ss2d import scan_inputs as _grouped_scan_inputs
 from jaxmamba.models.vim_config import VimConfig
+from jaxmamba.orders import Order, OrderError
 
 __all__ = [
     "Vim",
     "BiMamba",
     "RMSNorm",
     "default_routes",
+    "vim_routes",
     "scan_inputs",
     "to_scan_order",
     "to_token_order",
@@ -70,6 +72,43 @@ def default_routes(config: VimConfig) -> np.ndarray:
     [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0]]
     """
     forward = np.arange(config.seq_len)
+    return np.stack([forward, forward[::-1]])
+
+
+def vim_routes(config: VimConfig, order: Order | None = None) -> np.ndarray:
+    """The token routes ``(2, L)`` of both directions when the patches are scanned in ``order``.
+
+    The forward direction reads the patches along the order's path (its route 0; for the named
+    K = 4 orders the base path, whose reverse is their route 2) with the CLS token inserted at
+    scan position ``M // 2``, the backward direction reads the same tokens in reverse, as the
+    official model does with its row-major path. ``None`` (and ``"raster"``) give
+    :func:`default_routes`.
+
+    >>> from jaxmamba.orders import as_order
+    >>> vim_routes(VimConfig(img_size=(32, 32)), as_order("spiral")).tolist()  # 2x2 patches
+    [[0, 1, 2, 4, 3], [3, 4, 2, 1, 0]]
+    """
+    if order is None:
+        return default_routes(config)
+    if not isinstance(order, Order):
+        raise OrderError(
+            f"a Vim model scans along a hard patch order, got {type(order).__name__}; soft "
+            "orders for Vim come with its attention extraction"
+        )
+    routes = order.routes(*config.grid)
+    path = routes[0]
+    k = len(routes)
+    reversed_at = {1: None, 2: 1, 4: 2}.get(k, -1)
+    if reversed_at == -1 or (reversed_at and not np.array_equal(routes[reversed_at], path[::-1])):
+        raise OrderError(
+            f"a Vim model scans one patch path forward and backward; order {order.name!r} has "
+            f"K={k} routes on the {config.grid[0]}x{config.grid[1]} grid that are not one path "
+            "(K=1), a path and its reverse (K=2), or a cross-scan family (K=4, route 2 = route 0 "
+            "reversed)"
+        )
+    t = config.cls_position
+    tokens = np.where(path < t, path, path + 1)
+    forward = np.concatenate([tokens[:t], [t], tokens[t:]])
     return np.stack([forward, forward[::-1]])
 
 
