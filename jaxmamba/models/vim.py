@@ -130,7 +130,14 @@ def to_scan_order(
 def to_token_order(
     y: Float[Array, "b k d l"], routes: Int[np.ndarray, "k l"]
 ) -> Float[Array, "b k d l"]:
-    """Inverse of :func:`to_scan_order`: each direction's scan outputs put back in token order."""
+    """Inverse of :func:`to_scan_order`: each direction's scan outputs put back in token order.
+
+    >>> import jax.numpy as jnp
+    >>> routes = np.array([[0, 1, 2], [2, 1, 0]])
+    >>> x = jnp.arange(6.0).reshape(1, 2, 1, 3)
+    >>> bool((to_token_order(to_scan_order(x, routes), routes) == x).all())
+    True
+    """
     inverse = jnp.asarray(inverse_of(np.asarray(routes)))
     return jnp.stack([jnp.take(y[:, k], inverse[k], axis=-1) for k in range(len(routes))], axis=1)
 
@@ -193,6 +200,11 @@ def causal_conv1d(x: Float[Array, "b d l"], weight, bias) -> Float[Array, "b d l
 
     ``weight`` ``(D, 1, k)`` as ``torch.nn.Conv1d`` (groups = D, padding k - 1, the last k - 1
     outputs dropped), zeros before the sequence.
+
+    >>> import jax.numpy as jnp
+    >>> w = jnp.array([[[1.0, 10.0, 100.0]]])  # out[t] = x[t-2] + 10 x[t-1] + 100 x[t]
+    >>> causal_conv1d(jnp.array([[[1.0, 2.0, 3.0]]]), w, jnp.zeros(1)).tolist()
+    [[[100.0, 210.0, 321.0]]]
     """
     k, l = weight.shape[-1], x.shape[-1]
     xp = jnp.pad(x, ((0, 0), (0, 0), (k - 1, 0)))
