@@ -1,10 +1,14 @@
-"""Convert official VMamba PyTorch checkpoints to jaxmamba models and Orbax checkpoints.
+"""Convert official VMamba and Vision Mamba (Vim) PyTorch checkpoints to jaxmamba models and
+Orbax checkpoints.
 
 >>> from jaxmamba.convert import load_torch_checkpoint, save
 >>> model = load_torch_checkpoint("vssm1_tiny_0230s_ckpt_epoch_264.pth")  # doctest: +SKIP
 >>> save(model, "checkpoints/vmamba_tiny_s1l8")  # doctest: +SKIP
+>>> vim = load_torch_checkpoint("vim_t_midclstok_76p1acc.pth", img_size=224)  # doctest: +SKIP
 
-Command line: ``python -m jaxmamba.convert IN.pth --out DIR [--variant NAME] [--ema]``.
+``state_dict`` converts VMamba state dicts (and hands Vim ones to ``vim_state_dict``),
+``checkpoint_io`` reads the files, ``cli`` is the command line: ``python -m jaxmamba.convert
+IN.pth --out DIR [--variant NAME] [--ema] [--img-size H[xW]] [--interpolate-pos-embed]``.
 Nothing here imports torch until a PyTorch file is read.
 
 May import: :mod:`jaxmamba.models`, :mod:`jaxmamba.storage`, :mod:`jaxmamba.errors`.

@@ -1,4 +1,5 @@
-"""Read official VMamba checkpoint files (``.pth``/``.pt``/``.bin``, ``.safetensors``) safely.
+"""Read official VMamba and Vision Mamba checkpoint files (``.pth``/``.pt``/``.bin``,
+``.safetensors``) safely.
 
 PyTorch files are read with ``torch.load(weights_only=True)``: a pickle that would run code is
 refused, never executed.  The CRC-32 of every member of a zip-format file (``torch.save``'s
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmamba.errors import CheckpointError, require
-from jaxmamba.models.config import VMambaConfig
+from jaxmamba.models.config import ModelConfig
 from jaxmamba.models.model import Model
 from jaxmamba.storage.store import first_line
 
@@ -200,15 +201,27 @@ def read_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, 
 
 
 def load_torch_checkpoint(
-    path: str | os.PathLike, variant: str | VMambaConfig | None = None, *, ema: bool = False
+    path: str | os.PathLike,
+    variant: str | ModelConfig | None = None,
+    *,
+    ema: bool = False,
+    img_size: int | tuple[int, int] | None = None,
+    stride: int | None = None,
+    interpolate_pos_embed: bool = False,
 ) -> Model:
-    """A :class:`~jaxmamba.Model` from an official VMamba checkpoint file.
+    """A :class:`~jaxmamba.Model` from an official VMamba or Vision Mamba (Vim) checkpoint file.
 
     Args:
       path: a ``torch.save`` file (``.pth``, ``.pt``, ``.bin``; zip or legacy format) or a
         ``.safetensors`` file holding the state dict (or ``{"model": state_dict, ...}``).
       variant: optional variant name or config the checkpoint must match; detected otherwise.
       ema: use the ``"model_ema"`` weights of a training checkpoint.
+      img_size: a Vim checkpoint's input size ``(H, W)`` (or one int): its shapes tell the number
+        of patches, not the size; without it a checkpoint of a registered variant's shapes
+        (the released models, 224 x 224) is that variant, any other is an error.
+      stride: a Vim checkpoint's patch stride, where ``img_size`` leaves it ambiguous.
+      interpolate_pos_embed: resample a Vim position embedding to ``img_size`` (bicubic, CLS
+        entry kept) when the checkpoint was trained at another size; never done otherwise.
 
     Raises:
       CheckpointError: the file is missing, unreadable, unsafe, or not a VMamba checkpoint that
@@ -225,6 +238,9 @@ def load_torch_checkpoint(
     """
     state_dict = read_state_dict(path, ema=ema)
     try:
-        return state_dict_to_model(state_dict, variant)
+        return state_dict_to_model(
+            state_dict, variant, img_size=img_size, stride=stride,
+            interpolate_pos_embed=interpolate_pos_embed,
+        )  # fmt: skip
     except CheckpointError as e:
         raise CheckpointError(f"{Path(path)}: {e}") from None

@@ -1,5 +1,8 @@
 """Official VMamba state dict → :class:`~jaxmamba.Model`, as pure functions on NumPy arrays.
 
+:func:`state_dict_to_model` also takes a Vision Mamba (Vim) state dict, which
+:mod:`convert.vim_state_dict` converts.
+
 The steps (timm's ``checkpoint_filter_fn`` pattern): :func:`normalize_state_dict` (strip
 ``module.``, rename the old v0 names the official ``VSSM._load_from_state_dict`` renames, view the
 4-D ``(out, in, 1, 1)`` weights of 1x1 linear layers as 2-D), :func:`detect_config` (hyper-
@@ -18,12 +21,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmamba.models import params as P
-from jaxmamba.models.config import ConfigError, VMambaConfig, get_config, list_models
+from jaxmamba.models.config import (
+    ConfigError,
+    ModelConfig,
+    VimConfig,
+    VMambaConfig,
+    get_config,
+    list_models,
+)
 from jaxmamba.models.model import Model
 from jaxmamba.storage.checkpoint import CheckpointError, check_params
 from jaxmamba.storage.store import first_line
 
-__all__ = ["normalize_state_dict", "detect_config", "state_dict_to_model", "UNDETECTABLE"]
+__all__ = [
+    "normalize_state_dict", "detect_config", "is_vim_state_dict", "state_dict_to_model",
+    "UNDETECTABLE",
+]  # fmt: skip
 
 #: Config fields that a state dict does not determine: taken from ``variant`` when one is given.
 UNDETECTABLE = ("name", "norm_layer", "eps")
@@ -92,10 +105,12 @@ def _as_array(value) -> np.ndarray | None:
 def normalize_state_dict(state_dict: Mapping[str, object]) -> dict[str, np.ndarray]:
     """Current official key names and shapes for a (possibly old or wrapped) state dict.
 
-    Strips ``module.`` prefixes, renames the old v0 names (``patch_embed.proj`` → ``patch_embed.0``,
-    ``patch_embed.norm`` → ``patch_embed.2``, ``ln_1`` → ``norm``, ``self_attention`` → ``op``,
-    top-level ``norm``/``head`` → ``classifier.norm``/``classifier.head``) and views 4-D 1x1
-    weights of linear layers as ``(out, in)``. Values stay as given (NumPy arrays, any float dtype).
+    Strips ``module.`` prefixes, renames the old VMamba v0 names (``patch_embed.proj`` →
+    ``patch_embed.0``, ``patch_embed.norm`` → ``patch_embed.2``, ``ln_1`` → ``norm``,
+    ``self_attention`` → ``op``, top-level ``norm``/``head`` → ``classifier.norm``/
+    ``classifier.head``) and views 4-D 1x1
+    weights of linear layers as ``(out, in)``. A Vim state dict (:func:`is_vim_state_dict`) only
+    loses its ``module.`` prefixes. Values stay as given (NumPy arrays, any float dtype).
 
     >>> import numpy as np
     >>> sd = normalize_state_dict({"module.head.weight": np.zeros((10, 8, 1, 1))})
@@ -132,11 +147,10 @@ def normalize_state_dict(state_dict: Mapping[str, object]) -> dict[str, np.ndarr
             f"{len(empty)} state dict value(s) are zero-size tensors: " + _listing(empty)
         )
     out: dict[str, np.ndarray] = {}
+    vim = is_vim_state_dict(_strip(k) for k in arrays)
     for key, value in arrays.items():
-        new = key
-        while new.startswith("module."):
-            new = new[len("module.") :]
-        for pattern, repl in _OLD_NAMES:
+        new = _strip(key)
+        for pattern, repl in [] if vim else _OLD_NAMES:
             new = pattern.sub(repl, new)
         if _LINEAR_WEIGHT.search(new) and value.ndim == 4 and value.shape[2:] == (1, 1):
             value = value.reshape(value.shape[:2])
@@ -144,6 +158,23 @@ def normalize_state_dict(state_dict: Mapping[str, object]) -> dict[str, np.ndarr
             raise CheckpointError(f"two state dict keys map to {new!r} (one of them is {key!r})")
         out[new] = value
     return out
+
+
+def _strip(key: str) -> str:
+    """``key`` without its ``module.`` prefixes (a DataParallel / DDP wrapper's)."""
+    while key.startswith("module."):
+        key = key[len("module.") :]
+    return key
+
+
+def is_vim_state_dict(keys) -> bool:
+    """Whether state-dict ``keys`` are a Vision Mamba model's (a CLS token and Mamba mixers).
+
+    >>> is_vim_state_dict(["cls_token", "layers.0.mixer.A_b_log"]), is_vim_state_dict(["head.bias"])
+    (True, False)
+    """
+    keys = set(keys)
+    return "cls_token" in keys and any(k.startswith("layers.0.mixer.") for k in keys)
 
 
 def _need(shapes: dict[str, tuple[int, ...]], key: str, ndim: int) -> tuple[int, ...]:
@@ -162,6 +193,11 @@ def _detect_fields(shapes: dict[str, tuple[int, ...]]) -> dict:
         m = _BLOCK.match(key)
         if m:
             blocks.setdefault(int(m[1]), set()).add(int(m[2]))
+    if not blocks and is_vim_state_dict(shapes):
+        raise CheckpointError(
+            "this is a Vision Mamba (Vim) checkpoint: convert it with state_dict_to_model or "
+            "load_torch_checkpoint (img_size=... gives its input size)"
+        )
     if not blocks:
         raise CheckpointError(
             "cannot detect the model config: no VSS block keys (layers.<i>.blocks.<j>.*); is "
@@ -277,16 +313,18 @@ def detect_config(state_dict: Mapping[str, object]) -> VMambaConfig:
         raise CheckpointError(f"the detected model config is invalid: {e}") from None
     for name in list_models():
         registered = get_config(name)
-        if dataclasses.replace(registered, name="custom") == config:
+        if isinstance(registered, VMambaConfig) and registered.replace(name="custom") == config:
             return registered
     return config
 
 
-def _check_variant(detected: VMambaConfig, variant: str | VMambaConfig) -> VMambaConfig:
+def _check_variant(detected: VMambaConfig, variant: str | ModelConfig) -> VMambaConfig:
     try:
         given = get_config(variant)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+    if not isinstance(given, VMambaConfig):
+        raise CheckpointError(f"the checkpoint is a VMamba model, {given.name!r} a Vim variant")
     diffs = [
         f"{f.name}: {getattr(given, f.name)!r} given, {getattr(detected, f.name)!r} in checkpoint"
         for f in dataclasses.fields(VMambaConfig)
@@ -301,14 +339,23 @@ def _check_variant(detected: VMambaConfig, variant: str | VMambaConfig) -> VMamb
 
 
 def state_dict_to_model(
-    state_dict: Mapping[str, object], variant: str | VMambaConfig | None = None
+    state_dict: Mapping[str, object],
+    variant: str | ModelConfig | None = None,
+    *,
+    img_size: int | tuple[int, int] | None = None,
+    stride: int | None = None,
+    interpolate_pos_embed: bool = False,
 ) -> Model:
-    """A :class:`~jaxmamba.Model` from an official VMamba state dict of arrays.
+    """A :class:`~jaxmamba.Model` from an official VMamba or Vision Mamba state dict of arrays.
 
     Args:
       state_dict: official key → floating-point array (NumPy, jax, or torch tensors).
       variant: optional name or config the checkpoint must be; a mismatch raises
         :class:`CheckpointError` listing the differing fields. Without it the config is detected.
+      img_size, stride, interpolate_pos_embed: a Vim checkpoint's input size ``(H, W)`` (or one
+        int) and patch stride, which its shapes cannot tell, and whether to resample its
+        position embedding to ``img_size`` (see
+        :func:`convert.vim_state_dict.vim_state_dict_to_model`); ignored for VMamba.
 
     Returns:
       The model, parameters float32 ``jax.Array`` with exactly ``create_model(config)``'s tree.
@@ -320,8 +367,19 @@ def state_dict_to_model(
     'vmamba_test'
     """
     sd = normalize_state_dict(state_dict)
+    if is_vim_state_dict(sd):
+        from .vim_state_dict import vim_state_dict_to_model  # it builds on this module
+
+        if variant is not None and not isinstance(variant, str | VimConfig):
+            raise CheckpointError("the checkpoint is a Vim model, the variant a VMamba config")
+        return vim_state_dict_to_model(
+            sd, variant, img_size=img_size, stride=stride,
+            interpolate_pos_embed=interpolate_pos_embed,
+        )  # fmt: skip
     config = detect_config(sd)
     if variant is not None:
+        if isinstance(variant, VimConfig):
+            raise CheckpointError("the checkpoint is a VMamba model, the variant a Vim config")
         config = _check_variant(config, variant)
     check_params(config, {k: tuple(v.shape) for k, v in sd.items()}, "the state dict")
     nonfinite = [f"{k} ({int(n)})" for k, v in sd.items() if (n := np.sum(~np.isfinite(v)))]

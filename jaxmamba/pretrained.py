@@ -12,6 +12,7 @@ Loading them needs neither the training loop nor scikit-learn.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from jaxmamba.errors import CheckpointError
 from jaxmamba.models.config import VMambaConfig, get_config
@@ -40,7 +41,8 @@ def default_model_config() -> VMambaConfig:
     >>> default_model_config().describe()
     'custom v05_noz, dims 16, depths 1-1-2-1, d_state 1, ssm_ratio 1, 10 classes'
     """
-    return get_config("vmamba_tiny_s1l8", dims=16, depths=(1, 1, 2, 1), num_classes=10)
+    config = get_config("vmamba_tiny_s1l8", dims=16, depths=(1, 1, 2, 1), num_classes=10)
+    return cast(VMambaConfig, config)  # a VMamba variant's overrides: a VMamba config
 
 
 def load_default() -> Model:

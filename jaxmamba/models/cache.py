@@ -2,9 +2,10 @@
 output, as typed values.
 
 A :class:`ScanCache` reads like ``{block name: BlockScan}`` (TransformerLens's
-``ActivationCache`` is the model); a :class:`BlockScan` holds one block's ``x`` (the SS2D scan
-input) and ``y`` (its cross-merged scan output), both ``(B, D, L)`` in row-major spatial order.
-Both are pytrees (the arrays are the leaves), so they leave a ``jit`` and pass through
+``ActivationCache`` is the model); a :class:`BlockScan` holds one VMamba block's ``x`` (the SS2D
+scan input) and ``y`` (its cross-merged scan output), both ``(B, D, L)`` in row-major spatial
+order; a :class:`LayerScan` one Vim layer's per-direction scan input and output and its gate.
+All are pytrees (the arrays are the leaves), so they leave a ``jit`` and pass through
 ``jax.tree.map``.
 """
 
@@ -18,7 +19,7 @@ import jax
 import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = ["BlockScan", "ScanCache"]
+__all__ = ["BlockScan", "LayerScan", "ScanCache"]
 
 
 @jax.tree_util.register_dataclass
@@ -42,12 +43,41 @@ class BlockScan:
         raise KeyError(key)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LayerScan:
+    """One Vim layer's scan inputs and outputs, all in token order (CLS token at ``M // 2``).
+
+    Attributes:
+      x: ``(B, K, D, L)`` direction k's scan input (its causal conv + SiLU output), put back in
+        token order (``x[:, 1]`` is the backward scan's ``u`` flipped along L); direction k's
+        scan reads it along its route: ``jaxmamba.models.vim.to_scan_order(x, routes)``.
+      y: ``(B, K, D, L)`` direction k's scan output (``D·u`` included, before the gate), in
+        token order.
+      z: ``(B, D, L)`` the gate before its SiLU, in token order (each direction multiplies its
+        output by ``SiLU(z)`` at the same token).
+
+    The layer's merged output (the input of ``out_proj``) is ``0.5 · SiLU(z) · (y[:, 0] +
+    y[:, 1])``. ``scan["x"]`` reads like ``scan.x``.
+    """
+
+    x: Float[Array, "b k d l"]
+    y: Float[Array, "b k d l"]
+    z: Float[Array, "b d l"]
+
+    def __getitem__(self, key: Literal["x", "y", "z"]) -> Array:
+        if key in ("x", "y", "z"):
+            return getattr(self, key)
+        raise KeyError(key)
+
+
 @jax.tree_util.register_pytree_with_keys_class
-class ScanCache(Mapping[str, BlockScan]):
+class ScanCache(Mapping[str, BlockScan | LayerScan]):
     """The scan input and output of each cached block, by official name, in forward order.
 
-    ``cache["layers.0.blocks.0"]`` is a :class:`BlockScan`; :meth:`scan_input` and
-    :meth:`scan_output` give its arrays. A pytree whose leaves are the arrays.
+    ``cache["layers.0.blocks.0"]`` is a :class:`BlockScan` (VMamba), ``cache["layers.3"]`` a
+    :class:`LayerScan` (Vim); :meth:`scan_input` and :meth:`scan_output` give their ``x`` and
+    ``y``. A pytree whose leaves are the arrays.
 
     >>> import jax.numpy as jnp
     >>> x = jnp.ones((1, 8, 16))
@@ -58,10 +88,10 @@ class ScanCache(Mapping[str, BlockScan]):
     ((1, 8, 16), (1, 8, 16))
     """
 
-    def __init__(self, scans: Mapping[str, BlockScan] | None = None) -> None:
-        self._scans: dict[str, BlockScan] = dict(scans or {})
+    def __init__(self, scans: Mapping[str, BlockScan | LayerScan] | None = None) -> None:
+        self._scans: dict[str, BlockScan | LayerScan] = dict(scans or {})
 
-    def __getitem__(self, name: str) -> BlockScan:
+    def __getitem__(self, name: str) -> BlockScan | LayerScan:
         try:
             return self._scans[name]
         except KeyError:
@@ -73,12 +103,13 @@ class ScanCache(Mapping[str, BlockScan]):
     def __len__(self) -> int:
         return len(self._scans)
 
-    def scan_input(self, name: str) -> Float[Array, "b d l"]:
-        """Block ``name``'s scan input ``x`` ``(B, D, L)``."""
+    def scan_input(self, name: str) -> Array:
+        """Block ``name``'s scan input ``x``: ``(B, D, L)`` (VMamba), ``(B, K, D, L)`` (Vim)."""
         return self[name].x
 
-    def scan_output(self, name: str) -> Float[Array, "b d l"]:
-        """Block ``name``'s cross-merged scan output ``y`` ``(B, D, L)``."""
+    def scan_output(self, name: str) -> Array:
+        """Block ``name``'s scan output ``y``: ``(B, D, L)`` cross-merged (VMamba),
+        ``(B, K, D, L)`` per direction (Vim)."""
         return self[name].y
 
     def tree_flatten_with_keys(self):
@@ -94,4 +125,7 @@ class ScanCache(Mapping[str, BlockScan]):
             return "ScanCache(no blocks)"
         n = len(self._scans)
         shapes = ", ".join(f"{k} {tuple(np.shape(v.x))}" for k, v in self._scans.items())
-        return f"ScanCache({n} block{'s' if n > 1 else ''}, x and y (B, D, L): {shapes})"
+        what = "x and y (B, D, L)"
+        if all(isinstance(v, LayerScan) for v in self._scans.values()):
+            what = "x and y (B, K, D, L), z (B, D, L)"
+        return f"ScanCache({n} block{'s' if n > 1 else ''}, {what}: {shapes})"

@@ -1,4 +1,7 @@
-"""Model configurations: one frozen, hashable dataclass per VMamba variant, and their registry.
+"""Model configurations: one frozen, hashable dataclass per VMamba variant, and the registry.
+
+The registry holds both families: VMamba (:class:`VMambaConfig`, here) and Vision Mamba
+(:class:`~jaxmamba.models.vim_config.VimConfig`); :data:`ModelConfig` is either.
 
 A config is a static argument (hashable), so a jitted forward is traced once per config.
 The released classification variants follow the official builders and ``configs/vssm/*.yaml``
@@ -14,10 +17,13 @@ import re
 from typing import Any, Literal, NamedTuple
 
 from jaxmamba.errors import ConfigError
+from jaxmamba.models.vim_config import VIM_VARIANTS, VimConfig
 
 __all__ = [
     "Block",
     "ConfigError",
+    "ModelConfig",
+    "VimConfig",
     "VMambaConfig",
     "get_config",
     "list_models",
@@ -237,11 +243,14 @@ _V2: dict[str, Any] = dict(
     norm_layer="ln2d", downsample="v3", patch_embed="v2",
 )  # fmt: skip
 
-_REGISTRY: dict[str, VMambaConfig] = {}
+#: A config of either family.
+ModelConfig = VMambaConfig | VimConfig
+
+_REGISTRY: dict[str, ModelConfig] = {}
 
 
-def register(config: VMambaConfig) -> VMambaConfig:
-    """Add ``config`` to the registry under ``config.name``."""
+def register(config: ModelConfig) -> ModelConfig:
+    """Add ``config`` (a VMamba or a Vim config) to the registry under ``config.name``."""
     _REGISTRY[config.name] = config
     return config
 
@@ -263,20 +272,36 @@ for _name, _depths, _dim, _family in [
     _dims = tuple(_dim * 2**_i for _i in range(len(_depths)))  # the official dims=C shorthand
     register(VMambaConfig(name=_name, depths=_depths, dims=_dims, **_family))
 
-OFFICIAL_VARIANTS = tuple(n for n in _REGISTRY if not n.endswith("_test"))
+for _vim in VIM_VARIANTS:
+    register(_vim)
+
+#: The released VMamba variants (:data:`~jaxmamba.models.vim_config.VIM_VARIANTS` holds Vim's).
+OFFICIAL_VARIANTS = tuple(
+    n for n, c in _REGISTRY.items() if isinstance(c, VMambaConfig) and not n.endswith("_test")
+)
 
 
-def list_models() -> list[str]:
-    """Names of the registered variants (the released classification models and test variants).
+def list_models(family: Literal["vmamba", "vim"] | None = None) -> list[str]:
+    """Names of the registered variants (released models and test variants).
 
-    >>> "vmamba_tiny_s1l8" in list_models()
-    True
+    Args:
+      family: ``None`` (both families), ``"vmamba"`` or ``"vim"``.
+
+    >>> "vmamba_tiny_s1l8" in list_models(), "vim_tiny" in list_models()
+    (True, True)
+    >>> list_models("vim")[:2]
+    ['vim_base', 'vim_small']
     """
-    return sorted(_REGISTRY)
+    if family is None:
+        return sorted(_REGISTRY)
+    if family not in ("vmamba", "vim"):
+        raise ConfigError(f"family must be None, 'vmamba' or 'vim', got {family!r}")
+    kind = VimConfig if family == "vim" else VMambaConfig
+    return sorted(n for n, c in _REGISTRY.items() if isinstance(c, kind))
 
 
-def get_config(variant: str | VMambaConfig, **overrides) -> VMambaConfig:
-    """The config of ``variant`` (a name or a config), with field ``overrides`` applied.
+def get_config(variant: str | ModelConfig, **overrides) -> ModelConfig:
+    """The config of ``variant`` (a name or a config of either family), with ``overrides``.
 
     Overriding any field of a released variant makes a custom config of that family.
 
@@ -284,17 +309,22 @@ def get_config(variant: str | VMambaConfig, **overrides) -> VMambaConfig:
     (2, 2, 8, 2)
     >>> get_config("vmamba_tiny_s1l8", num_classes=10).name
     'custom'
+    >>> get_config("vim_small").embed_dim
+    384
     """
-    if isinstance(variant, VMambaConfig):
+    config: ModelConfig
+    if isinstance(variant, VMambaConfig | VimConfig):
         config = variant
     elif isinstance(variant, str):
         if variant not in _REGISTRY:
             raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(list_models())}")
         config = _REGISTRY[variant]
     else:
-        raise ConfigError(f"variant must be a name or a VMambaConfig, got {type(variant).__name__}")
+        raise ConfigError(
+            f"variant must be a name, a VMambaConfig or a VimConfig, got {type(variant).__name__}"
+        )
     if overrides:
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(VMambaConfig)}
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(config)}
         if unknown:
             raise ConfigError(f"unknown config fields {sorted(unknown)}")
         overrides.setdefault("name", "custom")

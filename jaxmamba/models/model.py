@@ -1,5 +1,9 @@
 """Public model API: ``Model``, ``create_model``, ``forward``, ``run_with_cache``.
 
+Both families go through the same functions: a :class:`Model` whose config is a
+:class:`~jaxmamba.models.config.VMambaConfig` runs the VMamba classifier, one whose config is a
+:class:`~jaxmamba.models.vim_config.VimConfig` the Vision Mamba classifier.
+
 A model is a config plus a parameter pytree; every function here is pure and jit-compiled once per
 (config, order, blocks, implementation, pieces), which are static. The device decision (how many
 slices of the batch each stage runs as, :func:`cpu_pieces`) is taken by the callers
@@ -23,9 +27,10 @@ from jaxtyping import Array, Float
 
 from jaxmamba.errors import InputError
 from jaxmamba.models import params as P
-from jaxmamba.models.cache import BlockScan, ScanCache
-from jaxmamba.models.config import VMambaConfig, get_config
+from jaxmamba.models.cache import BlockScan, LayerScan, ScanCache
+from jaxmamba.models.config import ModelConfig, VimConfig, VMambaConfig, get_config
 from jaxmamba.models.init_rules import draw_params, trace_params
+from jaxmamba.models.vim import Vim, default_routes, vim_routes
 from jaxmamba.models.vmamba import VSSM
 from jaxmamba.orders import Order, OrderError, SoftOrder, as_order
 
@@ -48,12 +53,12 @@ __all__ = [
 
 @struct.dataclass
 class Model:
-    """A VMamba classifier: a static, hashable ``config`` and a ``params`` pytree.
+    """A classifier: a static, hashable ``config`` (VMamba or Vim) and a ``params`` pytree.
 
     ``params`` paths mirror the official state dict (see :mod:`jaxmamba.models.params`).
     """
 
-    config: VMambaConfig = struct.field(pytree_node=False)
+    config: ModelConfig = struct.field(pytree_node=False)
     params: Any
 
     @property
@@ -62,24 +67,27 @@ class Model:
 
 
 def create_model(
-    variant: str | VMambaConfig = "vmamba_tiny_s1l8", *, seed: int = 0, **overrides
+    variant: str | ModelConfig = "vmamba_tiny_s1l8", *, seed: int = 0, **overrides
 ) -> Model:
     """A randomly initialised model of ``variant`` (official initialisation).
 
     Args:
-      variant: a name from :func:`jaxmamba.list_models` or a :class:`VMambaConfig`.
+      variant: a name from :func:`jaxmamba.list_models`, a :class:`VMambaConfig` or a
+        :class:`VimConfig`.
       seed: PRNG seed of the initialisation.
       **overrides: config fields to change (e.g. ``num_classes=10``), giving a custom config.
 
     >>> m = create_model("vmamba_test", seed=0)
     >>> m.config.name, m.params["layers_0"]["blocks_0"]["op"]["A_logs"].shape
     ('vmamba_test', (128, 1))
+    >>> create_model("vim_test").params["layers_1"]["mixer"]["A_b_log"].shape
+    (64, 16)
     """
     config = get_config(variant, **overrides)
     return _init(config, seed)
 
 
-def abstract_model(variant: str | VMambaConfig = "vmamba_tiny_s1l8", **overrides) -> Model:
+def abstract_model(variant: str | ModelConfig = "vmamba_tiny_s1l8", **overrides) -> Model:
     """The :class:`Model` of ``variant`` with ``jax.ShapeDtypeStruct`` leaves: shapes, no values.
 
     What ``jax.eval_shape(lambda: create_model(variant))`` gives, without drawing anything (a
@@ -89,17 +97,27 @@ def abstract_model(variant: str | VMambaConfig = "vmamba_tiny_s1l8", **overrides
     (128,)
     """
     config = get_config(variant, **overrides)
-    return Model(config, trace_params(VSSM(config), *_init_args(config))[0])
+    return Model(config, trace_params(_module(config), *_init_args(config))[0])
 
 
-def _init(config: VMambaConfig, seed: int) -> Model:
+def _module(config: ModelConfig, implementation: str | None = None) -> VSSM | Vim:
+    """The Flax classifier of ``config``'s family."""
+    if isinstance(config, VimConfig):
+        return Vim(config, implementation)
+    return VSSM(config, implementation)
+
+
+def _init(config: ModelConfig, seed: int) -> Model:
     """Shapes by tracing (``jax.eval_shape``), values drawn on the host by each layer's official
     rule (:mod:`jaxmamba.models.init_rules`): nothing is compiled, so a session starts quick."""
-    return Model(config, draw_params(VSSM(config), seed, *_init_args(config)))
+    return Model(config, draw_params(_module(config), seed, *_init_args(config)))
 
 
-def _init_args(config: VMambaConfig) -> tuple:
-    """The smallest images and K row-major routes (shapes only): what ``VSSM.init`` traces."""
+def _init_args(config: ModelConfig) -> tuple:
+    """The smallest images and K row-major routes (shapes only): what ``init`` traces."""
+    if isinstance(config, VimConfig):
+        images = np.zeros((1, *config.img_size, config.in_chans), np.float32)
+        return images, default_routes(config)
     size = config.reduction
     images = np.zeros((1, size, size, config.in_chans), np.float32)
     init_order = as_order(functools.partial(_row_major_routes, config.k_routes))  # any K
@@ -126,9 +144,10 @@ def routes_for(config: VMambaConfig, order: Order | SoftOrder) -> Callable:
     return routes
 
 
-def check_images(config: VMambaConfig, images, *, allow_empty: bool = False) -> None:
+def check_images(config: ModelConfig, images, *, allow_empty: bool = False) -> None:
     """Raise :class:`InputError` unless ``images`` is ``(B, H, W, in_chans)`` with H, W ÷ stride
-    and B ≥ 1 (B = 0 only with ``allow_empty``, for a stream that may hold empty batches).
+    (VMamba) or ``(H, W)`` the config's ``img_size`` (Vim), and B ≥ 1 (B = 0 only with
+    ``allow_empty``, for a stream that may hold empty batches).
 
     >>> import numpy as np
     >>> from jaxmamba.models.config import get_config
@@ -141,29 +160,43 @@ def check_images(config: VMambaConfig, images, *, allow_empty: bool = False) -> 
     if shape is None or len(shape) != 4:
         raise InputError(f"images must be a (B, H, W, {config.in_chans}) array, got shape {shape}")
     b, h, w, c = shape
-    r = config.reduction
     if c != config.in_chans:
         raise InputError(
             f"images must be channel-last (B, H, W, {config.in_chans}); got {c} channels in {shape}"
         )
-    if h < r or w < r or h % r or w % r:
-        raise InputError(f"image height and width must be positive multiples of {r}, got {h}x{w}")
+    if isinstance(config, VimConfig):
+        if (h, w) != config.img_size:
+            size = "x".join(map(str, config.img_size))
+            raise InputError(
+                f"{config.name} takes {size} images only (its position embedding has one entry "
+                f"per patch), got {h}x{w}; convert the checkpoint for another size with "
+                "img_size=... and interpolate_pos_embed=True"
+            )
+    else:
+        r = config.reduction
+        if h < r or w < r or h % r or w % r:
+            raise InputError(
+                f"image height and width must be positive multiples of {r}, got {h}x{w}"
+            )
     if not jnp.issubdtype(images.dtype, jnp.floating):
         raise InputError(f"images must be floating point, got dtype {images.dtype}")
     if b == 0 and not allow_empty:
         raise InputError(f"images {tuple(shape)} are an empty batch: give at least one image")
 
 
-def select_blocks(config: VMambaConfig, blocks=None) -> tuple[str, ...]:
-    """Official names of the selected SS2D blocks, in forward order.
+def select_blocks(config: ModelConfig, blocks=None) -> tuple[str, ...]:
+    """Official names of the selected SS2D blocks (VMamba) or layers (Vim), in forward order.
 
     Args:
       blocks: ``None`` (all), a stage index, a name ``"layers.i.blocks.j"``, an iterable of names
-        or stage indices, or a predicate ``name -> bool``.
+        or stage indices, or a predicate ``name -> bool``. For Vim, names are ``"layers.i"`` and
+        an integer is a layer index.
 
     >>> from jaxmamba.models.config import get_config
     >>> select_blocks(get_config("vmamba_test"), 2)
     ('layers.2.blocks.0', 'layers.2.blocks.1')
+    >>> select_blocks(get_config("vim_tiny"), [0, "layers.23"])
+    ('layers.0', 'layers.23')
     """
     names = config.block_names()
     if blocks is None:
@@ -173,7 +206,12 @@ def select_blocks(config: VMambaConfig, blocks=None) -> tuple[str, ...]:
     else:
         chosen = set()
         for item in _block_items(blocks):
-            if isinstance(item, numbers.Integral):
+            if isinstance(item, numbers.Integral) and isinstance(config, VimConfig):
+                item = int(item)
+                if not 0 <= item < config.depth:
+                    raise InputError(f"layer {item} out of range 0..{config.depth - 1}")
+                chosen.add(f"layers.{item}")
+            elif isinstance(item, numbers.Integral):
                 item = int(item)  # a NumPy integer too
                 if not 0 <= item < config.num_stages:
                     raise InputError(f"stage {item} out of range 0..{config.num_stages - 1}")
@@ -234,11 +272,14 @@ def forward(
 
     Args:
       model: a :class:`Model`.
-      images: ``(B, H, W, 3)`` float, channel-last, H and W multiples of 32 (any aspect ratio).
+      images: ``(B, H, W, 3)`` float, channel-last, H and W multiples of 32 (any aspect ratio);
+        for Vim, exactly the config's ``img_size``.
       order: a name from :data:`jaxmamba.orders.ORDER_NAMES`, an :class:`~jaxmamba.orders.Order`,
         or routes (see :func:`jaxmamba.orders.as_order`); default ``"cross"`` (VMamba's); or soft
         routes ``{(h, w): (K, L, L)}`` for every stage grid (:mod:`jaxmamba.orders.soft`), which
-        are traced, so gradients flow to them.
+        are traced, so gradients flow to them. For Vim: default the official row-major path; a
+        hard order's path is scanned forward and backward with the CLS token kept in the middle
+        (:func:`jaxmamba.models.vim.vim_routes`); soft orders are refused for now.
       implementation: selective-scan path, ``"xla"``, ``"pallas"`` or ``None`` (best available).
 
     Returns:
@@ -251,7 +292,9 @@ def forward(
     """
     check_images(model.config, images)
     pieces = cpu_pieces(model.config, images.shape)
-    logits, _ = apply(model, images, as_order(order), implementation, frozenset(), pieces)
+    logits, _ = apply(
+        model, images, _order(model.config, order), implementation, frozenset(), pieces
+    )
     return logits
 
 
@@ -286,29 +329,53 @@ def run_with_cache(
     check_images(model.config, images)
     names = frozenset(select_blocks(model.config, blocks))
     pieces = cpu_pieces(model.config, images.shape)
-    return apply(model, images, as_order(order), implementation, names, pieces)
+    return apply(model, images, _order(model.config, order), implementation, names, pieces)
+
+
+def _order(config: ModelConfig, order) -> Order | SoftOrder | None:
+    """``order`` resolved for ``config``'s family: an :class:`Order` / :class:`SoftOrder` for
+    VMamba; for Vim ``None`` (the official row-major path) or a hard :class:`Order` whose path
+    both directions scan (:func:`~jaxmamba.models.vim.vim_routes`, checked here)."""
+    if not isinstance(config, VimConfig):
+        return as_order(order)
+    if order is None:
+        return None
+    resolved = as_order(order)
+    if not isinstance(resolved, Order):
+        raise OrderError(
+            f"{config.name} (Vim) scans along a hard patch order; soft orders for Vim come "
+            "with its attention extraction"
+        )
+    vim_routes(config, resolved)  # the error names an order that is no single path
+    return resolved
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def apply(
     model: Model,
     images,
-    order: Order | SoftOrder,
+    order: Order | SoftOrder | None,
     implementation: str | None,
     capture: frozenset,
     pieces: tuple[int, ...] = (),
 ) -> tuple[Float[Array, "b classes"], ScanCache]:
     """The jitted forward with resolved arguments: ``(logits, cache)`` as :func:`run_with_cache`.
 
-    ``order`` must already be an :class:`Order` or :class:`SoftOrder` (:func:`as_order`); a hard
-    order is static (a pytree without leaves), soft routes are traced. ``capture`` is the
-    frozenset of block names whose scan input and output are returned. ``pieces`` is the number
-    of slices of the batch each stage runs as (:func:`cpu_pieces` gives the default plan for the
-    device; ``()`` runs every stage whole). For library code that calls the model inside its own
+    ``order`` must already be an :class:`Order` or :class:`SoftOrder` (:func:`as_order`) for
+    VMamba, and ``None`` or an :class:`Order` for Vim; a hard order is static (a pytree without
+    leaves), soft routes are traced. ``capture`` is the frozenset of block names whose scan input
+    and output are returned. ``pieces`` is the number of slices of the batch each stage runs as
+    (:func:`cpu_pieces` gives the default plan for the device; ``()`` runs every stage whole;
+    a Vim model runs whole). For library code that calls the model inside its own
     ``jit``; users call :func:`forward` or :func:`run_with_cache`.
     """
-    module = VSSM(model.config, implementation)
-    routes = routes_for(model.config, order)
+    config = model.config
+    if isinstance(config, VimConfig):
+        return _apply_vim(model, images, order, implementation, capture)
+    module = VSSM(config, implementation)
+    if order is None:
+        raise OrderError("a VMamba model needs an order (jaxmamba.orders.as_order(None))")
+    routes = routes_for(config, order)
     images = images.astype(jnp.float32)
     variables = {"params": model.params}
     if not capture:
@@ -325,6 +392,33 @@ def apply(
     return logits, ScanCache({n: BlockScan(found[n]["x"], found[n]["y"]) for n in names})
 
 
+def _apply_vim(
+    model: Model,
+    images,
+    order: Order | SoftOrder | None,
+    implementation: str | None,
+    capture: frozenset,
+) -> tuple[Float[Array, "b classes"], ScanCache]:
+    """:func:`apply` of a Vim model (traced inside its ``jit``)."""
+    config = cast(VimConfig, model.config)
+    if isinstance(order, SoftOrder):
+        raise OrderError("a Vim model scans along a hard patch order, not soft routes")
+    module = Vim(config, implementation)
+    routes = vim_routes(config, order)
+    images = images.astype(jnp.float32)
+    variables = {"params": model.params}
+    if not capture:
+        return cast(Array, module.apply(variables, images, routes, capture)), ScanCache()
+    logits, state = module.apply(variables, images, routes, capture, mutable=["intermediates"])
+    found: dict[str, dict[str, Array]] = {}
+    for path, value in P.flatten(state["intermediates"]).items():
+        name = P.path_to_key(path[:-2])  # ("layers_3", "mixer", "u") -> layers.3
+        found.setdefault(name, {})[path[-1]] = cast(tuple[Array, ...], value)[0]
+    names = [n for n in config.block_names() if n in found]
+    scans = {n: LayerScan(found[n]["u"], found[n]["y"], found[n]["z"]) for n in names}
+    return logits, ScanCache(scans)
+
+
 # A stage whose widest activation of one image (the MLP's hidden layer or the K routed copies)
 # takes at least this many bytes runs as slices of the batch on XLA:CPU: whole-batch tensors
 # leave the L2 cache, and the sliced batch runs faster per image (see
@@ -335,7 +429,7 @@ _SPLIT_BYTES = 2 * 2**20
 _MAX_PIECES = 8
 
 
-def cpu_pieces(config: VMambaConfig, shape: tuple[int, ...]) -> tuple[int, ...]:
+def cpu_pieces(config: ModelConfig, shape: tuple[int, ...]) -> tuple[int, ...]:
     """How many slices of the batch each stage runs as, for images of ``shape`` ``(B, H, W, C)``.
 
     All ones except on a single CPU device, where a stage whose per-image activations reach
@@ -349,6 +443,8 @@ def cpu_pieces(config: VMambaConfig, shape: tuple[int, ...]) -> tuple[int, ...]:
     >>> cpu_pieces(get_config("vmamba_tiny_s1l8"), (8, 224, 224, 3))  # doctest: +SKIP
     (8, 8, 1, 1)
     """
+    if isinstance(config, VimConfig):
+        return ()  # a Vim model runs whole
     b, h, w = shape[:3]
     if b == 1 or jax.default_backend() != "cpu" or jax.device_count() > 1:
         return (1,) * config.num_stages

@@ -3,6 +3,7 @@
 Layout of a checkpoint directory (a :mod:`jaxmamba.storage.store` folder)::
 
     DIR/config.json      {"format": "jaxmamba", "format_version": 2, "config": {...fields}}
+                         (and "family": "vim" for a Vision Mamba model; absent: VMamba)
     DIR/params/          Orbax (StandardCheckpointer) checkpoint of ``model.params``, float32
     DIR/checksums.json   sha256 of every file (format_version 1 checkpoints have none)
 
@@ -29,7 +30,14 @@ from numpy.typing import DTypeLike
 
 from jaxmamba.errors import CheckpointError
 from jaxmamba.models import params as P
-from jaxmamba.models.config import ConfigError, VMambaConfig, get_config, list_models
+from jaxmamba.models.config import (
+    ConfigError,
+    ModelConfig,
+    VimConfig,
+    VMambaConfig,
+    get_config,
+    list_models,
+)
 from jaxmamba.models.model import Model, abstract_model
 from jaxmamba.storage import store
 
@@ -43,12 +51,12 @@ PARAMS_DIR = "params"
 
 
 @functools.lru_cache(maxsize=64)
-def _shapes(config: VMambaConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
+def _shapes(config: ModelConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
     abstract = abstract_model(config)  # traces only: nothing is computed
     return tuple((P.path_to_key(p), tuple(v.shape)) for p, v in P.flatten(abstract.params).items())
 
 
-def param_shapes(config: VMambaConfig) -> dict[str, tuple[int, ...]]:
+def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Official state-dict key → shape of every parameter of ``config`` (via ``jax.eval_shape``).
 
     >>> from jaxmamba import get_config
@@ -63,7 +71,7 @@ def _listing(keys: list[str], limit: int = 10) -> str:
     return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def check_params(config: VMambaConfig, shapes: Mapping[str, tuple[int, ...]], what: str) -> None:
+def check_params(config: ModelConfig, shapes: Mapping[str, tuple[int, ...]], what: str) -> None:
     """Raise :class:`CheckpointError` unless ``shapes`` (key → shape) is exactly ``config``'s tree.
 
     Every expected parameter must be present with its shape and nothing else may be there; the
@@ -94,16 +102,15 @@ def check_params(config: VMambaConfig, shapes: Mapping[str, tuple[int, ...]], wh
         raise CheckpointError(f"{what} does not match {config.describe()}: " + "; ".join(problems))
 
 
-def _config_to_json(config: VMambaConfig) -> str:
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "config": dataclasses.asdict(config),
-    }
+def _config_to_json(config: ModelConfig) -> str:
+    payload: dict[str, object] = {"format": FORMAT, "format_version": FORMAT_VERSION}
+    if isinstance(config, VimConfig):
+        payload["family"] = "vim"
+    payload["config"] = dataclasses.asdict(config)
     return json.dumps(payload, indent=1) + "\n"
 
 
-def _config_from_json(text: str, source: Path) -> tuple[VMambaConfig, int]:
+def _config_from_json(text: str, source: Path) -> tuple[ModelConfig, int]:
     """The config in a checkpoint's ``config.json`` text, and the file's format version."""
     payload = store.parse_json(text, source)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -118,21 +125,26 @@ def _config_from_json(text: str, source: Path) -> tuple[VMambaConfig, int]:
     fields = payload.get("config")
     if not isinstance(fields, dict):
         raise CheckpointError(f"{source} has no 'config' object")
-    known = {f.name for f in dataclasses.fields(VMambaConfig)}
+    family = payload.get("family", "vmamba")
+    if family not in ("vmamba", "vim"):
+        raise CheckpointError(f"{source} has unknown model family {family!r}")
+    kind: type[VMambaConfig] | type[VimConfig] = VimConfig if family == "vim" else VMambaConfig
+    known = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise CheckpointError(f"{source} has unknown config fields {unknown}")
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    config: ModelConfig
     try:
-        config = VMambaConfig(**fields)
+        config = kind(**fields)
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{source} holds an invalid config: {e}") from None
     if config.name in list_models() and config != get_config(config.name):
         registered = get_config(config.name)
         diffs = [
             f"{f.name} {getattr(config, f.name)!r} (variant: {getattr(registered, f.name)!r})"
-            for f in dataclasses.fields(VMambaConfig)
-            if getattr(config, f.name) != getattr(registered, f.name)
+            for f in dataclasses.fields(config)
+            if getattr(config, f.name) != getattr(registered, f.name, None)
         ]
         raise CheckpointError(
             f"{source} names the variant {config.name!r} but differs from it: {'; '.join(diffs)}"
