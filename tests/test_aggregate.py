@@ -208,7 +208,7 @@ def test_mean_step_in_steps_of_a_few_images_per_device(setup, monkeypatch, route
     valid = np.array([True, False, True, True, True, False])
     maps = extract_attention(model, jnp.asarray(x), blocks=BLOCKS, route_mode=route_mode,
                              channels=channels)  # fmt: skip
-    monkeypatch.setattr(mean_module, "_step_images", lambda group, order, options, n: min(n, 2))
+    monkeypatch.setattr(mean_module, "_step_images", lambda group, k, options, n: min(n, 2))
     rng = np.random.default_rng(2)
     start = {k: jnp.asarray(rng.standard_normal(v.shape), jnp.float32)
              for k, v in zero_sums(model, names, (64, 64), options).items()}  # fmt: skip

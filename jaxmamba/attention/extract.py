@@ -40,11 +40,19 @@ from jaxmamba.attention.options import (
 from jaxmamba.attention.sizes import map_shape, scans_at_once
 from jaxmamba.attention.tiles import causal_maps, spatial_maps
 from jaxmamba.errors import AttentionError
-from jaxmamba.models.config import Block
+from jaxmamba.models import vim
+from jaxmamba.models.config import Block, ModelConfig, VimConfig
 from jaxmamba.models.layers import HIGHEST
-from jaxmamba.models.model import Model, apply, check_images, cpu_pieces, select_blocks
+from jaxmamba.models.model import (
+    Model,
+    apply,
+    check_images,
+    cpu_pieces,
+    model_order,
+    select_blocks,
+)
 from jaxmamba.models.ss2d import cross_scan, inverse_of, is_hard, scan_inputs
-from jaxmamba.orders import Order, RouteTable, SoftOrder, as_order
+from jaxmamba.orders import Order, RouteTable, SoftOrder
 
 __all__ = [
     "AttentionError",
@@ -56,6 +64,7 @@ __all__ = [
     "block_attention",
     "block_maps",
     "block_params",
+    "block_routes",
     "check_chunk",
     "compute_maps",
     "extract_attention",
@@ -243,8 +252,11 @@ def block_attention(
       op: the block's SS2D parameters (``model.params["layers_i"]["blocks_j"]["op"]``,
         :func:`block_params`).
       x: ``(B, D, L)`` the block's features after in_proj, depthwise conv and SiLU, row-major
-        (``run_with_cache(...)[1].scan_input(name)``).
-      routes: ``(K, L)`` integer routes or soft ``(K, L, L)`` matrices of the block's grid.
+        (``run_with_cache(...)[1].scan_input(name)``); for a Vim layer ``(B, 2, D, L)``, each
+        direction's scan input in token order (its ``LayerScan.x``), with ``op`` the layer's
+        mixer parameters.
+      routes: ``(K, L)`` integer routes or soft ``(K, L, L)`` matrices of the block's grid (a
+        Vim layer's two token routes, :func:`block_routes`).
       options: how the maps are aggregated (:class:`AttentionOptions`; default: the channel
         mean, routes summed, no skip, not normalised).
       chunk: query tile size (performance only).
@@ -253,7 +265,9 @@ def block_attention(
 
     Returns:
       ``(B, L, L)``; ``(B, K, L, L)`` with ``route_mode="each"``; a channel subset adds a channel
-      axis after the route axis (``(B, C, L, L)`` summed, ``(B, K, C, L, L)`` each).
+      axis after the route axis (``(B, C, L, L)`` summed, ``(B, K, C, L, L)`` each).  The routes'
+      sum is the block's own merge: SS2D adds its routes, a Vim layer averages its two
+      directions (:func:`merge_weight`).
 
     >>> import jax.numpy as jnp, jaxmamba
     >>> m = jaxmamba.create_model("vmamba_test")
@@ -267,10 +281,11 @@ def block_attention(
     """
     b = x.shape[0]
     dt, A, B, C, Dk = scan_args(op, x, routes)
+    weight = merge_weight(x)
     if _tiled(options, routes):
         A = jnp.broadcast_to(A, (b,) + A.shape)
         return _finish(_mean_maps(dt, A, B, C, routes, options, chunk, groups), Dk[None],
-                       options)  # fmt: skip
+                       options, weight)  # fmt: skip
     maps = jax.lax.map(
         lambda a: route_attention(a[0], A, a[1], a[2], channels=options.channels, chunk=chunk),
         (dt, B, C),
@@ -285,20 +300,53 @@ def block_attention(
             maps = maps + skip[None, :, :, None, None] * jnp.eye(l, dtype=maps.dtype)
     maps = to_spatial(maps, routes)
     if options.route_mode == "sum":
-        return _normalize(jnp.sum(maps, axis=1), options.normalize)
+        return _normalize(weight * jnp.sum(maps, axis=1), options.normalize)
     if options.route_mode == "nall":
         return _normalize(jnp.mean(_normalize(maps, "minmax"), axis=1), options.normalize)
     return _normalize(maps, options.normalize)
 
 
-def scan_args(op, x: Float[Array, "b d l"], routes):
+def scan_args(op, x, routes):
     """Final Δ ``(B, K, D, L)``, A ``(K, D, N)``, B, C ``(B, K, N, L)``, D ``(K, D)`` of a block,
-    from its parameters and row-major scan input ``x`` (``(B, D, L)``)."""
+    from its parameters and row-major scan input ``x`` (``(B, D, L)``), or of a Vim layer from
+    its mixer parameters and per-direction token-order inputs ``x`` (``(B, 2, D, L)``)."""
+    if x.ndim == 4:  # a Vim layer: each direction reads its own input along its route
+        s = vim.scan_inputs(op, vim.to_scan_order(x.astype(jnp.float32), routes))
+        k, d = x.shape[1], x.shape[2]
+        return s.final_delta(), s.A.reshape(k, d, -1), s.B, s.C, s.D.reshape(k, d)
     k = op["x_proj_weight"].shape[0]
     n = op["A_logs"].shape[-1]
     d = x.shape[1]
     s = scan_inputs(op, cross_scan(x.astype(jnp.float32), routes))
     return s.final_delta(), s.A.reshape(k, d, n), s.B, s.C, s.D.reshape(k, d)
+
+
+def merge_weight(x) -> float:
+    """The weight of each route in the block's merge, from the form of its scan input ``x``:
+    1 for an SS2D block (``(B, D, L)``: its routes are summed), ``vim.MERGE_WEIGHT`` = ½ for a
+    Vim layer (``(B, 2, D, L)``: the two directions are averaged, ``if_divide_out``)."""
+    return vim.MERGE_WEIGHT if x.ndim == 4 else 1.0
+
+
+def block_routes(config: ModelConfig, order: Order | SoftOrder | RouteTable, grid):
+    """The routes of a block of ``config`` on ``grid`` under ``order``, and their pairs where
+    the routes are traced: ``(routes, groups)``.  VMamba: the order's ``(K, h·w)`` routes of the
+    grid; Vim: the two token routes ``(2, L)`` (:func:`jaxmamba.models.vim.vim_routes`: the
+    order's path with the CLS token in the middle, forward and reversed).
+
+    >>> from jaxmamba.models.config import get_config
+    >>> from jaxmamba.orders import as_order
+    >>> block_routes(get_config("vim_test"), as_order("spiral"), (4, 4))[0].shape
+    (2, 17)
+    """
+    if isinstance(config, VimConfig):
+        if not isinstance(order, Order):
+            raise AttentionError(
+                f"a Vim model's attention takes a hard patch order, got {type(order).__name__}"
+            )
+        return vim.vim_routes(config, order), None
+    routes = order.routes(*grid)
+    return routes, (order.groups(*grid) if isinstance(order, RouteTable) else None)
 
 
 def _tiled(options: AttentionOptions, routes) -> bool:
@@ -320,15 +368,16 @@ def _mean_maps(dt, A, B, C, routes, options: AttentionOptions, chunk, groups=Non
     return jax.lax.map(lambda a: step(*(x[None] for x in a))[0], (dt, A, B, C), batch_size=size)
 
 
-def _finish(maps, Dk, options: AttentionOptions):
+def _finish(maps, Dk, options: AttentionOptions, weight: float = 1.0):
     """Skip, route mode and normalisation of channel-mean spatial maps (see :func:`_mean_maps`);
-    ``Dk (M, K, D)`` are the blocks' D skips."""
+    ``Dk (M, K, D)`` are the blocks' D skips, ``weight`` each route's in the routes' sum
+    (:func:`merge_weight`)."""
     eye = jnp.eye(maps.shape[-1], dtype=maps.dtype)
     skip = jnp.mean(Dk, axis=-1)  # (M, K): the channel mean, like α
     if options.route_mode == "sum":
         if options.include_skip:
             maps = maps + jnp.sum(skip, axis=1)[:, None, None] * eye
-        return _normalize(maps, options.normalize)
+        return _normalize(weight * maps, options.normalize)
     if options.include_skip:
         maps = maps + skip[:, :, None, None] * eye
     if options.route_mode == "nall":
@@ -349,11 +398,12 @@ def extract_attention(
     implementation: str | None = None,
     chunk: int | None = None,
 ) -> AttentionMaps:
-    """Exact hidden attention of the selected SS2D blocks of ``model`` on ``images``.
+    """Exact hidden attention of the selected SS2D blocks (VMamba) or layers (Vim) of ``model``.
 
     Args:
-      model: a :class:`~jaxmamba.Model`.
-      images: ``(B, H, W, 3)`` float images, H and W multiples of 32.
+      model: a :class:`~jaxmamba.Model` of either family.
+      images: ``(B, H, W, 3)`` float images, H and W multiples of 32 (VMamba) or the model's
+        ``img_size`` (Vim).
       order: patch order, anything :func:`jaxmamba.orders.as_order` takes (default VMamba's
         cross-scan); soft routes (:class:`~jaxmamba.orders.SoftOrder`) are differentiable.
       blocks: ``None`` (all), a stage index, block names, or a predicate on names.
@@ -364,7 +414,10 @@ def extract_attention(
     Returns:
       :class:`AttentionMaps` (``count=None``): ``maps["layers.i.blocks.j"]`` is ``(B, L, L)``
       (``(B, K, L, L)`` with ``route_mode="each"``), in row-major spatial coordinates of each
-      block's grid (query patch p, source patch q).
+      block's grid (query patch p, source patch q).  A Vim layer's ``maps["layers.i"]`` is in
+      token coordinates (``L = M + 1``, the CLS token at ``maps.block(name).cls``): the layer's
+      merge ½·(forward + backward) by default, ``(B, 2, L, L)`` forward and backward with
+      ``route_mode="each"``; ``order`` ``None`` is then the official raster path.
 
     >>> import jax.numpy as jnp, jaxmamba
     >>> m = jaxmamba.create_model("vmamba_test")
@@ -378,7 +431,14 @@ def extract_attention(
     names = select_blocks(model.config, blocks)
     pieces = cpu_pieces(model.config, images.shape)
     return compute_maps(
-        model, images, as_order(order), names, options, implementation, chunk, pieces
+        model,
+        images,
+        model_order(model.config, order),
+        names,
+        options,
+        implementation,
+        chunk,
+        pieces,
     )
 
 
@@ -441,9 +501,7 @@ def block_maps(
     Returns:
       block name -> maps of the shape :func:`map_shape` says, with the batch axis ``B`` first.
     """
-    grid = blocks[0].grid
-    routes = order.routes(*grid)
-    groups = order.groups(*grid) if isinstance(order, RouteTable) else None
+    routes, groups = block_routes(model.config, order, blocks[0].grid)
     if len(blocks) == 1 or not _tiled(options, routes):
         return {
             block.name: block_attention(
@@ -458,7 +516,8 @@ def block_maps(
     dt, B, C = (jnp.concatenate([p[i] for p in parts]) for i in (0, 2, 3))
     A = jnp.concatenate([jnp.broadcast_to(p[1], (b,) + p[1].shape) for p in parts])
     Dk = jnp.concatenate([jnp.broadcast_to(p[4], (b,) + p[4].shape) for p in parts])
-    out = _finish(_mean_maps(dt, A, B, C, routes, options, chunk, groups), Dk, options)
+    weight = merge_weight(inputs[blocks[0].name])
+    out = _finish(_mean_maps(dt, A, B, C, routes, options, chunk, groups), Dk, options, weight)
     return {block.name: out[i * b : (i + 1) * b] for i, block in enumerate(blocks)}
 
 
@@ -472,6 +531,10 @@ def shape_groups(blocks, inputs: dict) -> list[list[Block]]:
 
 
 def block_params(model: Model, name: str) -> dict:
-    """The SS2D parameters (``op``) of block ``name`` (``layers.i.blocks.j``)."""
+    """The SS2D parameters (``op``) of block ``name`` (``layers.i.blocks.j``), or the mixer
+    parameters of Vim layer ``name`` (``layers.i``)."""
+    if isinstance(model.config, VimConfig):
+        index = model.config.block(name, model.config.img_size).index
+        return model.params[f"layers_{index}"]["mixer"]
     block = model.config.block(name, (0, 0))
     return model.params[f"layers_{block.stage}"][f"blocks_{block.index}"]["op"]

@@ -526,14 +526,14 @@ def summarize(
     (['layers.0', 'layers.1', 'layers.2', 'layers.3'], 2, 2)
     """
     from jaxmamba.attention.mean import attention_mean
-    from jaxmamba.models.model import check_images, select_blocks
-    from jaxmamba.orders import Order, as_order
+    from jaxmamba.models.model import check_images, model_order, select_blocks
+    from jaxmamba.orders import Order
     from jaxmamba.orders.soft import hard_routes
 
     check_images(model.config, images)
     if batch_size < 1:
         raise MetricsError(f"batch_size must be >= 1, got {batch_size}")
-    order = as_order(order)
+    order = model_order(model.config, order)
     names = select_blocks(model.config, blocks)
     n, height, width = images.shape[:3]
     batches = [images[i : i + batch_size] for i in range(0, n, batch_size)]

@@ -56,7 +56,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as PS
 from jaxtyping import Array, Bool, Float, Int
 
-from jaxmamba.attention.extract import block_maps, shape_groups
+from jaxmamba.attention.extract import block_maps, block_routes, shape_groups
 from jaxmamba.attention.maps import AttentionMaps
 from jaxmamba.attention.options import DEFAULT_OPTIONS, AttentionOptions
 from jaxmamba.attention.resume import (
@@ -73,9 +73,16 @@ from jaxmamba.attention.resume import (
 )
 from jaxmamba.attention.sizes import map_shape, step_images
 from jaxmamba.errors import AggregateError
-from jaxmamba.models.config import Block
-from jaxmamba.models.model import Model, apply, check_images, cpu_pieces, select_blocks
-from jaxmamba.orders import Order, RouteTable, SoftOrder, as_order
+from jaxmamba.models.config import Block, VimConfig
+from jaxmamba.models.model import (
+    Model,
+    apply,
+    check_images,
+    cpu_pieces,
+    model_order,
+    select_blocks,
+)
+from jaxmamba.orders import Order, RouteTable, SoftOrder
 from jaxmamba.storage import store
 
 __all__ = [
@@ -134,7 +141,8 @@ def _group_sum(model, sums, inputs, w, group, order, options, shards: int) -> di
     """The running sums of one group of blocks (one grid) plus the weighted maps of a batch,
     made :func:`_step_images` images of every device at a time in a ``lax.scan``."""
     per_device = w.shape[0] // shards
-    g = _step_images(group, order, options, per_device)
+    k = len(block_routes(model.config, order, group[0].grid)[0])
+    g = _step_images(group, k, options, per_device)
     n = -(-per_device // g)
     g = -(-per_device // n)  # the fewest padded images for n steps
 
@@ -164,9 +172,9 @@ def _by_step(x, shards: int, n: int, g: int):
     return jnp.swapaxes(x, 0, 1).reshape((n, shards * g) + x.shape[3:])
 
 
-def _step_images(group, order, options: AttentionOptions, images: int) -> int:
-    """:func:`~jaxmamba.attention.cost.step_images` of ``group`` (blocks of one grid)."""
-    k = len(order.routes(*group[0].grid))
+def _step_images(group, k: int, options: AttentionOptions, images: int) -> int:
+    """:func:`~jaxmamba.attention.sizes.step_images` of ``group`` (blocks of one grid, ``k``
+    routes)."""
     c = 1 if isinstance(options.channels, str) else len(options.channels)
     return step_images(len(group), group[0].length, k, c, images)
 
@@ -175,7 +183,7 @@ def zero_sums(model, blocks, order, options: AttentionOptions, mesh) -> dict:
     """Zero running sums of ``blocks`` (:func:`~jaxmamba.attention.extract.map_shape` under
     ``options``, the routes of ``order``), float32, placed as :func:`mean_step` takes them:
     replicated over ``mesh``, a 1-D mesh of the devices."""
-    k = {b.grid: len(order.routes(*b.grid)) for b in blocks}
+    k = {b.grid: len(block_routes(model.config, order, b.grid)[0]) for b in blocks}
     shapes = {b.name: map_shape(b, k[b.grid], options) for b in blocks}
     return _placed({n: np.zeros(s, np.float32) for n, s in shapes.items()}, mesh)
 
@@ -267,7 +275,7 @@ def attention_mean(
     """
     options = AttentionOptions(route_mode, channels, include_skip, normalize)
     names = select_blocks(model.config, blocks)
-    order = as_order(order)
+    order = model_order(model.config, order)
     save_every = _int_arg("save_every", save_every, 1)
     total = None if total is None else _int_arg("total", total, 0)
     if nonfinite not in NONFINITE_MODES:
@@ -456,9 +464,9 @@ def route_table(config, size, order):
     >>> route_table(get_config("vmamba_test"), (64, 64), "spiral")
     RouteTable(spiral: 2x2, 4x4, 8x8, 16x16)
     """
-    order = as_order(order)
-    if not isinstance(order, Order):
-        return order
+    order = model_order(config, order)
+    if not isinstance(order, Order) or isinstance(config, VimConfig):
+        return order  # soft routes; a Vim model's token routes are made from the order itself
     grids = [config.stage_grid(s, int(size[0]), int(size[1])) for s in range(len(config.depths))]
     return RouteTable.of(order, grids)
 

@@ -1,7 +1,9 @@
 """Attention rollout: the maps of a stage's blocks chained in forward order, the residual path
-included, as one map per stage."""
+included, as one map per stage (a Vim model's layers form one stage)."""
 
 from __future__ import annotations
+
+import re
 
 import jax.numpy as jnp
 
@@ -19,25 +21,35 @@ def rollout(maps, stage: int | None = None) -> dict:
     chained in forward order (``R = M_last ⋯ M_first``), rows normalised again.
 
     Args:
-      maps: ``{"layers.i.blocks.j": (..., L, L)}``, e.g. an :class:`~jaxmamba.AttentionMaps`.
-      stage: only this stage (default: every stage present).
+      maps: ``{"layers.i.blocks.j": (..., L, L)}``, e.g. an :class:`~jaxmamba.AttentionMaps`; or
+        a Vim model's ``{"layers.i": (..., L, L)}``, whose layers are chained as one stage.
+      stage: only this stage (default: every stage present; a Vim model's is 0).
 
     Returns:
-      ``{"layers.i": (..., L, L)}`` per stage.
+      ``{"layers.i": (..., L, L)}`` per stage; ``{"layers": (..., L, L)}`` for Vim layers.
 
     >>> import numpy as np
     >>> r = rollout({"layers.0.blocks.0": np.eye(3), "layers.0.blocks.1": np.ones((3, 3))})
     >>> np.allclose(r["layers.0"].sum(-1), 1)
     True
+    >>> list(rollout({"layers.0": np.eye(3), "layers.1": np.ones((3, 3))}))
+    ['layers']
     """
     by_stage: dict[str, list] = {}
-    try:
-        parsed = {name: parse_block_name(name) for name in maps}
-    except ConfigError as e:
-        raise AggregateError(f"rollout needs block maps: {e}") from None
+    layers = [re.fullmatch(r"layers\.(\d+)", str(name)) for name in maps]
+    if maps and all(layers):  # Vim layers: one stage, in layer order
+        parsed = {name: (0, int(m[1])) for name, m in zip(maps, layers, strict=True) if m}
+        prefix = "layers"
+    else:
+        try:
+            parsed = {name: parse_block_name(name) for name in maps}
+        except ConfigError as e:
+            raise AggregateError(f"rollout needs block or Vim layer maps: {e}") from None
+        prefix = ""
     for name in sorted(maps, key=parsed.__getitem__):
         if stage is None or parsed[name][0] == stage:
-            by_stage.setdefault(f"layers.{parsed[name][0]}", []).append(jnp.asarray(maps[name]))
+            key = prefix or f"layers.{parsed[name][0]}"
+            by_stage.setdefault(key, []).append(jnp.asarray(maps[name]))
     if not by_stage:
         raise AggregateError(f"no maps of stage {stage} in {sorted(maps)}")
     out = {}

@@ -19,15 +19,15 @@ STEP_BYTES = 2**28  # what the maps made at once (one step of a block group) may
 
 def map_shape(block: Block, k: int, options: AttentionOptions) -> tuple[int, ...]:
     """The shape of one image's map of ``block`` under ``options`` with ``k`` routes:
-    ``(L, L)``, ``(K, L, L)`` with ``route_mode="each"``, a channel subset's axis ``C`` before
-    ``L, L``.
+    ``(L, L)`` (L the block's tokens, :attr:`~jaxmamba.models.config.Block.length`),
+    ``(K, L, L)`` with ``route_mode="each"``, a channel subset's axis ``C`` before ``L, L``.
 
     >>> from jaxmamba.models.config import get_config
     >>> block = get_config("vmamba_test").block("layers.3.blocks.0", (64, 64))
     >>> map_shape(block, 4, AttentionOptions(route_mode="each", channels=(0, 1, 2)))
     (4, 3, 4, 4)
     """
-    l = block.grid[0] * block.grid[1]
+    l = block.length
     shape: tuple[int, ...] = (l, l)
     if not isinstance(options.channels, str):
         shape = (len(options.channels),) + shape

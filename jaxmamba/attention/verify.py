@@ -13,11 +13,27 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from jaxmamba.attention.extract import block_params, route_attention, scan_args, to_spatial
+from jaxmamba.attention.extract import (
+    block_params,
+    block_routes,
+    route_attention,
+    scan_args,
+    to_spatial,
+)
 from jaxmamba.errors import AttentionError
+from jaxmamba.models import vim
+from jaxmamba.models.cache import LayerScan
+from jaxmamba.models.config import VimConfig
 from jaxmamba.models.layers import HIGHEST
-from jaxmamba.models.model import Model, apply, check_images, cpu_pieces, select_blocks
-from jaxmamba.orders import Order, SoftOrder, as_order
+from jaxmamba.models.model import (
+    Model,
+    apply,
+    check_images,
+    cpu_pieces,
+    model_order,
+    select_blocks,
+)
+from jaxmamba.orders import Order, SoftOrder
 
 __all__ = ["verify"]
 
@@ -39,6 +55,10 @@ def verify(
     ``B·K·channel_group·L²``.  Any order works, soft routes too (``P_k`` is then the soft
     matrix).
 
+    A Vim layer is checked on its merged, gated output (the input of ``out_proj``): each
+    direction's per-channel maps (with its D skip), in token coordinates, applied to that
+    direction's scan input, summed, times ``½ SiLU(z)``, against ``½ SiLU(z) (y_fwd + y_bwd)``.
+
     A block whose maps, rebuilt output or scan output hold a NaN or an infinity gets ``nan``:
     never a small number (XLA's max reduction may skip NaNs, so finiteness is checked on its own).
 
@@ -54,17 +74,22 @@ def verify(
     if not isinstance(channel_group, int) or isinstance(channel_group, bool) or channel_group < 1:
         raise AttentionError(f"channel_group must be an int >= 1, got {channel_group!r}")
     names = select_blocks(model.config, blocks)
-    resolved = as_order(order)
+    resolved = model_order(model.config, order)
     pieces = cpu_pieces(model.config, images.shape)
     _, cache = apply(model, images, resolved, None, frozenset(names), pieces)
     errors = {}
     for name in names:
         block = model.config.block(name, (images.shape[1], images.shape[2]))
-        x, y = cache.scan_input(name), cache.scan_output(name)
-        group = min(channel_group, x.shape[1])
-        errors[name] = float(
-            _verify_block(block_params(model, name), x, y, resolved, block.grid, group)
-        )
+        scan = cache[name]
+        op = block_params(model, name)
+        if isinstance(model.config, VimConfig) and isinstance(scan, LayerScan):
+            group = min(channel_group, scan.x.shape[2])
+            err = _verify_layer(op, scan.x, scan.y, scan.z, model.config, resolved, group)
+        else:
+            x, y = cache.scan_input(name), cache.scan_output(name)
+            group = min(channel_group, x.shape[1])
+            err = _verify_block(op, x, y, resolved, block.grid, group)
+        errors[name] = float(err)
     return errors
 
 
@@ -91,4 +116,35 @@ def _verify_block(op, x, y, order: Order | SoftOrder, grid, group):
     rebuilt = jnp.moveaxis(rebuilt, 0, 1).reshape(b, d, l)
     finite = (jnp.sum(bad) == 0) & jnp.all(jnp.isfinite(rebuilt)) & jnp.all(jnp.isfinite(y))
     err = jnp.max(jnp.abs(rebuilt - y)) / jnp.max(jnp.abs(y))
+    return jnp.where(finite, err, jnp.nan)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def _verify_layer(op, x, y, z, config: VimConfig, order: Order, group: int):
+    """:func:`verify` of one Vim layer of ``config``: ``x``, ``y`` ``(B, 2, D, L)`` each
+    direction's scan input and output in token order, ``z`` ``(B, D, L)`` the gate."""
+    routes = block_routes(config, order, config.grid)[0]
+    b, k, d, l = x.shape
+    group = max(g for g in range(1, group + 1) if d % g == 0)
+    dt, A, B, C, Dk = scan_args(op, x, routes)
+    gate = vim.MERGE_WEIGHT * jax.nn.silu(z.astype(jnp.float32))
+
+    def rebuild(lo):  # channels lo .. lo + group − 1 of every image, both directions
+        take = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, lo, group, axis=axis)
+        maps = jax.vmap(
+            lambda dt_b, B_b, C_b: route_attention(
+                dt_b, take(A, 1), B_b, C_b, channels=tuple(range(group))
+            )
+        )(take(dt, 2), B, C)  # (b, k, group, l, l) scan order
+        maps = maps + take(Dk, 1)[None, :, :, None, None] * jnp.eye(l, dtype=maps.dtype)
+        maps = to_spatial(maps, routes)  # token coordinates
+        bad = jnp.sum(~jnp.isfinite(maps))
+        out = jnp.einsum("bkcpq,bkcq->bcp", maps, take(x, 2), precision=HIGHEST)
+        return out * take(gate, 1), bad
+
+    rebuilt, bad = jax.lax.map(rebuild, jnp.arange(0, d, group))  # (d / group, b, group, l)
+    rebuilt = jnp.moveaxis(rebuilt, 0, 1).reshape(b, d, l)
+    target = gate * jnp.sum(y, axis=1)
+    finite = (jnp.sum(bad) == 0) & jnp.all(jnp.isfinite(rebuilt)) & jnp.all(jnp.isfinite(target))
+    err = jnp.max(jnp.abs(rebuilt - target)) / jnp.max(jnp.abs(target))
     return jnp.where(finite, err, jnp.nan)

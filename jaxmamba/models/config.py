@@ -60,22 +60,29 @@ def _is_real(value) -> bool:
 
 
 class Block(NamedTuple):
-    """One SS2D block of a model at an image size: its name, stage, index and patch grid.
+    """One block of a model at an image size: its name, stage, index, patch grid and token layout.
+
+    A VMamba SS2D block's tokens are the patches of its grid (``cls`` is None); a Vim layer's are
+    the patches with a class token inserted at position ``cls`` (row-major patch p is token p
+    before it, p + 1 after it).
 
     >>> from jaxmamba import get_config
     >>> get_config("vmamba_test").block("layers.1.blocks.0", (64, 64))
-    Block(name='layers.1.blocks.0', stage=1, index=0, grid=(8, 8))
+    Block(name='layers.1.blocks.0', stage=1, index=0, grid=(8, 8), cls=None)
+    >>> get_config("vim_test").block("layers.1", (64, 64)).length  # 4x4 patches + CLS
+    17
     """
 
     name: str
     stage: int
     index: int  # type: ignore[assignment]  # the field shadows tuple.index, as it is meant to
     grid: tuple[int, int]
+    cls: int | None = None
 
     @property
     def length(self) -> int:
-        """Sequence length ``L = h·w`` of the block's grid."""
-        return self.grid[0] * self.grid[1]
+        """Sequence length L: ``h·w`` patches, plus one with a class token."""
+        return self.grid[0] * self.grid[1] + (self.cls is not None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,6 +44,7 @@ __all__ = [
     "cpu_pieces",
     "create_model",
     "forward",
+    "model_order",
     "routes_for",
     "run_with_cache",
     "ScanCache",
@@ -127,6 +128,19 @@ def _init_args(config: ModelConfig) -> tuple:
 def _row_major_routes(k: int, h: int, w: int) -> np.ndarray:
     """K copies of the row-major route: shapes only, used to initialise a model of any K."""
     return np.tile(np.arange(h * w), (k, 1))
+
+
+def model_order(config: ModelConfig, order=None):
+    """``order`` resolved (:func:`~jaxmamba.orders.as_order`), ``None`` as the family's own:
+    VMamba's cross-scan, Vim's raster path (row-major patches, scanned both ways).
+
+    >>> from jaxmamba.models.config import get_config
+    >>> model_order(get_config("vim_test")).name, model_order(get_config("vmamba_test")).name
+    ('raster', 'cross')
+    """
+    if order is None and isinstance(config, VimConfig):
+        order = "raster"
+    return as_order(order)
 
 
 def routes_for(config: VMambaConfig, order: Order | SoftOrder) -> Callable:

@@ -50,6 +50,7 @@ __all__ = [
     "to_scan_order",
     "to_token_order",
     "LECUN_GAIN",
+    "MERGE_WEIGHT",
 ]
 
 #: timm's ``lecun_normal_`` draws N(0, 1/fan_in) / 0.8796 (the std of a normal truncated to ±2σ),
@@ -61,6 +62,11 @@ _DIRECTIONS = (
     ("x_proj", "dt_proj", "A_log", "D", "conv1d"),
     ("x_proj_b", "dt_proj_b", "A_b_log", "D_b", "conv1d_b"),
 )
+
+
+#: The weight of each direction in a layer's merge: every released variant averages the two
+#: gated scan outputs (``if_divide_out=True``).
+MERGE_WEIGHT = 0.5
 
 
 def default_routes(config: VimConfig) -> np.ndarray:
@@ -269,7 +275,7 @@ class BiMamba(nn.Module):
             self.sow("intermediates", "u", to_token_order(u, routes))
             self.sow("intermediates", "y", to_token_order(y, routes))
             self.sow("intermediates", "z", z)
-        merged = 0.5 * jax.nn.silu(z) * cross_merge(y, routes)  # (b, d, l) token order
+        merged = MERGE_WEIGHT * jax.nn.silu(z) * cross_merge(y, routes)  # (b, d, l) token order
         # Vim's _init_weights: PyTorch's default Linear init scaled by 1/sqrt(depth).
         out_rule = Uniform(1.0 / math.sqrt(d) / math.sqrt(c.depth))
         out_w = Params((("weight", out_rule, (e, d)),), name="out_proj")()["weight"]

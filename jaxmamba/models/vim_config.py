@@ -179,11 +179,10 @@ class VimConfig:
 
     def block(self, name: str, image_hw: tuple[int, int]) -> Block:
         """The :class:`~jaxmamba.models.config.Block` of layer ``name`` (``layers.{i}``): stage 0,
-        index i, the patch grid (its ``length`` is M, the patches; the layer scans ``M + 1``
-        tokens with the CLS token).
+        index i, the patch grid and the CLS token's position (its ``length`` is L = M + 1).
 
         >>> VimConfig(img_size=(48, 80)).block("layers.3", (48, 80))
-        Block(name='layers.3', stage=0, index=3, grid=(3, 5))
+        Block(name='layers.3', stage=0, index=3, grid=(3, 5), cls=7)
         """
         from jaxmamba.models.config import Block  # config imports this module
 
@@ -198,7 +197,7 @@ class VimConfig:
                 f"{self.name} takes {self.img_size[0]}x{self.img_size[1]} images, not "
                 f"{image_hw[0]}x{image_hw[1]}"
             )
-        return Block(name, 0, index, self.grid)
+        return Block(name, 0, index, self.grid, self.cls_position)
 
     def describe(self) -> str:
         """Short description, e.g. ``vim_tiny: Vim E 192, depth 24, 224x224 stride 16, ...``."""

@@ -160,8 +160,12 @@ class PageOrder:
     blocks: tuple[str, ...] | None = None  # the blocks it has; None: every block
 
 
-# a block as the page lists it: name, stage, index (None for names no model has), grid
-PageBlock = tuple[str, int | None, int | None, tuple[int, int]]
+# a block as the page lists it: name, stage, index (None for names no model has), grid, and
+# a Block's class-token position after them (read by index: a Block has five fields)
+PageBlock = (
+    tuple[str, int | None, int | None, tuple[int, int]]
+    | tuple[str, int | None, int | None, tuple[int, int], int | None]
+)
 
 
 def page_meta(
@@ -196,7 +200,8 @@ def page_meta(
     """
     names = [b[0] for b in blocks]
     stages: dict = {}
-    for name, stage, _, grid in blocks:
+    for b in blocks:
+        name, stage, grid = b[0], b[1], b[3]
         stages.setdefault(stage, {"stage": stage, "grid": list(grid), "blocks": []})
         stages[stage]["blocks"].append(name)
     return {
@@ -212,7 +217,7 @@ def page_meta(
                     "blocks": list(names if o.blocks is None else o.blocks)}
                    for o in orders],
         "blocks": [{"name": name, "stage": stage, "index": index, "grid": list(grid)}
-                   for name, stage, index, grid in blocks],
+                   for name, stage, index, grid in (b[:4] for b in blocks)],
         "images": [{"name": n} for n in images],
         "single_images": [{"subject": k, "image": i, "name": images[i]}
                           for k, i in enumerate(single_images)],
