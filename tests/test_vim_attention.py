@@ -167,3 +167,26 @@ def test_options_value_is_the_same_for_both_families():
     maps = jaxmamba.extract_attention(model, jnp.ones((1, 64, 64, 3)), route_mode="each")
     assert maps.options == AttentionOptions(route_mode="each")
     assert maps["layers.0"].shape == (1, 2, 17, 17)
+
+
+def test_findings_on_the_patch_part_and_the_depth_halves():
+    """summarize on a Vim model: per layer the findings of the patch-to-patch part of the mean
+    map (the official maps' ``merged_patch`` averaged), the layers one stage, and the early /
+    late halves of the layers."""
+    from jaxmamba.attention.findings import block_findings, summarize
+
+    model, images = converted("tiny_s8")
+    ref = np.load(fixture("tiny_s8") / "attn.npz")
+    s = summarize(model, images)
+    assert s["order"] == "raster" and list(s["stages"]) == ["layers"]
+    assert s["stages"]["layers"]["blocks"] == 4 and s["stages"]["layers"]["grid"] == [7, 7]
+    path = np.arange(49)
+    for i in range(4):
+        patch = ref[f"layers.{i}.merged_patch"].mean(0).reshape(49, 49)
+        expected = block_findings(patch, (7, 7), np.stack([path, path[::-1]]))
+        for key, value in expected.items():
+            assert s["blocks"][f"layers.{i}"][key] == pytest.approx(value, rel=1e-4), (i, key)
+    early = np.mean([s["blocks"][f"layers.{i}"]["attention_distance"] for i in (0, 1)])
+    assert s["depth"]["early"]["attention_distance"] == pytest.approx(early)
+    late = np.mean([s["blocks"][f"layers.{i}"]["attention_distance"] for i in (2, 3)])
+    assert s["depth"]["late"]["attention_distance"] == pytest.approx(late)

@@ -35,6 +35,7 @@ import numpy as np
 
 from jaxmamba.errors import ConfigError, MetricsError, require
 from jaxmamba.models.config import parse_block_name
+from jaxmamba.models.vim_config import parse_layer_name
 
 __all__ = [
     "MIN_PATCHES",
@@ -321,10 +322,19 @@ def attention_distance(attn, h: int, w: int, *, normalize: bool = False) -> floa
 
 
 def _block_id(name: str) -> tuple[int, int]:
+    """``(stage, index)`` of a VMamba block's name, ``(0, i)`` of a Vim layer's (``layers.i``:
+    an isotropic model's layers are one stage)."""
     try:
         return parse_block_name(name)
-    except ConfigError as e:
-        raise MetricsError(f"block maps must be named by block: {e}") from None
+    except ConfigError:
+        pass
+    try:
+        return 0, parse_layer_name(name)
+    except ConfigError:
+        raise MetricsError(
+            f"block maps must be named by block (layers.i.blocks.j) or Vim layer (layers.i), got "
+            f"{name!r}"
+        ) from None
 
 
 def _grid_of(name: str, stage: int, l: int, grids) -> tuple[int, int]:
@@ -517,7 +527,11 @@ def summarize(
       block), "attention_distance", "attention_distance_norm", "sequence_locality"
       (means over the stage's blocks, NaN-skipping)}}}``: :func:`findings_of_maps` with
       the grids added; NaN is "no finding" (e.g. every measure of a grid under
-      :data:`MIN_PATCHES` patches).
+      :data:`MIN_PATCHES` patches).  A Vim model: per layer ``layers.i`` on the patch-to-patch
+      part of its map (the CLS token's row and column left out; sequence locality along the
+      order's path and its reverse), its layers one stage ``"layers"``, and ``"depth"``: the
+      measures' means over the earlier and the later half of the layers
+      (:func:`depth_halves`), the hierarchy of an isotropic model.
 
     >>> import jax.numpy as jnp, jaxmamba
     >>> m = jaxmamba.create_model("vmamba_test")
@@ -527,6 +541,7 @@ def summarize(
     """
     from jaxmamba.attention.mean import attention_mean
     from jaxmamba.models.model import check_images, model_order, select_blocks
+    from jaxmamba.models.vim_config import VimConfig, patch_token_index
     from jaxmamba.orders import Order
     from jaxmamba.orders.soft import hard_routes
 
@@ -539,10 +554,17 @@ def summarize(
     batches = [images[i : i + batch_size] for i in range(0, n, batch_size)]
     mean = attention_mean(model, batches, order=order, blocks=names, progress=False)
     maps, grids, hard = {}, {}, {}
+    vim = isinstance(model.config, VimConfig)
     for name in names:
         stage, _ = _block_id(name)
         grids[name] = model.config.stage_grid(stage, height, width)
         maps[name] = np.asarray(mean[name], np.float64)
+        if vim:  # the patch-to-patch part, in row-major patches; the path and its reverse
+            tokens = patch_token_index(model.config)
+            maps[name] = maps[name][np.ix_(tokens, tokens)]
+            path = order.routes(*grids[name])[0]
+            hard[name] = np.stack([path, path[::-1]])
+            continue
         hard[name] = order.routes(*grids[name])
         if not isinstance(order, Order):  # soft routes: the nearest hard ones
             hard[name] = hard_routes(hard[name])
@@ -551,9 +573,31 @@ def summarize(
     stages = {}
     for stage, entry in found["stages"].items():
         members = [k for k in names if _block_id(k)[0] == stage]
-        stages[f"layers.{stage}"] = {"grid": list(grids[members[0]]), "blocks": len(members),
-                                     **entry}  # fmt: skip
-    return {"order": order.name, "images": int(n), "blocks": out_blocks, "stages": stages}
+        key = "layers" if vim else f"layers.{stage}"
+        stages[key] = {"grid": list(grids[members[0]]), "blocks": len(members), **entry}
+    out = {"order": order.name, "images": int(n), "blocks": out_blocks, "stages": stages}
+    if vim:
+        out["depth"] = depth_halves(found["blocks"])
+    return out
+
+
+def depth_halves(blocks: Mapping[str, Mapping[str, float]]) -> dict:
+    """An isotropic model's hierarchy: the mean of each block measure over the earlier and the
+    later half of its layers (``{"early": {measure: value}, "late": ...}``; with an odd count
+    the middle layer goes to the later half), where a hierarchical model compares stages.
+
+    >>> d = depth_halves({f"layers.{i}": {"attention_distance": float(i)} for i in range(4)})
+    >>> d["early"]["attention_distance"], d["late"]["attention_distance"]
+    (0.5, 2.5)
+    """
+    order = sorted(blocks, key=_block_id)
+    half = len(order) // 2
+    parts = {"early": order[:half], "late": order[half:]}
+    measures = sorted({k for v in blocks.values() for k in v})
+    return {
+        part: {k: _nanmean([blocks[n].get(k, math.nan) for n in names]) for k in measures}
+        for part, names in parts.items()
+    }
 
 
 def _nanmean(values) -> float:

@@ -3,12 +3,11 @@ included, as one map per stage (a Vim model's layers form one stage)."""
 
 from __future__ import annotations
 
-import re
-
 import jax.numpy as jnp
 
 from jaxmamba.errors import AggregateError, ConfigError
 from jaxmamba.models.config import parse_block_name
+from jaxmamba.models.vim_config import parse_layer_name
 
 __all__ = ["rollout"]
 
@@ -36,9 +35,8 @@ def rollout(maps, stage: int | None = None) -> dict:
     ['layers']
     """
     by_stage: dict[str, list] = {}
-    layers = [re.fullmatch(r"layers\.(\d+)", str(name)) for name in maps]
-    if maps and all(layers):  # Vim layers: one stage, in layer order
-        parsed = {name: (0, int(m[1])) for name, m in zip(maps, layers, strict=True) if m}
+    if maps and all(_is_layer(name) for name in maps):  # Vim layers: one stage, in layer order
+        parsed = {name: (0, parse_layer_name(name)) for name in maps}
         prefix = "layers"
     else:
         try:
@@ -63,3 +61,11 @@ def rollout(maps, stage: int | None = None) -> dict:
         assert result is not None  # every stage in by_stage has a block
         out[key] = result / jnp.sum(result, axis=-1, keepdims=True)
     return out
+
+
+def _is_layer(name) -> bool:
+    try:
+        parse_layer_name(name)
+    except ConfigError:
+        return False
+    return True

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,7 +29,7 @@ from jaxmamba.errors import ConfigError
 if TYPE_CHECKING:
     from jaxmamba.models.config import Block
 
-__all__ = ["VimConfig", "VIM_VARIANTS", "patch_token_index"]
+__all__ = ["parse_layer_name", "VimConfig", "VIM_VARIANTS", "patch_token_index"]
 
 
 def _is_int(value) -> bool:
@@ -186,10 +187,7 @@ class VimConfig:
         """
         from jaxmamba.models.config import Block  # config imports this module
 
-        parts = name.split(".") if isinstance(name, str) else []
-        if len(parts) != 2 or parts[0] != "layers" or not parts[1].isdigit():
-            raise ConfigError(f"{name!r} is not a Vim layer name layers.i")
-        index = int(parts[1])
+        index = parse_layer_name(name)
         if index >= self.depth:
             raise ConfigError(f"{self.describe()} has no layer {name}")
         if tuple(image_hw) != self.img_size:
@@ -210,6 +208,21 @@ class VimConfig:
 
     def replace(self, **changes) -> VimConfig:
         return dataclasses.replace(self, **changes)
+
+
+_LAYER_NAME = re.compile(r"layers\.(\d+)")
+
+
+def parse_layer_name(name: str) -> int:
+    """The index of a Vim layer's official name ``layers.{i}``: the one place that reads them.
+
+    >>> parse_layer_name("layers.23")
+    23
+    """
+    m = _LAYER_NAME.fullmatch(name) if isinstance(name, str) else None
+    if m is None:
+        raise ConfigError(f"{name!r} is not a Vim layer name layers.i")
+    return int(m.group(1))
 
 
 def patch_token_index(config: VimConfig) -> np.ndarray:
