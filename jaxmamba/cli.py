@@ -318,8 +318,10 @@ def _check_resources(config, size: int, batch: int, maps_bytes: int, out: Path, 
 
 def _explore(args) -> None:
     from jaxmamba.models.model import select_blocks
+    from jaxmamba.models.vim_config import VimConfig
     from jaxmamba.storage.images import list_images, load_images
     from jaxmamba.study import estimate_bytes, write_study
+    from jaxmamba.study.writer import VIM_STUDY
     from jaxmamba.views.figures import write_figures
 
     out = Path(args.out).expanduser().absolute()
@@ -333,6 +335,8 @@ def _explore(args) -> None:
     models, orders, sources = _models(args)
     first = models if not isinstance(models, dict) else models[orders[0]]
     config = first.config
+    if isinstance(config, VimConfig):
+        raise InputError(VIM_STUDY)
     if args.size % config.reduction:
         raise InputError(f"--size must be a multiple of {config.reduction}, got {args.size}")
     names = select_blocks(config, _blocks(args.blocks))

@@ -190,3 +190,25 @@ def test_findings_on_the_patch_part_and_the_depth_halves():
     assert s["depth"]["early"]["attention_distance"] == pytest.approx(early)
     late = np.mean([s["blocks"][f"layers.{i}"]["attention_distance"] for i in (2, 3)])
     assert s["depth"]["late"]["attention_distance"] == pytest.approx(late)
+
+
+def test_a_study_of_a_vim_model_is_refused_by_name(tmp_path, capsys):
+    """Until the explorer's views take Vim: write_study and `jaxmamba explore` say so, exit 2
+    and write nothing."""
+    from PIL import Image
+
+    from jaxmamba.cli import main
+    from jaxmamba.errors import StudyError
+    from jaxmamba.storage.checkpoint import save
+    from jaxmamba.study import write_study
+
+    model = jaxmamba.create_model("vim_test")
+    with pytest.raises(StudyError, match="Vision Mamba"):
+        write_study(tmp_path / "study", model, np.zeros((1, 64, 64, 3), np.float32))
+    save(model, tmp_path / "ckpt")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "a.png")
+    args = ["explore", "--checkpoint", str(tmp_path / "ckpt"), "--images", str(tmp_path / "a.png"),
+            "--out", str(tmp_path / "out"), "--size", "64"]  # fmt: skip
+    assert main(args) == 2
+    assert "error: study folders of Vision Mamba" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "study").exists()

@@ -44,6 +44,7 @@ from jaxmamba.attention.options import AttentionOptions
 from jaxmamba.errors import CheckpointError, StudyError
 from jaxmamba.models import params as P
 from jaxmamba.models.model import Model, check_images, select_blocks
+from jaxmamba.models.vim_config import VimConfig
 from jaxmamba.orders import ORDER_NAMES, as_order
 from jaxmamba.storage import store
 from jaxmamba.study import layout
@@ -64,6 +65,12 @@ from jaxmamba.study.resume import LOCK_ADVICE, check_existing, clear_for_replan
 from jaxmamba.study.schema import FORMAT, VERSION
 
 __all__ = ["write_study"]
+
+#: Why a study of a Vim model is refused (its views are not built yet).
+VIM_STUDY = (
+    "study folders of Vision Mamba (Vim) models are not supported yet; extract its attention "
+    "with jaxmamba.extract_attention / attention_mean / summarize, which take Vim models"
+)
 
 
 def _model_entry(model: Model, source: str | None) -> dict:
@@ -189,6 +196,8 @@ def write_study(
     for o in orders:
         if not isinstance(models[o], Model):
             raise StudyError(f"the model for order {o!r} is a {type(models[o]).__name__}")
+        if isinstance(models[o].config, VimConfig):
+            raise StudyError(VIM_STUDY)
         check_images(models[o].config, images)
         if models[o].config.k_routes != as_order(o).num_routes(2, 2):
             raise StudyError(
