@@ -147,11 +147,23 @@ def test_weight_decay_mask_of_a_vim():
     assert mask["layers_0"]["mixer"]["A_log"] is True and mask["head"]["weight"] is True
 
 
-def test_weight_decay_mask_of_a_vmamba_is_unchanged():
-    """The names added for Vim do not occur in a VMamba, whose mask stays the official one."""
-    params = jaxmamba.create_model("vmamba_test").params
-    mask = weight_decay_mask(params)
-    op = mask["layers_0"]["blocks_0"]["op"]
+@pytest.mark.parametrize("variant", ["vmamba_test", "vanilla_vmamba_test", "default"])
+def test_weight_decay_mask_of_a_vmamba_is_unchanged(variant):
+    """The names added for Vim occur in no VMamba: its mask is the official VMamba rule's, so
+    the shipped VMamba models train as before, bit for bit."""
+    import jax
+
+    from jaxmamba.pretrained import default_model_config
+
+    config = default_model_config() if variant == "default" else variant
+    params = jaxmamba.create_model(config).params
+
+    def vmamba_rule(path, leaf) -> bool:  # the rule before the Vim names were added
+        return jnp.ndim(leaf) >= 2 and path[-1].key not in {"bias", "A_logs", "Ds"}
+
+    expected = jax.tree_util.tree_map_with_path(vmamba_rule, params)
+    assert weight_decay_mask(params) == expected
+    op = expected["layers_0"]["blocks_0"]["op"]
     assert op["A_logs"] is False and op["Ds"] is False and op["in_proj"]["weight"] is True
 
 
