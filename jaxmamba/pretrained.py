@@ -5,12 +5,17 @@
 * One model per scan order (:func:`load_order_models`): the same recipe trained in the cross
   (the default model), diagonal, Morton and spiral orders, the reference study's comparison of
   models *trained* in each order; each folder's ``TRAINING.md`` gives the command that made it.
+* A small Vision Mamba (:func:`load_vim_digits`): the registered ``vim_digits`` config trained
+  by the same recipe in its official path (``jaxmamba/vim_digits_model/TRAINING.md``), so that
+  the two families can be shown side by side on the same digits.
 
-Loading them needs neither the training loop nor scikit-learn.
+Loading them needs neither the training loop nor scikit-learn; every load verifies the folder's
+``checksums.json``.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import cast
 
@@ -23,14 +28,17 @@ __all__ = [
     "DEFAULT_MODEL_DIR",
     "ORDER_MODELS",
     "ORDER_MODELS_DIR",
+    "VIM_DIGITS_DIR",
     "default_model_config",
     "load_default",
     "load_order_models",
+    "load_vim_digits",
 ]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 ORDER_MODELS_DIR = Path(__file__).resolve().parent / "order_models"
 ORDER_MODELS = ("cross", "diagonal", "morton", "spiral")
+VIM_DIGITS_DIR = Path(__file__).resolve().parent / "vim_digits_model"
 DEFAULT_IMAGE_SIZE = 64
 
 
@@ -84,3 +92,27 @@ def load_order_models(orders=ORDER_MODELS) -> dict[str, Model]:
     from jaxmamba.storage import checkpoint
 
     return {o: checkpoint.load(order_model_dir(o)) for o in orders}
+
+
+@functools.cache
+def load_vim_digits() -> Model:
+    """The digit Vision Mamba shipped in ``jaxmamba/vim_digits_model`` (no network, no torch).
+
+    The registered ``vim_digits`` config (8x8 patches of 64x64 digits: 64 patches and the CLS
+    token; 4 layers, embed_dim 64) trained by the default model's recipe in Vim's official path
+    (order ``"raster"``); ``TRAINING.json`` beside it records the command, the image size and
+    the held-out accuracy. Loaded once per process (checksums verified) and cached: the same
+    :class:`Model` every call, whose arrays are immutable.
+
+    >>> model = load_vim_digits()
+    >>> model.config.name, model.config.grid, model.config.seq_len
+    ('vim_digits', (8, 8), 65)
+    """
+    from jaxmamba.storage import checkpoint
+
+    if not (VIM_DIGITS_DIR / checkpoint.CONFIG_FILE).is_file():
+        raise CheckpointError(
+            f"the digit Vim is missing from {VIM_DIGITS_DIR}; create it with: "
+            "python examples/train_default.py --family vim --out jaxmamba/vim_digits_model"
+        )
+    return checkpoint.load(VIM_DIGITS_DIR)

@@ -17,7 +17,7 @@ import re
 from typing import Any, Literal, NamedTuple
 
 from jaxmamba.errors import ConfigError
-from jaxmamba.models.vim_config import VIM_VARIANTS, VimConfig
+from jaxmamba.models.vim_config import VIM_DIGITS, VIM_VARIANTS, VimConfig
 
 __all__ = [
     "Block",
@@ -279,7 +279,7 @@ for _name, _depths, _dim, _family in [
     _dims = tuple(_dim * 2**_i for _i in range(len(_depths)))  # the official dims=C shorthand
     register(VMambaConfig(name=_name, depths=_depths, dims=_dims, **_family))
 
-for _vim in VIM_VARIANTS:
+for _vim in (*VIM_VARIANTS, VIM_DIGITS):
     register(_vim)
 
 #: The released VMamba variants (:data:`~jaxmamba.models.vim_config.VIM_VARIANTS` holds Vim's).
@@ -296,8 +296,8 @@ def list_models(family: Literal["vmamba", "vim"] | None = None) -> list[str]:
 
     >>> "vmamba_tiny_s1l8" in list_models(), "vim_tiny" in list_models()
     (True, True)
-    >>> list_models("vim")[:2]
-    ['vim_base', 'vim_small']
+    >>> list_models("vim")[:3]
+    ['vim_base', 'vim_digits', 'vim_small']
     """
     if family is None:
         return sorted(_REGISTRY)

@@ -29,7 +29,7 @@ from jaxmamba.errors import ConfigError
 if TYPE_CHECKING:
     from jaxmamba.models.config import Block
 
-__all__ = ["parse_layer_name", "VimConfig", "VIM_VARIANTS", "patch_token_index"]
+__all__ = ["parse_layer_name", "VimConfig", "VIM_DIGITS", "VIM_VARIANTS", "patch_token_index"]
 
 
 def _is_int(value) -> bool:
@@ -245,3 +245,12 @@ VIM_VARIANTS: tuple[VimConfig, ...] = (
     # Milliseconds on a CPU: 4x4 patches of a 64x64 image, M = 16, CLS at token 8.
     VimConfig(name="vim_test", embed_dim=32, depth=2, img_size=(64, 64), num_classes=10),
 )
+
+#: The config of the shipped digit Vim (``jaxmamba/vim_digits_model``,
+#: :func:`jaxmamba.pretrained.load_vim_digits`): 8x8 disjoint patches of the 64x64 digits (M = 64
+#: patches, L = 65 tokens, CLS at token 32), embed_dim 64, 4 layers, 10 classes. Registered as
+#: ``"vim_digits"``; not a released variant.
+VIM_DIGITS = VimConfig(
+    name="vim_digits", embed_dim=64, depth=4, patch_size=8, stride=8, img_size=(64, 64),
+    num_classes=10,
+)  # fmt: skip

@@ -22,7 +22,9 @@ __all__ = [
     "weight_decay_mask",
 ]
 
-_NO_DECAY = frozenset({"bias", "A_logs", "Ds"})  # official VMamba: no weight decay on these
+# No weight decay on leaves of these names: VMamba's A_logs and Ds (its official training), Vim's
+# position embedding and CLS token (the official Vim's no_weight_decay()).
+_NO_DECAY = frozenset({"bias", "A_logs", "Ds", "pos_embed", "cls_token"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,13 +37,15 @@ class TrainConfig:
       lr: peak learning rate, reached after ``warmup_epochs``.
       end_lr_ratio: final learning rate of the cosine decay over ``lr``.
       warmup_epochs: linear warm-up from 0 (may be fractional).
-      weight_decay: AdamW decoupled weight decay (not on biases, norms, ``A_logs``, ``Ds``).
+      weight_decay: AdamW decoupled weight decay (not on biases, norms, ``A_logs``, ``Ds``,
+        ``pos_embed``, ``cls_token``).
       b1, b2: Adam moment decays.
       grad_clip: maximum global gradient norm; 0 disables clipping.
       label_smoothing: mass spread uniformly over all classes (``optax.smooth_labels``).
       augment: random translation and contrast jitter (:func:`jaxmamba.train.data.augment`).
       seed: seed of the data order and augmentation (the model's init seed is separate).
-      order: patch order name (:data:`jaxmamba.orders.ORDER_NAMES`) used in training and eval.
+      order: patch order name (:data:`jaxmamba.orders.ORDER_NAMES`) used in training and eval;
+        a Vim model scans one path forward and backward (``"raster"``: the official one).
       checkpoint_every: also checkpoint every this many updates (0: only at the end of every
         epoch and when ``fit`` stops).
       keep_checkpoints: how many recent checkpoints to keep.
@@ -131,8 +135,9 @@ def lr_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
 def weight_decay_mask(params) -> Any:
     """Pytree of bools: True where AdamW decays the weight.
 
-    As the official VMamba training: no decay on 1-D parameters (norms, biases), on leaves named
-    ``bias``, and on ``A_logs`` and ``Ds``.
+    As the official trainings: no decay on 1-D parameters (norms, biases), on leaves named
+    ``bias``, on VMamba's ``A_logs`` and ``Ds``, and on Vim's ``pos_embed`` and ``cls_token``
+    (Vim's 2-D ``A_log`` decays, as in the official Vim training, which uses timm's rule).
 
     >>> weight_decay_mask({"w": jnp.ones((2, 2)), "bias": jnp.ones((2, 2)), "s": jnp.ones(2)})
     {'bias': False, 's': False, 'w': True}

@@ -1,5 +1,8 @@
 """The recipe of the shipped models: train a fresh model on the bundled digits, save it, and
 write its training record (``TRAINING.json`` and ``TRAINING.md``) beside it.
+
+The recipe is the same for both families (a VMamba or a Vim config); only the default scan order
+differs (:data:`DEFAULT_ORDERS`: VMamba's cross scan, Vim's official row-major path).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import jax
 import optax
 
 from jaxmamba.errors import TrainError
-from jaxmamba.models.config import VMambaConfig
+from jaxmamba.models.config import ModelConfig, VimConfig
 from jaxmamba.models.model import create_model
 from jaxmamba.pretrained import DEFAULT_IMAGE_SIZE, DEFAULT_MODEL_DIR
 from jaxmamba.storage import store
@@ -26,16 +29,37 @@ from jaxmamba.train.evaluate import evaluate
 from jaxmamba.train.loop import fit
 from jaxmamba.train.optim import TrainConfig
 
-__all__ = ["DEFAULT_TRAIN_CONFIG", "TRAINING_JSON", "train_digits", "training_markdown"]
+__all__ = [
+    "DEFAULT_ORDERS",
+    "DEFAULT_TRAIN_CONFIG",
+    "TRAINING_JSON",
+    "family_of",
+    "train_digits",
+    "training_markdown",
+]
 
 TRAINING_JSON = "TRAINING.json"
 
 
 DEFAULT_TRAIN_CONFIG = TrainConfig(epochs=15, batch_size=64, lr=3e-3, seed=0)
 
+#: The order each family is trained in by default: VMamba's cross scan; for Vim the official
+#: path (row-major, scanned forward and backward with the CLS token in the middle).
+DEFAULT_ORDERS = {"vmamba": "cross", "vim": "raster"}
+
+
+def family_of(config: ModelConfig) -> str:
+    """``"vim"`` or ``"vmamba"``: the family of a model config.
+
+    >>> from jaxmamba import get_config
+    >>> family_of(get_config("vim_digits")), family_of(get_config("vmamba_test"))
+    ('vim', 'vmamba')
+    """
+    return "vim" if isinstance(config, VimConfig) else "vmamba"
+
 
 def train_digits(
-    model_config: VMambaConfig | str,
+    model_config: ModelConfig | str,
     config: TrainConfig = DEFAULT_TRAIN_CONFIG,
     *,
     size: int = DEFAULT_IMAGE_SIZE,
@@ -51,9 +75,11 @@ def train_digits(
     """Train a fresh model on the bundled digits and save it, with ``TRAINING.json``/``.md``.
 
     Args:
-      model_config: a variant name or config (its ``num_classes`` must be >= 10).
-      config: training hyper-parameters.
-      size: image size (a multiple of 32).
+      model_config: a variant name or config of either family (its ``num_classes`` must be
+        >= 10).
+      config: training hyper-parameters (its ``order`` must suit the family: a Vim model scans
+        one path forward and backward, see :data:`DEFAULT_ORDERS`).
+      size: image size (a multiple of 32; for Vim, the config's ``img_size``).
       out: checkpoint directory written with :func:`jaxmamba.storage.checkpoint.save`.
       work_dir: directory of the resumable training checkpoints (``None``: not resumable).
       limit: use only the first ``limit`` training images (for smoke tests).
@@ -73,6 +99,12 @@ def train_digits(
     ...                           size=32, limit=16, out=f"{tmp}/model", progress=False)
     >>> record["data"]["n_train"], record["model"]
     (16, 'custom v05_noz, dims 8, depths 1, d_state 1, ssm_ratio 2, 10 classes')
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     record = train_digits(get_config("vim_test", img_size=32, depth=1),
+    ...                           TrainConfig(epochs=1, batch_size=8, order="raster"),
+    ...                           size=32, limit=16, out=f"{tmp}/model", progress=False)
+    >>> record["family"], record["history"]["step"]
+    ('vim', [2])
     """
     from jaxmamba.storage import checkpoint
 
@@ -94,6 +126,7 @@ def train_digits(
     record = {
         "command": command,
         "model": model.config.describe(),
+        "family": family_of(model.config),
         "model_config": dataclasses.asdict(model.config),
         "num_params": model.num_params,
         "model_seed": model_seed,
@@ -138,13 +171,14 @@ def training_markdown(r: dict[str, Any]) -> str:
             strict=True,
         )
     )
-    what = (
-        "Default model"
-        if r["order"] == "cross"
-        else f"Digit model trained in the {r['order']} order"
-    )
-    load = "jaxmamba.load_default()"
-    if r["order"] != "cross":
+    order = f"`{r['order']}`"
+    if r.get("family", "vmamba") == "vim":  # records before the Vim family have no "family"
+        what, load = "Digit Vision Mamba (Vim)", "jaxmamba.pretrained.load_vim_digits()"
+        order += " (both directions scan its path; the CLS token at scan position M // 2)"
+    elif r["order"] == "cross":
+        what, load = "Default model", "jaxmamba.load_default()"
+    else:
+        what = f"Digit model trained in the {r['order']} order"
         load = f'jaxmamba.pretrained.load_order_models(["{r["order"]}"])'
     return f"""# {what}: training record
 
@@ -157,7 +191,7 @@ Produced by `{r["command"]}` on {r["date"]} ({r["environment"]["backend"]}, \
 (seed {r["data"]["split_seed"]}, {r["data"]["test_fraction"]:.0%} held out): \
 {r["data"]["n_train"]} train / {r["data"]["n_test"]} test; normalised \
 {r["data"]["normalisation"]}.
-- Order: `{r["order"]}`.
+- Order: {order}.
 - Training: {tc["epochs"]} epochs, batch {tc["batch_size"]}, AdamW peak lr {tc["lr"]} \
 (linear warm-up {tc["warmup_epochs"]} epoch, cosine decay to {tc["end_lr_ratio"]} x), \
 weight decay {tc["weight_decay"]}, clip {tc["grad_clip"]}, label smoothing \
