@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -33,6 +34,27 @@ def fixture_dir(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"official VMamba fixtures not found at {FIXTURES} (someone else's clone?)")
     return path
+
+
+VIM_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official-vim"
+VIM_SIZES = {"tiny_p16": 64, "tiny_s8": 64, "small_p16_48x80": (48, 80)}  # name -> img_size
+
+
+def vim_fixture_dir(name: str) -> Path:
+    """Folder of one official Vim fixture; skips the test when the fixtures are absent."""
+    path = VIM_FIXTURES / name
+    if not path.is_dir():
+        pytest.skip(f"official Vim fixtures not found at {VIM_FIXTURES}")
+    return path
+
+
+@functools.cache
+def vim_converted(name: str):
+    """The fixture's ``ckpt.pth`` converted (once per process) to a jaxmamba model."""
+    pytest.importorskip("torch")
+    from jaxmamba.convert import load_torch_checkpoint
+
+    return load_torch_checkpoint(vim_fixture_dir(name) / "ckpt.pth", img_size=VIM_SIZES[name])
 
 
 def rel_err(ours, ref) -> float:

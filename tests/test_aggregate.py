@@ -215,12 +215,12 @@ def test_mean_step_in_steps_of_a_few_images_per_device(setup, monkeypatch, route
     expected = {k: np.asarray(start[k]) + np.asarray(maps[k])[valid].sum(0) for k in names}
     # a fresh program (no donation): the patched step size is read when it is traced
     step = jax.jit(mean_step.__wrapped__, static_argnums=(5, 6, 7, 8, 9))
-    for shards in (1, 2):
-        sums, n = step(model, dict(start), jnp.asarray(x), jnp.asarray(valid), as_order(None),
-                       names, options, None, (), shards)  # fmt: skip
-        assert int(n) == 4
-        for k in names:
-            assert rel_err(sums[k], expected[k]) < 1e-5, (shards, k)
+    shards = 2  # two "devices": the one-device plan is every other mean test's
+    sums, n = step(model, dict(start), jnp.asarray(x), jnp.asarray(valid), as_order(None),
+                   names, options, None, (), shards)  # fmt: skip
+    assert int(n) == 4
+    for k in names:
+        assert rel_err(sums[k], expected[k]) < 1e-5, (shards, k)
 
 
 def test_mean_step_memory_does_not_grow_with_the_maps_of_the_batch():

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import VIM_SIZES, rel_err, vim_converted, vim_fixture_dir
 
 import jaxmamba
 from jaxmamba.errors import ConfigError, InputError, OrderError
@@ -27,30 +27,9 @@ from jaxmamba.models.vim import (
 from jaxmamba.models.vim_config import VIM_VARIANTS, VimConfig, patch_token_index
 from jaxmamba.orders import SoftOrder, as_order
 
-VIM_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official-vim"
-# fixture name -> the img_size it was built with
-FIXTURES = {"tiny_p16": 64, "tiny_s8": 64, "small_p16_48x80": (48, 80)}
+FIXTURES = VIM_SIZES  # fixture name -> the img_size it was built with
 TOL = 1e-5
-
-
-def rel_err(ours, ref) -> float:
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    return float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref)))
-
-
-def fixture(name: str) -> Path:
-    path = VIM_FIXTURES / name
-    if not path.is_dir():
-        pytest.skip(f"official Vim fixtures not found at {VIM_FIXTURES}")
-    return path
-
-
-@functools.cache
-def converted(name: str) -> jaxmamba.Model:
-    pytest.importorskip("torch")
-    from jaxmamba.convert import load_torch_checkpoint
-
-    return load_torch_checkpoint(fixture(name) / "ckpt.pth", img_size=FIXTURES[name])
+fixture, converted = vim_fixture_dir, vim_converted
 
 
 @functools.cache

@@ -95,8 +95,27 @@ def verify(
 
 @functools.partial(jax.jit, static_argnums=(4, 5))
 def _verify_block(op, x, y, order: Order | SoftOrder, grid, group):
-    b, d, l = x.shape
-    routes = order.routes(*grid)
+    """:func:`verify` of one SS2D block: ``x``, ``y`` ``(B, D, L)`` its row-major scan input and
+    cross-merged scan output."""
+    return _rebuild_error(op, x, y, order.routes(*grid), None, group)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def _verify_layer(op, x, y, z, config: VimConfig, order: Order, group: int):
+    """:func:`verify` of one Vim layer of ``config``: ``x``, ``y`` ``(B, 2, D, L)`` each
+    direction's scan input and output in token order, ``z`` ``(B, D, L)`` the gate."""
+    routes = block_routes(config, order, config.grid)[0]
+    gate = vim.MERGE_WEIGHT * jax.nn.silu(z.astype(jnp.float32))
+    return _rebuild_error(op, x, gate * jnp.sum(y, axis=1), routes, gate, group)
+
+
+def _rebuild_error(op, x, target, routes, gate, group: int):
+    """Worst relative error of ``target`` ``(B, D, L)`` rebuilt from the per-channel maps (with
+    the D skip) of every route applied to its input: ``x`` ``(B, D, L)`` read by every route
+    (SS2D), or ``(B, K, D, L)`` each route's own (Vim), in spatial/token order; the sum over
+    routes times ``gate`` ``(B, D, L)`` where given.  Channels go ``group`` at a time."""
+    own = x.ndim == 4  # each route its own input
+    b, d, l = x.shape[0], x.shape[-2], x.shape[-1]
     group = max(g for g in range(1, group + 1) if d % g == 0)
     dt, A, B, C, Dk = scan_args(op, x, routes)
 
@@ -108,43 +127,15 @@ def _verify_block(op, x, y, order: Order | SoftOrder, grid, group):
             )
         )(take(dt, 2), B, C)  # (b, k, group, l, l) scan order
         maps = maps + take(Dk, 1)[None, :, :, None, None] * jnp.eye(l, dtype=maps.dtype)
-        maps = jnp.sum(to_spatial(maps, routes), axis=1)  # (b, group, l, l)
+        maps = to_spatial(maps, routes)  # (b, k, group, l, l) spatial / token coordinates
         bad = jnp.sum(~jnp.isfinite(maps))
-        return jnp.einsum("bcpq,bcq->bcp", maps, take(x, 1), precision=HIGHEST), bad
+        inputs = take(x, x.ndim - 2)
+        how = "bkcpq,bkcq->bcp" if own else "bkcpq,bcq->bcp"
+        out = jnp.einsum(how, maps, inputs, precision=HIGHEST)
+        return (out if gate is None else out * take(gate, 1)), bad
 
     rebuilt, bad = jax.lax.map(rebuild, jnp.arange(0, d, group))  # (d / group, b, group, l)
     rebuilt = jnp.moveaxis(rebuilt, 0, 1).reshape(b, d, l)
-    finite = (jnp.sum(bad) == 0) & jnp.all(jnp.isfinite(rebuilt)) & jnp.all(jnp.isfinite(y))
-    err = jnp.max(jnp.abs(rebuilt - y)) / jnp.max(jnp.abs(y))
-    return jnp.where(finite, err, jnp.nan)
-
-
-@functools.partial(jax.jit, static_argnums=(4, 5, 6))
-def _verify_layer(op, x, y, z, config: VimConfig, order: Order, group: int):
-    """:func:`verify` of one Vim layer of ``config``: ``x``, ``y`` ``(B, 2, D, L)`` each
-    direction's scan input and output in token order, ``z`` ``(B, D, L)`` the gate."""
-    routes = block_routes(config, order, config.grid)[0]
-    b, k, d, l = x.shape
-    group = max(g for g in range(1, group + 1) if d % g == 0)
-    dt, A, B, C, Dk = scan_args(op, x, routes)
-    gate = vim.MERGE_WEIGHT * jax.nn.silu(z.astype(jnp.float32))
-
-    def rebuild(lo):  # channels lo .. lo + group − 1 of every image, both directions
-        take = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, lo, group, axis=axis)
-        maps = jax.vmap(
-            lambda dt_b, B_b, C_b: route_attention(
-                dt_b, take(A, 1), B_b, C_b, channels=tuple(range(group))
-            )
-        )(take(dt, 2), B, C)  # (b, k, group, l, l) scan order
-        maps = maps + take(Dk, 1)[None, :, :, None, None] * jnp.eye(l, dtype=maps.dtype)
-        maps = to_spatial(maps, routes)  # token coordinates
-        bad = jnp.sum(~jnp.isfinite(maps))
-        out = jnp.einsum("bkcpq,bkcq->bcp", maps, take(x, 2), precision=HIGHEST)
-        return out * take(gate, 1), bad
-
-    rebuilt, bad = jax.lax.map(rebuild, jnp.arange(0, d, group))  # (d / group, b, group, l)
-    rebuilt = jnp.moveaxis(rebuilt, 0, 1).reshape(b, d, l)
-    target = gate * jnp.sum(y, axis=1)
     finite = (jnp.sum(bad) == 0) & jnp.all(jnp.isfinite(rebuilt)) & jnp.all(jnp.isfinite(target))
     err = jnp.max(jnp.abs(rebuilt - target)) / jnp.max(jnp.abs(target))
     return jnp.where(finite, err, jnp.nan)
