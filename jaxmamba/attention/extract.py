@@ -250,11 +250,10 @@ def block_attention(
 
     Args:
       op: the block's SS2D parameters (``model.params["layers_i"]["blocks_j"]["op"]``,
-        :func:`block_params`).
+        :func:`block_params`); a Vim layer's scan parameters in the same layout.
       x: ``(B, D, L)`` the block's features after in_proj, depthwise conv and SiLU, row-major
         (``run_with_cache(...)[1].scan_input(name)``); for a Vim layer ``(B, 2, D, L)``, each
-        direction's scan input in token order (its ``LayerScan.x``), with ``op`` the layer's
-        mixer parameters.
+        direction's scan input in token order (its ``LayerScan.x``).
       routes: ``(K, L)`` integer routes or soft ``(K, L, L)`` matrices of the block's grid (a
         Vim layer's two token routes, :func:`block_routes`).
       options: how the maps are aggregated (:class:`AttentionOptions`; default: the channel
@@ -309,9 +308,10 @@ def block_attention(
 def scan_args(op, x, routes):
     """Final Δ ``(B, K, D, L)``, A ``(K, D, N)``, B, C ``(B, K, N, L)``, D ``(K, D)`` of a block,
     from its parameters and row-major scan input ``x`` (``(B, D, L)``), or of a Vim layer from
-    its mixer parameters and per-direction token-order inputs ``x`` (``(B, 2, D, L)``)."""
+    its scan parameters (the same layout, K = 2) and per-direction token-order inputs ``x``
+    (``(B, 2, D, L)``)."""
     if x.ndim == 4:  # a Vim layer: each direction reads its own input along its route
-        s = vim.scan_inputs(op, vim.to_scan_order(x.astype(jnp.float32), routes))
+        s = scan_inputs(op, vim.to_scan_order(x.astype(jnp.float32), routes))
         k, d = x.shape[1], x.shape[2]
         return s.final_delta(), s.A.reshape(k, d, -1), s.B, s.C, s.D.reshape(k, d)
     k = op["x_proj_weight"].shape[0]
@@ -531,10 +531,11 @@ def shape_groups(blocks, inputs: dict) -> list[list[Block]]:
 
 
 def block_params(model: Model, name: str) -> dict:
-    """The SS2D parameters (``op``) of block ``name`` (``layers.i.blocks.j``), or the mixer
-    parameters of Vim layer ``name`` (``layers.i``)."""
+    """The SS2D parameters (``op``) of block ``name`` (``layers.i.blocks.j``), or the scan
+    parameters of Vim layer ``name`` (``layers.i``) in the same layout, K = 2
+    (:func:`jaxmamba.models.vim.scan_params`)."""
     if isinstance(model.config, VimConfig):
         index = model.config.block(name, model.config.img_size).index
-        return model.params[f"layers_{index}"]["mixer"]
+        return vim.scan_params(model.params[f"layers_{index}"]["mixer"])
     block = model.config.block(name, (0, 0))
     return model.params[f"layers_{block.stage}"][f"blocks_{block.index}"]["op"]

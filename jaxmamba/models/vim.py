@@ -148,9 +148,17 @@ def to_token_order(
     return jnp.stack([jnp.take(y[:, k], inverse[k], axis=-1) for k in range(len(routes))], axis=1)
 
 
-def _op(mixer) -> dict:
-    """A Vim mixer's per-direction parameters stacked in the layout of
-    :func:`jaxmamba.models.ss2d.scan_inputs` (``x_proj_weight`` (K, R+2N, D), ...)."""
+def scan_params(mixer) -> dict:
+    """A Vim mixer's per-direction scan parameters stacked in the layout of an SS2D block's
+    (:func:`jaxmamba.models.ss2d.scan_inputs`, K = 2, forward first): ``x_proj_weight``
+    ``(2, R+2N, D)``, ``dt_projs_weight`` ``(2, D, R)``, ``dt_projs_bias`` ``(2, D)``,
+    ``A_logs`` ``(2·D, N)``, ``Ds`` ``(2·D,)``.
+
+    >>> import jaxmamba
+    >>> op = scan_params(jaxmamba.create_model("vim_test").params["layers_0"]["mixer"])
+    >>> op["x_proj_weight"].shape, op["A_logs"].shape
+    ((2, 34, 64), (128, 16))
+    """
     return dict(
         x_proj_weight=jnp.stack([mixer[xp]["weight"] for xp, *_ in _DIRECTIONS]),
         dt_projs_weight=jnp.stack([mixer[dt]["weight"] for _, dt, *_ in _DIRECTIONS]),
@@ -180,7 +188,7 @@ def scan_inputs(mixer, us: Float[Array, "b k d l"]) -> ScanInputs:
     >>> s.u.shape, s.A.shape, s.B.shape, s.final_delta().shape
     ((1, 128, 17), (128, 16), (1, 2, 16, 17), (1, 2, 64, 17))
     """
-    return _grouped_scan_inputs(_op(mixer), us)
+    return _grouped_scan_inputs(scan_params(mixer), us)
 
 
 class Params(nn.Module):
