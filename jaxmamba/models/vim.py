@@ -37,7 +37,7 @@ from jaxmamba.models.init_rules import ALog, Constant, DtBias, Rule, TruncNormal
 from jaxmamba.models.layers import HIGHEST
 from jaxmamba.models.ss2d import ScanInputs, cross_merge, cross_scan, inverse_of
 from jaxmamba.models.ss2d import scan_inputs as _grouped_scan_inputs
-from jaxmamba.models.vim_config import VimConfig
+from jaxmamba.models.vim_config import VimConfig, patch_token_index
 from jaxmamba.orders import Order, OrderError
 
 __all__ = [
@@ -46,6 +46,9 @@ __all__ = [
     "RMSNorm",
     "default_routes",
     "vim_routes",
+    "class_last_routes",
+    "class_token_at",
+    "scan_params",
     "scan_inputs",
     "to_scan_order",
     "to_token_order",
@@ -101,20 +104,42 @@ def vim_routes(config: VimConfig, order: Order | None = None) -> np.ndarray:
             f"a Vim model scans along a hard patch order, got {type(order).__name__}; soft "
             "orders for Vim come with its attention extraction"
         )
-    routes = order.routes(*config.grid)
+    return class_token_at(config)[class_last_routes(order, config.grid)]
+
+
+def class_token_at(config: VimConfig) -> np.ndarray:
+    """``(L,)`` the token index of each position of the class-last layout (row-major patches,
+    then the class token): :func:`~jaxmamba.models.vim_config.patch_token_index`, then
+    ``M // 2``.  ``maps[..., t][..., t, :]`` with ``t`` this puts a token-order map class-last.
+
+    >>> class_token_at(VimConfig(img_size=(48, 80))).tolist()  # 3x5 patches, CLS at token 7
+    [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 7]
+    """
+    return np.append(patch_token_index(config), config.cls_position)
+
+
+def class_last_routes(order: Order, grid: tuple[int, int]) -> np.ndarray:
+    """The routes ``(2, M + 1)`` of both directions in the class-last layout (patch p is
+    position p, the class token position M): the order's patch path with the class token at
+    scan position ``M // 2``, forward and reversed.  :func:`vim_routes` is these in token order.
+
+    >>> from jaxmamba.orders import as_order
+    >>> class_last_routes(as_order("spiral"), (2, 2)).tolist()
+    [[0, 1, 4, 3, 2], [2, 3, 4, 1, 0]]
+    """
+    routes = order.routes(*grid)
     path = routes[0]
     k = len(routes)
     reversed_at = {1: None, 2: 1, 4: 2}.get(k, -1)
     if reversed_at == -1 or (reversed_at and not np.array_equal(routes[reversed_at], path[::-1])):
         raise OrderError(
             f"a Vim model scans one patch path forward and backward; order {order.name!r} has "
-            f"K={k} routes on the {config.grid[0]}x{config.grid[1]} grid that are not one path "
+            f"K={k} routes on the {grid[0]}x{grid[1]} grid that are not one path "
             "(K=1), a path and its reverse (K=2), or a cross-scan family (K=4, route 2 = route 0 "
             "reversed)"
         )
-    t = config.cls_position
-    tokens = np.where(path < t, path, path + 1)
-    forward = np.concatenate([tokens[:t], [t], tokens[t:]])
+    m = grid[0] * grid[1]
+    forward = np.concatenate([path[: m // 2], [m], path[m // 2 :]])
     return np.stack([forward, forward[::-1]])
 
 
