@@ -184,9 +184,19 @@ def parser() -> argparse.ArgumentParser:
         help=f"reductions of the scatterplots ({_METHODS})",
     )  # fmt: skip
     e.add_argument(
-        "--size", type=_positive, default=224, help="input size in pixels (a multiple of 32)"
-    )
+        "--size", type=_positive, default=None,
+        help="input size in pixels: VMamba a multiple of 32, default 224; a Vim model takes its "
+        "own input size, the default",
+    )  # fmt: skip
     e.add_argument("--variant", default=None, help="expected variant of a .pth checkpoint")
+    e.add_argument(
+        "--img-size", type=convert_cli.image_size, default=None, metavar="H",
+        help="Vim .pth: the input size it was trained at, when not a released variant's (224)",
+    )  # fmt: skip
+    e.add_argument(
+        "--stride", type=_positive, default=None,
+        help="Vim .pth: the patch stride, where --img-size leaves it ambiguous",
+    )  # fmt: skip
     e.add_argument("--batch-size", type=_positive, default=8, help="images per extraction batch")
     e.add_argument("--routes", action="store_true", help="also keep per-route mean maps")
     s = add_parser(
@@ -232,24 +242,28 @@ def _blocks(values):
     return [int(v) if v.isascii() and v.isdigit() and len(v) < 10 else v for v in values]
 
 
-def _load_model(path: str, variant: str | None):
+def _load_model(path: str, args):
     p = Path(path)
     if p.is_dir():
         from jaxmamba.storage.checkpoint import load
 
-        if variant is not None:
+        given = [f for f, v in (("--variant", args.variant), ("--img-size", args.img_size),
+                                ("--stride", args.stride)) if v is not None]  # fmt: skip
+        if given:
             raise InputError(
-                f"--variant applies to .pth files; {p} is an Orbax folder, whose config says "
-                "what it is"
+                f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} to .pth files; "
+                f"{p} is an Orbax folder, whose "
+                "config says what it is"
             )
         return load(p)
     from jaxmamba.convert import load_torch_checkpoint
 
-    return load_torch_checkpoint(p, variant)
+    return load_torch_checkpoint(p, args.variant, img_size=args.img_size, stride=args.stride)
 
 
 def _models(args):
     """``(models: {order: Model} or Model, orders, sources)`` from --checkpoint and --order."""
+    from jaxmamba.models.model import model_order
     from jaxmamba.pretrained import DEFAULT_MODEL_DIR, load_default
 
     items = args.checkpoint or []
@@ -265,15 +279,19 @@ def _models(args):
             raise InputError(f"--checkpoint ORDER=PATH needs distinct orders from {_ORDERS}")
         if args.order is not None and list(args.order) != orders:
             raise InputError("--order must list the orders of the ORDER=PATH checkpoints, or go")
-        models = {o: _load_model(path, args.variant) for o, path in pairs}
+        models = {o: _load_model(path, args) for o, path in pairs}
         return models, orders, {o: str(Path(path).absolute()) for o, path in pairs}
     if len(items) > 1:
         raise InputError("--checkpoint takes one path (or ORDER=PATH pairs, one per order)")
-    orders = args.order or ["cross"]
     if items:
-        return _load_model(items[0], args.variant), orders, str(Path(items[0]).absolute())
-    if args.variant is not None:
-        raise InputError("--variant needs a --checkpoint")
+        model = _load_model(items[0], args)
+        orders = args.order or [model_order(model.config, None).name]
+        return model, orders, str(Path(items[0]).absolute())
+    for flag, value in (("--variant", args.variant), ("--img-size", args.img_size),
+                        ("--stride", args.stride)):  # fmt: skip
+        if value is not None:
+            raise InputError(f"{flag} needs a --checkpoint")
+    orders = args.order or ["cross"]
     return load_default(), orders, f"embedded default model ({DEFAULT_MODEL_DIR.name})"
 
 
@@ -321,7 +339,7 @@ def _explore(args) -> None:
     from jaxmamba.models.vim_config import VimConfig
     from jaxmamba.storage.images import list_images, load_images
     from jaxmamba.study import estimate_bytes, write_study
-    from jaxmamba.study.writer import VIM_STUDY
+    from jaxmamba.study.reader import study_block
     from jaxmamba.views.figures import write_figures
 
     out = Path(args.out).expanduser().absolute()
@@ -336,11 +354,25 @@ def _explore(args) -> None:
     first = models if not isinstance(models, dict) else models[orders[0]]
     config = first.config
     if isinstance(config, VimConfig):
-        raise InputError(VIM_STUDY)
-    if args.size % config.reduction:
+        h, w = config.img_size
+        if h != w:
+            raise InputError(
+                f"{config.name} takes {h}x{w} images; explore loads square images (a study of "
+                "other shapes: jaxmamba.study.write_study)"
+            )
+        if args.size is not None and args.size != h:
+            raise InputError(
+                f"--size {args.size}: {config.name} takes {h}x{h} images (its position "
+                "embedding's size; convert it at another with jaxmamba convert --img-size "
+                "--interpolate-pos-embed)"
+            )
+        args.size = h
+    elif args.size is None:
+        args.size = 224
+    elif args.size % config.reduction:
         raise InputError(f"--size must be a multiple of {config.reduction}, got {args.size}")
     names = select_blocks(config, _blocks(args.blocks))
-    blocks = [config.block(n, (args.size, args.size)) for n in names]
+    blocks = [study_block(config.block(n, (args.size, args.size))) for n in names]
     maps_bytes = estimate_bytes(blocks, 1, 1, False)
     _check_resources(config, args.size, args.batch_size, maps_bytes, out, args.routes)
     _say(f"loading {len(files)} images at {args.size}x{args.size}")

@@ -130,7 +130,7 @@ def test_overview_is_the_mapped_selection_in_every_block(study, direction, route
             b.length,
         )
         chosen = covered64(sel, (16, 16), b.grid)
-        assert map_selection(sel, (16, 16), b.grid) == chosen
+        assert map_selection(sel, study.blocks[0], b) == chosen
         a = np.asarray(study.map("spiral", b.name, None if route == "sum" else route), np.float64)
         ref = a[chosen].mean(0) if direction == "query" else a[:, chosen].mean(1)
         np.testing.assert_allclose(values[offset : offset + b.length], ref, rtol=1e-5,

@@ -115,7 +115,8 @@ def test_explorer_data_from_arrays_builds_meta_the_same_way():
     m = d["meta"]
     assert m["orders"] == [{"name": "cross", "routes": 4, "model": None, "model_digest": None,
                             "source": None, "blocks": ["layers.1.blocks.0"]}]  # fmt: skip
-    assert m["blocks"] == [{"name": "layers.1.blocks.0", "stage": 1, "index": 0, "grid": [4, 4]}]
+    assert m["blocks"] == [{"name": "layers.1.blocks.0", "stage": 1, "index": 0, "grid": [4, 4],
+                            "cls": None}]  # fmt: skip
     assert m["stages"] == [{"stage": 1, "grid": [4, 4], "blocks": ["layers.1.blocks.0"]}]
     assert m["count"] is None and m["methods"] == ["pca"] and m["findings"] == {}
 

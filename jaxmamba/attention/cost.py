@@ -30,6 +30,7 @@ import numpy as np
 from jaxmamba.attention.options import DEFAULT_OPTIONS, AttentionOptions
 from jaxmamba.attention.sizes import map_shape, scans_at_once, step_images
 from jaxmamba.models.model import Model, select_blocks
+from jaxmamba.models.vim_config import VimConfig
 
 __all__ = [
     "FORWARD_SHARE",
@@ -118,6 +119,9 @@ def mean_cost(
     >>> c = mean_cost(m, (224, 224), 8)
     >>> round(c.map_flops / 1e9, 2), c.sum_bytes // 2**20
     (8.99, 80)
+    >>> v = jax.eval_shape(lambda: jaxmamba.create_model("vim_small"))  # 24 layers, L = 197
+    >>> round(mean_cost(v, (224, 224), 1).map_flops / 1e9, 2)
+    23.01
     """
     config = model.config
     names = select_blocks(config, blocks)
@@ -130,11 +134,16 @@ def mean_cost(
     forward = 0.0
     activations = 0
     params = model.params
+    vim = isinstance(config, VimConfig)  # one stage of depth layers, L = M + 1 tokens
     for s in range(config.num_stages):
         gh, gw = config.stage_grid(s, *size)
-        weights = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params[f"layers_{s}"]))
-        forward += 2.0 * weights * gh * gw
-        activations += gh * gw * config.dims[s] * 4
+        keys = [f"layers_{s}"]
+        if isinstance(config, VimConfig):
+            keys = [f"layers_{i}" for i in range(config.depth)]
+        weights = sum(int(np.prod(x.shape)) for x in jax.tree.leaves([params[k] for k in keys]))
+        positions = gh * gw + vim
+        forward += 2.0 * weights * positions
+        activations += positions * config.dims[s] * 4
     first = config.stage_grid(0, *size)
     other = sum(int(np.prod(x.shape)) for key, x in params.items() if not key.startswith("layers_")
                 for x in jax.tree.leaves(x))  # fmt: skip

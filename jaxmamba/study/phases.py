@@ -20,31 +20,38 @@ import numpy as np
 
 from jaxmamba.attention.embed import embed
 from jaxmamba.attention.mean import attention_mean, compile_mean, route_table
-from jaxmamba.orders import as_order
+from jaxmamba.models.vim import class_token_at
+from jaxmamba.models.vim_config import VimConfig
 from jaxmamba.storage import store
 from jaxmamba.study import layout
 from jaxmamba.study.files import save_meta, write_npy
 from jaxmamba.study.layout import inside
-from jaxmamba.study.reader import Study
+from jaxmamba.study.reader import Study, block_routes
 from jaxmamba.study.resume import remove_empty, remove_running_mean
 from jaxmamba.study.schema import order_findings
 
 POOL_GRID = 14  # inter-block points: maps pooled to at most 14 x 14 groups of patches per axis
 
 
-def pool_map(a: np.ndarray, h: int, w: int, g: int = POOL_GRID) -> np.ndarray:
+def pool_map(a: np.ndarray, h: int, w: int, g: int = POOL_GRID, cls: bool = False) -> np.ndarray:
     """Average-pool an ``(L, L)`` map over groups of patches on both axes: the query and source
     patches of an ``h x w`` grid fall into at most ``g x g`` equal-area groups (row ``r`` into
     group ``r · gh // h``), giving ``(gh·gw, gh·gw)``; grids of at most ``g`` keep their size.
+    With ``cls`` the map is class-last (``L = h·w + 1``) and the class token stays a group of
+    its own, the last: ``(gh·gw + 1, gh·gw + 1)``.
 
     >>> pool_map(np.arange(16.0).reshape(4, 4), 2, 2, g=1).tolist()
     [[7.5]]
+    >>> pool_map(np.arange(25.0).reshape(5, 5), 2, 2, g=1, cls=True).tolist()
+    [[9.0, 11.5], [21.5, 24.0]]
     """
     gh, gw = min(h, g), min(w, g)
     group = (np.arange(h)[:, None] * gh // h) * gw + (np.arange(w)[None] * gw // w)
     group = group.reshape(-1)
-    onehot = np.zeros((gh * gw, h * w), np.float64)
-    onehot[group, np.arange(h * w)] = 1.0
+    if cls:
+        group = np.append(group, gh * gw)
+    onehot = np.zeros((group.max() + 1, len(group)), np.float64)
+    onehot[group, np.arange(len(group))] = 1.0
     onehot /= onehot.sum(axis=1, keepdims=True)
     return onehot @ np.asarray(a, np.float64) @ onehot.T
 
@@ -53,9 +60,14 @@ class Phases:
     """The phases of :func:`write_study`; each skips what is already on disk."""
 
     def __init__(self, out: Path, meta: dict, models, blocks, progress: bool) -> None:
+        """``blocks``: the study's :class:`~jaxmamba.models.config.Block` s (a Vim layer's
+        class-last, :func:`jaxmamba.study.reader.study_block`)."""
         self.out, self.meta, self.models, self.blocks, self.progress = (
             out, meta, models, blocks, progress
         )  # fmt: skip
+        config = next(iter(models.values())).config
+        # a Vim layer's maps and inputs are kept class-last: position i is model token tokens[i]
+        self.tokens = class_token_at(config) if isinstance(config, VimConfig) else None
         self.names = tuple(b.name for b in blocks)
         self._pooled_maps: dict = {}
         self._compiling: dict = {}  # ("means" | "singles", order) -> Future of its compilation
@@ -171,13 +183,21 @@ class Phases:
             progress=self.progress, total=n,
         )  # fmt: skip
         for b in self.blocks:
-            m = np.asarray(mean[b.name], np.float32)
+            m = self._class_last(np.asarray(mean[b.name], np.float32), 2)
             if route_maps:
                 write_npy(inside(out, *layout.route(order, b.name)), m)
                 m = m.sum(axis=0)
             write_npy(inside(out, *layout.mean(order, b.name)), m)
         assert mean.count is not None  # a mean over images always carries its count
         self._finish_means(order, mean.count)
+
+    def _class_last(self, a: np.ndarray, axes: int) -> np.ndarray:
+        """``a`` with its last ``axes`` token axes put in the study's class-last layout."""
+        if self.tokens is None:
+            return a
+        for axis in range(a.ndim - axes, a.ndim):
+            a = np.take(a, self.tokens, axis=axis)
+        return a
 
     def _finish_means(self, order: str, count: int) -> None:
         """Record the means of ``order`` as done and remove its running mean ``work/<order>``
@@ -217,7 +237,7 @@ class Phases:
             _, cache = run_with_cache(model, images[i : i + batch_size], order=table,
                                       blocks=self.names)  # fmt: skip
             for name in self.names:
-                xs[name].append(np.asarray(cache[name]["x"], np.float32))
+                xs[name].append(self._class_last(np.asarray(cache[name]["x"], np.float32), 1))
         for name, path in paths.items():
             write_npy(path, np.concatenate(xs[name]))
 
@@ -279,7 +299,7 @@ class Phases:
         for b in members:
             for i in range(len(self.meta["single_images"])):
                 a = study.single_map(order, b.name, i)
-                rows.append(pool_map(a, *b.grid).reshape(-1))
+                rows.append(pool_map(a, b.grid[0], b.grid[1], cls=b.cls is not None).reshape(-1))
         return np.stack(rows)
 
     def findings(self, orders, seed) -> None:
@@ -287,15 +307,21 @@ class Phases:
         (:func:`jaxmamba.attention.findings.findings_of_maps`), with the image-block
         distinctness of the pooled single-image maps, stored as
         :func:`jaxmamba.study.schema.order_findings` says."""
-        from jaxmamba.attention.findings import findings_of_maps, too_few_patches
+        from jaxmamba.attention.findings import depth_halves, findings_of_maps, too_few_patches
 
         findings = self.meta.setdefault("findings", {})
         n = len(self.meta["single_images"])
+        vim = self.tokens is not None
         for o in orders:
             if o in findings:
                 continue
             maps = {b.name: np.load(inside(self.out, *layout.mean(o, b.name)))
                     for b in self.blocks}  # fmt: skip
+            routes = {b.name: block_routes(o, b) for b in self.blocks}
+            if vim:  # the patch-to-patch part; the path and its reverse without the class token
+                m = self.blocks[0].grid[0] * self.blocks[0].grid[1]
+                maps = {k: v[:m, :m] for k, v in maps.items()}
+                routes = {k: np.stack([r[r != m] for r in v]) for k, v in routes.items()}
             image_maps = {b.name: np.zeros((min(n, 1), 1)) for b in self.blocks}  # no finding
             for s in sorted({b.stage for b in self.blocks}):
                 members = [b for b in self.blocks if b.stage == s]
@@ -305,9 +331,10 @@ class Phases:
                                        for j, b in enumerate(members)})  # fmt: skip
             found = findings_of_maps(
                 maps, {b.name: b.grid for b in self.blocks},
-                {b.name: as_order(o).routes(*b.grid) for b in self.blocks},
-                image_maps=image_maps, seed=seed,
+                routes, image_maps=image_maps, seed=seed,
             )  # fmt: skip
+            if vim:
+                found["depth"] = depth_halves(found["blocks"])
             findings[o] = order_findings(found).to_json()
             save_meta(self.out, self.meta)
 

@@ -34,6 +34,7 @@ import numpy as np
 from jaxmamba.attention.embed import embed
 from jaxmamba.errors import StudyError
 from jaxmamba.models.config import Block
+from jaxmamba.models.vim import class_last_routes
 from jaxmamba.orders import as_order
 from jaxmamba.storage import store
 from jaxmamba.study import layout, schema
@@ -54,7 +55,15 @@ from jaxmamba.study.npy import (
 )
 from jaxmamba.study.schema import StudyInfo, is_int, show
 
-__all__ = ["DIRECTIONS", "MATRIX_SIZE", "MATRIX_SIZES", "Study", "map_selection"]
+__all__ = [
+    "DIRECTIONS",
+    "MATRIX_SIZE",
+    "MATRIX_SIZES",
+    "Study",
+    "block_routes",
+    "map_selection",
+    "study_block",
+]
 
 DIRECTIONS = ("query", "source")  # rows: what the selection attends to; columns: what attends to it
 
@@ -74,15 +83,40 @@ MATRIX_SIZE = 512  # its default
 POOLED_BYTES = 64 * 2**20  # pooled matrices kept in memory by a reader (the server)
 
 
+def study_block(block: Block) -> Block:
+    """``block`` as a study keeps it: a Vim layer's tokens class-last (the row-major patches,
+    then the class token, ``cls = h·w``: a patch's index is its grid index), a VMamba block as
+    it is.
+
+    >>> study_block(Block("layers.2", 0, 2, (3, 5), 7))
+    Block(name='layers.2', stage=0, index=2, grid=(3, 5), cls=15)
+    """
+    return block if block.cls is None else block._replace(cls=block.grid[0] * block.grid[1])
+
+
+def block_routes(order: str, block: Block) -> np.ndarray:
+    """``(K, L)`` the scan routes of ``order`` on a study's block: a VMamba block's over its
+    grid, a Vim layer's two directions in its class-last layout
+    (:func:`jaxmamba.models.vim.class_last_routes`).
+
+    >>> block_routes("raster", Block("layers.0", 0, 0, (2, 2), 4)).tolist()
+    [[0, 1, 4, 2, 3], [3, 2, 4, 1, 0]]
+    """
+    if block.cls is not None:
+        return class_last_routes(as_order(order), block.grid)
+    return as_order(order).routes(*block.grid)
+
+
 @functools.lru_cache(maxsize=64)
-def single_fn(order: str, grid: tuple[int, int], each: bool):
-    """Jitted exact map of one block for one image: ``(op, x (1, D, L)) -> (1, [K,] L, L)``."""
+def single_fn(order: str, block: Block, each: bool):
+    """Jitted exact map of one block for one image: ``(op, x) -> (1, [K,] L, L)``, ``x`` a
+    block's ``(1, D, L)`` scan input or a Vim layer's ``(1, 2, D, L)`` (class-last)."""
     import jax
 
     from jaxmamba.attention.extract import block_attention
     from jaxmamba.attention.options import AttentionOptions
 
-    routes = as_order(order).routes(*grid)
+    routes = block_routes(order, block)
     options = AttentionOptions(route_mode="each" if each else "sum")
     return jax.jit(lambda op, x: block_attention(op, x, routes, options))
 
@@ -290,7 +324,8 @@ class Study:
         mapped by image area to each block's grid (:func:`map_selection`), and the mean of
         their rows (``"query"``) or columns (``"source"``) there, as :meth:`heat`.  Returns the
         float32 concatenation of the blocks' maps and, per block, ``{"name", "stage", "grid",
-        "offset", "length"}`` (its values are ``values[offset : offset + length]``).
+        "cls", "offset", "length"}`` (its values are ``values[offset : offset + length]``; ``cls``
+        the class token's position, or None).
 
         >>> import tempfile
         >>> from jaxmamba.study import write_synthetic_study
@@ -306,10 +341,10 @@ class Study:
             raise StudyError(f"direction must be one of {DIRECTIONS}, got {show(direction)}")
         values, parts, offset = [], [], 0
         for other in self.blocks:
-            chosen = map_selection(idx, b.grid, other.grid)
+            chosen = map_selection(idx, b, other)
             values.append(self.heat(order, other.name, chosen, direction, route, subject))
             parts.append({"name": other.name, "stage": other.stage, "grid": list(other.grid),
-                          "offset": offset, "length": other.length})  # fmt: skip
+                          "cls": other.cls, "offset": offset, "length": other.length})  # fmt: skip
             offset += other.length
         return np.concatenate(values).astype(np.float32), parts
 
@@ -336,8 +371,8 @@ class Study:
             return finite_array(f.read(0, 2 * b.length).reshape(b.length, 2), path)
 
     def routes(self, order: str, block: str) -> np.ndarray:
-        """``(K, L)`` scan routes of ``order`` on the block's grid."""
-        return as_order(self._order(order)).routes(*self.block(block).grid)
+        """``(K, L)`` scan routes of ``order`` on the block (:func:`block_routes`)."""
+        return block_routes(self._order(order), self.block(block))
 
     def image_png(self, index: int) -> bytes:
         """PNG bytes of image ``index`` as shown."""
@@ -379,17 +414,20 @@ class Study:
         return int(image)
 
     def _single_input(self, order: str, b: Block, i: int) -> tuple[np.ndarray, dict]:
-        """``(D, L)`` scan input of single image ``i`` at block ``b``, and the block's scan
-        parameters: the channel count ``D`` of the input's header is checked (at most
-        :data:`MAX_CHANNELS`, and that of the parameters) before the input is read."""
+        """``(D, L)`` scan input of single image ``i`` at block ``b`` (a Vim layer's
+        ``(2, D, L)``, each direction's, class-last), and the block's scan parameters: the
+        channel count ``D`` of the input's header is checked (at most :data:`MAX_CHANNELS`, and
+        that of the parameters) before the input is read."""
         path = self._file(*layout.single(order, b.name))
-        with self._npy(path, (len(self.single_images), None, b.length)) as f:
-            d = f.shape[1]
+        lead = () if b.cls is None else (2,)  # a Vim layer: both directions' inputs
+        with self._npy(path, (len(self.single_images), *lead, None, b.length)) as f:
+            d = f.shape[-2]
             if not 1 <= d <= MAX_CHANNELS:
                 raise StudyError(f"{path} holds inputs of {d} channels; a block has 1.."
                                  f"{MAX_CHANNELS}")  # fmt: skip
             op = self._block_op(order, b, d)
-            x = f.read(i * d * b.length, d * b.length).reshape(d, b.length)
+            size = int(np.prod(lead, dtype=np.int64)) * d * b.length
+            x = f.read(i * size, size).reshape(*lead, d, b.length)
             return finite_array(x, path), op
 
     def _block_op(self, order: str, b: Block, d: int) -> dict:
@@ -433,7 +471,7 @@ class Study:
             self._cache.move_to_end(key)
             return self._cache[key]
         x, op = self._single_input(order, b, i)
-        maps = np.asarray(single_fn(order, b.grid, r is not None)(op, x[None]))[0]
+        maps = np.asarray(single_fn(order, b, r is not None)(op, x[None]))[0]
         m = maps if r is None else maps[r]
         if not np.all(np.isfinite(m)):
             raise StudyError(f"the map of single image {i} ({order}, {b.name}) is not finite")
@@ -472,18 +510,25 @@ class Study:
                 f"{self.count} images)")  # fmt: skip
 
 
-def map_selection(patches, src: tuple[int, int], dst: tuple[int, int]) -> list[int]:
-    """The patches of grid ``dst`` that cover the image area of ``patches`` of grid ``src``
+def map_selection(patches, src: Block, dst: Block) -> list[int]:
+    """The tokens of block ``dst`` that cover the image area of ``patches`` of block ``src``
     (sorted; the same rule as the explorer's ``mapSelection``): a patch ``(r, c)`` covers rows
-    ``floor(r·H'/H) .. max(that, ceil((r+1)·H'/H) - 1)`` of ``dst``, and likewise columns.
+    ``floor(r·H'/H) .. max(that, ceil((r+1)·H'/H) - 1)`` of ``dst``'s grid, and likewise
+    columns; a class token (a Vim layer's, class-last) maps to ``dst``'s class token, and to
+    nothing in a block without one.
 
-    >>> map_selection([0], (2, 2), (4, 4)), map_selection([5, 6], (4, 4), (2, 2))
+    >>> a, b = Block("a", 0, 0, (2, 2)), Block("b", 1, 0, (4, 4))
+    >>> map_selection([0], a, b), map_selection([5, 6], b, a)
     ([0, 1, 4, 5], [0, 1])
     """
-    (h, w), (h2, w2) = src, dst
-    if (h, w) == (h2, w2):
-        return sorted(set(int(p) for p in patches))
+    (h, w), (h2, w2) = src.grid, dst.grid
     out: set[int] = set()
+    if src.cls is not None and src.cls in patches:
+        patches = [p for p in patches if p != src.cls]
+        if dst.cls is not None:
+            out.add(dst.cls)
+    if (h, w) == (h2, w2):
+        return sorted(out | set(int(p) for p in patches))
     for p in patches:
         r, c = divmod(int(p), w)
         r0, c0 = r * h2 // h, c * w2 // w

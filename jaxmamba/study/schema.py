@@ -33,9 +33,19 @@ import numpy as np
 from jaxmamba.attention.embed import METHODS
 from jaxmamba.errors import ConfigError, StudyError
 from jaxmamba.models.config import Block, parse_block_name
-from jaxmamba.orders import ORDER_NAMES, as_order
+from jaxmamba.models.vim import class_last_routes
+from jaxmamba.models.vim_config import parse_layer_name
+from jaxmamba.orders import ORDER_NAMES, OrderError, as_order
 
-__all__ = ["ImageInfo", "ModelInfo", "OrderFindings", "OrderInfo", "StudyInfo", "parse"]
+__all__ = [
+    "ImageInfo",
+    "ModelInfo",
+    "OrderFindings",
+    "OrderInfo",
+    "StudyInfo",
+    "block_entry",
+    "parse",
+]
 
 FORMAT = "jaxmamba-study"
 
@@ -124,11 +134,11 @@ def check_meta(file: Path, meta) -> None:
             and set(v) <= set(METHODS) and len(set(v)) == len(v),
             f"distinct names from {METHODS}")  # fmt: skip
     models = _check_models(file, top)
-    orders = _check_orders(top, models)
     size = top.get("image_size", lambda v: isinstance(v, list) and len(v) == 2
                    and all(_positive(x) and x <= MAX_PATCHES for x in v),
                    "[height, width] in pixels")  # fmt: skip
-    _check_blocks(top, size)
+    layers = _check_blocks(top, size)
+    orders = _check_orders(top, models, layers)
     images = top.items("images", "a non-empty list of {name}")
     for i, image in enumerate(images):
         if not isinstance(image, _Fields):
@@ -211,6 +221,12 @@ def _check_findings(file: Path, top: _Fields, orders: list[str], stages: dict) -
         if order not in orders or not isinstance(entry, dict):
             raise top.fail(f"findings[{order!r}]", "an object of one of the study's orders", entry)
         f = _Fields(file, entry, f"findings[{order!r}]")
+        parts = f.get("depth", lambda v: isinstance(v, dict) and set(v) == {"early", "late"},
+                      "an object {early, late} of measures", {})  # fmt: skip
+        for part, values in parts.items():
+            row = _Fields(file, values, f"{f.where}.depth.{part}")
+            for measure in values:
+                row.get(measure, _measure, "a finite number or null")
         for key, names in (("blocks", set(stages)), ("stages", {str(s) for s in stages.values()})):
             want = f"an object {{{key[:-1]}: {{measure: number or null}}}}"
             for name, values in f.get(key, lambda v: isinstance(v, dict), want).items():
@@ -236,7 +252,9 @@ def _check_models(file: Path, top: _Fields) -> dict:
     return models
 
 
-def _check_orders(top: _Fields, models: dict) -> list[str]:
+def _check_orders(top: _Fields, models: dict, layers: tuple[int, int] | None) -> list[str]:
+    """The orders; ``layers``: the patch grid of a Vim study's layers (None for VMamba), whose
+    orders must be one patch path (two routes: forward and backward)."""
     names = []
     for i, order in enumerate(top.items("orders", "a non-empty list of {name, model, routes}")):
         if not isinstance(order, _Fields):
@@ -244,7 +262,13 @@ def _check_orders(top: _Fields, models: dict) -> list[str]:
         name = order.get("name", lambda v: _str(v) and v in ORDER_NAMES and v not in names,
                          f"a distinct order name from {ORDER_NAMES}")  # fmt: skip
         order.get("model", lambda v: _str(v) and v in models, "the digest of one of models")
-        k = as_order(name).num_routes(2, 2)
+        if layers is not None:
+            try:
+                class_last_routes(as_order(name), layers)
+            except OrderError as e:
+                raise order.fail("name", "an order a Vim layer scans (one patch path)",
+                                 f"{name!r}: {e}") from None  # fmt: skip
+        k = 2 if layers is not None else as_order(name).num_routes(2, 2)
         order.get("routes", lambda v, k=k: is_int(v) and v == k, f"{k}, the routes of {name!r}")
         names.append(name)
     return names
@@ -259,16 +283,33 @@ def _block_name(value) -> bool:
     return value == f"layers.{stage}.blocks.{index}"
 
 
-def _check_blocks(top: _Fields, size) -> None:
+def _layer_name(value) -> bool:
+    """Whether ``value`` is an official Vim layer name written as write_study writes it."""
+    try:
+        index = parse_layer_name(value)
+    except ConfigError:  # not a layer name
+        return False
+    return value == f"layers.{index}"
+
+
+def _check_blocks(top: _Fields, size) -> tuple[int, int] | None:
+    """The blocks (VMamba: ``layers.i.blocks.j`` on its stage's grid) or Vim layers
+    (``layers.i``, stage 0, one grid, ``cls`` the class token's position: last, ``h·w``);
+    returns the Vim layers' grid, or None for VMamba blocks."""
+    listed = top.items("blocks", "a non-empty list of {name, stage, index, grid}")
+    first = listed[0].obj if isinstance(listed[0], _Fields) else None
+    if isinstance(first, dict) and "cls" in first:
+        return _check_layers(top, listed, size)
     names: set[str] = set()
     grids: dict[int, list] = {}
     fits = np.ones(min(size), bool)  # fits: for each patch size
-    listed = top.items("blocks", "a non-empty list of {name, stage, index, grid}")
     for i, block in enumerate(listed):
         if not isinstance(block, _Fields):
             raise top.fail(f"blocks[{i}]", "an object {name, stage, index, grid}", block)
         name = block.get("name", lambda v: _block_name(v) and v not in names,
                          "a distinct block name layers.i.blocks.j")  # fmt: skip
+        block.get("cls", lambda v: False, "absent in a VMamba study (only Vim layers have one)",
+                  None)  # fmt: skip
         stage, index = parse_block_name(name)
         block.get("stage", lambda v, s=stage: is_int(v) and v == s, f"{stage}, as its name says")
         block.get("index", lambda v, j=index: is_int(v) and v == j, f"{index}, as its name says")
@@ -287,6 +328,46 @@ def _check_blocks(top: _Fields, size) -> None:
                              f"(the stage-0 grid, height and width ÷ the patch size, halved "
                              f"{stage} times) like the other blocks'",
                              block.obj["grid"])  # fmt: skip
+    return None
+
+
+def _check_layers(top: _Fields, listed: list, size) -> tuple[int, int]:
+    """A Vim study's layers: ``{name: "layers.i", stage: 0, index: i, grid, cls}``, one grid
+    for all within the image size, ``cls`` = ``h·w`` (the class token last)."""
+    names: set[str] = set()
+    grid = None
+    for i, block in enumerate(listed):
+        if not isinstance(block, _Fields):
+            raise top.fail(f"blocks[{i}]", "an object {name, stage, index, grid, cls}", block)
+        name = block.get(
+            "name",
+            lambda v: _layer_name(v) and v not in names,
+            "a distinct Vim layer name layers.i (the study's first block has a cls)",
+        )
+        index = parse_layer_name(name)
+        block.get("stage", lambda v: is_int(v) and v == 0, "0 (a Vim model is one stage)")
+        block.get("index", lambda v, j=index: is_int(v) and v == j, f"{index}, as its name says")
+        block.get(
+            "grid",
+            lambda v, want=grid: (
+                isinstance(v, list)
+                and len(v) == 2
+                and all(_positive(x) for x in v)
+                and v[0] <= size[0]
+                and v[1] <= size[1]
+                and v[0] * v[1] < MAX_PATCHES
+                and v == (want or v)
+            ),
+            f"[h, w] of positive integers within the image size {size} and "
+            f"{MAX_PATCHES} tokens" + (f", {grid} like the other layers'" if grid else ""),
+        )
+        grid = block.obj["grid"]
+        m = grid[0] * grid[1]
+        block.get("cls", lambda v, m=m: is_int(v) and v == m,
+                  f"{m}, the class token's position: after the {m} patches")  # fmt: skip
+        names.add(name)
+    assert grid is not None  # a non-empty list
+    return grid[0], grid[1]
 
 
 def _grid_fits(grid, stage: int, size) -> np.ndarray:
@@ -341,14 +422,20 @@ class ImageInfo:
 @dataclasses.dataclass(frozen=True)
 class OrderFindings:
     """The findings of one order's mean maps: ``blocks`` ``{block name: measures}`` and
-    ``stages`` ``{stage index as text: measures}`` (:mod:`jaxmamba.attention.findings`)."""
+    ``stages`` ``{stage index as text: measures}`` (:mod:`jaxmamba.attention.findings`); for
+    a Vim study ``depth`` ``{"early" | "late": measures}``, the means over the earlier and the
+    later half of the layers (:func:`jaxmamba.attention.findings.depth_halves`)."""
 
     blocks: Mapping[str, Measures]
     stages: Mapping[str, Measures]
+    depth: Mapping[str, Measures] | None = None
 
     def to_json(self) -> dict:
-        return {"blocks": {k: dict(v) for k, v in self.blocks.items()},
-                "stages": {k: dict(v) for k, v in self.stages.items()}}  # fmt: skip
+        out = {"blocks": {k: dict(v) for k, v in self.blocks.items()},
+               "stages": {k: dict(v) for k, v in self.stages.items()}}  # fmt: skip
+        if self.depth is not None:
+            out["depth"] = {k: dict(v) for k, v in self.depth.items()}
+        return out
 
 
 def order_findings(found: Mapping) -> OrderFindings:
@@ -356,15 +443,17 @@ def order_findings(found: Mapping) -> OrderFindings:
     stages keyed by their index as text, NaN ("no finding") as None.
 
     >>> order_findings({"blocks": {"b": {"x": float("nan")}}, "stages": {2: {"x": 0.5}}})
-    OrderFindings(blocks={'b': {'x': None}}, stages={'2': {'x': 0.5}})
+    OrderFindings(blocks={'b': {'x': None}}, stages={'2': {'x': 0.5}}, depth=None)
     """
 
     def measures(entry: Mapping) -> dict[str, float | None]:
         return {k: None if math.isnan(v) else float(v) for k, v in entry.items()}
 
+    depth = found.get("depth")
     return OrderFindings(
         blocks={name: measures(v) for name, v in found["blocks"].items()},
         stages={str(stage): measures(v) for stage, v in found["stages"].items()},
+        depth=None if depth is None else {k: measures(v) for k, v in depth.items()},
     )
 
 
@@ -417,8 +506,7 @@ class StudyInfo:
             "format": FORMAT, "version": VERSION,
             "models": {k: dataclasses.asdict(m) for k, m in self.models.items()},
             "orders": [dataclasses.asdict(o) for o in self.orders],
-            "blocks": [{"name": b.name, "stage": b.stage, "index": b.index, "grid": list(b.grid)}
-                       for b in self.blocks],
+            "blocks": [block_entry(b) for b in self.blocks],
             "image_size": list(self.image_size),
             "images": [{"name": i.name} for i in self.images],
             "methods": list(self.methods), "route_maps": self.route_maps,
@@ -431,6 +519,20 @@ class StudyInfo:
         if self.findings is not None:
             out["findings"] = {k: f.to_json() for k, f in self.findings.items()}
         return out
+
+
+def block_entry(block: Block) -> dict:
+    """A block as ``study.json`` lists it: ``{name, stage, index, grid}``, and ``cls`` (the
+    class token's position in its maps, class-last) for a Vim layer.
+
+    >>> block_entry(Block("layers.3", 0, 3, (2, 2), 4))
+    {'name': 'layers.3', 'stage': 0, 'index': 3, 'grid': [2, 2], 'cls': 4}
+    """
+    out: dict[str, Any] = {"name": block.name, "stage": block.stage, "index": block.index,
+                           "grid": list(block.grid)}  # fmt: skip
+    if block.cls is not None:
+        out["cls"] = block.cls
+    return out
 
 
 def parse(file: Path, meta: object) -> StudyInfo:
@@ -449,7 +551,7 @@ def parse(file: Path, meta: object) -> StudyInfo:
         models={k: ModelInfo(m["description"], m.get("config"), m.get("params_digest"),
                              m.get("source")) for k, m in meta["models"].items()},
         orders=tuple(OrderInfo(o["name"], o["model"], int(o["routes"])) for o in meta["orders"]),
-        blocks=tuple(Block(b["name"], b["stage"], b["index"], tuple(b["grid"]))
+        blocks=tuple(Block(b["name"], b["stage"], b["index"], tuple(b["grid"]), b.get("cls"))
                      for b in meta["blocks"]),
         image_size=(int(meta["image_size"][0]), int(meta["image_size"][1])),
         images=tuple(ImageInfo(i["name"]) for i in meta["images"]),
@@ -462,6 +564,7 @@ def parse(file: Path, meta: object) -> StudyInfo:
         created=meta.get("created"), library_version=meta.get("library_version"),
         done=meta.get("done"),
         findings=None if "findings" not in meta else {
-            o: OrderFindings(dict(f["blocks"]), dict(f["stages"]))
+            o: OrderFindings(dict(f["blocks"]), dict(f["stages"]),
+                             None if "depth" not in f else dict(f["depth"]))
             for o, f in meta["findings"].items()},
     )  # fmt: skip

@@ -43,9 +43,10 @@ from jaxmamba.attention.embed import METHODS
 from jaxmamba.attention.options import AttentionOptions
 from jaxmamba.errors import CheckpointError, StudyError
 from jaxmamba.models import params as P
-from jaxmamba.models.model import Model, check_images, select_blocks
+from jaxmamba.models.model import Model, check_images, model_order, select_blocks
+from jaxmamba.models.vim import class_last_routes
 from jaxmamba.models.vim_config import VimConfig
-from jaxmamba.orders import ORDER_NAMES, as_order
+from jaxmamba.orders import ORDER_NAMES, OrderError, as_order
 from jaxmamba.storage import store
 from jaxmamba.study import layout
 from jaxmamba.study.arguments import (
@@ -60,17 +61,11 @@ from jaxmamba.study.arguments import (
 from jaxmamba.study.files import digest_array, estimate_bytes, fmt_bytes, png_bytes, save_meta
 from jaxmamba.study.layout import check_no_links, inside
 from jaxmamba.study.phases import POOL_GRID, Phases
-from jaxmamba.study.reader import Study
+from jaxmamba.study.reader import Study, study_block
 from jaxmamba.study.resume import LOCK_ADVICE, check_existing, clear_for_replan
-from jaxmamba.study.schema import FORMAT, VERSION
+from jaxmamba.study.schema import FORMAT, VERSION, block_entry
 
 __all__ = ["write_study"]
-
-#: Why a study of a Vim model is refused (its views are not built yet).
-VIM_STUDY = (
-    "study folders of Vision Mamba (Vim) models are not supported yet; extract its attention "
-    "with jaxmamba.extract_attention / attention_mean / summarize, which take Vim models"
-)
 
 
 def _model_entry(model: Model, source: str | None) -> dict:
@@ -96,10 +91,7 @@ def _plan(models, sources, images, names, orders, blocks, methods, route_maps, o
         "orders": [
             {"name": o, "model": model_ids[o], "routes": models[o].config.k_routes} for o in orders
         ],
-        "blocks": [
-            {"name": b.name, "stage": b.stage, "index": b.index, "grid": list(b.grid)}
-            for b in blocks
-        ],  # fmt: skip
+        "blocks": [block_entry(b) for b in blocks],
         "image_size": list(images.shape[1:3]),
         "images": [{"name": str(n)} for n in names],
         "images_digest": digest_array(np.asarray(images, np.float32)),
@@ -118,7 +110,7 @@ def write_study(
     images,
     display=None,
     *,
-    orders: Sequence[str] = ("cross",),
+    orders: Sequence[str] | None = None,
     blocks=None,
     methods: Sequence[str] = ("pca",),
     route_maps: bool = False,
@@ -137,10 +129,13 @@ def write_study(
       out_dir: the study folder (created; an existing one must be this same study, which is
         then resumed).
       models: one :class:`~jaxmamba.Model` scanned in every order, or ``{order: model}`` (one
-        trained model per order, the reference study's comparison).
+        trained model per order, the reference study's comparison); VMamba or Vim (a Vim
+        layer's maps are kept class-last: its row-major patches, then the class token).
       images: ``(N, H, W, 3)`` model inputs.
       display: ``(N, H, W, 3)`` uint8 images as shown (default: ``images`` min-max scaled).
-      orders: named scan orders (:data:`jaxmamba.ORDER_NAMES`).
+      orders: named scan orders (:data:`jaxmamba.ORDER_NAMES`); default the model's own
+        (``"cross"`` for VMamba, ``"raster"`` for Vim; a Vim model takes orders of one patch
+        path, scanned forward and backward).
       blocks: block selection (:func:`jaxmamba.select_blocks`); default every block.
       methods: reductions for the scatterplots (``pca``, ``tsne``, ``umap``).
       route_maps: also keep the per-route mean maps (K times the disk of the means).
@@ -164,6 +159,9 @@ def write_study(
     except ValueError as e:
         raise StudyError(str(e)) from None
     # every argument is checked before anything is written
+    if orders is None:
+        some = models if isinstance(models, Model) else next(iter(models.values()), None)
+        orders = [model_order(some.config, None).name if isinstance(some, Model) else "cross"]
     orders = list(orders)
     if not orders or any(o not in ORDER_NAMES for o in orders) or len(set(orders)) < len(orders):
         raise StudyError(f"orders must be distinct names from {ORDER_NAMES}, got {orders}")
@@ -196,10 +194,14 @@ def write_study(
     for o in orders:
         if not isinstance(models[o], Model):
             raise StudyError(f"the model for order {o!r} is a {type(models[o]).__name__}")
-        if isinstance(models[o].config, VimConfig):
-            raise StudyError(VIM_STUDY)
         check_images(models[o].config, images)
-        if models[o].config.k_routes != as_order(o).num_routes(2, 2):
+        config = models[o].config
+        if isinstance(config, VimConfig):
+            try:
+                class_last_routes(as_order(o), config.grid)
+            except OrderError as e:
+                raise StudyError(f"order {o!r} for a Vim model: {e}") from None
+        elif models[o].config.k_routes != as_order(o).num_routes(2, 2):
             raise StudyError(
                 f"the model for order {o!r} has {models[o].config.k_routes} per-route parameter "
                 f"sets, the order {as_order(o).num_routes(2, 2)} routes"
@@ -214,7 +216,7 @@ def write_study(
         raise StudyError("images holds no image")
     check_finite(images, "images")
     names = select_blocks(first.config, blocks)
-    block_info = [first.config.block(b, images.shape[1:3]) for b in names]
+    block_info = [study_block(first.config.block(b, images.shape[1:3])) for b in names]
     display = display_arg(display, images)
     names_list = names_arg(image_names, n)
     single = single_arg(single_images, n)
@@ -235,10 +237,11 @@ def write_study(
             clear_for_replan(out, saved["replan"])
             saved = None
         k = first.config.k_routes
+        k_inputs = k if isinstance(first.config, VimConfig) else 1  # scan inputs kept per block
         say = print if progress else (lambda *a, **k: None)
         size = estimate_bytes(block_info, len(orders), k, route_maps)
-        size += len(orders) * len(single) * sum(4 * first.config.d_inner(b.stage) * b.length
-                                                for b in block_info)  # fmt: skip
+        size += len(orders) * len(single) * k_inputs * sum(
+            4 * first.config.d_inner(b.stage) * b.length for b in block_info)  # fmt: skip
         say(
             f"study {out}: {n} images at {images.shape[1]}x{images.shape[2]}, "
             f"{len(orders)} orders ({', '.join(orders)}) x {len(names)} blocks, "

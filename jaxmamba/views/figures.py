@@ -6,6 +6,10 @@ position; the Patch view of the centre patch of that first-stage block; the stag
 overviews of the mean attention each patch receives and of what the centre patch attends to;
 and, with several orders, the same block and patch in every order.
 
+A Vim study adds the class-token view (what the class token reads from each patch) of its
+last layer and its overview over the layers; its patch views, scatterplots and overviews show
+the patches (the class token left out, as each title says).
+
 The heat maps use the figure helpers' defaults (:mod:`jaxmamba.views.plots`): a symlog colour scale
 (linear below 1e-3 × max, ticks at decades) computed without the selected patch, which is
 outlined; the study's first image under the maps in grey. The overview of the attention each
@@ -88,9 +92,23 @@ def _per_order(study: Study) -> str:
         f"{o}: {_model(study, o)}" for o in study.orders)  # fmt: skip
 
 
+def _patch_part(block, a: np.ndarray) -> np.ndarray:
+    """The patch-to-patch part of a map (a Vim layer's, class-last, without the class token)."""
+    m = block.grid[0] * block.grid[1]
+    return a[:m, :m] if block.cls is not None else a
+
+
+def _patch_routes(block, routes: np.ndarray) -> np.ndarray:
+    """The routes over the patches only (a Vim layer's without the class token)."""
+    if block.cls is None:
+        return routes
+    return np.stack([r[r != block.cls] for r in routes])
+
+
 def _render(study: Study) -> dict[str, bytes]:
     """``{file name: PNG bytes}`` of the figures of ``study``."""
     main = study.orders[0]
+    vim = study.blocks[0].cls is not None  # Vim layers: class-last maps
     first_stage = study.blocks[0].stage
     first = [b for b in study.blocks if b.stage == first_stage][-1]
     picks = [first] + ([study.blocks[-1]] if study.blocks[-1] != first else [])
@@ -105,48 +123,69 @@ def _render(study: Study) -> dict[str, bytes]:
     for method in study.methods:
         for b in picks:
             h, w = b.grid
-            xy = study.coords(main, b.name, method)
+            xy = study.coords(main, b.name, method)[: h * w]  # a class token's point left out
             labels = None
             if method == "pca":
                 var = reduce.pca_variance(np.asarray(study.map(main, b.name)), seed=study.info.seed)
                 labels = (f"PC 1 ({var[0]:.0%} of variance)", f"PC 2 ({var[1]:.0%})")
+            rows = "rows" if not vim else "rows over all tokens (the class token's point not drawn)"
             for color_by, label in (("row", "grid row"), ("scan", "scan position")):
                 fig = plots.scatter(
-                    xy, h, w, color_by=color_by, routes=study.routes(main, b.name),
+                    xy, h, w, color_by=color_by,
+                    routes=_patch_routes(b, study.routes(main, b.name)),
                     title=f"{b.name}, order {main}: {_NAMES[method]} of the {h * w} patches' "
-                    f"mean attention rows ({n} images), coloured by {label}; {_model(study, main)}",
+                    f"mean attention {rows} ({n} images), coloured by {label}; "
+                    f"{_model(study, main)}",
                     axis_labels=labels,
                 )  # fmt: skip
                 figures[f"scatter_{method}_{b.name}_{color_by}.png"] = plots.png(fig)
     h, w = first.grid
     centre = (h // 2) * w + w // 2
     a = np.asarray(study.map(main, first.name))
+    among = " among the patches (the class token left out)" if vim else ""
     fig = plots.patch_view(
-        a, h, w, centre, image=image, figsize=(6, 6.2),
-        title=f"{first.name} ({h}x{w}), order {main}: what patch ({h // 2}, {w // 2}) attends to "
-        f"({mean}; {under}); {_model(study, main)}",
+        _patch_part(first, a), h, w, centre, image=image, figsize=(6, 6.2),
+        title=f"{first.name} ({h}x{w}), order {main}: what patch ({h // 2}, {w // 2}) attends to"
+        f"{among} ({mean}; {under}); {_model(study, main)}",
     )  # fmt: skip
     figures[f"patch_view_{first.name}.png"] = plots.png(fig)
     maps = {b.name: np.asarray(study.map(main, b.name)) for b in study.blocks}
+    grids = {b.name: b.grid for b in study.blocks}
+    size = 2.6 if not vim else 2.0
     fig = plots.overview(
-        maps, {b.name: b.grid for b in study.blocks}, image=image, panel_size=2.6, scale="rank",
-        title=f"Order {main}: mean attention each patch receives (column mean), {mean}, "
+        maps, grids, image=image, panel_size=size, scale="rank", cls=vim,
+        title=f"Order {main}: mean attention each patch receives (column mean{among}), {mean}, "
         f"{under}; {_model(study, main)}",
     )  # fmt: skip
     figures[f"overview_{main}.png"] = plots.png(fig)
     fig = plots.overview(
-        maps, {b.name: b.grid for b in study.blocks}, stat="centre", image=image, panel_size=2.6,
-        title=f"Order {main}: what the centre patch attends to in each block, {mean}, {under}; "
-        f"{_model(study, main)}",
+        maps, grids, stat="centre", image=image, panel_size=size, cls=vim,
+        title=f"Order {main}: what the centre patch attends to in each block{among}, {mean}, "
+        f"{under}; {_model(study, main)}",
     )  # fmt: skip
     figures[f"overview_centre_{main}.png"] = plots.png(fig)
+    if vim:
+        last = study.blocks[-1]
+        fig = plots.class_token_view(
+            np.asarray(study.map(main, last.name)), h, w, image=image, figsize=(6, 6.2),
+            title=f"{last.name} ({h}x{w}), order {main}: what the class token reads from each "
+            f"patch ({mean}; {under}); {_model(study, main)}",
+        )  # fmt: skip
+        figures[f"class_token_{last.name}.png"] = plots.png(fig)
+        fig = plots.overview(
+            maps, grids, stat="cls", image=image, panel_size=size, cls=True,
+            title=f"Order {main}: what the class token reads from each patch in each layer, "
+            f"{mean}, {under}; {_model(study, main)}",
+        )  # fmt: skip
+        figures[f"overview_class_token_{main}.png"] = plots.png(fig)
     if len(study.orders) > 1:
         if per_order:
             who = _per_order(study)
         else:
             who = f"one model scanned in each order, {_model(study, main)}"
         fig = plots.compare_orders(
-            {o: np.asarray(study.map(o, first.name)) for o in study.orders}, h, w, centre,
+            {o: _patch_part(first, np.asarray(study.map(o, first.name))) for o in study.orders},
+            h, w, centre,
             image=image, panel_size=3.4,
             title=f"{first.name} ({h}x{w}): what patch ({h // 2}, {w // 2}) attends to in each "
             f"order ({mean}; {under}); {who}",

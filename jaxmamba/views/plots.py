@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxmamba.errors import ConfigError, PlotError, require
 from jaxmamba.models.config import parse_block_name
+from jaxmamba.models.vim_config import parse_layer_name
 from jaxmamba.views.scales import (
     OPACITY,
     SCALES,
@@ -41,6 +42,7 @@ __all__ = [
     "literal",
     "scatter",
     "patch_view",
+    "class_token_view",
     "overview",
     "compare_orders",
     "png",
@@ -354,7 +356,75 @@ def patch_view(
     return fig
 
 
+def _class_last(attn, h: int, w: int, what: str = "attn") -> np.ndarray:
+    """A class-last map ``(M + 1, M + 1)`` of an ``h x w`` grid (a Vim layer's as a study
+    keeps it: the row-major patches, then the class token), checked."""
+    a = np.asarray(attn, dtype=np.float64)
+    m = h * w
+    if a.shape != (m + 1, m + 1):
+        raise PlotError(f"{what} must be class-last (L, L) with L = h·w + 1 = {m + 1}, got shape "
+                        f"{a.shape}")  # fmt: skip
+    return a
+
+
+def class_token_view(
+    attn,
+    h: int,
+    w: int,
+    *,
+    image=None,
+    underlay: str = "grey",
+    scale: str = "log",
+    direction: str = "query",
+    title: str | None = None,
+    cmap: str = "inferno",
+    figsize=(5, 4.8),
+):
+    """Class-token view of a Vim layer: heat map over the grid of what its class token reads
+    from each patch (``"query"``: its row), or how much each patch reads from it
+    (``"source"``: its column).
+
+    Args:
+      attn: ``(M + 1, M + 1)`` the layer's map, class-last (patches row-major, then the class
+        token; :func:`jaxmamba.study.reader.study_block`).
+      h, w: its patch grid (``M = h·w``).
+      image, underlay, scale, cmap: as :func:`patch_view`; the scale is over the ``M`` patch
+        values (the class token's own entry, not on the grid, is in the caption).
+
+    >>> import numpy as np
+    >>> a = np.random.default_rng(0).random((5, 5))
+    >>> im = class_token_view(a, 2, 2).axes[0].images[-1]
+    >>> bool(np.allclose(im.get_array().ravel(), a[4, :4]))
+    True
+    """
+    h, w = _grid(h, w)
+    a = _class_last(attn, h, w)
+    m = h * w
+    _options(scale, underlay, False)
+    if direction == "query":
+        values, text = a[m, :m], "what the class token reads from each patch"
+    elif direction == "source":
+        values, text = a[:m, m], "how much each patch reads from the class token"
+    else:
+        raise PlotError(f'direction must be "query" or "source", got {direction!r}')
+    fig = figure(figsize)
+    ax = fig.add_subplot()
+    norm = _panels_norm([values], [], scale, True)
+    im = _heat(ax, values, h, w, norm=norm, image=image, underlay=underlay, cmap=cmap)
+    _colorbar(fig, im, ax, f"attention ({scale_label(norm)})")
+    text = title if title is not None else text
+    literal(fig.suptitle("\n".join(textwrap.wrap(text, int(figsize[0] * 12))) or text,
+                         fontsize=10))  # fmt: skip
+    note = (f"the class token is not on the grid: its weight on itself is {number(a[m, m])}; "
+            f"the scale is over the {m} patches")  # fmt: skip
+    literal(fig.supxlabel("\n".join(textwrap.wrap(note, int(figsize[0] * 14))), fontsize=8))
+    return fig
+
+
 def _stat(a: np.ndarray, h: int, w: int, stat) -> np.ndarray:
+    if stat == "cls":  # a class-last map: the class token's row over the patches
+        return a[h * w, : h * w]
+    a = a[: h * w, : h * w]  # a class-last map's patch part
     if stat == "received":
         return a.mean(axis=0)
     if stat == "given":
@@ -363,11 +433,17 @@ def _stat(a: np.ndarray, h: int, w: int, stat) -> np.ndarray:
         return a[(h // 2) * w + w // 2]
     if stat == "self":
         return np.diagonal(a).copy()
-    raise PlotError(f'stat must be "received", "given", "centre" or "self", got {stat!r}')
+    raise PlotError(f'stat must be "received", "given", "centre", "self" or "cls", got {stat!r}')
+
+
+LAYERS_PER_ROW = 6  # an isotropic model's layers: panels in rows of this many
 
 
 def _layout(names) -> dict[str, tuple[int, int]]:
-    """Panel (row, col) per block: stage × block for official names, else one row."""
+    """Panel (row, col) per block: stage × block for official names, Vim layers in rows of
+    :data:`LAYERS_PER_ROW`, else one row."""
+    if all(_is_layer(n) for n in names):
+        return {n: divmod(i, LAYERS_PER_ROW) for i, n in enumerate(names)}
     try:
         parsed = {n: parse_block_name(n) for n in names}
     except ConfigError:
@@ -380,11 +456,20 @@ def _layout(names) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _is_layer(name: str) -> bool:
+    try:
+        parse_layer_name(name)
+    except ConfigError:
+        return False
+    return True
+
+
 def overview(
     maps: Mapping[str, object],
     grids: Mapping[str, tuple[int, int]],
     *,
     stat: str = "received",
+    cls: bool = False,
     image=None,
     underlay: str = "grey",
     scale: str = "log",
@@ -401,8 +486,11 @@ def overview(
       grids: ``{name: (h, w)}`` each block's grid.
       stat: per-patch value shown: ``"received"`` (column mean: mean attention each patch
         receives), ``"given"`` (row mean), ``"centre"`` (the centre patch's row), ``"self"``
-        (the diagonal). Each panel has its own colour scale and colour bar (diverging around 0
-        when the panel has negative values).
+        (the diagonal), ``"cls"`` (what the class token reads from each patch; ``cls`` maps).
+        Each panel has its own colour scale and colour bar (diverging around 0 when the panel
+        has negative values).
+      cls: the maps are class-last (a Vim study's, ``L = h·w + 1``): the patch statistics are
+        of their patch-to-patch part.
       image, underlay: optional image under every panel and how it is shown (as
         :func:`patch_view`).
       scale: every panel's kind of scale (:data:`SCALES`, default ``"log"``), each over its own
@@ -439,7 +527,9 @@ def overview(
         ax.set_axis_off()
     for name, m in maps.items():
         h, w = _grid(*grids[name])
-        a = _square(m, h, w, f"maps[{name!r}]")
+        if stat == "cls" and not cls:
+            raise PlotError('stat "cls" needs class-last maps (cls=True)')
+        a = _class_last(m, h, w, f"maps[{name!r}]") if cls else _square(m, h, w, f"maps[{name!r}]")
         ax = axes[pos[name]]
         ax.set_axis_on()
         values = _stat(a, h, w, stat)
@@ -455,6 +545,7 @@ def overview(
         "given": "mean attention each patch pays (row mean)",
         "centre": "what the centre patch attends to",
         "self": "self-attention (diagonal)",
+        "cls": "what the class token reads from each patch",
     }
     text = title if title is not None else f"attention per block: {words[stat]}"
     literal(fig.suptitle("\n".join(textwrap.wrap(text, int(size[0] * 11))), fontsize=10))

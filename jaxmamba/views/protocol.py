@@ -188,7 +188,9 @@ def page_meta(
     """The metadata the page shows in its controls, built here only: the server and widget send
     it (:meth:`ViewAPI.meta`), the offline export embeds it (``data["meta"]``).  Every order
     lists every block; ``single_images`` are positions among ``images``; stages come in the
-    order of their first block; each order lists its blocks (default every block).
+    order of their first block; each order lists its blocks (default every block).  A block's
+    ``cls`` is the position of its class token in its maps (a Vim layer's, class-last: ``h·w``,
+    the one token after the grid's patches), None for a VMamba block.
 
     >>> m = page_meta(title="t", count=2, signed=True, methods=["pca"], route_maps=False,
     ...               orders=[PageOrder("cross", 4)], blocks=[("layers.0.blocks.0", 0, 0, (4, 4))],
@@ -216,8 +218,8 @@ def page_meta(
                     "model_digest": o.model_digest, "source": o.source,
                     "blocks": list(names if o.blocks is None else o.blocks)}
                    for o in orders],
-        "blocks": [{"name": name, "stage": stage, "index": index, "grid": list(grid)}
-                   for name, stage, index, grid in (b[:4] for b in blocks)],
+        "blocks": [{"name": b[0], "stage": b[1], "index": b[2], "grid": list(b[3]),
+                    "cls": b[4] if len(b) > 4 else None} for b in blocks],
         "images": [{"name": n} for n in images],
         "single_images": [{"subject": k, "image": i, "name": images[i]}
                           for k, i in enumerate(single_images)],

@@ -9,7 +9,7 @@ const PANEL_PX = 168;
 function drawOverview(app) {
   const S = app.state, ui = app.ui, data = app.data.overview;
   if (S.mode !== "overview" || !data) return;
-  /** @type {{name: string, stage: number, grid: number[], offset: number, length: number}[]} */
+  /** @type {{name: string, stage: number, grid: number[], cls: number|null, offset: number, length: number}[]} */
   const parts = data.content.blocks;
   const vals = data.values, g = grid(app);
   const from = S.anchor ? S.anchor : { grid: g, sel: S.selection };

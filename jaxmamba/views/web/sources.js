@@ -118,7 +118,7 @@ function embeddedSource(D) {
       for (const [name, e] of Object.entries(D.data[order])) {
         const L = e.h * e.w, sel = mapCells(patches, [from.h, from.w], [e.h, e.w]);
         chunks.push(meanRows(matrix(order, name, route), L, sel, direction));
-        parts.push({ name, stage: e.stage, grid: [e.h, e.w], offset, length: L });
+        parts.push({ name, stage: e.stage, grid: [e.h, e.w], cls: e.cls ?? null, offset, length: L });
         offset += L;
       }
       const values = new Float32Array(offset);
