@@ -4,7 +4,7 @@ A study folder holds (each path a function below returning its parts relative to
 
     study.json                              :func:`study_file` (the plan, what is done, findings)
     .lock                                   :func:`lock_file` (the writer's pid, host, heartbeat)
-    means/<order>/<block>.npy               :func:`mean` (L, L) float32 mean map, routes summed
+    means/<order>/<block>.npy               :func:`mean` (L, L) float32 mean map, routes merged
     routes/<order>/<block>.npy              :func:`route` (K, L, L) per-route means
     embeddings/<order>/<block>.<method>.npy :func:`embedding` (L, 2) scatterplot coordinates
     joint|interblock/<order>/stage<s>.<method>.npy  :func:`stage_points` a stage's embeddings

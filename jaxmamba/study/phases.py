@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxmamba.attention.embed import embed
 from jaxmamba.attention.mean import attention_mean, compile_mean, route_table
-from jaxmamba.models.vim import class_token_at
+from jaxmamba.models.vim import MERGE_WEIGHT, class_token_at
 from jaxmamba.models.vim_config import VimConfig
 from jaxmamba.storage import store
 from jaxmamba.study import layout
@@ -184,9 +184,9 @@ class Phases:
         )  # fmt: skip
         for b in self.blocks:
             m = self._class_last(np.asarray(mean[b.name], np.float32), 2)
-            if route_maps:
+            if route_maps:  # the routes' maps, and the block's own merge of them
                 write_npy(inside(out, *layout.route(order, b.name)), m)
-                m = m.sum(axis=0)
+                m = m.sum(axis=0) * (MERGE_WEIGHT if self.tokens is not None else 1.0)
             write_npy(inside(out, *layout.mean(order, b.name)), m)
         assert mean.count is not None  # a mean over images always carries its count
         self._finish_means(order, mean.count)
