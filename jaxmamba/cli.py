@@ -145,7 +145,8 @@ def parser() -> argparse.ArgumentParser:
         "demo",
         help="a study of the bundled models on held-out digits (figures and explorer.html)",
         description="Average the attention of the bundled digit models, one trained in each of "
-        "four scan orders, over held-out digits; write the study, its figures and an offline "
+        "four scan orders, over held-out digits, and of the bundled digit Vim beside them "
+        "(OUT/vim, shown side by side); write the studies, their figures and an offline "
         "explorer.html. Returns when done; then look with: jaxmamba serve OUT.",
     )
     d.add_argument("--out", required=True, type=_path, help="the study folder to write")
@@ -208,6 +209,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("study", type=_path, help="a study folder (jaxmamba explore / demo)")
     s.add_argument("--port", type=_port, default=8765, help="port on 127.0.0.1 (0: any free one)")
     s.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    s.add_argument(
+        "--with", dest="companions", nargs="+", type=_path, default=None, metavar="STUDY",
+        help="studies of other models over the same images, shown beside it (Side by side); "
+        "default: the companions the study names (the demo's Vim study)",
+    )  # fmt: skip
     x = add_parser(
         "export",
         help="one offline HTML explorer of a small part of a study",
@@ -403,10 +409,19 @@ def demo_image_names(labels) -> list[str]:
     return [f"test image {i} (class {int(c)})" for i, c in enumerate(labels)]
 
 
+VIM_COMPANION = "vim"  # the demo's Vim study: a sub-folder of its study, its companion
+
+
 def _demo(args) -> None:
-    from jaxmamba.pretrained import DEFAULT_IMAGE_SIZE, load_order_models, order_model_dir
+    from jaxmamba.pretrained import (
+        DEFAULT_IMAGE_SIZE,
+        VIM_DIGITS_DIR,
+        load_order_models,
+        load_vim_digits,
+        order_model_dir,
+    )
     from jaxmamba.storage import store
-    from jaxmamba.study import write_study
+    from jaxmamba.study import add_companions, write_study
     from jaxmamba.train.data import load_digits_images
     from jaxmamba.views.export import export
     from jaxmamba.views.figures import write_figures
@@ -426,12 +441,23 @@ def _demo(args) -> None:
                  for o in args.order},
         batch_size=32,
     )  # fmt: skip
+    _say(
+        "the bundled digit Vim (vim_digits, trained in its raster path) over the same digits, "
+        "shown beside them"
+    )
+    vim = write_study(
+        out / VIM_COMPANION, load_vim_digits(), images, orders=["raster"], methods=args.method,
+        route_maps=True, image_names=demo_image_names(labels),
+        sources={"raster": f"bundled digit Vim ({VIM_DIGITS_DIR.name})"}, batch_size=32,
+    )  # fmt: skip
+    study = add_companions(study.path, [VIM_COMPANION])
     _say("drawing the figures")
-    figures = write_figures(study)
+    figures = write_figures(study) + write_figures(vim)
     page = export(
         study, store.inside(study.path, "explorer.html"), route_maps=True, overwrite=True
     )  # never written through a link out of the study
-    print(f"wrote {len(figures)} figures to {study.path / 'figures'} and {page}")
+    print(f"wrote {len(figures)} figures to {study.path / 'figures'}, {vim.path / 'figures'} and "
+          f"{page}")  # fmt: skip
     print(f"explore it: jaxmamba serve {study.path}   (or open {page})")
 
 
@@ -447,7 +473,8 @@ def main(argv=None) -> int:
         if args.command == "serve":
             from jaxmamba.views.server import serve
 
-            serve(args.study, args.port, open_browser=not args.no_browser)
+            serve(args.study, args.port, open_browser=not args.no_browser,
+                  companions=args.companions)  # fmt: skip
             return 0
         if args.command == "export":
             from jaxmamba.views.export import export

@@ -19,9 +19,10 @@ from jaxmamba.study.files import estimate_bytes, png_bytes
 from jaxmamba.study.reader import DIRECTIONS, MATRIX_SIZE, MATRIX_SIZES, Study, map_selection
 from jaxmamba.study.schema import StudyInfo
 from jaxmamba.study.synthetic import write_synthetic_study
-from jaxmamba.study.writer import write_study
+from jaxmamba.study.writer import add_companions, write_study
 
 __all__ = [
     "DIRECTIONS", "MATRIX_SIZE", "MATRIX_SIZES", "Study", "StudyError", "StudyInfo",
-    "estimate_bytes", "map_selection", "png_bytes", "write_study", "write_synthetic_study",
+    "add_companions", "estimate_bytes", "map_selection", "png_bytes", "write_study",
+    "write_synthetic_study",
 ]  # fmt: skip

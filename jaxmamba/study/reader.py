@@ -178,6 +178,30 @@ class Study:
         """Open the study at ``path`` (an error names what is missing or damaged)."""
         return cls(path)
 
+    def companions(self) -> list[Study]:
+        """The companion studies ``study.json`` names (``companions``: sub-folders holding
+        studies of other models over the same images, e.g. the demo's Vim study beside its
+        VMamba one), opened: each a plain sub-folder, never a symbolic link, itself complete."""
+        return [self.companion(name) for name in self.info.companions or ()]
+
+    def companion(self, name: str) -> Study:
+        """The companion study ``name`` (one of ``study.json``'s ``companions``), opened."""
+        if name not in (self.info.companions or ()):
+            raise StudyError(f"the study has no companion {show(name)}")
+        path = self.path / name
+        if os.path.islink(path) or not path.is_dir():
+            raise StudyError(f"the companion study {path} is a symbolic link or no folder; a "
+                             "companion is a sub-folder of the study")  # fmt: skip
+        return Study(path)
+
+    def same_images(self, other: Study) -> bool:
+        """Whether ``other`` shows the same images as this study (their names and the images as
+        shown, byte for byte): what a side-by-side of the two studies needs."""
+        names = [i.name for i in self.info.images]
+        if names != [i.name for i in other.info.images]:
+            return False
+        return all(self.image_png(i) == other.image_png(i) for i in range(len(names)))
+
     # ---- names -> checked paths (no path is ever built from an unchecked string) ---------------
     def block(self, name: str) -> Block:
         if not isinstance(name, str) or name not in self._blocks:

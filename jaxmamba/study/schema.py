@@ -62,6 +62,9 @@ MAX_PATCHES = 1 << 16  # patches of a block's grid a study may declare (a 16 GiB
 _DIGEST = re.compile(r"[0-9a-f]{16}")  # params.digest: sha256, 16 hex digits
 
 
+COMPANION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a companion study's sub-folder
+
+
 _MISSING = object()
 
 
@@ -148,6 +151,9 @@ def check_meta(file: Path, meta) -> None:
     top.get("single_images", lambda v: isinstance(v, list)
             and all(is_int(i) and 0 <= i < n for i in v) and len(set(v)) == len(v),
             f"distinct image indices 0..{n - 1}", None)  # fmt: skip
+    top.get("companions", lambda v: isinstance(v, list) and len(set(map(str, v))) == len(v)
+            and all(_str(c) and COMPANION.fullmatch(c) for c in v),
+            "distinct names of sub-folders (letters, digits, _ and -)", None)  # fmt: skip
     _check_findings(file, top, orders, {b["name"]: b["stage"] for b in top.obj["blocks"]})
 
 
@@ -458,7 +464,7 @@ def order_findings(found: Mapping) -> OrderFindings:
 
 
 # the optional top-level fields, written only when set
-_OPTIONAL = ("title", "count", "complete", "synthetic", "single_images", "pool_grid",
+_OPTIONAL = ("title", "count", "complete", "synthetic", "single_images", "pool_grid", "companions",
              "images_digest", "created", "library_version", "done")  # fmt: skip
 
 
@@ -481,6 +487,7 @@ class StudyInfo:
     complete: bool | None = None
     synthetic: bool | None = None
     single_images: tuple[int, ...] | None = None
+    companions: tuple[str, ...] | None = None
     pool_grid: int | None = None
     images_digest: str | None = None
     created: str | None = None
@@ -560,6 +567,7 @@ def parse(file: Path, meta: object) -> StudyInfo:
         title=meta.get("title"), count=meta.get("count"), complete=meta.get("complete"),
         synthetic=meta.get("synthetic"),
         single_images=None if single is None else tuple(int(i) for i in single),
+        companions=None if "companions" not in meta else tuple(meta["companions"]),
         pool_grid=meta.get("pool_grid"), images_digest=meta.get("images_digest"),
         created=meta.get("created"), library_version=meta.get("library_version"),
         done=meta.get("done"),

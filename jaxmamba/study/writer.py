@@ -63,9 +63,9 @@ from jaxmamba.study.layout import check_no_links, inside
 from jaxmamba.study.phases import POOL_GRID, Phases
 from jaxmamba.study.reader import Study, study_block
 from jaxmamba.study.resume import LOCK_ADVICE, check_existing, clear_for_replan
-from jaxmamba.study.schema import FORMAT, VERSION, block_entry
+from jaxmamba.study.schema import COMPANION, FORMAT, VERSION, block_entry
 
-__all__ = ["write_study"]
+__all__ = ["add_companions", "write_study"]
 
 
 def _model_entry(model: Model, source: str | None) -> dict:
@@ -277,5 +277,42 @@ def write_study(
             writer.findings([order], seed)
         meta["count"] = n
         meta["complete"] = True
+        save_meta(out, meta)
+    return Study(out)
+
+
+def add_companions(study_dir: str | os.PathLike, names: Sequence[str]) -> Study:
+    """Record sub-folders of the study ``study_dir`` as its companions: complete studies of
+    other models over the same images (the demo's Vim study in ``demo/vim``), which the views
+    show beside it (:class:`~jaxmamba.views.protocol.ViewAPI`).  Each must be a plain
+    sub-folder (no link) holding a complete study of the same images
+    (:meth:`Study.same_images`); ``study.json`` is rewritten atomically under the study's lock.
+
+    Returns:
+      The study, opened again.
+    """
+    out = Path(study_dir).expanduser().absolute()
+    study = Study(out)
+    names = [names] if isinstance(names, str) else list(names)
+    for name in names:
+        if not isinstance(name, str) or not COMPANION.fullmatch(name):
+            raise StudyError(f"a companion is named by its sub-folder (letters, digits, _ and -), "
+                             f"got {name!r}")  # fmt: skip
+        path = out / name
+        if os.path.islink(path) or not path.is_dir():
+            raise StudyError(f"{path} is a symbolic link or no folder; a companion is a "
+                             "sub-folder of the study")  # fmt: skip
+        if not study.same_images(Study(path)):
+            raise StudyError(f"{path} is a study of other images than {out}'s; a companion "
+                             "shows the same images")  # fmt: skip
+    check_no_links(out)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(store.locked(out, LOCK_ADVICE))  # one writer at a time
+        except CheckpointError as e:
+            raise StudyError(store.first_line(e)) from None
+        meta = check_existing(out, None)
+        assert meta is not None  # Study(out) opened it
+        meta["companions"] = list(dict.fromkeys([*meta.get("companions", []), *names]))
         save_meta(out, meta)
     return Study(out)

@@ -20,6 +20,10 @@ method      args                                                  payload
 ``overview`` order, block, patches, direction, route, subject     float32 ``(Σ L_b,)``
 =========== ===================================================== ==========================
 
+Every request but ``meta`` also takes ``study``: which study answers (0, the default: the
+study; ``i``: its companion ``i``, another model's study of the same images, listed by
+``meta``'s ``companions``).
+
 ``matrix`` is the block's mean map in the scan order of route ``coords`` (default: ``route`` if
 an integer, else 0): ``M[t, s] = A[perm[t], perm[s]]``, rows the query's scan position ``t``,
 columns the source's ``s`` (lower-triangular per route), pooled on the server by the mean over
@@ -258,15 +262,47 @@ def study_meta(
 
 
 class ViewAPI:
-    """Answers view requests from an open :class:`~jaxmamba.study.Study`."""
+    """Answers view requests from an open :class:`~jaxmamba.study.Study` and its companions.
 
-    def __init__(self, study: Study) -> None:
+    Companions are studies of other models over the same images, shown side by side with the
+    study (a Vim study beside a VMamba one): ``companions`` (default: the studies the study's
+    ``study.json`` names, :meth:`~jaxmamba.study.Study.companions`).  Every request but
+    ``meta`` takes ``study``: 0 (the default) for the study, ``i`` for companion ``i``.  A
+    companion named by ``study.json`` that cannot be opened is left out, and ``meta`` says why
+    (``companion_errors``): it never stops the study itself from being shown."""
+
+    def __init__(self, study: Study, companions: Sequence[Study] | None = None) -> None:
         self.study = study
+        self.errors: list[dict] = []
+        if companions is None:
+            companions = []
+            for name in study.info.companions or ():
+                try:
+                    companions.append(study.companion(name))
+                except StudyError as e:
+                    self.errors.append({"name": name, "error": str(e)})
+        self.studies = [study, *companions]
+        self._meta: dict | None = None
 
     def meta(self) -> dict:
         """What the front end shows in its controls (:func:`study_meta`): orders, blocks,
-        methods, images, options, findings."""
-        return study_meta(self.study.info, self.study.count)
+        methods, images, options, findings; with companions (or companions that failed to
+        open: ``companion_errors``), ``companions``: each one's
+        :func:`study_meta` plus ``index`` (its ``study``), ``folder`` and ``same_images``
+        (whether it shows the same images, :meth:`~jaxmamba.study.Study.same_images`)."""
+        if self._meta is None:
+            out = study_meta(self.study.info, self.study.count)
+            if len(self.studies) == 1 and not self.errors:
+                self._meta = out  # no companion: the study's metadata alone
+                return out
+            out["companions"] = [
+                {**study_meta(c.info, c.count), "index": i, "folder": c.path.name,
+                 "same_images": self.study.same_images(c)}
+                for i, c in enumerate(self.studies[1:], 1)
+            ]  # fmt: skip
+            out["companion_errors"] = list(self.errors)
+            self._meta = out
+        return self._meta
 
     def handle(self, method: str, args: Mapping) -> tuple[dict, bytes | None]:
         """Answer one request; bad requests raise :class:`~jaxmamba.errors.StudyError`.
@@ -282,7 +318,11 @@ class ViewAPI:
             return self._answer(method, args)
 
     def _answer(self, method: str, args: Mapping) -> tuple[dict, bytes | None]:
-        s = self.study
+        which = 0 if args.get("study") is None else _int(args, "study")
+        if not which < len(self.studies):
+            raise StudyError(f"study must be 0..{len(self.studies) - 1} (the study and its "
+                             f"companions), got {which}")  # fmt: skip
+        s = self.studies[which]
         if method == "coords":
             order, block = _str(args, "order"), _str(args, "block")
             subject = _int(args, "subject", "mean")
@@ -307,10 +347,10 @@ class ViewAPI:
             content, payload = _array(values, "float32")
             return {**content, "blocks": parts}, payload
         if method == "matrix":
-            return self._matrix(args)
+            return self._matrix(s, args)
         return {"media_type": "image/png"}, s.image_png(_int(args, "index"))
 
-    def _matrix(self, args: Mapping) -> tuple[dict, bytes]:
+    def _matrix(self, s: Study, args: Mapping) -> tuple[dict, bytes]:
         """The ``matrix`` answer: the pooled scan-order matrix and how it was pooled."""
         order, block = _str(args, "order"), _str(args, "block")
         route = _int(args, "route", "sum")
@@ -319,8 +359,8 @@ class ViewAPI:
         lo, hi = MATRIX_SIZES
         if not lo <= size <= hi:
             raise StudyError(f"size must be an integer in {lo}..{hi} (pixels), got {size}")
-        pooled, f = self.study.matrix(order, block, route, coords, size)
+        pooled, f = s.matrix(order, block, route, coords, size)
         content, payload = _array(pooled, "float32")
         used = (0 if route == "sum" else route) if coords is None else coords
-        return {**content, "f": f, "L": self.study.block(block).length, "coords": used,
+        return {**content, "f": f, "L": s.block(block).length, "coords": used,
                 "route": route, "n": len(pooled)}, payload  # fmt: skip

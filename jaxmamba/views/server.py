@@ -38,7 +38,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from jaxmamba.errors import InputError, JaxmambaError, StudyError, require
 from jaxmamba.storage.store import first_line, parse_json
@@ -201,8 +201,9 @@ def _args(body: bytes) -> dict:
     return args
 
 
-def app(study: Study | str | os.PathLike):
-    """The Starlette application serving ``study``."""
+def app(study: Study | str | os.PathLike, companions: Sequence[Study] | None = None):
+    """The Starlette application serving ``study`` and its companions (default: those its
+    ``study.json`` names; :class:`~jaxmamba.views.protocol.ViewAPI`)."""
     require("starlette", "serve", "jaxmamba serve")
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -213,7 +214,7 @@ def app(study: Study | str | os.PathLike):
     from starlette.routing import Route
 
     study = study if isinstance(study, Study) else Study(study)
-    api = ViewAPI(study)
+    api = ViewAPI(study, companions)
     boot = "JM.mount(document.getElementById('app'), JM.httpSource('api'));"
     index_html = page("jaxmamba" if study.info.title is None else study.info.title, boot)
 
@@ -280,12 +281,12 @@ class ServerThread:
     Use as a context manager, or ``start()`` / ``stop()``; ``url`` is where it listens.
     """
 
-    def __init__(self, study, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, study, port: int = 0, host: str = "127.0.0.1", companions=None) -> None:
         uvicorn = require("uvicorn", "serve", "jaxmamba serve")
         self.host = _loopback(host)
         config = uvicorn.Config(
-            app(study), host=self.host, port=_port(port), log_level="warning", lifespan="off",
-            access_log=False,
+            app(study, companions), host=self.host, port=_port(port), log_level="warning",
+            lifespan="off", access_log=False,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -316,17 +317,32 @@ class ServerThread:
         self.stop()
 
 
-def serve(study, port: int = 8765, *, open_browser: bool = True, host: str = "127.0.0.1") -> None:
+def serve(
+    study,
+    port: int = 8765,
+    *,
+    open_browser: bool = True,
+    host: str = "127.0.0.1",
+    companions: Sequence | None = None,
+) -> None:
     """Serve ``study`` until interrupted (Ctrl-C), printing the URL; opens a browser unless told
     not to.  ``port=0`` picks a free port; a port outside 0..65535 is an
-    :class:`~jaxmamba.errors.InputError`."""
+    :class:`~jaxmamba.errors.InputError`.  ``companions``: studies (or folders) of other models
+    over the same images, shown beside it (default: those its ``study.json`` names)."""
     uvicorn = require("uvicorn", "serve", "jaxmamba serve")
     host, port = _loopback(host), _port(port)
     study = study if isinstance(study, Study) else Study(study)
-    application = app(study)
+    if companions is not None:
+        companions = [c if isinstance(c, Study) else Study(c) for c in companions]
+        for c in companions:
+            if not study.same_images(c):
+                raise StudyError(f"{c.path} is a study of other images than {study.path}; a "
+                                 "study shown beside it shows the same images")  # fmt: skip
+    application = app(study, companions)
     sock = _listen(host, port)
     url = _url(host, sock.getsockname()[1]) + "/"
-    print(f"serving {study.path} at {url} (Ctrl-C stops)", flush=True)
+    shown = "".join(f" with {c.path}" for c in companions or ())
+    print(f"serving {study.path}{shown} at {url} (Ctrl-C stops)", flush=True)
     if open_browser:
         import webbrowser
 
