@@ -312,16 +312,17 @@ def scan_args(op, x, routes):
     its scan parameters (the same layout, K = 2) and per-direction inputs ``x`` ``(B, 2, D, L)``:
     in token order under hard routes (``LayerScan.x``), in each direction's own scan order under
     soft ones (``LayerScan.u``: the causal conv runs after a soft routing, so no token-order
-    input gives it; ``ScanCache.scan_input`` gives the right one)."""
+    input gives it; ``ScanCache.scan_input`` gives the right one). Computes in float32, or in
+    float64 from a float64 ``x`` (with ``jax_enable_x64``)."""
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # float64 stays float64
     if x.ndim == 4:  # a Vim layer: each direction reads its own input along its route
-        u = x.astype(jnp.float32)
-        s = scan_inputs(op, vim.to_scan_order(u, routes) if is_hard(routes) else u)
+        s = scan_inputs(op, vim.to_scan_order(x, routes) if is_hard(routes) else x)
         k, d = x.shape[1], x.shape[2]
         return s.final_delta(), s.A.reshape(k, d, -1), s.B, s.C, s.D.reshape(k, d)
     k = op["x_proj_weight"].shape[0]
     n = op["A_logs"].shape[-1]
     d = x.shape[1]
-    s = scan_inputs(op, cross_scan(x.astype(jnp.float32), routes))
+    s = scan_inputs(op, cross_scan(x, routes))
     return s.final_delta(), s.A.reshape(k, d, n), s.B, s.C, s.D.reshape(k, d)
 
 
