@@ -15,7 +15,6 @@ import jaxmamba
 from jaxmamba.attention.extract import block_attention, block_params, block_routes
 from jaxmamba.attention.options import AttentionOptions
 from jaxmamba.attention.tiles import spatial_maps
-from jaxmamba.errors import AttentionError
 from jaxmamba.models.vim_config import patch_token_index
 from jaxmamba.orders import as_order
 
@@ -140,10 +139,10 @@ def test_mean_rollout_and_channel_options():
     np.testing.assert_allclose(diff, np.broadcast_to(diag * np.eye(16), diff.shape), atol=1e-6)
 
 
-def test_soft_orders_are_refused_by_name():
+def test_a_soft_order_of_two_paths_is_refused_by_name():
     model = jaxmamba.create_model("vim_test")
-    soft = {(4, 4): jnp.ones((2, 16, 16)) / 16}
-    with pytest.raises((AttentionError, jaxmamba.OrderError), match="hard"):
+    soft = {(4, 4): jnp.ones((2, 16, 16)) / 16}  # a Vim soft order is one path: (1, M, M)
+    with pytest.raises(jaxmamba.OrderError, match=r"one patch path as \(1, M, M\)"):
         jaxmamba.extract_attention(model, jnp.zeros((1, 64, 64, 3)), order=soft)
 
 
@@ -175,25 +174,3 @@ def test_findings_on_the_patch_part_and_the_depth_halves():
     assert s["depth"]["early"]["attention_distance"] == pytest.approx(early)
     late = np.mean([s["blocks"][f"layers.{i}"]["attention_distance"] for i in (2, 3)])
     assert s["depth"]["late"]["attention_distance"] == pytest.approx(late)
-
-
-def test_a_study_of_a_vim_model_is_refused_by_name(tmp_path, capsys):
-    """Until the explorer's views take Vim: write_study and `jaxmamba explore` say so, exit 2
-    and write nothing."""
-    from PIL import Image
-
-    from jaxmamba.cli import main
-    from jaxmamba.errors import StudyError
-    from jaxmamba.storage.checkpoint import save
-    from jaxmamba.study import write_study
-
-    model = jaxmamba.create_model("vim_test")
-    with pytest.raises(StudyError, match="Vision Mamba"):
-        write_study(tmp_path / "study", model, np.zeros((1, 64, 64, 3), np.float32))
-    save(model, tmp_path / "ckpt")
-    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "a.png")
-    args = ["explore", "--checkpoint", str(tmp_path / "ckpt"), "--images", str(tmp_path / "a.png"),
-            "--out", str(tmp_path / "out"), "--size", "64"]  # fmt: skip
-    assert main(args) == 2
-    assert "error: study folders of Vision Mamba" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists() and not (tmp_path / "study").exists()

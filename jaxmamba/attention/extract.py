@@ -253,7 +253,8 @@ def block_attention(
         :func:`block_params`); a Vim layer's scan parameters in the same layout.
       x: ``(B, D, L)`` the block's features after in_proj, depthwise conv and SiLU, row-major
         (``run_with_cache(...)[1].scan_input(name)``); for a Vim layer ``(B, 2, D, L)``, each
-        direction's scan input in token order (its ``LayerScan.x``).
+        direction's scan input in token order (its ``LayerScan.x``), or under soft routes in
+        its own scan order (``LayerScan.u``); ``ScanCache.scan_input`` gives the right one.
       routes: ``(K, L)`` integer routes or soft ``(K, L, L)`` matrices of the block's grid (a
         Vim layer's two token routes, :func:`block_routes`).
       options: how the maps are aggregated (:class:`AttentionOptions`; default: the channel
@@ -308,16 +309,20 @@ def block_attention(
 def scan_args(op, x, routes):
     """Final Δ ``(B, K, D, L)``, A ``(K, D, N)``, B, C ``(B, K, N, L)``, D ``(K, D)`` of a block,
     from its parameters and row-major scan input ``x`` (``(B, D, L)``), or of a Vim layer from
-    its scan parameters (the same layout, K = 2) and per-direction token-order inputs ``x``
-    (``(B, 2, D, L)``)."""
+    its scan parameters (the same layout, K = 2) and per-direction inputs ``x`` ``(B, 2, D, L)``:
+    in token order under hard routes (``LayerScan.x``), in each direction's own scan order under
+    soft ones (``LayerScan.u``: the causal conv runs after a soft routing, so no token-order
+    input gives it; ``ScanCache.scan_input`` gives the right one). Computes in float32, or in
+    float64 from a float64 ``x`` (with ``jax_enable_x64``)."""
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # float64 stays float64
     if x.ndim == 4:  # a Vim layer: each direction reads its own input along its route
-        s = scan_inputs(op, vim.to_scan_order(x.astype(jnp.float32), routes))
+        s = scan_inputs(op, vim.to_scan_order(x, routes) if is_hard(routes) else x)
         k, d = x.shape[1], x.shape[2]
         return s.final_delta(), s.A.reshape(k, d, -1), s.B, s.C, s.D.reshape(k, d)
     k = op["x_proj_weight"].shape[0]
     n = op["A_logs"].shape[-1]
     d = x.shape[1]
-    s = scan_inputs(op, cross_scan(x.astype(jnp.float32), routes))
+    s = scan_inputs(op, cross_scan(x, routes))
     return s.final_delta(), s.A.reshape(k, d, n), s.B, s.C, s.D.reshape(k, d)
 
 
@@ -331,18 +336,23 @@ def merge_weight(x) -> float:
 def block_routes(config: ModelConfig, order: Order | SoftOrder | RouteTable, grid):
     """The routes of a block of ``config`` on ``grid`` under ``order``, and their pairs where
     the routes are traced: ``(routes, groups)``.  VMamba: the order's ``(K, h·w)`` routes of the
-    grid; Vim: the two token routes ``(2, L)`` (:func:`jaxmamba.models.vim.vim_routes`: the
-    order's path with the CLS token in the middle, forward and reversed).
+    grid (soft ``(K, L, L)``); Vim: the two token routes ``(2, L)``
+    (:func:`jaxmamba.models.vim.vim_routes`: the order's path with the CLS token in the middle,
+    forward and reversed), soft ``(2, L, L)`` for a soft order's path ``{grid: (1, M, M)}``.
 
     >>> from jaxmamba.models.config import get_config
     >>> from jaxmamba.orders import as_order
     >>> block_routes(get_config("vim_test"), as_order("spiral"), (4, 4))[0].shape
     (2, 17)
+    >>> import jax.numpy as jnp
+    >>> soft = as_order({(4, 4): jnp.full((1, 16, 16), 1 / 16)})
+    >>> block_routes(get_config("vim_test"), soft, (4, 4))[0].shape
+    (2, 17, 17)
     """
     if isinstance(config, VimConfig):
-        if not isinstance(order, Order):
+        if not isinstance(order, Order | SoftOrder):
             raise AttentionError(
-                f"a Vim model's attention takes a hard patch order, got {type(order).__name__}"
+                f"a Vim model's attention takes an Order or a SoftOrder, got {type(order).__name__}"
             )
         return vim.vim_routes(config, order), None
     routes = order.routes(*grid)
@@ -417,7 +427,9 @@ def extract_attention(
       block's grid (query patch p, source patch q).  A Vim layer's ``maps["layers.i"]`` is in
       token coordinates (``L = M + 1``, the CLS token at ``maps.block(name).cls``): the layer's
       merge ½·(forward + backward) by default, ``(B, 2, L, L)`` forward and backward with
-      ``route_mode="each"``; ``order`` ``None`` is then the official raster path.
+      ``route_mode="each"``; ``order`` ``None`` is then the official raster path, and a soft
+      order is one soft path ``{grid: (1, M, M)}`` (each direction's scan-order map α read
+      back as ``Rᵀ α R`` with its soft token route R).
 
     >>> import jax.numpy as jnp, jaxmamba
     >>> m = jaxmamba.create_model("vmamba_test")

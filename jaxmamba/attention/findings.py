@@ -562,7 +562,8 @@ def summarize(
         if vim:  # the patch-to-patch part, in row-major patches; the path and its reverse
             tokens = patch_token_index(model.config)
             maps[name] = maps[name][np.ix_(tokens, tokens)]
-            path = order.routes(*grids[name])[0]
+            routes = order.routes(*grids[name])
+            path = (routes if isinstance(order, Order) else hard_routes(routes))[0]
             hard[name] = np.stack([path, path[::-1]])
             continue
         hard[name] = order.routes(*grids[name])

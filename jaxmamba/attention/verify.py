@@ -33,6 +33,7 @@ from jaxmamba.models.model import (
     model_order,
     select_blocks,
 )
+from jaxmamba.models.ss2d import is_hard
 from jaxmamba.orders import Order, SoftOrder
 
 __all__ = ["verify"]
@@ -58,6 +59,9 @@ def verify(
     A Vim layer is checked on its merged, gated output (the input of ``out_proj``): each
     direction's per-channel maps (with its D skip), in token coordinates, applied to that
     direction's scan input, summed, times ``½ SiLU(z)``, against ``½ SiLU(z) (y_fwd + y_bwd)``.
+    Under a soft order (routes ``R``) each direction's scan-order maps α act on its scan-order
+    input ``u`` (``LayerScan.u``) and ``Rᵀ`` reads the result back in token coordinates:
+    ``½ SiLU(z) Σ_k R_kᵀ (α_k + D_k) u_k``.
 
     A block whose maps, rebuilt output or scan output hold a NaN or an infinity gets ``nan``:
     never a small number (XLA's max reduction may skip NaNs, so finiteness is checked on its own).
@@ -84,7 +88,8 @@ def verify(
         op = block_params(model, name)
         if isinstance(model.config, VimConfig) and isinstance(scan, LayerScan):
             group = min(channel_group, scan.x.shape[2])
-            err = _verify_layer(op, scan.x, scan.y, scan.z, model.config, resolved, group)
+            x = scan.scan_input()  # token order, or each direction's scan order (soft routes)
+            err = _verify_layer(op, x, scan.y, scan.z, resolved, model.config, group)
         else:
             x, y = cache.scan_input(name), cache.scan_output(name)
             group = min(channel_group, x.shape[1])
@@ -100,10 +105,11 @@ def _verify_block(op, x, y, order: Order | SoftOrder, grid, group):
     return _rebuild_error(op, x, y, order.routes(*grid), None, group)
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5, 6))
-def _verify_layer(op, x, y, z, config: VimConfig, order: Order, group: int):
-    """:func:`verify` of one Vim layer of ``config``: ``x``, ``y`` ``(B, 2, D, L)`` each
-    direction's scan input and output in token order, ``z`` ``(B, D, L)`` the gate."""
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _verify_layer(op, x, y, z, order: Order | SoftOrder, config: VimConfig, group: int):
+    """:func:`verify` of one Vim layer of ``config``: ``x`` ``(B, 2, D, L)`` each direction's
+    scan input (token order; its own scan order under soft routes), ``y`` ``(B, 2, D, L)`` its
+    scan output in token order, ``z`` ``(B, D, L)`` the gate."""
     routes = block_routes(config, order, config.grid)[0]
     gate = vim.MERGE_WEIGHT * jax.nn.silu(z.astype(jnp.float32))
     return _rebuild_error(op, x, gate * jnp.sum(y, axis=1), routes, gate, group)
@@ -113,8 +119,14 @@ def _rebuild_error(op, x, target, routes, gate, group: int):
     """Worst relative error of ``target`` ``(B, D, L)`` rebuilt from the per-channel maps (with
     the D skip) of every route applied to its input: ``x`` ``(B, D, L)`` read by every route
     (SS2D), or ``(B, K, D, L)`` each route's own (Vim), in spatial/token order; the sum over
-    routes times ``gate`` ``(B, D, L)`` where given.  Channels go ``group`` at a time."""
+    routes times ``gate`` ``(B, D, L)`` where given.  Channels go ``group`` at a time.
+
+    A Vim layer under soft routes ``R`` gives ``x`` in each route's scan order: its maps α then
+    act on it there and ``Rᵀ`` takes the result to token order (``Rᵀ (α + D) u``; the token map
+    ``Rᵀ (α + D) R`` acts on ``R``-routed token vectors, which a scan input after the causal conv
+    is not)."""
     own = x.ndim == 4  # each route its own input
+    scan_order = own and not is_hard(routes)  # a Vim layer's inputs under soft routes
     b, d, l = x.shape[0], x.shape[-2], x.shape[-1]
     group = max(g for g in range(1, group + 1) if d % g == 0)
     dt, A, B, C, Dk = scan_args(op, x, routes)
@@ -127,9 +139,14 @@ def _rebuild_error(op, x, target, routes, gate, group: int):
             )
         )(take(dt, 2), B, C)  # (b, k, group, l, l) scan order
         maps = maps + take(Dk, 1)[None, :, :, None, None] * jnp.eye(l, dtype=maps.dtype)
+        inputs = take(x, x.ndim - 2)
+        if scan_order:  # Rᵀ (α + D) u, summed over routes
+            bad = jnp.sum(~jnp.isfinite(maps))
+            scanned = jnp.einsum("bkcts,bkcs->bkct", maps, inputs, precision=HIGHEST)
+            out = jnp.einsum("ktp,bkct->bcp", routes, scanned, precision=HIGHEST)
+            return (out if gate is None else out * take(gate, 1)), bad
         maps = to_spatial(maps, routes)  # (b, k, group, l, l) spatial / token coordinates
         bad = jnp.sum(~jnp.isfinite(maps))
-        inputs = take(x, x.ndim - 2)
         how = "bkcpq,bkcq->bcp" if own else "bkcpq,bcq->bcp"
         out = jnp.einsum(how, maps, inputs, precision=HIGHEST)
         return (out if gate is None else out * take(gate, 1)), bad

@@ -46,29 +46,41 @@ class BlockScan:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class LayerScan:
-    """One Vim layer's scan inputs and outputs, all in token order (CLS token at ``M // 2``).
+    """One Vim layer's scan inputs and outputs, in token order (CLS token at ``M // 2``).
 
     Attributes:
       x: ``(B, K, D, L)`` direction k's scan input (its causal conv + SiLU output), put back in
         token order (``x[:, 1]`` is the backward scan's ``u`` flipped along L); direction k's
-        scan reads it along its route: ``jaxmamba.models.vim.to_scan_order(x, routes)``.
+        scan reads it along its route: ``jaxmamba.models.vim.to_scan_order(x, routes)``. Under
+        soft routes ``R`` it is ``Rᵀ u`` (:func:`~jaxmamba.models.vim.to_token_order`), which
+        does not give ``u`` back.
       y: ``(B, K, D, L)`` direction k's scan output (``D·u`` included, before the gate), in
-        token order.
+        token order (``Rᵀ`` of it under soft routes ``R``).
       z: ``(B, D, L)`` the gate before its SiLU, in token order (each direction multiplies its
         output by ``SiLU(z)`` at the same token).
+      u: ``None`` under hard routes (``x`` is exact); under soft routes ``(B, K, D, L)`` each
+        direction's scan input in its own scan order, what the attention needs (the causal conv
+        runs after the routing, so no token-order array determines it).
 
     The layer's merged output (the input of ``out_proj``) is ``0.5 · SiLU(z) · (y[:, 0] +
-    y[:, 1])``. ``scan["x"]`` reads like ``scan.x``.
+    y[:, 1])``. ``scan["x"]`` reads like ``scan.x`` (``x``, ``y``, ``z``); :meth:`scan_input` is
+    the input the attention takes (``u`` where kept, else ``x``).
     """
 
     x: Float[Array, "b k d l"]
     y: Float[Array, "b k d l"]
     z: Float[Array, "b d l"]
+    u: Float[Array, "b k d l"] | None = None
 
     def __getitem__(self, key: Literal["x", "y", "z"]) -> Array:
         if key in ("x", "y", "z"):
             return getattr(self, key)
         raise KeyError(key)
+
+    def scan_input(self) -> Float[Array, "b k d l"]:
+        """What :func:`~jaxmamba.attention.extract.block_attention` takes: ``x`` (token order)
+        under hard routes, ``u`` (each direction's scan order) under soft ones."""
+        return self.x if self.u is None else self.u
 
 
 @jax.tree_util.register_pytree_with_keys_class
@@ -104,8 +116,11 @@ class ScanCache(Mapping[str, BlockScan | LayerScan]):
         return len(self._scans)
 
     def scan_input(self, name: str) -> Array:
-        """Block ``name``'s scan input ``x``: ``(B, D, L)`` (VMamba), ``(B, K, D, L)`` (Vim)."""
-        return self[name].x
+        """Block ``name``'s scan input as the attention takes it: ``x`` ``(B, D, L)`` (VMamba),
+        ``(B, K, D, L)`` (Vim: ``x`` in token order, or under soft routes ``u``, each direction's
+        in its own scan order; :meth:`LayerScan.scan_input`)."""
+        scan = self[name]
+        return scan.scan_input() if isinstance(scan, LayerScan) else scan.x
 
     def scan_output(self, name: str) -> Array:
         """Block ``name``'s scan output ``y``: ``(B, D, L)`` cross-merged (VMamba),

@@ -293,7 +293,9 @@ def forward(
         routes ``{(h, w): (K, L, L)}`` for every stage grid (:mod:`jaxmamba.orders.soft`), which
         are traced, so gradients flow to them. For Vim: default the official row-major path; a
         hard order's path is scanned forward and backward with the CLS token kept in the middle
-        (:func:`jaxmamba.models.vim.vim_routes`); soft orders are refused for now.
+        (:func:`jaxmamba.models.vim.vim_routes`); a soft one is that path as one soft matrix of
+        the model's grid, ``{(gh, gw): (1, M, M)}`` (:func:`jaxmamba.models.vim.soft_vim_routes`),
+        traced as well.
       implementation: selective-scan path, ``"xla"``, ``"pallas"`` or ``None`` (best available).
 
     Returns:
@@ -330,7 +332,9 @@ def run_with_cache(
       ``(logits, cache)``: ``cache`` is a :class:`~jaxmamba.models.cache.ScanCache`,
       ``cache[name]`` a :class:`~jaxmamba.models.cache.BlockScan` whose ``x`` ``(B, D, L)`` is the
       feature map after in_proj, depthwise conv and SiLU and ``y`` ``(B, D, L)`` the cross-merged
-      scan output (the input of ``out_norm``), both in row-major spatial order.
+      scan output (the input of ``out_norm``), both in row-major spatial order; a Vim layer's
+      is a :class:`~jaxmamba.models.cache.LayerScan` (per direction, in token order; under a
+      soft order also ``u``, each direction's scan input in its own scan order).
 
     >>> import jax.numpy as jnp
     >>> m = create_model("vmamba_test")
@@ -348,17 +352,18 @@ def run_with_cache(
 
 def _order(config: ModelConfig, order) -> Order | SoftOrder | None:
     """``order`` resolved for ``config``'s family: an :class:`Order` / :class:`SoftOrder` for
-    VMamba; for Vim ``None`` (the official row-major path) or a hard :class:`Order` whose path
-    both directions scan (:func:`~jaxmamba.models.vim.vim_routes`, checked here)."""
+    VMamba; for Vim ``None`` (the official row-major path), a hard :class:`Order` whose path
+    both directions scan, or a :class:`SoftOrder` holding one soft path ``(1, M, M)`` of the
+    model's grid (:func:`~jaxmamba.models.vim.vim_routes`, checked here)."""
     if not isinstance(config, VimConfig):
         return as_order(order)
     if order is None:
         return None
     resolved = as_order(order)
-    if not isinstance(resolved, Order):
+    if not isinstance(resolved, Order | SoftOrder):
         raise OrderError(
-            f"{config.name} (Vim) scans along a hard patch order; soft orders for Vim come "
-            "with its attention extraction"
+            f"{config.name} (Vim) scans along an Order or a SoftOrder, got "
+            f"{type(resolved).__name__}"
         )
     vim_routes(config, resolved)  # the error names an order that is no single path
     return resolved
@@ -376,12 +381,12 @@ def apply(
     """The jitted forward with resolved arguments: ``(logits, cache)`` as :func:`run_with_cache`.
 
     ``order`` must already be an :class:`Order` or :class:`SoftOrder` (:func:`as_order`) for
-    VMamba, and ``None`` or an :class:`Order` for Vim; a hard order is static (a pytree without
-    leaves), soft routes are traced. ``capture`` is the frozenset of block names whose scan input
-    and output are returned. ``pieces`` is the number of slices of the batch each stage runs as
-    (:func:`cpu_pieces` gives the default plan for the device; ``()`` runs every stage whole;
-    a Vim model runs whole). For library code that calls the model inside its own
-    ``jit``; users call :func:`forward` or :func:`run_with_cache`.
+    VMamba, and ``None``, an :class:`Order` or a :class:`SoftOrder` for Vim; a hard order is
+    static (a pytree without leaves), soft routes are traced. ``capture`` is the frozenset of
+    block names whose scan input and output are returned. ``pieces`` is the number of slices of
+    the batch each stage runs as (:func:`cpu_pieces` gives the default plan for the device;
+    ``()`` runs every stage whole; a Vim model runs whole). For library code that calls the
+    model inside its own ``jit``; users call :func:`forward` or :func:`run_with_cache`.
     """
     config = model.config
     if isinstance(config, VimConfig):
@@ -415,8 +420,6 @@ def _apply_vim(
 ) -> tuple[Float[Array, "b classes"], ScanCache]:
     """:func:`apply` of a Vim model (traced inside its ``jit``)."""
     config = cast(VimConfig, model.config)
-    if isinstance(order, SoftOrder):
-        raise OrderError("a Vim model scans along a hard patch order, not soft routes")
     module = Vim(config, implementation)
     routes = vim_routes(config, order)
     images = images.astype(jnp.float32)
@@ -429,7 +432,10 @@ def _apply_vim(
         name = P.path_to_key(path[:-2])  # ("layers_3", "mixer", "u") -> layers.3
         found.setdefault(name, {})[path[-1]] = cast(tuple[Array, ...], value)[0]
     names = [n for n in config.block_names() if n in found]
-    scans = {n: LayerScan(found[n]["u"], found[n]["y"], found[n]["z"]) for n in names}
+    scans = {
+        n: LayerScan(found[n]["u"], found[n]["y"], found[n]["z"], found[n].get("u_scan"))
+        for n in names
+    }
     return logits, ScanCache(scans)
 
 

@@ -20,6 +20,12 @@ token and gate included), applies its own causal depthwise conv + SiLU, x/dt pro
 D, and runs the selective scan; the gated outputs, put back in token order, are averaged and
 projected by ``out_proj``. Both directions run as one grouped selective scan over K·D channels
 (B and C grouped per direction), the layout of :func:`jaxmamba.models.ss2d.scan_inputs`.
+
+Another patch order changes the routes only (:func:`vim_routes`): a hard order's path is scanned
+forward and backward with the CLS token kept at scan position ``M // 2``; a soft one
+(``{grid: (1, M, M)}``, Sinkhorn routes of :mod:`jaxmamba.orders.soft`) gives soft ``(2, L, L)``
+routes, each direction reading weighted sums of the tokens (the gate then applies in token order,
+as for a hard order).
 """
 
 from __future__ import annotations
@@ -35,10 +41,10 @@ from jaxtyping import Array, Float, Int
 from jaxmamba.kernels import selective_scan
 from jaxmamba.models.init_rules import ALog, Constant, DtBias, Rule, TruncNormal, Uniform, declare
 from jaxmamba.models.layers import HIGHEST
-from jaxmamba.models.ss2d import ScanInputs, cross_merge, cross_scan, inverse_of
+from jaxmamba.models.ss2d import ScanInputs, cross_merge, cross_scan, inverse_of, is_hard
 from jaxmamba.models.ss2d import scan_inputs as _grouped_scan_inputs
 from jaxmamba.models.vim_config import VimConfig, patch_token_index
-from jaxmamba.orders import Order, OrderError
+from jaxmamba.orders import Order, OrderError, SoftOrder
 
 __all__ = [
     "Vim",
@@ -49,6 +55,7 @@ __all__ = [
     "class_last_routes",
     "class_token_at",
     "scan_params",
+    "soft_vim_routes",
     "scan_inputs",
     "to_scan_order",
     "to_token_order",
@@ -84,8 +91,8 @@ def default_routes(config: VimConfig) -> np.ndarray:
     return np.stack([forward, forward[::-1]])
 
 
-def vim_routes(config: VimConfig, order: Order | None = None) -> np.ndarray:
-    """The token routes ``(2, L)`` of both directions when the patches are scanned in ``order``.
+def vim_routes(config: VimConfig, order: Order | SoftOrder | None = None):
+    """The token routes of both directions when the patches are scanned in ``order``.
 
     The forward direction reads the patches along the order's path (its route 0; for the named
     K = 4 orders the base path, whose reverse is their route 2) with the CLS token inserted at
@@ -93,16 +100,24 @@ def vim_routes(config: VimConfig, order: Order | None = None) -> np.ndarray:
     official model does with its row-major path. ``None`` (and ``"raster"``) give
     :func:`default_routes`.
 
+    A :class:`~jaxmamba.orders.SoftOrder` gives the path as one soft ``(1, M, M)`` matrix on the
+    model's grid (``{config.grid: (1, M, M)}``, row t = patch scan position): the routes are
+    then soft ``(2, L, L)`` matrices (:func:`soft_vim_routes`), traced, so gradients flow to them.
+
+    Returns:
+      ``(2, L)`` integer routes (a hard order), or soft ``(2, L, L)`` (a soft one).
+
     >>> from jaxmamba.orders import as_order
     >>> vim_routes(VimConfig(img_size=(32, 32)), as_order("spiral")).tolist()  # 2x2 patches
     [[0, 1, 2, 4, 3], [3, 4, 2, 1, 0]]
     """
     if order is None:
         return default_routes(config)
+    if isinstance(order, SoftOrder):
+        return soft_vim_routes(config, order)
     if not isinstance(order, Order):
         raise OrderError(
-            f"a Vim model scans along a hard patch order, got {type(order).__name__}; soft "
-            "orders for Vim come with its attention extraction"
+            f"a Vim model scans along an Order or a SoftOrder, got {type(order).__name__}"
         )
     return class_token_at(config)[class_last_routes(order, config.grid)]
 
@@ -143,25 +158,68 @@ def class_last_routes(order: Order, grid: tuple[int, int]) -> np.ndarray:
     return np.stack([forward, forward[::-1]])
 
 
+def soft_vim_routes(config: VimConfig, order: SoftOrder) -> Float[Array, "2 l l"]:
+    """Soft token routes ``(2, L, L)`` of a soft patch path ``(1, M, M)``.
+
+    ``P = order.routes(*config.grid)[0]`` (``P[t, p]``: weight of patch p at patch scan position
+    t) is embedded in ``(L, L)`` as :func:`vim_routes` embeds a hard path: patch scan positions
+    ``t ≥ M // 2`` move one on, patches ``p ≥ M // 2`` become tokens ``p + 1``, and the CLS
+    token sits at scan position ``M // 2`` (a 1 there, zeros in its row and column elsewhere).
+    The backward route is the forward one with its rows reversed (it reads the forward scan
+    sequence backwards). A permutation ``P`` gives the permutation matrices of the hard routes.
+
+    Raises:
+      OrderError: the soft order has no routes of the model's grid, or not one path ``(1, M,
+        M)`` (a Vim model scans one path, forward and backward).
+
+    >>> import jax.numpy as jnp
+    >>> from jaxmamba.orders import as_order
+    >>> c = VimConfig(img_size=(32, 32))  # 2x2 patches, the CLS token at 2
+    >>> spiral = as_order({(2, 2): jnp.eye(4)[jnp.array([[0, 1, 3, 2]])]})
+    >>> r = soft_vim_routes(c, spiral)
+    >>> r.argmax(-1).tolist() == vim_routes(c, as_order("spiral")).tolist()
+    True
+    """
+    m, l, c = config.num_patches, config.seq_len, config.cls_position
+    path = order.routes(*config.grid)
+    if tuple(path.shape) != (1, m, m):
+        gh, gw = config.grid
+        raise OrderError(
+            f"soft orders for {config.name} (Vim) give its one patch path as (1, M, M) = "
+            f"(1, {m}, {m}) routes on the {gh}x{gw} grid (the backward direction reads that "
+            f"path reversed, as for a hard order's path), got {tuple(path.shape)}"
+        )
+    at = np.concatenate([np.arange(c), np.arange(c + 1, l)])  # patch position/index -> token
+    forward = jnp.zeros((l, l), path.dtype).at[np.ix_(at, at)].set(path[0]).at[c, c].set(1)
+    return jnp.stack([forward, forward[::-1]])
+
+
 def to_scan_order(
-    x: Float[Array, "b k d l"], routes: Int[np.ndarray, "k l"]
+    x: Float[Array, "b k d l"], routes: Int[np.ndarray, "k l"] | Float[Array, "k l l"]
 ) -> Float[Array, "b k d l"]:
     """Each direction's tokens read along its own route: ``out[:, k, :, t] = x[:, k, :, routes[k,
-    t]]`` (the per-direction :func:`~jaxmamba.models.ss2d.cross_scan`).
+    t]]`` (the per-direction :func:`~jaxmamba.models.ss2d.cross_scan`); soft routes ``(K, L, L)``
+    give ``out[:, k, :, t] = Σ_s routes[k, t, s] x[:, k, :, s]``.
 
     >>> import jax.numpy as jnp
     >>> x = jnp.arange(6.0).reshape(1, 2, 1, 3)
     >>> to_scan_order(x, np.array([[0, 1, 2], [2, 1, 0]]))[0, :, 0].tolist()
     [[0.0, 1.0, 2.0], [5.0, 4.0, 3.0]]
     """
+    if not is_hard(routes):
+        return jnp.einsum("kts,bkds->bkdt", routes, x, precision=HIGHEST)
     idx = jnp.asarray(routes)
     return jnp.stack([jnp.take(x[:, k], idx[k], axis=-1) for k in range(len(routes))], axis=1)
 
 
 def to_token_order(
-    y: Float[Array, "b k d l"], routes: Int[np.ndarray, "k l"]
+    y: Float[Array, "b k d l"], routes: Int[np.ndarray, "k l"] | Float[Array, "k l l"]
 ) -> Float[Array, "b k d l"]:
     """Inverse of :func:`to_scan_order`: each direction's scan outputs put back in token order.
+
+    Soft routes ``(K, L, L)`` give the transpose, ``out[:, k, :, s] = Σ_t routes[k, t, s]
+    y[:, k, :, t]`` (the per-direction :func:`~jaxmamba.models.ss2d.cross_merge`), which is no
+    inverse: ``R Rᵀ ≠ I`` for a soft ``R``.
 
     >>> import jax.numpy as jnp
     >>> routes = np.array([[0, 1, 2], [2, 1, 0]])
@@ -169,6 +227,8 @@ def to_token_order(
     >>> bool((to_token_order(to_scan_order(x, routes), routes) == x).all())
     True
     """
+    if not is_hard(routes):
+        return jnp.einsum("kts,bkdt->bkds", routes, y, precision=HIGHEST)
     inverse = jnp.asarray(inverse_of(np.asarray(routes)))
     return jnp.stack([jnp.take(y[:, k], inverse[k], axis=-1) for k in range(len(routes))], axis=1)
 
@@ -265,11 +325,15 @@ class RMSNorm(nn.Module):
 
 
 class BiMamba(nn.Module):
-    """Mamba's bidirectional ``v2`` mixer on ``(B, L, E)`` tokens, routes ``(2, L)`` as data.
+    """Mamba's bidirectional ``v2`` mixer on ``(B, L, E)`` tokens, routes ``(2, L)`` (or soft
+    ``(2, L, L)``) as data.
 
     With ``capture`` it sows into ``"intermediates"``: ``u`` ``(B, 2, D, L)`` each direction's
     scan input and ``y`` ``(B, 2, D, L)`` its scan output (``D·u`` included, before the gate),
-    both put back in token order, and ``z`` ``(B, D, L)`` the gate before its SiLU, in token order.
+    both put back in token order (:func:`to_token_order`), and ``z`` ``(B, D, L)`` the gate
+    before its SiLU, in token order; under soft routes ``(2, L, L)`` also ``u_scan`` ``(B, 2, D,
+    L)``, each direction's scan input in its own scan order (the causal conv runs after the
+    routing, so a soft route's token-order ``u`` does not determine it).
     """
 
     config: VimConfig
@@ -308,6 +372,8 @@ class BiMamba(nn.Module):
             self.sow("intermediates", "u", to_token_order(u, routes))
             self.sow("intermediates", "y", to_token_order(y, routes))
             self.sow("intermediates", "z", z)
+            if not is_hard(routes):  # token-order u cannot give the scan inputs back
+                self.sow("intermediates", "u_scan", u)
         merged = MERGE_WEIGHT * jax.nn.silu(z) * cross_merge(y, routes)  # (b, d, l) token order
         # Vim's _init_weights: PyTorch's default Linear init scaled by 1/sqrt(depth).
         out_rule = Uniform(1.0 / math.sqrt(d) / math.sqrt(c.depth))
@@ -355,7 +421,8 @@ class Vim(nn.Module):
     """Vision Mamba classifier: ``__call__(images (B, H, W, C), routes, capture)`` → logits.
 
     ``routes`` ``(2, L)`` are the token routes of the two scan directions
-    (:func:`default_routes`: token order and its reverse); ``capture`` is a set of layer names
+    (:func:`default_routes`: token order and its reverse), or soft ``(2, L, L)`` ones
+    (:func:`soft_vim_routes`); ``capture`` is a set of layer names
     ``layers.{i}`` whose mixer sows its scan inputs and outputs (:class:`BiMamba`).
     """
 
