@@ -39,7 +39,8 @@ import numpy as np
 from jaxmamba.attention.embed import METHODS, embed
 from jaxmamba.errors import ConfigError, ExplorerError, StudyError
 from jaxmamba.models.config import parse_block_name
-from jaxmamba.orders import ORDER_NAMES, make_routes
+from jaxmamba.models.vim import class_last_routes
+from jaxmamba.orders import ORDER_NAMES, as_order, make_routes
 from jaxmamba.storage import store
 from jaxmamba.storage.images import file_kind
 from jaxmamba.study import Study, png_bytes
@@ -168,15 +169,19 @@ def _block(order: str, name: str, spec: Mapping, methods, seed: int, encoding: s
     where = f"orders[{order!r}][{name!r}]"
     if not isinstance(spec, Mapping):
         raise ExplorerError(f"{where} must be a dict with 'attn' and 'grid', got {type(spec)}")
-    unknown = set(spec) - {"attn", "grid", "route_attn", "routes", "coords"}
+    unknown = set(spec) - {"attn", "grid", "cls", "route_attn", "routes", "coords"}
     if unknown:
         raise ExplorerError(f"{where} has unknown keys {sorted(unknown)}")
     if "grid" not in spec:
         raise ExplorerError(f"{where} needs 'grid': (h, w)")
     h, w = (int(v) for v in spec["grid"])
-    l = h * w
     if h < 1 or w < 1:
         raise ExplorerError(f"{where}: grid must be positive, got {(h, w)}")
+    cls = spec.get("cls")
+    if cls is not None and (isinstance(cls, bool) or cls != h * w):
+        raise ExplorerError(f"{where}['cls'] must be None or h·w = {h * w} (the class token "
+                            f"after the patches), got {cls!r}")  # fmt: skip
+    l = h * w + (cls is not None)
     route_attn = None
     if spec.get("route_attn") is not None:
         route_attn = _batch_mean(spec["route_attn"], 3, f"{where}['route_attn']")
@@ -191,10 +196,12 @@ def _block(order: str, name: str, spec: Mapping, methods, seed: int, encoding: s
     else:
         raise ExplorerError(f"{where} needs 'attn' (L, L) or 'route_attn' (K, L, L)")
     if attn.shape != (l, l):
-        raise ExplorerError(f"{where}['attn'] must be (L, L) with L = h·w = {l}, got {attn.shape}")
+        what = "h·w + 1" if cls is not None else "h·w"
+        raise ExplorerError(f"{where}['attn'] must be (L, L) with L = {what} = {l}, got {attn.shape}")
     routes = spec.get("routes")
     if routes is None and order in ORDER_NAMES:
-        routes = make_routes(order, h, w)
+        routes = (make_routes(order, h, w) if cls is None
+                  else class_last_routes(as_order(order), (h, w)))  # fmt: skip
     if routes is not None:
         routes = np.asarray(routes)
         ok = routes.ndim == 2 and routes.shape[1] == l
@@ -222,6 +229,7 @@ def _block(order: str, name: str, spec: Mapping, methods, seed: int, encoding: s
         "stage": stage,
         "h": h,
         "w": w,
+        "cls": None if cls is None else int(cls),
         "attn": encode(attn, encoding),
         "route_attn": None if route_attn is None else [encode(a, encoding) for a in route_attn],
         "routes": None if routes is None else routes.astype(int).tolist(),
@@ -244,6 +252,9 @@ def explorer_data(
       orders: ``{order name: {block name: entry}}``, each entry a dict with
         ``"attn"``: ``(L, L)`` routes summed (or ``(B, L, L)``, averaged over the batch);
         ``"grid"``: ``(h, w)``, ``L = h·w``;
+        ``"cls"`` (optional): a Vim layer's class token, ``h·w`` (class-last: the row-major
+        patches, then the class token; ``L = h·w + 1``; default routes: both directions with
+        the class token at scan position ``h·w // 2``), or None;
         ``"route_attn"`` (optional): ``(K, L, L)`` per-route maps (or ``(B, K, L, L)``); with it
         ``"attn"`` may be left out (the route sum is used);
         ``"routes"`` (optional): ``(K, L)`` scan position → patch; made with
@@ -259,8 +270,8 @@ def explorer_data(
 
     Returns:
       A JSON-able dict: ``{"format", "version", "title", "encoding", "orders", "images":
-      [{"name", "src"}], "data": {order: {block: {"stage", "h", "w", "attn", "route_attn",
-      "routes", "coords"}}}}``.
+      [{"name", "src"}], "data": {order: {block: {"stage", "h", "w", "cls", "attn",
+      "route_attn", "routes", "coords"}}}}``.
 
     >>> a = np.random.default_rng(0).random((4, 4))
     >>> d = explorer_data({"cross": {"layers.0.blocks.0": {"attn": a, "grid": (2, 2)}}})
@@ -308,7 +319,7 @@ def explorer_data(
         orders=[PageOrder(o, _route_count(blocks), blocks=tuple(blocks))
                 for o, blocks in data.items()],
         blocks=[(b, e["stage"], None if e["stage"] is None else parse_block_name(b)[1],
-                 (e["h"], e["w"])) for b, e in first.items()],
+                 (e["h"], e["w"]), e["cls"]) for b, e in first.items()],
         images=[str(n) for n, _ in named],
     )  # fmt: skip
     return {
@@ -495,6 +506,9 @@ def export(
         for name in names:
             b = study.block(name)
             entry = {"grid": b.grid, "attn": np.asarray(study.map(o, name))}
+            if b.cls is not None:  # a Vim layer: class-last, its routes as the server's
+                entry["cls"] = b.cls
+                entry["routes"] = study.routes(o, name)
             if route_maps and study.info.route_maps:
                 k = study.info.order(o).routes
                 entry["route_attn"] = np.stack(
