@@ -3,19 +3,22 @@
 
 /** A class token's cell: beside the grid, CLS_GAP cells to the right of it, on the middle row
  *  (it is scanned in the middle of the sequence); a heat map with one is at most CLS_W wide. */
-const CLS_GAP = 0.5, CLS_W = 600;
+const CLS_GAP = 0.5, CLS_W = 600, CLS_MIN = 18;
 
 /**
  * A grid's cells (and its class token's cell, if cls is not null) on a heat map's canvas.
  * @param {number[]} g  (h, w)
  * @param {number|null} [cls]  the class token's position (h·w), null for none
  * @param {number} [side]  the grid's largest side in pixels
- * @returns {{h: number, w: number, cell: number, W: number, H: number, gridW: number, cls: number|null}}
+ * @returns {{h: number, w: number, cell: number, W: number, H: number, gridW: number, cls: number|null,
+ *   clsSide: number, gap: number}}
  */
 function geom(g, cls = null, side = SIZE) {
   const c = cls === undefined ? null : cls, extra = c === null ? 0 : CLS_GAP + 1;
   const cell = c === null ? side / Math.max(g[0], g[1]) : Math.min(side / Math.max(g[0], g[1]), side * CLS_W / SIZE / (g[1] + extra));
-  return { h: g[0], w: g[1], cell, W: cell * (g[1] + extra), H: cell * g[0], gridW: cell * g[1], cls: c };
+  // a class token's cell: a grid cell's size, at least CLS_MIN pixels (visible beside small cells)
+  const clsSide = c === null ? 0 : Math.max(cell, CLS_MIN), gap = c === null ? 0 : Math.max(CLS_GAP * cell, 5);
+  return { h: g[0], w: g[1], cell, W: cell * g[1] + gap + clsSide, H: Math.max(cell * g[0], clsSide), gridW: cell * g[1], cls: c, clsSide, gap };
 }
 
 /**
@@ -26,9 +29,12 @@ function geom(g, cls = null, side = SIZE) {
  * @returns {number[]}
  */
 function tokenRect(G, p) {
-  const col = p === G.cls ? G.w + CLS_GAP : p % G.w, r = p === G.cls ? Math.floor((G.h - 1) / 2) : Math.floor(p / G.w);
-  const x0 = Math.round(col * G.cell), y0 = Math.round(r * G.cell);
-  return [x0, y0, p === G.cls ? x0 + Math.round(G.cell) : Math.round((col + 1) * G.cell), Math.round((r + 1) * G.cell)];
+  if (p === G.cls) {
+    const x0 = Math.round(G.gridW + G.gap), y0 = Math.round(Math.min(Math.floor((G.h - 1) / 2) * G.cell, G.H - G.clsSide));
+    return [x0, y0, x0 + Math.round(G.clsSide), y0 + Math.round(G.clsSide)];
+  }
+  const col = p % G.w, r = Math.floor(p / G.w);
+  return [Math.round(col * G.cell), Math.round(r * G.cell), Math.round((col + 1) * G.cell), Math.round((r + 1) * G.cell)];
 }
 
 /**
@@ -68,16 +74,16 @@ function drawClsCell(ctx, G, colour, alpha) {
   ctx.strokeStyle = "#333"; ctx.lineWidth = 1; ctx.setLineDash([]);
   ctx.strokeRect(x0 + 0.5, y0 + 0.5, s - 1, y1 - y0 - 1);
   const lum = (0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]) / 255;
-  const fs = Math.max(8, Math.min(14, Math.floor(s / 3)));
-  ctx.font = `bold ${fs}px system-ui, sans-serif`; ctx.textAlign = "center"; ctx.textBaseline = "middle";
+  ctx.textAlign = "center"; ctx.textBaseline = "middle";
   ctx.fillStyle = lum > 0.55 || alpha !== null && alpha < 0.6 ? "#000" : "#fff";
-  if (s >= 18) ctx.fillText("CLS", x0 + s / 2, (y0 + y1) / 2);
-  ctx.fillStyle = "#333";
-  ctx.textBaseline = "bottom";
-  if (s >= 30) {
-    ctx.font = "11px system-ui, sans-serif";
+  if (s >= 30) {  // "CLS" inside, "class token" above
+    ctx.font = `bold ${Math.min(14, Math.floor(s / 3))}px system-ui, sans-serif`; ctx.fillText("CLS", x0 + s / 2, (y0 + y1) / 2 + 0.5);
+    ctx.fillStyle = "#333"; ctx.textBaseline = "bottom"; ctx.font = "11px system-ui, sans-serif";
     ctx.fillText("class", x0 + s / 2, y0 - 14); ctx.fillText("token", x0 + s / 2, y0 - 2);
-  } else if (s < 18) { ctx.font = "9px system-ui, sans-serif"; ctx.fillText("CLS", x0 + s / 2, y0 - 1); }
+  } else {  // a small cell: its colour left whole, "CLS" above it
+    ctx.fillStyle = "#333"; ctx.textBaseline = "bottom"; ctx.font = "9px system-ui, sans-serif";
+    ctx.fillText("CLS", x0 + s / 2, y0 - 3);
+  }
 }
 
 /** The image under a map: a single image's map is drawn over that image; a mean map over
@@ -242,7 +248,7 @@ function clsNote(app, sel, cls, value, sc) {
     : "what the class token reads from the selection";
   const off = value > sc.hi || value < sc.lo ? ", off the bar (drawn in the end colour)" : "";
   return ` CLS cell (right of the grid): ${what}, ${fmt(value)}${off}; it is coloured on the same scale but never sets it ` +
-    `(the scale is over the ${cls} patches${app.state.noSelf && sel.some((p) => p !== cls) ? " not selected" : ""}).`;
+    `(the scale is over the patches${app.state.noSelf && sel.some((p) => p !== cls) ? " not selected" : ""}).`;
 }
 
 /**
@@ -325,7 +331,9 @@ function drawHeats(app) {
   if (both) {
     const gB = gridB(app), uB = drawHeat(app, ui.heatCvB, gB, clsB, heatB, selB, S.B.subject, -1, D.scaleB), split = D.scaleB !== D.scale;
     ui.heatCvB.setAttribute("data-block", S.B.block);
-    ui.heatTitleB.textContent = "Right: " + selectionName(selB, gB, clsB) + " (the same image area)" + verb;
+    ui.heatTitleB.textContent = "Right: " + (clsB !== null && selB.length === 1 && selB[0] === clsB
+      ? (q ? "its class token: what it reads from each patch" : "its class token: how much each patch reads from it")
+      : selectionName(selB, gB, clsB) + " (the same image area)" + verb);
     const why = S.compareScale === "auto" ? ` (automatic: ${compareRule(app).why})` : "";
     const scalesText = split ? "Each panel on its own colour scale" + why + ": this panel's bar is below it."
       : "One colour scale for both panels" + why + ": the bar under the left panel.";
@@ -373,7 +381,8 @@ function drawFindings(app) {
       `(${g[0] * g[1]}, fewer than ${MIN_FINDING_PATCHES}) for block distinctness, sequence locality or attention distance to mean anything.`;
     return;
   }
-  const vim = clsOf(app, S.block) !== null, stageBlocks = (stageOf(app, st) || { blocks: [] }).blocks;
+  // a Vim order's layers as the study's findings hold them (an export may hold fewer)
+  const vim = clsOf(app, S.block) !== null, stageBlocks = vim ? Object.keys(f.blocks) : (stageOf(app, st) || { blocks: [] }).blocks;
   const half = Math.floor(stageBlocks.length / 2), span = (/** @type {string[]} */ bs) => bs.length ? bs[0] + "–" + bs[bs.length - 1].replace(/^layers\./, "") : "";
   const depth = f.depth ? ` Depth: early layers (${span(stageBlocks.slice(0, half))}) distance ${frac(f.depth.early)}, locality ρ ${num(f.depth.early.sequence_locality)}; ` +
     `late layers (${span(stageBlocks.slice(half))}) distance ${frac(f.depth.late)}, locality ρ ${num(f.depth.late.sequence_locality)}.` : "";

@@ -63,9 +63,11 @@ function drawOverview(app) {
  * @param {ReturnType<typeof geom>} G  the panel's geometry
  */
 function outlineCells(ctx, sel, G) {
-  const pad = G.cell < 8 ? 3 : 0;
   for (const [colour, width] of /** @type {[string, number][]} */ ([["#000", 3], ["#00e060", 1.5]])) {
     ctx.strokeStyle = colour; ctx.lineWidth = width;
-    for (const p of sel) { const [x0, y0, x1, y1] = tokenRect(G, p); ctx.strokeRect(x0 + 0.5 - pad, y0 + 0.5 - pad, x1 - x0 - 1 + 2 * pad, y1 - y0 - 1 + 2 * pad); }
+    for (const p of sel) {
+      const [x0, y0, x1, y1] = tokenRect(G, p), pad = x1 - x0 < 8 ? 3 : 0;
+      ctx.strokeRect(x0 + 0.5 - pad, y0 + 0.5 - pad, x1 - x0 - 1 + 2 * pad, y1 - y0 - 1 + 2 * pad);
+    }
   }
 }
