@@ -424,3 +424,64 @@ def test_a_damaged_map_is_named_not_pooled(tmp_path):
         s.matrix("cross", S0)
     with pytest.raises(StudyError, match="holds NaN or infinite values"):
         s.overview("cross", S0, [3])
+
+
+@pytest.fixture(scope="module")
+def vim_study(tmp_path_factory):
+    """vim_test over 2 random images at 64 x 64 (4 x 4 patches + the class token, 2 layers),
+    orders raster and spiral, per-route maps kept."""
+    x = np.random.default_rng(2).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    return write_study(tmp_path_factory.mktemp("vim") / "s", jaxmamba.create_model("vim_test"), x,
+                       orders=["raster", "spiral"], route_maps=True, single_images=[],
+                       progress=False)  # fmt: skip
+
+
+def test_offline_pooling_equals_the_servers_vim(vim_study, tmp_path):
+    """A Vim study's offline data (class-last maps, cls = h·w, the study's routes) pooled and
+    mapped in JavaScript as the server does: the matrix (L = h·w + 1) and the overview (the
+    class token to each layer's class token)."""
+    from jaxmamba.views.export import explorer_data
+
+    s = vim_study
+    entries = {o: {b.name: {"grid": b.grid, "cls": b.cls, "attn": s.map(o, b.name),
+                            "route_attn": np.stack([s.map(o, b.name, r) for r in range(2)])}
+                   for b in s.blocks} for o in s.orders}  # fmt: skip
+    data = explorer_data(entries, encoding="float32")
+    assert data["data"]["spiral"]["layers.1"]["routes"] == s.routes("spiral", "layers.1").tolist()
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    asks = [("raster", "layers.0", "sum", None, 100), ("spiral", "layers.1", "1", 0, 16)]
+    overviews = [("raster", "layers.1", "query", [16]), ("spiral", "layers.0", "source", [3, 16])]
+    got = _run_node(f"""
+      const file = {json.dumps(str(tmp_path / "d.json"))};
+      const D = JSON.parse(require("fs").readFileSync(file, "utf8"));
+      const src = JM.embeddedSource(D);
+      (async () => {{
+        const out = {{matrices: [], overviews: []}};
+        for (const [o, b, r, c, size] of {json.dumps(asks)}) {{
+          const m = await src.matrix(o, b, r, c === null ? undefined : c, size);
+          out.matrices.push({{content: m.content, values: Array.from(m.values)}});
+        }}
+        for (const [o, b, d, ps] of {json.dumps(overviews)}) {{
+          const v = await src.overview(o, b, "sum", d, ps);
+          out.overviews.push({{content: v.content, values: Array.from(v.values)}});
+        }}
+        console.log(JSON.stringify(out));
+      }})();
+    """)  # fmt: skip
+    api = ViewAPI(s)
+    for (o, b, r, c, size), js in zip(asks, got["matrices"], strict=True):
+        args = {"order": o, "block": b, "route": r, "size": size}
+        if c is not None:
+            args["coords"] = c
+        content, payload = api.handle("matrix", args)
+        content["route"] = str(content["route"])
+        assert js["content"] == content and content["L"] == 17
+        want = np.frombuffer(payload, "<f4")
+        np.testing.assert_allclose(js["values"], want, rtol=2e-7, atol=1e-7 * np.abs(want).max())
+    for (o, b, d, ps), js in zip(overviews, got["overviews"], strict=True):
+        content, payload = api.handle("overview", {"order": o, "block": b, "patches": ps,
+                                                   "direction": d})  # fmt: skip
+        assert js["content"] == content
+        assert [p["cls"] for p in content["blocks"]] == [16, 16]
+        want = np.frombuffer(payload, "<f4")
+        np.testing.assert_allclose(js["values"], want, rtol=1e-6, atol=1e-7 * np.abs(want).max())

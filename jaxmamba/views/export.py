@@ -18,6 +18,8 @@ Storage (``encoding``), all little-endian base64 inside one JSON block:
   is refused. 2.67·L² bytes.
 * ``"float32"``: exact for float32 maps. 5.33·L² bytes.
 
+A Vim layer's maps (an entry with ``cls``) are stored as ``"float16"`` when ``"uint8"`` is asked.
+
 Embedding coordinates are stored to 6 significant digits; scan routes as integer lists; images
 as PNG data URIs.
 """
@@ -39,7 +41,8 @@ import numpy as np
 from jaxmamba.attention.embed import METHODS, embed
 from jaxmamba.errors import ConfigError, ExplorerError, StudyError
 from jaxmamba.models.config import parse_block_name
-from jaxmamba.orders import ORDER_NAMES, make_routes
+from jaxmamba.models.vim import class_last_routes
+from jaxmamba.orders import ORDER_NAMES, as_order, make_routes
 from jaxmamba.storage import store
 from jaxmamba.storage.images import file_kind
 from jaxmamba.study import Study, png_bytes
@@ -164,19 +167,41 @@ def _short(x: np.ndarray) -> list:
     return [[float(f"{v:.6g}") for v in row] for row in np.asarray(x, np.float64)]
 
 
+_VIM_LAYER = re.compile(r"layers\.([0-9]{1,6})")
+
+
+def _stage_index(name: str, cls: int | None) -> tuple[int | None, int | None]:
+    """A block's stage and index from its name: ``layers.i.blocks.j`` (VMamba) -> ``(i, j)``, a
+    Vim layer's ``layers.i`` (with a class token) -> ``(0, i)``: one stage; ``(None, None)``
+    for a name no model has.
+
+    >>> _stage_index("layers.2.blocks.1", None), _stage_index("layers.5", 16)
+    ((2, 1), (0, 5))
+    """
+    try:
+        return parse_block_name(name)
+    except ConfigError:
+        m = _VIM_LAYER.fullmatch(name) if cls is not None else None
+        return (0, int(m.group(1))) if m else (None, None)
+
+
 def _block(order: str, name: str, spec: Mapping, methods, seed: int, encoding: str) -> dict:
     where = f"orders[{order!r}][{name!r}]"
     if not isinstance(spec, Mapping):
         raise ExplorerError(f"{where} must be a dict with 'attn' and 'grid', got {type(spec)}")
-    unknown = set(spec) - {"attn", "grid", "route_attn", "routes", "coords"}
+    unknown = set(spec) - {"attn", "grid", "cls", "route_attn", "routes", "coords"}
     if unknown:
         raise ExplorerError(f"{where} has unknown keys {sorted(unknown)}")
     if "grid" not in spec:
         raise ExplorerError(f"{where} needs 'grid': (h, w)")
     h, w = (int(v) for v in spec["grid"])
-    l = h * w
     if h < 1 or w < 1:
         raise ExplorerError(f"{where}: grid must be positive, got {(h, w)}")
+    cls = spec.get("cls")
+    if cls is not None and (isinstance(cls, bool) or cls != h * w):
+        raise ExplorerError(f"{where}['cls'] must be None or h·w = {h * w} (the class token "
+                            f"after the patches), got {cls!r}")  # fmt: skip
+    l = h * w + (cls is not None)
     route_attn = None
     if spec.get("route_attn") is not None:
         route_attn = _batch_mean(spec["route_attn"], 3, f"{where}['route_attn']")
@@ -191,10 +216,14 @@ def _block(order: str, name: str, spec: Mapping, methods, seed: int, encoding: s
     else:
         raise ExplorerError(f"{where} needs 'attn' (L, L) or 'route_attn' (K, L, L)")
     if attn.shape != (l, l):
-        raise ExplorerError(f"{where}['attn'] must be (L, L) with L = h·w = {l}, got {attn.shape}")
+        what = "h·w + 1" if cls is not None else "h·w"
+        raise ExplorerError(
+            f"{where}['attn'] must be (L, L) with L = {what} = {l}, got {attn.shape}"
+        )
     routes = spec.get("routes")
     if routes is None and order in ORDER_NAMES:
-        routes = make_routes(order, h, w)
+        routes = (make_routes(order, h, w) if cls is None
+                  else class_last_routes(as_order(order), (h, w)))  # fmt: skip
     if routes is not None:
         routes = np.asarray(routes)
         ok = routes.ndim == 2 and routes.shape[1] == l
@@ -214,14 +243,16 @@ def _block(order: str, name: str, spec: Mapping, methods, seed: int, encoding: s
         if c.shape != (l, 2) or not np.all(np.isfinite(c)):
             raise ExplorerError(f"{where}['coords'][{m!r}] must be finite (L, 2) = ({l}, 2)")
         coords[m] = c
-    try:
-        stage: int | None = parse_block_name(name)[0]
-    except ConfigError:  # a name no model has: no stage
-        stage = None
+    stage = _stage_index(name, cls)[0]
+    if cls is not None and encoding == "uint8":
+        # a class token's rows and columns mix its large entries (its own, or a patch's weight
+        # on it) with the patches' small ones: a row's 255 steps would flatten the patches
+        encoding = "float16"
     return {
         "stage": stage,
         "h": h,
         "w": w,
+        "cls": None if cls is None else int(cls),
         "attn": encode(attn, encoding),
         "route_attn": None if route_attn is None else [encode(a, encoding) for a in route_attn],
         "routes": None if routes is None else routes.astype(int).tolist(),
@@ -244,6 +275,10 @@ def explorer_data(
       orders: ``{order name: {block name: entry}}``, each entry a dict with
         ``"attn"``: ``(L, L)`` routes summed (or ``(B, L, L)``, averaged over the batch);
         ``"grid"``: ``(h, w)``, ``L = h·w``;
+        ``"cls"`` (optional): a Vim layer's class token, ``h·w`` (class-last: the row-major
+        patches, then the class token; ``L = h·w + 1``; default routes: both directions with
+        the class token at scan position ``h·w // 2``; stored at least as ``"float16"``: the
+        class token's large entries would flatten a row's uint8 steps), or None;
         ``"route_attn"`` (optional): ``(K, L, L)`` per-route maps (or ``(B, K, L, L)``); with it
         ``"attn"`` may be left out (the route sum is used);
         ``"routes"`` (optional): ``(K, L)`` scan position → patch; made with
@@ -259,8 +294,8 @@ def explorer_data(
 
     Returns:
       A JSON-able dict: ``{"format", "version", "title", "encoding", "orders", "images":
-      [{"name", "src"}], "data": {order: {block: {"stage", "h", "w", "attn", "route_attn",
-      "routes", "coords"}}}}``.
+      [{"name", "src"}], "data": {order: {block: {"stage", "h", "w", "cls", "attn",
+      "route_attn", "routes", "coords"}}}}``.
 
     >>> a = np.random.default_rng(0).random((4, 4))
     >>> d = explorer_data({"cross": {"layers.0.blocks.0": {"attn": a, "grid": (2, 2)}}})
@@ -307,8 +342,8 @@ def explorer_data(
         route_maps=any(e["route_attn"] for o in data.values() for e in o.values()),
         orders=[PageOrder(o, _route_count(blocks), blocks=tuple(blocks))
                 for o, blocks in data.items()],
-        blocks=[(b, e["stage"], None if e["stage"] is None else parse_block_name(b)[1],
-                 (e["h"], e["w"])) for b, e in first.items()],
+        blocks=[(b, e["stage"], _stage_index(b, e["cls"])[1], (e["h"], e["w"]), e["cls"])
+                for b, e in first.items()],
         images=[str(n) for n, _ in named],
     )  # fmt: skip
     return {
@@ -430,7 +465,8 @@ def _block_names(study: Study, blocks) -> list[str]:
 
 
 def estimate_export_bytes(study: Study, orders=None, blocks=None, route_maps: bool = False) -> int:
-    """Bytes of the page :func:`export` would write for this selection (uint8 maps), before
+    """Bytes of the page :func:`export` would write for this selection (uint8 maps, a Vim
+    layer's float16), before
     encoding anything: 4/3 base64 of each ``L x L`` code matrix and its per-row scales, the
     coordinates, routes and images, and the page itself."""
     orders, names = _subset(study, orders, blocks)
@@ -439,7 +475,10 @@ def estimate_export_bytes(study: Study, orders=None, blocks=None, route_maps: bo
     for name in names:
         l = study.block(name).length
         maps = 1 + (k if route_maps and study.info.route_maps else 0)
-        per_block = maps * (l * l + 8 * l) * 4 / 3 + len(study.methods) * l * 2 * 10 + k * l * 6
+        code = 1 if study.block(name).cls is None else 2  # a Vim layer's maps: float16
+        per_block = (
+            maps * (code * l * l + 8 * l) * 4 / 3 + len(study.methods) * l * 2 * 10 + k * l * 6
+        )
         total += len(orders) * per_block
     for i in range(len(study.info.images)):
         total += len(study.image_png(i)) * 4 / 3 + 40  # read through the study's checks
@@ -495,6 +534,9 @@ def export(
         for name in names:
             b = study.block(name)
             entry = {"grid": b.grid, "attn": np.asarray(study.map(o, name))}
+            if b.cls is not None:  # a Vim layer: class-last, its routes as the server's
+                entry["cls"] = b.cls
+                entry["routes"] = study.routes(o, name)
             if route_maps and study.info.route_maps:
                 k = study.info.order(o).routes
                 entry["route_attn"] = np.stack(

@@ -79,7 +79,9 @@ function syncControls(app) {
   const names = orderOf(app, S.order).blocks;
   if (!names.includes(S.block)) S.block = names[0];
   const stage = fill(ctl.stage, M.stages.filter((s) => S.mode !== "blocks" || s.blocks.length > 1)
-    .map((s) => [s.stage, `stage ${s.stage} (${s.grid[0]}×${s.grid[1]}, ${s.blocks.length} block${s.blocks.length > 1 ? "s" : ""})`]),
+    .map((s) => [s.stage, clsOf(app, s.blocks[0]) !== null
+      ? `the ${s.blocks.length} Vim layer${s.blocks.length > 1 ? "s" : ""} (${s.grid[0]}×${s.grid[1]} patches + class token)`
+      : `stage ${s.stage} (${s.grid[0]}×${s.grid[1]}, ${s.blocks.length} block${s.blocks.length > 1 ? "s" : ""})`]),
   blockOf(app, S.block).stage);
   const inStage = names.filter((n) => String(blockOf(app, n).stage) === String(stage));
   if (!inStage.includes(S.block)) S.block = inStage[0];
@@ -130,10 +132,12 @@ function syncControls(app) {
       Array.from({ length: k }, (_, r) => [String(r), "route " + r])), S.matrixCoords);
   }
   ui.help.textContent = VIEW_HELP[S.mode] || {
-    patches: "Click a point or a grid cell to select that patch (shift-click adds or removes it). Drag in the scatterplot to " +
+    patches: (clsOf(app, S.block) !== null ? "A Vim layer: the class token's cell (CLS, right of the grid) and its point (the diamond) select it " +
+      "like a patch; it opens selected (its row: what it reads from every patch). " : "") +
+      "Click a point or a grid cell to select that patch (shift-click adds or removes it). Drag in the scatterplot to " +
       "lasso patches, or drag across the grid for a rectangle: the heat map shows their mean attention. Switching stage keeps " +
       "the selection on the same image area.",
-    blocks: "Each point is one block's attention: of one image ((image, block) points: the maps pooled to at most " +
+    blocks: "Each point is one block's (a Vim model: one layer's) attention: of one image ((image, block) points: the maps pooled to at most " +
       `${M.pool_grid || 14}×${M.pool_grid || 14} groups of patches on both axes, then embedded) or of one patch of the mean ` +
       "map ((patch, block) points). Click a point to open that map in the patch view.",
     compare: "Two maps side by side, on one colour scale or one each (\u201ccolour scales\u201d). Click either grid: the selection is linked by image area (a patch of " +

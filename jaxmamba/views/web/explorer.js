@@ -22,13 +22,13 @@ const SELECTION_KEYS = ["selection", "anchor"];
  * @returns {Promise<void>}
  */
 function update(app, changes) {
-  const S = app.state, prevGrid = S.block ? grid(app) : null;
+  const S = app.state, prevGrid = S.block ? grid(app) : null, prevCls = S.block ? clsOf(app, S.block) : null;
   Object.assign(S, changes);
   const keys = Object.keys(changes);
   if (keys.every((k) => POINTER_KEYS.includes(k))) { render(app); return Promise.resolve(); }
   if (keys.every((k) => SELECTION_KEYS.includes(k))) { render(app); return load(app); }
   syncControls(app);
-  keepSelection(app, keys.includes("selection") ? null : prevGrid);
+  keepSelection(app, keys.includes("selection") ? null : prevGrid, prevCls);
   return load(app);
 }
 
@@ -58,7 +58,8 @@ function select(app, ps, additive, from) {
     if (ps.length === 1 && s.has(ps[0])) s.delete(ps[0]); else for (const p of ps) s.add(p);
     selection = s.size ? [...s] : S.selection;
   }
-  const anchor = from ? { grid: from.grid, sel: from.sel } : { grid: grid(app), sel: selection.slice() };
+  const anchor = from ? { grid: from.grid, sel: from.sel, cls: from.cls }
+    : { grid: grid(app), sel: selection.slice(), cls: clsOf(app, S.block) };
   return update(app, { selection, anchor });
 }
 
@@ -137,7 +138,7 @@ async function loadView(app, sel) {
     const m = await cached(app.caches.matrix, key, () => source.matrix(S.order, S.block, S.route, coords, size));
     const r = await routesFor(app, S.order, S.block);
     if (!r) throw new Error("no scan routes for " + S.order + " / " + S.block);
-    return { ...m, routes: r };
+    return { ...m, routes: r, cls: clsOf(app, S.block) };
   }
   if (S.mode === "overview") {
     const key = [S.order, S.block, S.subject, S.route, S.direction, sel.join(",")].join("|");

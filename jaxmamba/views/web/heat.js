@@ -1,26 +1,89 @@
 /* The heat maps: the selection's mean row (or column) on the block's grid, over an image or not,
  * one panel or two side by side, with their captions, colour bars and loading notes. */
 
+/** A class token's cell: beside the grid, CLS_GAP cells to the right of it, on the middle row
+ *  (it is scanned in the middle of the sequence); a heat map with one is at most CLS_W wide. */
+const CLS_GAP = 0.5, CLS_W = 600, CLS_MIN = 18;
+
 /**
- * A grid's cells on a heat map's canvas.
+ * A grid's cells (and its class token's cell, if cls is not null) on a heat map's canvas.
  * @param {number[]} g  (h, w)
- * @returns {{h: number, w: number, cell: number, W: number, H: number}}
+ * @param {number|null} [cls]  the class token's position (h·w), null for none
+ * @param {number} [side]  the grid's largest side in pixels
+ * @returns {{h: number, w: number, cell: number, W: number, H: number, gridW: number, cls: number|null,
+ *   clsSide: number, gap: number}}
  */
-function geom(g) {
-  const cell = SIZE / Math.max(g[0], g[1]);
-  return { h: g[0], w: g[1], cell, W: cell * g[1], H: cell * g[0] };
+function geom(g, cls = null, side = SIZE) {
+  const c = cls === undefined ? null : cls, extra = c === null ? 0 : CLS_GAP + 1;
+  const cell = c === null ? side / Math.max(g[0], g[1]) : Math.min(side / Math.max(g[0], g[1]), side * CLS_W / SIZE / (g[1] + extra));
+  // a class token's cell: a grid cell's size, at least CLS_MIN pixels (visible beside small cells)
+  const clsSide = c === null ? 0 : Math.max(cell, CLS_MIN), gap = c === null ? 0 : Math.max(CLS_GAP * cell, 5);
+  return { h: g[0], w: g[1], cell, W: cell * g[1] + gap + clsSide, H: Math.max(cell * g[0], clsSide), gridW: cell * g[1], cls: c, clsSide, gap };
 }
 
 /**
- * The patch at canvas pixel (x, y) of a heat map of grid g, -1 outside it.
+ * Token p's cell on a heat map of geometry G: [x0, y0, x1, y1] in canvas pixels (a class
+ * token's beside the grid).
+ * @param {ReturnType<typeof geom>} G
+ * @param {number} p
+ * @returns {number[]}
+ */
+function tokenRect(G, p) {
+  if (p === G.cls) {
+    const x0 = Math.round(G.gridW + G.gap), y0 = Math.round(Math.min(Math.floor((G.h - 1) / 2) * G.cell, G.H - G.clsSide));
+    return [x0, y0, x0 + Math.round(G.clsSide), y0 + Math.round(G.clsSide)];
+  }
+  const col = p % G.w, r = Math.floor(p / G.w);
+  return [Math.round(col * G.cell), Math.round(r * G.cell), Math.round((col + 1) * G.cell), Math.round((r + 1) * G.cell)];
+}
+
+/**
+ * The token at canvas pixel (x, y) of a heat map of grid g (and class token cls): a patch, the
+ * class token (cls), -1 outside them.
  * @param {number[]} g
  * @param {number} x
  * @param {number} y
+ * @param {number|null} [cls]
  * @returns {number}
  */
-function cellAt(g, x, y) {
-  const G = geom(g), c = Math.floor(x / G.cell), r = Math.floor(y / G.cell);
+function cellAt(g, x, y, cls = null) {
+  const G = geom(g, cls);
+  if (G.cls !== null) {
+    const [x0, y0, x1, y1] = tokenRect(G, G.cls);
+    if (x >= x0 && x < x1 && y >= y0 && y < y1) return G.cls;
+  }
+  const c = Math.floor(x / G.cell), r = Math.floor(y / G.cell);
   return r >= 0 && r < G.h && c >= 0 && c < G.w ? r * G.w + c : -1;
+}
+
+/**
+ * Draw a class token's cell: its colour (over mid grey at `alpha` when the map is over an
+ * image, as the colour bar is drawn), a dark frame and the label "CLS" (and "class token"
+ * above it when the cell is large enough).
+ * @param {CanvasRenderingContext2D} ctx
+ * @param {ReturnType<typeof geom>} G
+ * @param {RGB} colour
+ * @param {number|null} alpha  null: opaque
+ */
+function drawClsCell(ctx, G, colour, alpha) {
+  if (G.cls === null) return;
+  const [x0, y0, x1, y1] = tokenRect(G, G.cls), s = x1 - x0;
+  if (alpha !== null) { ctx.fillStyle = "rgb(128,128,128)"; ctx.fillRect(x0, y0, s, y1 - y0); }
+  ctx.fillStyle = alpha === null ? css(colour) : css(colour, alpha);
+  ctx.fillRect(x0, y0, s, y1 - y0);
+  ctx.strokeStyle = "#333"; ctx.lineWidth = 1; ctx.setLineDash([]);
+  ctx.strokeRect(x0 + 0.5, y0 + 0.5, s - 1, y1 - y0 - 1);
+  const lum = (0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]) / 255;
+  ctx.textAlign = "center"; ctx.textBaseline = "middle";
+  ctx.fillStyle = lum > 0.55 || alpha !== null && alpha < 0.6 ? "#000" : "#fff";
+  if (s >= 30) {  // "CLS" inside, "class token" above
+    ctx.font = `bold ${Math.min(14, Math.floor(s / 3))}px system-ui, sans-serif`; ctx.fillText("CLS", x0 + s / 2, (y0 + y1) / 2 + 0.5);
+    ctx.fillStyle = "#333"; ctx.textBaseline = "bottom"; ctx.font = "11px system-ui, sans-serif";
+    ctx.fillText("class", x0 + s / 2, y0 - 14); ctx.fillText("token", x0 + s / 2, y0 - 2);
+  } else {  // a small cell: its colour left whole, "CLS" above it
+    ctx.fillStyle = "#333"; ctx.textBaseline = "bottom"; ctx.font = "9px system-ui, sans-serif";
+    ctx.fillText("CLS", x0 + s / 2, y0 - 3);
+  }
 }
 
 /** The image under a map: a single image's map is drawn over that image; a mean map over
@@ -96,36 +159,40 @@ function backdrop(app, u, W, H, how) {
  * @param {App} app
  * @param {HTMLCanvasElement} cv
  * @param {number[]} g
- * @param {Float32Array} values  (h w,)
+ * @param {number|null} cls  the class token's position (h·w), drawn beside the grid; null: none
+ * @param {Float32Array} values  (L,): h·w patches (then the class token)
  * @param {number[]} sel
  * @param {string} subject
  * @param {number} hover
  * @param {Scale} sc
  * @returns {number}
  */
-function drawHeat(app, cv, g, values, sel, subject, hover, sc) {
+function drawHeat(app, cv, g, cls, values, sel, subject, hover, sc) {
   const S = app.state, routes = app.data.routes, rect = app.pointer.rect;
-  const G = geom(g), n = G.h * G.w, ctx = cv.getContext("2d");
+  const G = geom(g, cls), n = G.h * G.w, ctx = cv.getContext("2d");
   cv.width = Math.round(G.W); cv.height = Math.round(G.H);
   ctx.clearRect(0, 0, cv.width, cv.height);
-  const u = underlay(app, subject), back = u >= 0 ? backdrop(app, u, cv.width, cv.height, S.underlay) : null;
+  const u = underlay(app, subject), back = u >= 0 ? backdrop(app, u, Math.round(G.gridW), cv.height, S.underlay) : null;
   if (back) ctx.drawImage(back, 0, 0);
   for (let q = 0; q < n; q++) {
     const c = colourOf(sc, values[q]);
     ctx.fillStyle = back ? css(c, S.opacity) : css(c);
-    const col = q % G.w, r = Math.floor(q / G.w), x0 = Math.round(col * G.cell), y0 = Math.round(r * G.cell);
-    ctx.fillRect(x0, y0, Math.round((col + 1) * G.cell) - x0, Math.round((r + 1) * G.cell) - y0);
+    const [x0, y0, x1, y1] = tokenRect(G, q);
+    ctx.fillRect(x0, y0, x1 - x0, y1 - y0);
   }
+  if (G.cls !== null) drawClsCell(ctx, G, colourOf(sc, values[G.cls]), back ? S.opacity : null);
   if (S.showPath && routes && cv === app.ui.heatCv && S.mode === "patches") {
-    const k = scanRoute(S);
+    // the scan path over the grid's patches; a class token (not on the grid) is left out
+    const k = scanRoute(S), L = n + (G.cls === null ? 0 : 1);
+    const path = Array.from(routes.subarray(k * L, (k + 1) * L)).filter((p) => p !== G.cls);
     ctx.strokeStyle = "rgba(0,200,255,0.7)"; ctx.lineWidth = Math.max(1, Math.min(3, G.cell / 16));
     ctx.beginPath();
-    for (let t = 0; t < n; t++) {
-      const p = routes[k * n + t], x = (p % G.w + 0.5) * G.cell, y = (Math.floor(p / G.w) + 0.5) * G.cell;
+    path.forEach((p, t) => {
+      const x = (p % G.w + 0.5) * G.cell, y = (Math.floor(p / G.w) + 0.5) * G.cell;
       if (t === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
-    }
+    });
     ctx.stroke();
-    const p0 = routes[k * n];
+    const p0 = path[0];
     ctx.fillStyle = "rgba(0,200,255,1)";
     ctx.beginPath(); ctx.arc((p0 % G.w + 0.5) * G.cell, (Math.floor(p0 / G.w) + 0.5) * G.cell, Math.max(2, G.cell / 5), 0, 2 * Math.PI); ctx.fill();
   }
@@ -134,11 +201,12 @@ function drawHeat(app, cv, g, values, sel, subject, hover, sc) {
   const one = sel.length === 1 && G.cell < 16, o = one ? 2.5 : 0;
   for (const [colour, width] of /** @type {[string, number][]} */ ([["rgba(0,0,0,0.8)", one ? 4 : 2.5], [sel.length > 1 ? "rgba(0,230,90,0.85)" : "#00e65a", one ? 2 : 1.5]])) {
     ctx.lineWidth = width; ctx.strokeStyle = colour;
-    for (const p of sel) ctx.strokeRect((p % G.w) * G.cell + 1 - o, Math.floor(p / G.w) * G.cell + 1 - o, G.cell - 2 + 2 * o, G.cell - 2 + 2 * o);
+    for (const p of sel) { const [x0, y0, x1, y1] = tokenRect(G, p); ctx.strokeRect(x0 + 1 - o, y0 + 1 - o, x1 - x0 - 2 + 2 * o, y1 - y0 - 2 + 2 * o); }
   }
   if (hover >= 0) {
-    ctx.strokeStyle = "#000";
-    ctx.strokeRect((hover % G.w) * G.cell, Math.floor(hover / G.w) * G.cell, G.cell, G.cell);
+    const [x0, y0, x1, y1] = tokenRect(G, hover);
+    ctx.strokeStyle = "#000"; ctx.lineWidth = 1;
+    ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
   }
   if (rect && rect.cv === cv) {
     ctx.strokeStyle = "#000"; ctx.setLineDash([4, 3]);
@@ -146,32 +214,71 @@ function drawHeat(app, cv, g, values, sel, subject, hover, sc) {
     ctx.setLineDash([]);
   }
   cv.setAttribute("data-selected", sel.join(","));
+  cv.setAttribute("data-cls", G.cls === null ? "" : String(G.cls));
   cv.setAttribute("data-underlay", back ? S.underlay + ":" + u : "none");
   return back ? u : -1;
 }
 
 /**
- * A heat map's caption: what the map is, the image under it, its colour scale.
+ * The scale's leave-out set of a map: the selection (when the scale leaves it out) and the
+ * class token (never on the scale: its cell is coloured on the patches' scale, clipped).
+ * @param {number[]} sel
+ * @param {number|null} cls
+ * @param {boolean} noSelf
+ * @param {number} [offset]  where the map starts in the values scaled
+ * @returns {number[]}
+ */
+function scaleSkip(sel, cls, noSelf, offset = 0) {
+  return (noSelf ? sel : []).concat(cls === null ? [] : [cls]).map((p) => p + offset);
+}
+
+/**
+ * What a class token's cell shows, in words, for a map of selection `sel`.
+ * @param {App} app
+ * @param {number[]} sel
+ * @param {number|null} cls
+ * @param {number} value  the class token's entry
+ * @param {Scale} sc
+ * @returns {string}
+ */
+function clsNote(app, sel, cls, value, sc) {
+  if (cls === null) return "";
+  const own = sel.length === 1 && sel[0] === cls, q = app.state.direction === "query";
+  const what = own ? "the class token's weight on itself" : q ? "what the selection reads from the class token"
+    : "what the class token reads from the selection";
+  const off = value > sc.hi || value < sc.lo ? ", off the bar (drawn in the end colour)" : "";
+  return ` CLS cell (right of the grid): ${what}, ${fmt(value)}${off}; it is coloured on the same scale but never sets it ` +
+    `(the scale is over the patches${app.state.noSelf && sel.some((p) => p !== cls) ? " not selected" : ""}).`;
+}
+
+/**
+ * A heat map's caption: what the map is (the block, the token selected, the order, the model),
+ * the image under it, its colour scale.
  * @param {App} app
  * @param {string} order
  * @param {string} block
  * @param {string} subject
+ * @param {number[]} sel
  * @param {number} u  the image under the map, -1 for none
  * @param {Scale} sc
+ * @param {Float32Array} values
  * @returns {string}
  */
-function captionFor(app, order, block, subject, u, sc) {
-  const M = app.meta, S = app.state, g = blockOf(app, block).grid;
+function captionFor(app, order, block, subject, sel, u, sc, values) {
+  const M = app.meta, S = app.state, cls = clsOf(app, block), model = orderOf(app, order).model;
   let text = (subject === "mean" ? `Mean attention over ${M.count} images` : `Attention of the single ${subjectName(app, subject)}`) +
-    `, ${block} (${g[0]}×${g[1]}), order ${order}, ` + (S.route === "sum" ? "routes summed" : "route " + S.route) + ". ";
+    `, ${blockName(app, block)}` + (cls !== null && sel.length === 1 && sel[0] === cls
+    ? ", class token: " + (S.direction === "query" ? "what it reads from each patch" : "how much each patch reads from it") : "") +
+    `, order ${order}` + (model ? `, model ${model}` : "") + ", " + (S.route === "sum" ? "routes summed" : "route " + S.route) + ". ";
   if (u >= 0) {
     text += (subject === "mean" ? `Drawn over image “${M.images[u].name}” (one of the averaged images)` : "Drawn over that image") +
       (S.underlay === "grey" ? ", shown in grey (desaturated, dimmed)" : ", shown in colour") +
       `; the map at opacity ${S.opacity} (the bar drawn the same way over mid grey). `;
   } else text += "No image under the map; opaque colours. ";
   text += "Colour: " + describeScale(sc) + ". ";
-  text += S.noSelf ? "The selected patches are outlined and may be off the scale (left out of it)."
+  text += S.noSelf ? `The selected ${cls === null ? "patches" : "tokens"} are outlined and may be off the scale (left out of it).`
     : "The scale includes the selected patches (outlined).";
+  if (cls !== null) text += clsNote(app, sel, cls, values[cls], sc);
   return text;
 }
 
@@ -200,39 +307,45 @@ function drawHeats(app) {
   if (!heatA) return;
   const both = S.mode === "compare" && !!heatB;
   const selA = S.selection, selB = both ? selectionB(app) : [];
+  const clsA = clsOf(app, S.block), clsB = both ? clsOf(app, S.B.block) : null;
   if (both && !perPanel(app)) {
     const values = new Float32Array(heatA.length + heatB.length);
     values.set(heatA); values.set(heatB, heatA.length);
-    const skip = S.noSelf ? new Set([...selA, ...selB.map((p) => p + heatA.length)]) : null;
+    const skip = new Set([...scaleSkip(selA, clsA, S.noSelf), ...scaleSkip(selB, clsB, S.noSelf, heatA.length)]);
     D.scale = D.scaleB = scaleFor(values, signed, skip, S.scale);
   } else {
-    D.scale = scaleFor(heatA, signed, S.noSelf ? new Set(selA) : null, S.scale);
-    D.scaleB = both ? scaleFor(heatB, signed, S.noSelf ? new Set(selB) : null, S.scale) : null;
+    D.scale = scaleFor(heatA, signed, new Set(scaleSkip(selA, clsA, S.noSelf)), S.scale);
+    D.scaleB = both ? scaleFor(heatB, signed, new Set(scaleSkip(selB, clsB, S.noSelf)), S.scale) : null;
   }
-  const g = grid(app), uA = drawHeat(app, ui.heatCv, g, heatA, selA, S.subject, S.hover, D.scale);
+  const g = grid(app), uA = drawHeat(app, ui.heatCv, g, clsA, heatA, selA, S.subject, S.hover, D.scale);
   ui.heatCv.setAttribute("data-block", S.block);
   ui.heatCv.setAttribute("data-subject", S.subject);
-  const selText = selA.length === 1 ? "patch " + rowCol(selA[0], g) : "mean of " + selA.length + " patches";
-  const verb = S.direction === "query" ? " attends to" : " is attended by";
-  ui.heatTitle.textContent = (S.mode === "compare" ? "Left: " : "Patch view: ") + selText + verb;
-  ui.caption.textContent = captionFor(app, S.order, S.block, S.subject, uA, D.scale);
+  const selText = selectionName(selA, g, clsA);
+  const q = S.direction === "query", verb = q ? " attends to" : " is attended by";
+  const clsOnly = clsA !== null && selA.length === 1 && selA[0] === clsA;
+  ui.heatTitle.textContent = (S.mode === "compare" ? "Left: " : "Patch view: ") + (clsOnly
+    ? (q ? "the class token: what it reads from each patch" : "the class token: how much each patch reads from it")
+    : selText + verb);
+  ui.caption.textContent = captionFor(app, S.order, S.block, S.subject, selA, uA, D.scale, heatA);
   drawColorbar(ui.bar, D.scale, uA >= 0 ? S.opacity : null);
   if (both) {
-    const gB = gridB(app), uB = drawHeat(app, ui.heatCvB, gB, heatB, selB, S.B.subject, -1, D.scaleB), split = D.scaleB !== D.scale;
+    const gB = gridB(app), uB = drawHeat(app, ui.heatCvB, gB, clsB, heatB, selB, S.B.subject, -1, D.scaleB), split = D.scaleB !== D.scale;
     ui.heatCvB.setAttribute("data-block", S.B.block);
-    ui.heatTitleB.textContent = "Right: " + (selB.length === 1 ? "patch " + rowCol(selB[0], gB) : "mean of " + selB.length + " patches") +
-      " (the same image area)" + verb;
+    ui.heatTitleB.textContent = "Right: " + (clsB !== null && selB.length === 1 && selB[0] === clsB
+      ? (q ? "its class token: what it reads from each patch" : "its class token: how much each patch reads from it")
+      : selectionName(selB, gB, clsB) + " (the same image area)" + verb);
     const why = S.compareScale === "auto" ? ` (automatic: ${compareRule(app).why})` : "";
     const scalesText = split ? "Each panel on its own colour scale" + why + ": this panel's bar is below it."
       : "One colour scale for both panels" + why + ": the bar under the left panel.";
     ui.caption.textContent += " " + scalesText;
-    ui.captionB.textContent = captionFor(app, S.B.order, S.B.block, S.B.subject, uB, D.scaleB) + " " + scalesText;
+    ui.captionB.textContent = captionFor(app, S.B.order, S.B.block, S.B.subject, selB, uB, D.scaleB, heatB) + " " + scalesText;
     ui.barBoxB.classList.toggle("hidden", !split);
     if (split) drawColorbar(ui.barB, D.scaleB, uB >= 0 ? S.opacity : null);
   }
-  ui.info.textContent = "selected: " + selA.slice(0, 12).map((p) => rowCol(p, g)).join(" ") + (selA.length > 12 ? " …" : "") +
-    (S.hover >= 0 ? " · hover " + rowCol(S.hover, g) + " value " + fmt(heatA[S.hover]) : "") +
-    ` · data range ${fmt(D.scale.dataLo)} … ${fmt(D.scale.dataHi)}`;
+  const name = (/** @type {number} */ p) => p === clsA ? "CLS" : rowCol(p, g);
+  ui.info.textContent = "selected: " + selA.slice(0, 12).map(name).join(" ") + (selA.length > 12 ? " …" : "") +
+    (S.hover >= 0 ? " · hover " + (S.hover === clsA ? "the class token" : rowCol(S.hover, g)) + " value " + fmt(heatA[S.hover]) : "") +
+    ` · data range ${fmt(D.scale.dataLo)} … ${fmt(D.scale.dataHi)}` + (clsA !== null ? ` (patches) · class token ${fmt(heatA[clsA])}` : "");
 }
 
 /** The heat panels while a map is loaded or computed: the old map dimmed under a note.
@@ -250,7 +363,8 @@ function showLoading(app) {
   }
 }
 
-/** The study's findings of the order and block shown. @param {App} app */
+/** The study's findings of the order and block shown; a Vim order's also by depth (the means
+ *  over its earlier and later layers: an isotropic model's "hierarchy"). @param {App} app */
 function drawFindings(app) {
   const S = app.state, out = app.ui.findings, f = app.meta.findings && app.meta.findings[S.order];
   if (!f) { out.textContent = ""; return; }
@@ -267,10 +381,16 @@ function drawFindings(app) {
       `(${g[0] * g[1]}, fewer than ${MIN_FINDING_PATCHES}) for block distinctness, sequence locality or attention distance to mean anything.`;
     return;
   }
-  out.textContent = `Findings, order ${S.order}, mean maps. Stage ${st}: block distinctness ${num(fs.block_distinctness)} ` +
-    `(silhouette of block labels, patches embedded jointly)` +
+  // a Vim order's layers as the study's findings hold them (an export may hold fewer)
+  const vim = clsOf(app, S.block) !== null, stageBlocks = vim ? Object.keys(f.blocks) : (stageOf(app, st) || { blocks: [] }).blocks;
+  const half = Math.floor(stageBlocks.length / 2), span = (/** @type {string[]} */ bs) => bs.length ? bs[0] + "–" + bs[bs.length - 1].replace(/^layers\./, "") : "";
+  const depth = f.depth ? ` Depth: early layers (${span(stageBlocks.slice(0, half))}) distance ${frac(f.depth.early)}, locality ρ ${num(f.depth.early.sequence_locality)}; ` +
+    `late layers (${span(stageBlocks.slice(half))}) distance ${frac(f.depth.late)}, locality ρ ${num(f.depth.late.sequence_locality)}.` : "";
+  out.textContent = `Findings, order ${S.order}, mean maps${vim ? " (on the patches; the class token left out)" : ""}. ` +
+    (vim ? `All ${stageBlocks.length} layers` : `Stage ${st}`) + `: ${vim ? "layer" : "block"} distinctness ${num(fs.block_distinctness)} ` +
+    `(silhouette of ${vim ? "layer" : "block"} labels, patches embedded jointly)` +
     (fs.image_block_distinctness !== undefined && fs.image_block_distinctness !== null
-      ? `, across images ${num(fs.image_block_distinctness)} (silhouette of block labels of the (image, block) maps)` : "") +
-    `; attention distance ${frac(fs)} of the grid diagonal; sequence locality ρ ${num(fs.sequence_locality)}. ` +
-    `Block ${S.block}: distance ${frac(fb)}, locality ρ ${num(fb.sequence_locality)}.`;
+      ? `, across images ${num(fs.image_block_distinctness)} (silhouette of ${vim ? "layer" : "block"} labels of the (image, ${vim ? "layer" : "block"}) maps)` : "") +
+    `; attention distance ${frac(fs)} of the grid diagonal; sequence locality ρ ${num(fs.sequence_locality)}.` + depth +
+    ` ${vim ? "Layer" : "Block"} ${S.block}: distance ${frac(fb)}, locality ρ ${num(fb.sequence_locality)}.`;
 }

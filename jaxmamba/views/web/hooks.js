@@ -23,14 +23,23 @@ function testHooks(app) {
       const c = colourOf(panel === "B" ? D.scaleB : D.scale, v);
       return [c[0] | 0, c[1] | 0, c[2] | 0];
     },
-    /** The drawn colour at the centre of patch p's cell on canvas `id` ("heat", "heatB"). */
+    /** The drawn colour at the centre of patch p's cell on canvas `id` ("heat", "heatB"); in a
+     *  class token's cell (p = cls), a fifth of its side in from its corner. */
     pixelAt: (/** @type {string} */ id, /** @type {number} */ p) => {
-      const cv = /** @type {HTMLCanvasElement} */ (root.querySelector("#" + id)), G = geom(id === "heatB" ? gridB(app) : grid(app));
-      const x = Math.floor((p % G.w + 0.5) * G.cell), y = Math.floor((Math.floor(p / G.w) + 0.5) * G.cell);
+      const B = id === "heatB", cv = /** @type {HTMLCanvasElement} */ (root.querySelector("#" + id));
+      const G = geom(B ? gridB(app) : grid(app), clsOf(app, B ? S.B.block : S.block)), [x0, y0, x1, y1] = tokenRect(G, p);
+      const f = p === G.cls ? 0.2 : 0.5;  // the class token's cell: off its label
+      const x = Math.floor(x0 + f * (x1 - x0)), y = Math.floor(y0 + f * (y1 - y0));
       const d = cv.getContext("2d").getImageData(x, y, 1, 1).data;
       return [d[0], d[1], d[2]];
     },
     get loading() { return !!app.run.loading; },
+    /** Where token p's cell is on canvas `id` ("heat", "heatB"), in CSS pixels from its corner. */
+    cellPosition: (/** @type {string} */ id, /** @type {number} */ p) => {
+      const B = id === "heatB", cv = /** @type {HTMLCanvasElement} */ (root.querySelector("#" + id)), r = cv.getBoundingClientRect();
+      const G = geom(B ? gridB(app) : grid(app), clsOf(app, B ? S.B.block : S.block)), [x0, y0, x1, y1] = tokenRect(G, p);
+      return { x: (x0 + x1) / 2 * r.width / cv.width, y: (y0 + y1) / 2 * r.height / cv.height };
+    },
     pointCount: () => (D.points ? D.points.length / 2 : 0),
     pointPosition: (/** @type {number} */ p) => ({ x: D.screen[2 * p] * ui.scatterCv.getBoundingClientRect().width / ui.scatterCv.width,
       y: D.screen[2 * p + 1] * ui.scatterCv.getBoundingClientRect().height / ui.scatterCv.height }),

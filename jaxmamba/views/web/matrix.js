@@ -3,7 +3,8 @@
 /** The matrix plot's side in pixels (asked of the source), its margins for the axes. */
 const MATRIX_PX = 448, MARGIN = { l: 58, t: 6, r: 14, b: 38 };
 
-/** @typedef {Described & {routes: Int32Array}} MatrixData  the pooled matrix and the routes */
+/** @typedef {Described & {routes: Int32Array, cls: number|null}} MatrixData  the pooled matrix,
+ *  the routes and the block's class token (null: none) */
 
 /** The matrix's geometry on its canvas: n pooled cells of pix pixels, the plot at (x0, y0).
  * @param {MatrixData} data
@@ -29,7 +30,7 @@ function matrixPositions(data) {
  */
 function drawMatrix(app) {
   const S = app.state, ui = app.ui, data = app.data.matrix, matrixCv = ui.matrixCv;
-  if (S.mode !== "matrix" || !data || data.content.L !== patchCount(app)) return;
+  if (S.mode !== "matrix" || !data || data.content.L !== tokenCount(app)) return;
   const c = data.content, vals = data.values, G = matrixGeom(data), ctx = matrixCv.getContext("2d");
   matrixCv.width = G.x0 + G.P + MARGIN.r; matrixCv.height = G.y0 + G.P + MARGIN.b;
   ctx.clearRect(0, 0, matrixCv.width, matrixCv.height);
@@ -52,6 +53,14 @@ function drawMatrix(app) {
     ctx.strokeStyle = "rgba(0,160,60,0.55)";
     for (const i of rows) { ctx.beginPath(); ctx.moveTo(G.x0, G.y0 + (i + 0.5) * G.pix); ctx.lineTo(G.x0 + G.P, G.y0 + (i + 0.5) * G.pix); ctx.stroke(); }
   }
+  // a class token (a Vim layer's, not on the grid): its row and column dashed, "CLS" at their ends
+  const tc = data.cls === null ? -1 : pos[data.cls];
+  if (tc >= 0) {
+    const at = G.pix * (tc + 0.5) / G.f;
+    ctx.save(); ctx.strokeStyle = "rgba(0,200,255,0.9)"; ctx.setLineDash([3, 3]); ctx.lineWidth = 1;
+    ctx.beginPath(); ctx.moveTo(G.x0, G.y0 + at); ctx.lineTo(G.x0 + G.P, G.y0 + at); ctx.moveTo(G.x0 + at, G.y0); ctx.lineTo(G.x0 + at, G.y0 + G.P); ctx.stroke();
+    ctx.restore();
+  }
   if (S.matrixHover >= 0) { ctx.strokeStyle = "#000"; ctx.strokeRect(G.x0 - 0.5, G.y0 + S.matrixHover * G.pix - 0.5, G.P + 1, G.pix + 1); }
   // axes: scan positions 0 .. L - 1
   ctx.fillStyle = "#333"; ctx.font = "11px system-ui, sans-serif";
@@ -61,7 +70,7 @@ function drawMatrix(app) {
     const x = G.x0 + (t / G.f) * G.pix;
     ctx.fillRect(x, G.y0 + G.P, 1, 4); ctx.fillText(String(t), x, G.y0 + G.P + 5);
   }
-  ctx.fillText("source scan position s", G.x0 + G.P / 2, G.y0 + G.P + 20);
+  ctx.fillText("source scan position s" + (tc >= 0 ? ` (class token at ${tc}: dashed)` : ""), G.x0 + G.P / 2, G.y0 + G.P + 20);
   ctx.textAlign = "right"; ctx.textBaseline = "middle";
   for (let t = 0; t < c.L; t += step) {
     const y = G.y0 + (t / G.f) * G.pix;
@@ -70,8 +79,8 @@ function drawMatrix(app) {
   ctx.save(); ctx.translate(11, G.y0 + G.P / 2); ctx.rotate(-Math.PI / 2); ctx.textAlign = "center";
   ctx.fillText("query scan position t", 0, 0); ctx.restore();
   drawColorbar(ui.matrixBar, sc, null);
-  const g = grid(app), routeText = S.route === "sum" ? "routes summed" : "route " + S.route;
-  ui.matrixTitle.textContent = `Attention matrix of ${S.block} (${g[0]}×${g[1]}, L = ${c.L}), order ${S.order}, ${routeText}`;
+  const routeText = S.route === "sum" ? "routes summed" : "route " + S.route;
+  ui.matrixTitle.textContent = `Attention matrix of ${blockName(app, S.block)}, L = ${c.L}, order ${S.order}, ${routeText}`;
   ui.matrixCaption.textContent = `Mean over ${app.meta.count} images. Rows and columns in the scan order of route ${c.coords} of ` +
     `${S.order}: M[t, s] = A[route${c.coords}[t], route${c.coords}[s]], row t = what the patch at scan position t attends to` +
     (S.route === "sum" ? ` (routes summed: only route ${c.coords}'s part is lower-triangular in these axes)`
@@ -79,7 +88,9 @@ function drawMatrix(app) {
     ". " + (c.f > 1 ? `Pooled ${c.f}×${c.f}: each pixel is the mean of ${c.f * c.f} entries (${c.n}×${c.n} pixels).`
       : `Not pooled: each pixel is one entry.`) +
     ` Green marks (right margin): the rows of the ${S.selection.length} selected patch${S.selection.length > 1 ? "es" : ""}.` +
-    (sc.signed ? " Signed values: blue < 0 < red." : "");
+    (sc.signed ? " Signed values: blue < 0 < red." : "") +
+    (tc >= 0 ? ` The class token (not on the grid) is at scan position ${tc} of route ${c.coords} (the middle of the sequence): ` +
+      "the dashed cyan lines are its row (what it reads) and its column (what reads from it)." : "");
   matrixCv.setAttribute("data-rows", rows.sort((a, b) => a - b).join(","));
   ui.matrixInfo.textContent = S.matrixHover >= 0 ? matrixRowText(app, S.matrixHover) : "Click a row to select its patches (shift-click adds).";
 }
@@ -107,7 +118,8 @@ function matrixRowPatches(data, i) {
 /** Pooled row i in words. @param {App} app @param {number} i @returns {string} */
 function matrixRowText(app, i) {
   const data = app.data.matrix, c = data.content, g = grid(app), ps = matrixRowPatches(data, i);
-  return `row ${i}: scan positions ${i * c.f}–${Math.min(c.L, (i + 1) * c.f) - 1}, patches ${ps.slice(0, 8).map((p) => rowCol(p, g)).join(" ")}` +
+  return `row ${i}: scan positions ${i * c.f}–${Math.min(c.L, (i + 1) * c.f) - 1}, ${data.cls === null ? "patches" : "tokens"} ` +
+    ps.slice(0, 8).map((p) => p === data.cls ? "CLS" : rowCol(p, g)).join(" ") +
     (ps.length > 8 ? " …" : "");
 }
 

@@ -63,18 +63,26 @@ function meanRows(M, n, patches, direction) {
   for (let q = 0; q < n; q++) v[q] /= patches.length;
   return v;
 }
-/** The patches of grid `to` covering the image area of patches `ps` of grid `from` (sorted;
- *  the rule of jaxmamba.study.map_selection).
+/** The tokens of grid `to` covering the image area of tokens `ps` of grid `from` (sorted; the
+ *  rule of jaxmamba.study.map_selection): a class token (position fromCls, a Vim layer's) maps
+ *  to the other block's class token (toCls), or to nothing in a block without one.
  * @param {number[]} ps
  * @param {number[]} from  (h, w)
  * @param {number[]} to    (h, w)
+ * @param {number|null} [fromCls]
+ * @param {number|null} [toCls]
  * @returns {number[]}
  */
-function mapCells(ps, from, to) {
-  if (from[0] === to[0] && from[1] === to[1]) return [...new Set(ps)].sort((a, b) => a - b);
+function mapCells(ps, from, to, fromCls = null, toCls = null) {
   /** @type {Set<number>} */
   const out = new Set();
-  for (const p of ps) {
+  let rest = ps;
+  if (fromCls !== null && fromCls !== undefined && ps.includes(fromCls)) {
+    rest = ps.filter((p) => p !== fromCls);
+    if (toCls !== null && toCls !== undefined) out.add(toCls);
+  }
+  if (from[0] === to[0] && from[1] === to[1]) return [...new Set([...out, ...rest])].sort((a, b) => a - b);
+  for (const p of rest) {
     const r = Math.floor(p / from[1]), c = p % from[1];
     const r0 = Math.floor(r * to[0] / from[0]), r1 = Math.max(r0, Math.ceil((r + 1) * to[0] / from[0]) - 1);
     const c0 = Math.floor(c * to[1] / from[1]), c1 = Math.max(c0, Math.ceil((c + 1) * to[1] / from[1]) - 1);

@@ -40,7 +40,7 @@ function listen(app) {
     const moved = poly && poly.some(([px, py]) => Math.hypot(px - start[0], py - start[1]) > 4);
     if (moved && poly.length > 2) {
       const ps = [];
-      for (let p = 0; p < patchCount(app); p++) if (inside(poly, screen[2 * p], screen[2 * p + 1])) ps.push(p);
+      for (let p = 0; p < tokenCount(app); p++) if (inside(poly, screen[2 * p], screen[2 * p + 1])) ps.push(p);
       select(app, ps, ev.shiftKey);
     } else {
       const p = nearest(screen, x, y, 10);
@@ -48,13 +48,14 @@ function listen(app) {
     }
   });
 
-  for (const [cv, g] of /** @type {[HTMLCanvasElement, () => number[]][]} */ ([[ui.heatCv, () => grid(app)], [ui.heatCvB, () => gridB(app)]])) {
+  for (const [cv, g, cl] of /** @type {[HTMLCanvasElement, () => number[], () => number|null][]} */ ([
+    [ui.heatCv, () => grid(app), () => clsOf(app, S.block)], [ui.heatCvB, () => gridB(app), () => clsOf(app, S.B.block)]])) {
     cv.addEventListener("mousedown", (ev) => { const [x, y] = pos(ev, cv); P.rect = { cv, x0: x, y0: y, x1: x, y1: y }; ev.preventDefault(); });
     cv.addEventListener("mousemove", (ev) => {
       const [x, y] = pos(ev, cv), rect = P.rect;
       if (rect && rect.cv === cv) { rect.x1 = x; rect.y1 = y; }
       if (cv !== ui.heatCv) { if (rect) render(app); return; }
-      const p = cellAt(g(), x, y);
+      const p = cellAt(g(), x, y, cl());
       if (p !== S.hover || rect) update(app, { hover: p });
     });
     cv.addEventListener("mouseleave", () => { if (!P.rect && S.hover >= 0) update(app, { hover: -1 }); });
@@ -62,19 +63,19 @@ function listen(app) {
       if (!P.rect || P.rect.cv !== cv) return;
       const r = P.rect;
       P.rect = null;
-      const G = g(), w = G[1];
+      const G = g(), w = G[1], c = cl(), n = G[0] * G[1];
       const a = cellAt(G, Math.min(r.x0, r.x1), Math.min(r.y0, r.y1));
       const z = cellAt(G, Math.max(r.x0, r.x1) - 1e-3, Math.max(r.y0, r.y1) - 1e-3);
       let ps = [];
-      if (a >= 0 && z >= 0 && a !== z) {
+      if (a >= 0 && z >= 0 && a !== z && a < n && z < n) {  // a rectangle of patches (the class token is no grid cell)
         for (let rr = Math.floor(a / w); rr <= Math.floor(z / w); rr++) for (let cc = a % w; cc <= z % w; cc++) ps.push(rr * w + cc);
       } else {
-        const p = cellAt(G, r.x1, r.y1);
+        const p = cellAt(G, r.x1, r.y1, c);
         if (p >= 0) ps = [p];
       }
       if (!ps.length) { render(app); return; }
       if (cv !== ui.heatCv) {  // the right panel's cells: its image area on the left grid
-        select(app, mapSelection(ps, G, grid(app)), false, { grid: G, sel: ps });
+        select(app, mapSelection(ps, G, grid(app), c, clsOf(app, S.block)), false, { grid: G, sel: ps, cls: c });
         return;
       }
       select(app, ps, ev.shiftKey);

@@ -41,19 +41,45 @@ function pointColours(app) {
   const S = app.state, points = app.data.points, routes = app.data.routes, n = points.length / 2;
   if (S.mode === "blocks") {
     const d = describePoints(app);
-    return { cols: Array.from({ length: n }, (_, i) => css(TAB10[Math.floor(i / d.per) % 10])), legend: d.blocks };
+    return { cols: Array.from({ length: n }, (_, i) => css(blockColour(d.blocks.length, Math.floor(i / d.per)))), legend: d.blocks };
   }
-  const [h, w] = grid(app), vals = new Float32Array(n);
+  const [h, w] = grid(app), vals = new Float32Array(n), cls = clsOf(app, S.block);
   let top = 1, what;
   if (S.colorBy === "scan" && routes) {
     const k = scanRoute(S);
     for (let t = 0; t < n; t++) vals[routes[k * n + t]] = t;
     top = n - 1; what = "scan position on route " + k;
   } else {
-    for (let p = 0; p < n; p++) vals[p] = S.colorBy === "col" ? p % w : Math.floor(p / w);
+    for (let p = 0; p < n; p++) vals[p] = p === cls ? NaN : S.colorBy === "col" ? p % w : Math.floor(p / w);  // the class token: no row
     top = (S.colorBy === "col" ? w : h) - 1; what = "grid " + (S.colorBy === "col" ? "column" : "row");
   }
-  return { cols: Array.from(vals, (v) => css(lerp(VIRIDIS, top > 0 ? v / top : 0))), top, what };
+  return { cols: Array.from(vals, (v) => isNaN(v) ? "#fff" : css(lerp(VIRIDIS, top > 0 ? v / top : 0))), top, what };
+}
+
+/** Block j's colour among nb: tab10 for up to 10 blocks, else viridis by depth (24 Vim layers).
+ * @param {number} nb @param {number} j @returns {RGB} */
+function blockColour(nb, j) {
+  return nb <= 10 ? TAB10[j % 10] : lerp(VIRIDIS, nb > 1 ? j / (nb - 1) : 0);
+}
+
+/**
+ * Draw a class token's point: a diamond, outlined, larger than a patch's, labelled "CLS".
+ * @param {CanvasRenderingContext2D} ctx
+ * @param {number} x
+ * @param {number} y
+ * @param {number} r  its half-diagonal in pixels
+ * @param {string} fill
+ * @param {boolean} label
+ */
+function drawClsPoint(ctx, x, y, r, fill, label) {
+  ctx.beginPath(); ctx.moveTo(x, y - r); ctx.lineTo(x + r, y); ctx.lineTo(x, y + r); ctx.lineTo(x - r, y); ctx.closePath();
+  ctx.fillStyle = fill; ctx.fill();
+  ctx.strokeStyle = "#000"; ctx.lineWidth = 1.5; ctx.stroke();
+  if (!label) return;
+  ctx.font = "bold 11px system-ui, sans-serif"; ctx.textAlign = x > SIZE - 40 ? "right" : "left"; ctx.textBaseline = "middle";
+  ctx.lineWidth = 3; ctx.strokeStyle = "rgba(255,255,255,0.85)";
+  const tx = x > SIZE - 40 ? x - r - 3 : x + r + 3;
+  ctx.strokeText("CLS", tx, y); ctx.fillStyle = "#000"; ctx.fillText("CLS", tx, y);
 }
 
 /** @param {App} app */
@@ -65,16 +91,23 @@ function drawScatter(app) {
   const pc = pointColours(app);
   sctx.clearRect(0, 0, SIZE, SIZE);
   const sel = S.mode === "patches" ? new Set(S.selection) : new Set(S.picked !== null && S.picked !== undefined ? [S.picked] : []);
+  // the class token's points (a Vim layer's): diamonds, drawn last; in the blocks mode's joint
+  // points, one per layer (item cls of each block), labelled only in the patches mode
+  const cls = clsOf(app, S.block), per = S.mode === "blocks" ? describePoints(app).per : n;
+  const isCls = (/** @type {number} */ p) => cls !== null && (S.mode === "patches" || S.points === "joint") && p % per === cls;
   for (let p = 0; p < n; p++) {
+    if (isCls(p)) continue;
     sctx.fillStyle = pc.cols[p];
     sctx.globalAlpha = sel.size > 1 && !sel.has(p) ? 0.45 : 1;
     sctx.beginPath(); sctx.arc(screen[2 * p], screen[2 * p + 1], rad, 0, 2 * Math.PI); sctx.fill();
   }
   sctx.globalAlpha = 1;
+  for (let p = cls === null ? n : cls; p < n; p += per) if (isCls(p)) drawClsPoint(sctx, screen[2 * p], screen[2 * p + 1], rad + 4, pc.cols[p], S.mode === "patches");
   const ring = sel.size > 50 ? 1 : 2.5;
   for (const p of sel) {
     if (p >= n) continue;
     sctx.fillStyle = pc.cols[p]; sctx.strokeStyle = "#e0218a"; sctx.lineWidth = ring < 2 ? 1 : 2;
+    if (isCls(p)) { drawClsPoint(sctx, screen[2 * p], screen[2 * p + 1], rad + 4 + ring, pc.cols[p], false); sctx.strokeStyle = "#e0218a"; sctx.lineWidth = 2; sctx.stroke(); continue; }
     sctx.beginPath(); sctx.arc(screen[2 * p], screen[2 * p + 1], rad + ring, 0, 2 * Math.PI); sctx.fill(); sctx.stroke();
   }
   if (S.hover >= 0 && S.mode === "patches") {
@@ -90,19 +123,24 @@ function drawScatter(app) {
   const mname = METHOD_NAMES[S.method] || S.method;
   ui.scatterLegend.innerHTML = "";
   if (S.mode === "patches") {
-    ui.scatterTitle.textContent = `Scatterplot: the ${n} patches of ${S.block} by their attention rows (${mname})`;
+    ui.scatterTitle.textContent = cls === null ? `Scatterplot: the ${n} patches of ${S.block} by their attention rows (${mname})`
+      : `Scatterplot: the ${n - 1} patches and the class token of ${S.block} (Vim layer) by their attention rows (${mname})`;
     ui.scatterLegend.textContent = `Order ${S.order}, ${subjectName(app, S.subject)}. Colour: ${pc.what} (0 … ${pc.top}, viridis). ` +
+      (cls === null ? "" : "The class token: the outlined diamond labelled CLS" + (S.colorBy === "scan" ? " (coloured by its scan position). " : " (white: no grid row or column). ")) +
       (S.method === "pca" ? "Axes: the first two principal components." : "Distances are only locally meaningful.");
   } else {
     const st = blockOf(app, S.block).stage, d = describePoints(app);
+    const where = cls === null ? `stage ${st}` : "the Vim model", unit = cls === null ? "blocks" : "layers";
     ui.scatterTitle.textContent = S.points === "interblock"
-      ? `Inter-block: ${n} maps of stage ${st} (${d.blocks.length} blocks × ${d.per} images), ${mname}`
-      : `Joint: the ${n} patches of the ${d.blocks.length} blocks of stage ${st} (mean maps), ${mname}`;
-    ui.scatterLegend.append(`Order ${S.order}. Colour: block — `);
+      ? `Inter-block: ${n} maps of ${where} (${d.blocks.length} ${unit} × ${d.per} images), ${mname}`
+      : cls === null ? `Joint: the ${n} patches of the ${d.blocks.length} blocks of stage ${st} (mean maps), ${mname}`
+        : `Joint: the ${n} tokens of the ${d.blocks.length} layers (${d.per - 1} patches and the class token each; mean maps), ${mname}`;
+    ui.scatterLegend.append(`Order ${S.order}. Colour: ` + (d.blocks.length > 10 ? "depth, viridis (dark: first, yellow: last) — " : "block — "));
     d.blocks.forEach((b, j) => {
-      const sw = el("span", { class: "jm-swatch" }); sw.style.background = css(TAB10[j % 10]);
+      const sw = el("span", { class: "jm-swatch" }); sw.style.background = css(blockColour(d.blocks.length, j));
       ui.scatterLegend.append(sw, ` ${b.replace("layers.", "").replace(".blocks.", ".")}  `);
     });
+    if (cls !== null && S.points === "joint") ui.scatterLegend.append(" · diamonds: each layer's class token.");
   }
 }
 

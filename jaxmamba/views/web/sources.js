@@ -73,6 +73,9 @@ function embeddedSource(D) {
     if (!e) throw new Error("no data for " + order + " / " + block);
     return e;
   };
+  /** The tokens of an entry: its patches h·w, and its class token (a Vim layer's: cls = h·w).
+   * @type {(e: Object<string, any>) => number} */
+  const tokens = (e) => e.h * e.w + (e.cls === undefined || e.cls === null ? 0 : 1);
   /** @type {(order: string, block: string, route: string) => Float32Array} */
   const matrix = (order, block, route) => {
     const key = order + "|" + block + "|" + route;
@@ -94,10 +97,10 @@ function embeddedSource(D) {
     },
     heat: async (order, block, route, direction, patches) => {
       const e = entry(order, block);
-      return meanRows(matrix(order, block, route), e.h * e.w, patches, direction);
+      return meanRows(matrix(order, block, route), tokens(e), patches, direction);
     },
     matrix: async (order, block, route, coords, size) => {
-      const e = entry(order, block), L = e.h * e.w;
+      const e = entry(order, block), L = tokens(e);
       if (!e.routes) throw new Error("this file holds no scan routes of " + order + " / " + block);
       if (route !== "sum" && !e.route_attn) throw new Error("this file holds no per-route maps (export --routes keeps them)");
       if (route !== "sum" && !(Number.isInteger(+route) && +route >= 0 && +route < e.routes.length))
@@ -110,13 +113,13 @@ function embeddedSource(D) {
     overview: async (order, block, route, direction, patches, subject) => {
       if (subject !== undefined && subject !== null && subject !== "mean") throw new Error("this file holds the mean maps only");
       /** @type {Object<string, any>[]} */
-    const parts = [];
-    /** @type {Float32Array[]} */
-    const chunks = [];
-    const from = entry(order, block);
+      const parts = [];
+      /** @type {Float32Array[]} */
+      const chunks = [];
+      const from = entry(order, block);
       let offset = 0;
       for (const [name, e] of Object.entries(D.data[order])) {
-        const L = e.h * e.w, sel = mapCells(patches, [from.h, from.w], [e.h, e.w]);
+        const L = tokens(e), sel = mapCells(patches, [from.h, from.w], [e.h, e.w], from.cls ?? null, e.cls ?? null);
         chunks.push(meanRows(matrix(order, name, route), L, sel, direction));
         parts.push({ name, stage: e.stage, grid: [e.h, e.w], cls: e.cls ?? null, offset, length: L });
         offset += L;
@@ -126,7 +129,7 @@ function embeddedSource(D) {
       return { content: { dtype: "float32", shape: [offset], blocks: parts }, values };
     },
     imageUrl: (i) => D.images[i].src,
-    rowSync: (order, block, route, p) => { const e = entry(order, block), n = e.h * e.w; return matrix(order, block, route).slice(p * n, (p + 1) * n); },
+    rowSync: (order, block, route, p) => { const e = entry(order, block), n = tokens(e); return matrix(order, block, route).slice(p * n, (p + 1) * n); },
   };
 }
 

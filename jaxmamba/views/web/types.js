@@ -2,13 +2,18 @@
  * data source, the app's state and what it has loaded. Checked by `tsc --noEmit` (tsconfig.json
  * at the repository root); not part of the served script. */
 
-/** @typedef {{name: string, stage: number, index: number|null, grid: number[]}} BlockMeta */
+/** A block: its grid (h, w) and, for a Vim layer, its class token's position `cls` = h·w
+ *  (class-last: the row-major patches, then the class token; L = h·w + 1), else null.
+ * @typedef {{name: string, stage: number, index: number|null, grid: number[], cls?: number|null}} BlockMeta */
 /** @typedef {{name: string, routes: number|null, model: string|null, model_digest: string|null,
  *   blocks: string[]}} OrderMeta */
 /** @typedef {{stage: number, grid: number[], blocks: string[]}} StageMeta */
 /** @typedef {{subject: number|string, name: string, image: number}} SingleImage */
-/** @typedef {{stages: Object<string, Object<string, number|null>>,
- *   blocks: Object<string, Object<string, number|null>>}} OrderFindings */
+/** The findings of an order; `depth` (a Vim order's): the means over the earlier and the later
+ *  half of its layers.
+ * @typedef {{stages: Object<string, Object<string, number|null>>,
+ *   blocks: Object<string, Object<string, number|null>>,
+ *   depth?: {early: Object<string, number|null>, late: Object<string, number|null>}}} OrderFindings */
 
 /**
  * The study's metadata (`/api/meta`, the widget's `meta`, or built from the offline data).
@@ -55,8 +60,9 @@
  *   one row of a map, at once (the offline file only)
  */
 
-/** The selection as last made by hand, with its grid: other grids show its image area.
- * @typedef {{grid: number[], sel: number[]}} Anchor */
+/** The selection as last made by hand, with its grid and class token (null: none): other grids
+ *  show its image area (and their class token for it).
+ * @typedef {{grid: number[], sel: number[], cls: number|null}} Anchor */
 
 /**
  * The app's state: everything the controls and the pointer set; render() draws from it.
@@ -73,7 +79,7 @@
  * @property {number} image         the image under a mean map, -1 for none
  * @property {boolean} showPath
  * @property {boolean} noSelf       the colour scale leaves the selected patches out
- * @property {number[]} selection   the selected patches of `block`
+ * @property {number[]} selection   the selected tokens of `block` (patches; a Vim layer's class token is h·w)
  * @property {number} hover         the patch under the pointer, -1 for none
  * @property {string} scale         "log", "linear" or "rank"
  * @property {string} underlay      "grey", "colour" or "none"
@@ -113,7 +119,7 @@
  * @property {Float32Array|null} screen    the points on the canvas, (n, 2) flat
  * @property {Scale|null} scale
  * @property {Scale|null} scaleB
- * @property {(Described & {routes: Int32Array})|null} matrix
+ * @property {MatrixData|null} matrix
  * @property {Described|null} overview
  */
 
