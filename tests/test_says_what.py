@@ -59,6 +59,8 @@ def test_demo_labels_every_phase_compiles_included(demo):
         f"keeping the scan inputs of {N} single images (cross)",
         "attention mean (spiral)",
         f"keeping the scan inputs of {N} single images (spiral)",
+        "the bundled digit Vim (vim_digits, trained in its raster path) over the same digits",
+        "attention mean (raster)",
         "drawing the figures",
         "explorer.html (about",
         "done in",
@@ -81,6 +83,11 @@ def test_demo_images_are_named_with_their_class(demo):
     assert names == [f"test image {i} (class {int(labels[i])})" for i in range(N)]
     assert names == demo_image_names(labels[:N])
     assert len(set(int(c) for c in labels[:N])) > 1  # the classes differ: the names carry them
+    # the digit Vim's study of the same digits is the demo study's companion, beside it
+    (vim,) = study.companions()
+    assert vim.path == path / "vim" and study.same_images(vim)
+    assert vim.orders == ["raster"] and [b.cls for b in vim.blocks] == [64] * 4
+    assert [im["name"] for im in vim.meta["images"]] == names
 
 
 def test_findings_of_too_small_grids_are_null_not_numbers(demo):
