@@ -8,8 +8,11 @@ rules; no download is possible here), which the study's title and model source s
 official VMamba-T checkpoint (``.pth``/``.safetensors`` or a converted Orbax folder) it is that
 model. Orders cross and spiral (one model scanned in both), the two stage-0 blocks, the first
 block of stages 1 and 3 and the first and last of stage 2, per-route maps kept (the matrix view
-draws them), one single image. About two minutes on a 2-core CPU; the README's photo pictures
-come from it (``examples/readme_figures.py``).
+draws them), one single image.  Beside it, as its companion ``photo_study/vim`` (shown side by
+side by ``jaxmamba serve photo_study``), a random-weight Vision Mamba Vim-S (``vim_small``,
+24 layers of 14x14 patches and a class token) over the same photos, scanned in its raster path.
+A few minutes on a 2-core CPU; the README's photo pictures come from them
+(``examples/readme_figures.py``).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def photos(size: int = 224) -> np.ndarray:
 
 def main(out: str = "photo_study", checkpoint: str | None = None) -> None:
     import jaxmamba
-    from jaxmamba.study import write_study
+    from jaxmamba.study import add_companions, write_study
 
     if checkpoint is None:
         model = jaxmamba.create_model("vmamba_tiny_s1l8", seed=0)
@@ -72,7 +75,16 @@ def main(out: str = "photo_study", checkpoint: str | None = None) -> None:
         title=f"{'random-weight ' if checkpoint is None else ''}VMamba-T over two photos "
         "at 224×224",
     )  # fmt: skip
-    print(f"wrote {study.path}; explore it: jaxmamba serve {study.path}")
+    vim = write_study(
+        study.path / "vim", jaxmamba.create_model("vim_small", seed=0), images, display,
+        orders=["raster"], route_maps=True, methods=["pca"], single_images=[0],
+        image_names=[f"photo {n} (scikit-learn sample)" for n in PHOTOS],
+        sources="Vim-S with random weights (vim_small, official init rules; not trained)",
+        title="random-weight Vim-S over the same two photos at 224×224",
+    )  # fmt: skip
+    study = add_companions(study.path, [vim.path.name])
+    print(f"wrote {study.path} and its Vim companion {vim.path}; explore them: jaxmamba serve "
+          f"{study.path}")  # fmt: skip
 
 
 if __name__ == "__main__":

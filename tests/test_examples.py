@@ -113,3 +113,6 @@ def test_photo_study_writes_a_paper_scale_study(tmp_path):
     assert s.count == 2 and [b.grid for b in s.blocks][:2] == [(56, 56), (56, 56)]
     model = s.meta["models"][s.meta["orders"][0]["model"]]
     assert "random weights" in model["source"] and "random-weight" in s.meta["title"]
+    (vim,) = s.companions()  # the Vim-S study of the same photos, beside it
+    assert vim.orders == ["raster"] and len(vim.blocks) == 24 and s.same_images(vim)
+    assert vim.blocks[0].grid == (14, 14) and vim.blocks[0].cls == 196
