@@ -108,15 +108,16 @@ def block_routes(order: str, block: Block) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def single_fn(order: str, block: Block, each: bool):
+def single_fn(order: str, grid: tuple[int, int], cls: int | None, each: bool):
     """Jitted exact map of one block for one image: ``(op, x) -> (1, [K,] L, L)``, ``x`` a
-    block's ``(1, D, L)`` scan input or a Vim layer's ``(1, 2, D, L)`` (class-last)."""
+    block's ``(1, D, L)`` scan input or a Vim layer's ``(1, 2, D, L)`` (class-last, ``cls``
+    its class token's position); one program for the blocks of a grid."""
     import jax
 
     from jaxmamba.attention.extract import block_attention
     from jaxmamba.attention.options import AttentionOptions
 
-    routes = block_routes(order, block)
+    routes = block_routes(order, Block("", 0, 0, grid, cls))
     options = AttentionOptions(route_mode="each" if each else "sum")
     return jax.jit(lambda op, x: block_attention(op, x, routes, options))
 
@@ -495,7 +496,7 @@ class Study:
             self._cache.move_to_end(key)
             return self._cache[key]
         x, op = self._single_input(order, b, i)
-        maps = np.asarray(single_fn(order, b, r is not None)(op, x[None]))[0]
+        maps = np.asarray(single_fn(order, b.grid, b.cls, r is not None)(op, x[None]))[0]
         m = maps if r is None else maps[r]
         if not np.all(np.isfinite(m)):
             raise StudyError(f"the map of single image {i} ({order}, {b.name}) is not finite")
