@@ -21,7 +21,10 @@ Storage (``encoding``), all little-endian base64 inside one JSON block:
 A Vim layer's maps (an entry with ``cls``) are stored as ``"float16"`` when ``"uint8"`` is asked.
 
 Embedding coordinates are stored to 6 significant digits; scan routes as integer lists; images
-as PNG data URIs.
+as PNG data URIs.  A study's companions (the studies of other models over the same images that
+its ``study.json`` names) come with it by default, every order and block of each
+(``data["companions"]``: each one's ``data``, ``meta`` and ``joint``; the page's images are
+theirs), shown side by side as the server shows them.
 """
 
 from __future__ import annotations
@@ -464,14 +467,12 @@ def _block_names(study: Study, blocks) -> list[str]:
     return names
 
 
-def estimate_export_bytes(study: Study, orders=None, blocks=None, route_maps: bool = False) -> int:
-    """Bytes of the page :func:`export` would write for this selection (uint8 maps, a Vim
-    layer's float16), before
-    encoding anything: 4/3 base64 of each ``L x L`` code matrix and its per-row scales, the
-    coordinates, routes and images, and the page itself."""
-    orders, names = _subset(study, orders, blocks)
+def _maps_bytes(study: Study, orders: Sequence[str], names: Sequence[str], route_maps: bool) -> float:
+    """Bytes of the maps of ``orders`` x ``names`` in the page (uint8 maps, a Vim layer's
+    float16): 4/3 base64 of each ``L x L`` code matrix and its per-row scales, the coordinates
+    and the routes."""
     k = max(o.routes for o in study.info.orders)
-    total: float = _PAGE_BYTES
+    total = 0.0
     for name in names:
         l = study.block(name).length
         maps = 1 + (k if route_maps and study.info.route_maps else 0)
@@ -480,54 +481,52 @@ def estimate_export_bytes(study: Study, orders=None, blocks=None, route_maps: bo
             maps * (code * l * l + 8 * l) * 4 / 3 + len(study.methods) * l * 2 * 10 + k * l * 6
         )
         total += len(orders) * per_block
+    return total
+
+
+def estimate_export_bytes(
+    study: Study,
+    orders=None,
+    blocks=None,
+    route_maps: bool = False,
+    companions: Sequence[Study] = (),
+) -> int:
+    """Bytes of the page :func:`export` would write for this selection (uint8 maps, a Vim
+    layer's float16), before encoding anything: the maps (4/3 base64 of each ``L x L`` code
+    matrix and its per-row scales, the coordinates, routes), the images, and the page itself;
+    with ``companions``, every order and block of each (they show the same images: no
+    images of their own)."""
+    orders, names = _subset(study, orders, blocks)
+    total: float = _PAGE_BYTES + _maps_bytes(study, orders, names, route_maps)
+    for c in companions:
+        total += _maps_bytes(c, c.orders, [b.name for b in c.blocks], route_maps)
     for i in range(len(study.info.images)):
         total += len(study.image_png(i)) * 4 / 3 + 40  # read through the study's checks
     return int(total)
 
 
-def export(
-    study: Study | str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    orders: Sequence[str] | None = None,
-    blocks=None,
-    route_maps: bool = False,
-    max_mb: float = 100.0,
-    overwrite: bool = False,
-    say=print,
-) -> Path:
-    """Write the offline explorer of a subset of ``study`` to the HTML file ``out``.
+def _open_companions(study: Study) -> tuple[list[Study], list[dict]]:
+    """The companions ``study.json`` names that open and show the same images, and why the
+    others were left out (``[{"name", "error"}]``, as the server's ``companion_errors``)."""
+    found: list[Study] = []
+    errors: list[dict] = []
+    for name in study.info.companions or ():
+        try:
+            c = study.companion(name)
+        except StudyError as e:
+            errors.append({"name": name, "error": str(e)})
+            continue
+        if study.same_images(c):
+            found.append(c)
+        else:
+            errors.append({"name": name, "error": "it shows other images than the study"})
+    return found, errors
 
-    Args:
-      study: a :class:`~jaxmamba.study.Study` or its folder.
-      out: the ``.html`` file to write.
-      orders: orders to include (default all); blocks: stage indices or block names (default
-        all).
-      route_maps: include the per-route maps (K times more).
-      max_mb: refuse (writing nothing) when the page would exceed this many megabytes (a
-        finite number above 0).
-      overwrite: replace an existing ``out`` only if it is an explorer page jaxmamba wrote; a
-        folder, FIFO, device or other non-regular ``out`` is refused without being opened.
-      say: where the size is reported before writing (``print``; ``None`` for silence).
 
-    Returns:
-      The path written.
-    """
-    _check_max_mb(max_mb)
-    study = study if isinstance(study, Study) else Study(study)
-    out = Path(out).expanduser().absolute()
-    _check_out(out, overwrite)
-    orders, names = _subset(study, orders, blocks)
-    estimate = estimate_export_bytes(study, orders, names, route_maps)
-    what = f"{len(orders)} orders x {len(names)} blocks"
-    if estimate > max_mb * 1e6:
-        raise ExplorerError(
-            f"the explorer of {what} would be about {estimate / 1e6:.0f} MB, above --max-mb "
-            f"{max_mb:g}; nothing was written. Serve the study instead (jaxmamba serve "
-            f"{study.path}), or export fewer blocks or orders (e.g. --blocks 2 3)"
-        )
-    if say:
-        say(f"writing {out} (about {estimate / 1e6:.1f} MB: {what})")
+def _entries(study: Study, orders: Sequence[str], names: Sequence[str], route_maps: bool) -> dict:
+    """``{order: {block: entry}}`` of :func:`explorer_data` read from a study: each block's
+    mean map (per-route maps with ``route_maps``), a Vim layer's class token and routes, the
+    study's embeddings."""
     entries: dict[str, dict[str, dict]] = {}
     for o in orders:
         entries[o] = {}
@@ -544,19 +543,101 @@ def export(
                 )
             entry["coords"] = {m: study.coords(o, name, m) for m in study.methods}
             entries[o][name] = entry
-    images = [(im.name, study.image_png(i)) for i, im in enumerate(study.info.images)]
-    info = study.info
-    data = explorer_data(entries, images=images, methods=study.methods,
-                         title="jaxmamba" if info.title is None else info.title)  # fmt: skip
-    data["meta"] = study_meta(info, study.count, orders, names, single=False)
+    return entries
+
+
+def _joint(study: Study, orders: Sequence[str], names: Sequence[str]) -> dict:
+    """The blocks mode's joint embeddings of the stages whose blocks are all in ``names``."""
     stages = sorted({study.block(n).stage for n in names})
     full = [s for s in stages if {b.name for b in study.blocks if b.stage == s} <= set(names)]
     kept = lambda o, s: study.has_points("joint", o, s, study.methods[0])
-    data["joint"] = {
+    return {
         o: {str(s): {m: _short(study.stage_points("joint", o, s, m)) for m in study.methods}
             for s in full if kept(o, s)}
         for o in orders
     }  # fmt: skip
+
+
+def _companion_data(study: Study, c: Study, index: int, route_maps: bool) -> dict:
+    """Companion ``index``'s part of the page: every order and block of study ``c`` (its
+    ``data``, ``meta`` with ``index``, ``folder``, ``same_images``, and ``joint``); its
+    images are the study's."""
+    names = [b.name for b in c.blocks]
+    data = explorer_data(_entries(c, c.orders, names, route_maps), methods=c.methods)["data"]
+    meta = study_meta(c.info, c.count, single=False)
+    meta.update(route_maps=bool(route_maps and c.info.route_maps), index=index,
+                folder=c.path.name, same_images=True)  # fmt: skip
+    return {"data": data, "meta": meta, "joint": _joint(c, c.orders, names)}
+
+
+def export(
+    study: Study | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    orders: Sequence[str] | None = None,
+    blocks=None,
+    route_maps: bool = False,
+    max_mb: float = 100.0,
+    overwrite: bool = False,
+    companions: bool = True,
+    say=print,
+) -> Path:
+    """Write the offline explorer of a subset of ``study`` to the HTML file ``out``.
+
+    Args:
+      study: a :class:`~jaxmamba.study.Study` or its folder.
+      out: the ``.html`` file to write.
+      orders: orders to include (default all); blocks: stage indices or block names (default
+        all).
+      route_maps: include the per-route maps (K times more).
+      max_mb: refuse (writing nothing) when the page would exceed this many megabytes (a
+        finite number above 0).
+      overwrite: replace an existing ``out`` only if it is an explorer page jaxmamba wrote; a
+        folder, FIFO, device or other non-regular ``out`` is refused without being opened.
+      companions: include the companion studies its ``study.json`` names (other models over
+        the same images, shown side by side): every order and block of each, mean maps (and
+        per-route maps with ``route_maps``), counted in ``max_mb``; one that does not open or
+        shows other images is left out (said, and listed in the page).
+      say: where the size is reported before writing (``print``; ``None`` for silence).
+
+    Returns:
+      The path written.
+    """
+    _check_max_mb(max_mb)
+    study = study if isinstance(study, Study) else Study(study)
+    out = Path(out).expanduser().absolute()
+    _check_out(out, overwrite)
+    orders, names = _subset(study, orders, blocks)
+    others, errors = _open_companions(study) if companions else ([], [])
+    estimate = estimate_export_bytes(study, orders, names, route_maps, others)
+    what = f"{len(orders)} orders x {len(names)} blocks" + "".join(
+        f", companion {c.path.name}: {len(c.orders)} orders x {len(c.blocks)} blocks"
+        for c in others
+    )
+    if say:
+        for e in errors:
+            say(f"left out companion {e['name']}: {e['error']}")
+    if estimate > max_mb * 1e6:
+        raise ExplorerError(
+            f"the explorer of {what} would be about {estimate / 1e6:.0f} MB, above --max-mb "
+            f"{max_mb:g}; nothing was written. Serve the study instead (jaxmamba serve "
+            f"{study.path}), or export fewer blocks or orders (e.g. --blocks 2 3)"
+            + (" or leave its companions out (--no-companions)" if others else "")
+        )
+    if say:
+        say(f"writing {out} (about {estimate / 1e6:.1f} MB: {what})")
+    images = [(im.name, study.image_png(i)) for i, im in enumerate(study.info.images)]
+    info = study.info
+    data = explorer_data(_entries(study, orders, names, route_maps), images=images,
+                         methods=study.methods,
+                         title="jaxmamba" if info.title is None else info.title)  # fmt: skip
+    data["meta"] = study_meta(info, study.count, orders, names, single=False)
+    data["joint"] = _joint(study, orders, names)
+    if others or errors:
+        data["companions"] = [_companion_data(study, c, i, route_maps)
+                              for i, c in enumerate(others, 1)]  # fmt: skip
+        data["meta"]["companions"] = [c["meta"] for c in data["companions"]]
+        data["meta"]["companion_errors"] = errors
     text = render_explorer(data)
     size = len(text.encode("utf-8"))
     if size > max_mb * 1e6:
