@@ -350,6 +350,7 @@ function drawHeats(app) {
       : selText + verb);
   ui.caption.textContent = captionFor(app, S.order, S.block, S.subject, selA, uA, D.scale, heatA);
   drawColorbar(ui.bar, D.scale, uA >= 0 ? S.opacity : null);
+  ui.bar.cv.parentElement.classList.toggle("hidden", !selA.length);  // nothing selected: no scale
   if (both) {
     const gB = gridB(app), uB = drawHeat(vB, ui.heatCvB, gB, clsB, heatB, selB, S.B.subject, -1, D.scaleB), split = D.scaleB !== D.scale;
     ui.heatCvB.setAttribute("data-block", S.B.block);
@@ -373,6 +374,7 @@ function drawHeats(app) {
     if (split) drawColorbar(ui.barB, D.scaleB, uB >= 0 ? S.opacity : null);
   }
   const name = (/** @type {number} */ p) => p === clsA ? "CLS" : rowCol(p, g);
+  if (!selA.length) { ui.info.textContent = "selected: nothing on this grid (the right panel's class token)"; return; }
   ui.info.textContent = "selected: " + selA.slice(0, 12).map(name).join(" ") + (selA.length > 12 ? " …" : "") +
     (S.hover >= 0 ? " · hover " + (S.hover === clsA ? "the class token" : rowCol(S.hover, g)) + " value " + fmt(heatA[S.hover]) : "") +
     ` · data range ${fmt(D.scale.dataLo)} … ${fmt(D.scale.dataHi)}` + (clsA !== null ? ` (patches) · class token ${fmt(heatA[clsA])}` : "");

@@ -41,9 +41,13 @@ function studyView(app, i) {
 const viewB = (app) => studyView(app, app.state.B.study);
 /** The grid of the right panel's block (side by side). @param {App} app @returns {number[]} */
 const gridB = (app) => blockOf(viewB(app), app.state.B.block).grid;
-/** A model's short name: its description up to the first comma ("vim_small Vim").
+/** A model's short name: its description up to the first comma ("vim_small Vim"), a VMamba
+ *  model's said to be one ("VMamba custom v05_noz").
  * @param {App} app @param {string} order @returns {string} */
-const modelShort = (app, order) => { const m = orderOf(app, order).model; return m ? m.split(",")[0] : ""; };
+const modelShort = (app, order) => {
+  const m = orderOf(app, order).model, short = m ? m.split(",")[0] : "";
+  return !short || isVimOrder(app, order) || /vmamba/i.test(short) ? short : "VMamba " + short;
+};
 /** Study i in words: "this study" or "companion vim — its title · its model".
  * @param {App} app @param {number} i @returns {string} */
 function studyLabel(app, i) {
