@@ -51,9 +51,9 @@ const modelShort = (app, order) => {
 /** Study i in words: "this study" or "companion vim — its title · its model".
  * @param {App} app @param {number} i @returns {string} */
 function studyLabel(app, i) {
-  const v = studyView(app, i), M = v.meta, model = modelShort(v, M.orders[0].name);
-  // a study without a title is called "jaxmamba": its model names it
-  const what = [M.title && M.title !== "jaxmamba" && !M.title.includes(model) ? M.title : "", model].filter(Boolean).join(" · ");
+  const v = studyView(app, i), M = v.meta, model = modelShort(v, M.orders[0].name), raw = (M.orders[0].model || "").split(",")[0];
+  // a study without a title is called "jaxmamba" (or after its model): its model names it
+  const what = [M.title && M.title !== "jaxmamba" && !(raw && M.title.includes(raw)) ? M.title : "", model].filter(Boolean).join(" · ");
   if (!i) return "this study" + (app.meta.companions && what ? " — " + what : "");
   return `companion ${/** @type {CompanionMeta} */ (M).folder}` + (what ? " — " + what : "");
 }
