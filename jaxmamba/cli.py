@@ -230,6 +230,11 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--max-mb", type=_megabytes, default=100.0, help="size budget in MB")
     x.add_argument("--routes", action="store_true", help="include per-route maps")
     x.add_argument("--overwrite", action="store_true", help="replace an explorer page there")
+    x.add_argument(
+        "--no-companions", dest="companions", action="store_false",
+        help="leave out the companion studies the study names (other models over the same "
+        "images, shown side by side); by default every order and block of each is included",
+    )  # fmt: skip
     c = add_parser("convert", help="an official PyTorch checkpoint to an Orbax folder")
     c.description = convert_cli.DESCRIPTION
     convert_cli.add_arguments(c)
@@ -482,6 +487,7 @@ def main(argv=None) -> int:
             export(
                 args.study, args.out, orders=args.orders, blocks=_blocks(args.blocks),
                 route_maps=args.routes, max_mb=args.max_mb, overwrite=args.overwrite,
+                companions=args.companions,
             )  # fmt: skip
             return 0
         from jaxmamba.storage.compile_cache import enable_compile_cache

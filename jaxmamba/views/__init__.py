@@ -3,7 +3,8 @@
 ``plots`` (matplotlib views: scatterplot, patch view, overviews, colour scales), ``figures``
 (a study's static PNGs), ``protocol`` (the questions a view asks of a study, answered the same way
 over HTTP and widget messages), ``server`` (``jaxmamba serve``), ``widget`` (``jaxmamba.show``),
-``export`` (the offline single-file explorer) and ``web/`` (the page and its script).
+``export`` (the offline single-file explorer; ``encoding``: how it stores maps) and ``web/``
+(the page and its script).
 ``scales`` holds the colour scales ``plots`` draws with (norms, ticks, labels, underlays).
 
 May import every layer below: :mod:`jaxmamba.study` (what is shown is read from a study folder),

@@ -8,20 +8,18 @@ before anything is written, and a file above the budget (``max_mb``) is refused:
 scale the maps of every block are far too large for one page (a 56x56 block alone is 13 MB);
 serve those instead.  :func:`explorer_data` builds the same page from maps in memory.
 
-Storage (``encoding``), all little-endian base64 inside one JSON block:
-
-* ``"uint8"`` (default): per row r, ``lo = min``, ``step = (max − min) / 255`` (float32), codes
-  ``round((x − lo) / step)``; decoded ``lo + code·step``. Absolute error ≤ ``step / 2`` =
-  (row max − row min) / 510, plus float32 rounding. About 1.33·L² bytes per map: 13 MB for a
-  stage-1 map of a 224×224 image (L = 3136), 0.8 MB at stage 2.
-* ``"float16"``: relative error ≤ 2⁻¹¹ for |x| ≥ 6.1e-5, absolute ≤ 3e-8 below; |x| > 65504
-  is refused. 2.67·L² bytes.
-* ``"float32"``: exact for float32 maps. 5.33·L² bytes.
+Storage (``encoding``, :mod:`jaxmamba.views.encoding`), base64 inside one JSON block:
+``"uint8"`` (default; per row, error ≤ (row max − row min) / 510; about 1.33·L² bytes a map: 13
+MB for a stage-1 map of a 224×224 image, L = 3136), ``"float16"`` (2.67·L²) or ``"float32"``
+(exact, 5.33·L²).
 
 A Vim layer's maps (an entry with ``cls``) are stored as ``"float16"`` when ``"uint8"`` is asked.
 
 Embedding coordinates are stored to 6 significant digits; scan routes as integer lists; images
-as PNG data URIs.
+as PNG data URIs.  A study's companions (the studies of other models over the same images that
+its ``study.json`` names) come with it by default, every order and block of each
+(``data["companions"]``: each one's ``data``, ``meta`` and ``joint``; the page's images are
+theirs), shown side by side as the server shows them.
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ from jaxmamba.orders import ORDER_NAMES, as_order, make_routes
 from jaxmamba.storage import store
 from jaxmamba.storage.images import file_kind
 from jaxmamba.study import Study, png_bytes
+from jaxmamba.views.encoding import ENCODINGS, decode, encode
 from jaxmamba.views.protocol import PageOrder, page_meta, study_meta
 from jaxmamba.views.web import page
 
@@ -62,7 +61,6 @@ __all__ = [
     "write_explorer",
 ]
 
-ENCODINGS = ("uint8", "float16", "float32")
 FORMAT = "jaxmamba-explorer"
 VERSION = 1
 BOOT = (
@@ -73,70 +71,8 @@ _DATA_RE = re.compile(r'<script type="application/json" id="jm-data">(.*?)</scri
 
 
 # ------------------------------------------------------------------------------------------------
-# encoding of maps and images
+# images
 # ------------------------------------------------------------------------------------------------
-
-
-def _b64(a: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
-
-
-def encode(matrix, encoding: str = "uint8") -> dict:
-    """Encode a ``(L, F)`` matrix as JSON-able base64 (see the module docstring for precision).
-
-    >>> m = np.arange(6.0).reshape(2, 3)
-    >>> bool(np.allclose(decode(encode(m)), m, atol=2 / 510))
-    True
-    """
-    if encoding not in ENCODINGS:
-        raise ExplorerError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
-    m = np.asarray(matrix, dtype=np.float64)
-    if m.ndim != 2:
-        raise ExplorerError(f"can only encode 2-D matrices, got shape {m.shape}")
-    if not np.all(np.isfinite(m)):
-        raise ExplorerError(f"matrix contains {int(np.sum(~np.isfinite(m)))} NaN/inf values")
-    out: dict[str, Any] = {"shape": list(m.shape), "dtype": encoding}
-    if encoding == "float32":
-        out["data"] = _b64(m.astype("<f4"))
-    elif encoding == "float16":
-        if m.size and np.max(np.abs(m)) > 65504.0:
-            raise ExplorerError(
-                f"values up to {np.max(np.abs(m)):.3g} overflow float16; use encoding='uint8'"
-            )
-        out["data"] = _b64(m.astype("<f2"))
-    else:
-        lo = m.min(axis=1) if m.shape[1] else np.zeros(m.shape[0])
-        hi = m.max(axis=1) if m.shape[1] else np.zeros(m.shape[0])
-        lo32 = lo.astype(np.float32)
-        step32 = ((hi - lo) / 255.0).astype(np.float32)
-        step = step32.astype(np.float64)[:, None]
-        safe = np.where(step > 0, step, 1.0)
-        codes = np.clip(np.rint((m - lo32.astype(np.float64)[:, None]) / safe), 0, 255)
-        out["data"] = _b64(codes.astype(np.uint8))
-        out["lo"] = _b64(lo32.astype("<f4"))
-        out["step"] = _b64(step32.astype("<f4"))
-    return out
-
-
-def decode(enc: Mapping) -> np.ndarray:
-    """Decode :func:`encode`'s output to a float32 ``(L, F)`` array (as the page does).
-
-    >>> decode(encode(np.eye(2), "float32")).tolist()
-    [[1.0, 0.0], [0.0, 1.0]]
-    """
-    shape = tuple(enc["shape"])
-    raw = base64.b64decode(enc["data"])
-    dtype = enc["dtype"]
-    if dtype == "float32":
-        return np.frombuffer(raw, "<f4").reshape(shape).astype(np.float32)
-    if dtype == "float16":
-        return np.frombuffer(raw, "<f2").reshape(shape).astype(np.float32)
-    if dtype != "uint8":
-        raise ExplorerError(f"unknown encoding {dtype!r}")
-    codes = np.frombuffer(raw, np.uint8).reshape(shape).astype(np.float32)
-    lo = np.frombuffer(base64.b64decode(enc["lo"]), "<f4")[:, None]
-    step = np.frombuffer(base64.b64decode(enc["step"]), "<f4")[:, None]
-    return lo + codes * step
 
 
 def _data_uri(image) -> str:
@@ -464,14 +400,14 @@ def _block_names(study: Study, blocks) -> list[str]:
     return names
 
 
-def estimate_export_bytes(study: Study, orders=None, blocks=None, route_maps: bool = False) -> int:
-    """Bytes of the page :func:`export` would write for this selection (uint8 maps, a Vim
-    layer's float16), before
-    encoding anything: 4/3 base64 of each ``L x L`` code matrix and its per-row scales, the
-    coordinates, routes and images, and the page itself."""
-    orders, names = _subset(study, orders, blocks)
+def _maps_bytes(
+    study: Study, orders: Sequence[str], names: Sequence[str], route_maps: bool
+) -> float:
+    """Bytes of the maps of ``orders`` x ``names`` in the page (uint8 maps, a Vim layer's
+    float16): 4/3 base64 of each ``L x L`` code matrix and its per-row scales, the coordinates
+    and the routes."""
     k = max(o.routes for o in study.info.orders)
-    total: float = _PAGE_BYTES
+    total = 0.0
     for name in names:
         l = study.block(name).length
         maps = 1 + (k if route_maps and study.info.route_maps else 0)
@@ -480,54 +416,52 @@ def estimate_export_bytes(study: Study, orders=None, blocks=None, route_maps: bo
             maps * (code * l * l + 8 * l) * 4 / 3 + len(study.methods) * l * 2 * 10 + k * l * 6
         )
         total += len(orders) * per_block
+    return total
+
+
+def estimate_export_bytes(
+    study: Study,
+    orders=None,
+    blocks=None,
+    route_maps: bool = False,
+    companions: Sequence[Study] = (),
+) -> int:
+    """Bytes of the page :func:`export` would write for this selection (uint8 maps, a Vim
+    layer's float16), before encoding anything: the maps (4/3 base64 of each ``L x L`` code
+    matrix and its per-row scales, the coordinates, routes), the images, and the page itself;
+    with ``companions``, every order and block of each (they show the same images: no
+    images of their own)."""
+    orders, names = _subset(study, orders, blocks)
+    total: float = _PAGE_BYTES + _maps_bytes(study, orders, names, route_maps)
+    for c in companions:
+        total += _maps_bytes(c, c.orders, [b.name for b in c.blocks], route_maps)
     for i in range(len(study.info.images)):
         total += len(study.image_png(i)) * 4 / 3 + 40  # read through the study's checks
     return int(total)
 
 
-def export(
-    study: Study | str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    orders: Sequence[str] | None = None,
-    blocks=None,
-    route_maps: bool = False,
-    max_mb: float = 100.0,
-    overwrite: bool = False,
-    say=print,
-) -> Path:
-    """Write the offline explorer of a subset of ``study`` to the HTML file ``out``.
+def _open_companions(study: Study) -> tuple[list[Study], list[dict]]:
+    """The companions ``study.json`` names that open and show the same images, and why the
+    others were left out (``[{"name", "error"}]``, as the server's ``companion_errors``)."""
+    found: list[Study] = []
+    errors: list[dict] = []
+    for name in study.info.companions or ():
+        try:
+            c = study.companion(name)
+        except StudyError as e:
+            errors.append({"name": name, "error": str(e)})
+            continue
+        if study.same_images(c):
+            found.append(c)
+        else:
+            errors.append({"name": name, "error": "it shows other images than the study"})
+    return found, errors
 
-    Args:
-      study: a :class:`~jaxmamba.study.Study` or its folder.
-      out: the ``.html`` file to write.
-      orders: orders to include (default all); blocks: stage indices or block names (default
-        all).
-      route_maps: include the per-route maps (K times more).
-      max_mb: refuse (writing nothing) when the page would exceed this many megabytes (a
-        finite number above 0).
-      overwrite: replace an existing ``out`` only if it is an explorer page jaxmamba wrote; a
-        folder, FIFO, device or other non-regular ``out`` is refused without being opened.
-      say: where the size is reported before writing (``print``; ``None`` for silence).
 
-    Returns:
-      The path written.
-    """
-    _check_max_mb(max_mb)
-    study = study if isinstance(study, Study) else Study(study)
-    out = Path(out).expanduser().absolute()
-    _check_out(out, overwrite)
-    orders, names = _subset(study, orders, blocks)
-    estimate = estimate_export_bytes(study, orders, names, route_maps)
-    what = f"{len(orders)} orders x {len(names)} blocks"
-    if estimate > max_mb * 1e6:
-        raise ExplorerError(
-            f"the explorer of {what} would be about {estimate / 1e6:.0f} MB, above --max-mb "
-            f"{max_mb:g}; nothing was written. Serve the study instead (jaxmamba serve "
-            f"{study.path}), or export fewer blocks or orders (e.g. --blocks 2 3)"
-        )
-    if say:
-        say(f"writing {out} (about {estimate / 1e6:.1f} MB: {what})")
+def _entries(study: Study, orders: Sequence[str], names: Sequence[str], route_maps: bool) -> dict:
+    """``{order: {block: entry}}`` of :func:`explorer_data` read from a study: each block's
+    mean map (per-route maps with ``route_maps``), a Vim layer's class token and routes, the
+    study's embeddings."""
     entries: dict[str, dict[str, dict]] = {}
     for o in orders:
         entries[o] = {}
@@ -544,19 +478,101 @@ def export(
                 )
             entry["coords"] = {m: study.coords(o, name, m) for m in study.methods}
             entries[o][name] = entry
-    images = [(im.name, study.image_png(i)) for i, im in enumerate(study.info.images)]
-    info = study.info
-    data = explorer_data(entries, images=images, methods=study.methods,
-                         title="jaxmamba" if info.title is None else info.title)  # fmt: skip
-    data["meta"] = study_meta(info, study.count, orders, names, single=False)
+    return entries
+
+
+def _joint(study: Study, orders: Sequence[str], names: Sequence[str]) -> dict:
+    """The blocks mode's joint embeddings of the stages whose blocks are all in ``names``."""
     stages = sorted({study.block(n).stage for n in names})
     full = [s for s in stages if {b.name for b in study.blocks if b.stage == s} <= set(names)]
     kept = lambda o, s: study.has_points("joint", o, s, study.methods[0])
-    data["joint"] = {
+    return {
         o: {str(s): {m: _short(study.stage_points("joint", o, s, m)) for m in study.methods}
             for s in full if kept(o, s)}
         for o in orders
     }  # fmt: skip
+
+
+def _companion_data(study: Study, c: Study, index: int, route_maps: bool) -> dict:
+    """Companion ``index``'s part of the page: every order and block of study ``c`` (its
+    ``data``, ``meta`` with ``index``, ``folder``, ``same_images``, and ``joint``); its
+    images are the study's."""
+    names = [b.name for b in c.blocks]
+    data = explorer_data(_entries(c, c.orders, names, route_maps), methods=c.methods)["data"]
+    meta = study_meta(c.info, c.count, single=False)
+    meta.update(route_maps=bool(route_maps and c.info.route_maps), index=index,
+                folder=c.path.name, same_images=True)  # fmt: skip
+    return {"data": data, "meta": meta, "joint": _joint(c, c.orders, names)}
+
+
+def export(
+    study: Study | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    orders: Sequence[str] | None = None,
+    blocks=None,
+    route_maps: bool = False,
+    max_mb: float = 100.0,
+    overwrite: bool = False,
+    companions: bool = True,
+    say=print,
+) -> Path:
+    """Write the offline explorer of a subset of ``study`` to the HTML file ``out``.
+
+    Args:
+      study: a :class:`~jaxmamba.study.Study` or its folder.
+      out: the ``.html`` file to write.
+      orders: orders to include (default all); blocks: stage indices or block names (default
+        all).
+      route_maps: include the per-route maps (K times more).
+      max_mb: refuse (writing nothing) when the page would exceed this many megabytes (a
+        finite number above 0).
+      overwrite: replace an existing ``out`` only if it is an explorer page jaxmamba wrote; a
+        folder, FIFO, device or other non-regular ``out`` is refused without being opened.
+      companions: include the companion studies its ``study.json`` names (other models over
+        the same images, shown side by side): every order and block of each, mean maps (and
+        per-route maps with ``route_maps``), counted in ``max_mb``; one that does not open or
+        shows other images is left out (said, and listed in the page).
+      say: where the size is reported before writing (``print``; ``None`` for silence).
+
+    Returns:
+      The path written.
+    """
+    _check_max_mb(max_mb)
+    study = study if isinstance(study, Study) else Study(study)
+    out = Path(out).expanduser().absolute()
+    _check_out(out, overwrite)
+    orders, names = _subset(study, orders, blocks)
+    others, errors = _open_companions(study) if companions else ([], [])
+    estimate = estimate_export_bytes(study, orders, names, route_maps, others)
+    what = f"{len(orders)} orders x {len(names)} blocks" + "".join(
+        f", companion {c.path.name}: {len(c.orders)} orders x {len(c.blocks)} blocks"
+        for c in others
+    )
+    if say:
+        for e in errors:
+            say(f"left out companion {e['name']}: {e['error']}")
+    if estimate > max_mb * 1e6:
+        raise ExplorerError(
+            f"the explorer of {what} would be about {estimate / 1e6:.0f} MB, above --max-mb "
+            f"{max_mb:g}; nothing was written. Serve the study instead (jaxmamba serve "
+            f"{study.path}), or export fewer blocks or orders (e.g. --blocks 2 3)"
+            + (" or leave its companions out (--no-companions)" if others else "")
+        )
+    if say:
+        say(f"writing {out} (about {estimate / 1e6:.1f} MB: {what})")
+    images = [(im.name, study.image_png(i)) for i, im in enumerate(study.info.images)]
+    info = study.info
+    data = explorer_data(_entries(study, orders, names, route_maps), images=images,
+                         methods=study.methods,
+                         title="jaxmamba" if info.title is None else info.title)  # fmt: skip
+    data["meta"] = study_meta(info, study.count, orders, names, single=False)
+    data["joint"] = _joint(study, orders, names)
+    if others or errors:
+        data["companions"] = [_companion_data(study, c, i, route_maps)
+                              for i, c in enumerate(others, 1)]  # fmt: skip
+        data["meta"]["companions"] = [c["meta"] for c in data["companions"]]
+        data["meta"]["companion_errors"] = errors
     text = render_explorer(data)
     size = len(text.encode("utf-8"))
     if size > max_mb * 1e6:

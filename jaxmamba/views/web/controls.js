@@ -50,6 +50,7 @@ function changeOf(app, id, input) {
     case "showpath": return { showPath: checked };
     case "noself": return { noSelf: checked };
     case "comparescale": return { compareScale: v };
+    case "studyB": return { B: { ...S.B, study: +v }, anchor: null };  // the selection of the left panel kept
     case "orderB": return { B: { ...S.B, order: v } };
     case "blockB": return { B: { ...S.B, block: v } };
     case "subjectB": return { B: { ...S.B, subject: v } };
@@ -87,9 +88,9 @@ function syncControls(app) {
   if (!inStage.includes(S.block)) S.block = inStage[0];
   S.block = fill(ctl.block, inStage.map((n) => [n, n]), S.block);
   S.subject = fill(ctl.subject, subjects(app), S.subject);
-  const routeItems = [["sum", "sum of routes"]];
+  const routeItems = [["sum", isVimOrder(app, S.order) ? "directions averaged (the layer's merge)" : "sum of routes"]];
   const k = orderOf(app, S.order).routes || 4;
-  if (M.route_maps || S.subject !== "mean") for (let r = 0; r < k; r++) routeItems.push([String(r), "route " + r]);
+  if (M.route_maps || S.subject !== "mean") for (let r = 0; r < k; r++) routeItems.push([String(r), routeName(app, S.order, r)]);
   S.route = fill(ctl.route, routeItems, S.route);
   const methodItems = S.mode === "patches" && S.subject !== "mean" ? [["pca", "PCA of this image's rows"]]
     : M.methods.map((m) => [m, METHOD_NAMES[m] || m]);
@@ -97,10 +98,14 @@ function syncControls(app) {
   S.points = fill(ctl.points, POINTS.filter(([p]) => p !== "interblock" || M.single_images.length > 1), S.points);
   S.colorBy = fill(ctl.colorby, [["row", "grid row"], ["col", "grid column"], ["scan", "scan position"]], S.colorBy);
   S.image = M.images.length ? +fill(ctl.image, M.images.map((im, i) => [String(i), im.name]), String(S.image)) : -1;
-  S.B.order = fill(ctl.orderB, orderItems, S.B.order || (M.orders[1] || M.orders[0]).name);
-  const namesB = orderOf(app, S.B.order).blocks;
+  const companions = M.companions || [];
+  S.B.study = +fill(ctl.studyB, [[0, studyLabel(app, 0)], ...companions.map((c) => [c.index, studyLabel(app, c.index)])], S.B.study);
+  const vB = viewB(app), MB = vB.meta, own = S.B.study === 0;
+  const orderItemsB = own ? orderItems : MB.orders.map((o) => [o.name, o.name + " · " + modelShort(vB, o.name)]);
+  S.B.order = fill(ctl.orderB, orderItemsB, S.B.order || (own ? (M.orders[1] || M.orders[0]) : MB.orders[0]).name);
+  const namesB = orderOf(vB, S.B.order).blocks;
   S.B.block = fill(ctl.blockB, namesB.map((n) => [n, n]), namesB.includes(S.B.block) ? S.B.block : S.block);
-  S.B.subject = fill(ctl.subjectB, subjects(app), S.B.subject);
+  S.B.subject = fill(ctl.subjectB, subjects(vB), S.B.subject);
   const show = (/** @type {string} */ id, /** @type {boolean} */ on) => app.root.querySelector(id).classList.toggle("hidden", !on);
   const withImages = M.images.length > 0 || M.single_images.length > 0;
   const matrix = S.mode === "matrix", overview = S.mode === "overview";
@@ -119,6 +124,7 @@ function syncControls(app) {
     ["shared", "one scale for both panels"], ["panel", "one scale per panel"]], S.compareScale);
   show("#path-ctl", S.mode === "patches");
   show("#compare-ctl", S.mode === "compare");
+  show("#studyB-ctl", companions.length > 0);
   ui.scatterPanel.classList.toggle("hidden", S.mode === "compare" || matrix || overview);
   ui.heatPanelB.classList.toggle("hidden", S.mode !== "compare");
   ui.matrixPanel.classList.toggle("hidden", !matrix);
@@ -127,9 +133,9 @@ function syncControls(app) {
   if (matrix) {  // the matrix is of the mean map (per route only where the study kept route maps)
     if (S.subject !== "mean") S.subject = ctl.subject.value = "mean";
     if (!M.route_maps && S.route !== "sum") S.route = ctl.route.value = "sum";
-    const own = S.route === "sum" ? "0" : S.route;
-    S.matrixCoords = fill(ctl["matrix-coords"], [["auto", `the route shown (route ${own})`]].concat(
-      Array.from({ length: k }, (_, r) => [String(r), "route " + r])), S.matrixCoords);
+    const shown = S.route === "sum" ? "0" : S.route;
+    S.matrixCoords = fill(ctl["matrix-coords"], [["auto", `the route shown (${routeName(app, S.order, shown)})`]].concat(
+      Array.from({ length: k }, (_, r) => [String(r), routeName(app, S.order, r)])), S.matrixCoords);
   }
   ui.help.textContent = VIEW_HELP[S.mode] || {
     patches: (clsOf(app, S.block) !== null ? "A Vim layer: the class token's cell (CLS, right of the grid) and its point (the diamond) select it " +
@@ -141,6 +147,7 @@ function syncControls(app) {
       `${M.pool_grid || 14}×${M.pool_grid || 14} groups of patches on both axes, then embedded) or of one patch of the mean ` +
       "map ((patch, block) points). Click a point to open that map in the patch view.",
     compare: "Two maps side by side, on one colour scale or one each (\u201ccolour scales\u201d). Click either grid: the selection is linked by image area (a patch of " +
-      "a coarser stage covers the patches of a finer one).",
+      "a coarser stage covers the patches of a finer one)." + (companions.length ? " The right panel may show a companion study (\u201cstudy\u201d): " +
+      "another model over the same images; a class token maps to the other panel's class token, or to nothing in a VMamba block." : ""),
   }[S.mode];
 }

@@ -42,7 +42,8 @@ function render(app) {
 
 /**
  * A selection made by hand: patches `ps` of the block shown (shift: added or removed), or of
- * another grid (`from`: the right panel's), anchored for the other grids.
+ * another grid (`from`: the right panel's), anchored for the other grids. From the right panel
+ * `ps` may be empty: its class token has nothing on a grid without one.
  * @param {App} app
  * @param {number[]} ps
  * @param {boolean} additive
@@ -51,7 +52,7 @@ function render(app) {
  */
 function select(app, ps, additive, from) {
   const S = app.state;
-  if (!ps.length) { render(app); return Promise.resolve(); }
+  if (!ps.length && !(from && from.sel.length)) { render(app); return Promise.resolve(); }
   let selection = [...new Set(ps)];
   if (additive) {
     const s = new Set(S.selection);
@@ -101,10 +102,16 @@ async function cached(map, key, make) {
   return map.get(key);
 }
 
-/** @param {App} app @param {string} order @param {string} block @param {string} subject @param {number[]} sel */
-function heatFor(app, order, block, subject, sel) {
-  const S = app.state, key = [order, block, subject, S.route, S.direction, sel.join(",")].join("|");
-  return cached(app.caches.heat, key, () => app.source.heat(order, block, S.route, S.direction, sel, subject));
+/** A map's mean row of selection `sel` (an empty selection: a map of NaN, nothing selected).
+ * @param {App} app @param {string} order @param {string} block @param {string} subject @param {number[]} sel
+ * @param {string} [route]  default: the route shown */
+function heatFor(app, order, block, subject, sel, route = app.state.route) {
+  const S = app.state, key = [order, block, subject, route, S.direction, sel.join(",")].join("|");
+  if (!sel.length) {
+    const b = blockOf(app, block), n = b.grid[0] * b.grid[1] + (clsOf(app, block) === null ? 0 : 1);
+    return Promise.resolve(new Float32Array(n).fill(NaN));
+  }
+  return cached(app.caches.heat, key, () => app.source.heat(order, block, route, S.direction, sel, subject));
 }
 
 /** @param {App} app @param {string} order @param {string} block */
@@ -157,7 +164,7 @@ async function load(app) {
   const gen = ++run.generation;
   run.busy++;
   run.loading = { gen, shown: false, a: loadingText(app, S.order, S.block, S.subject),
-    b: S.mode === "compare" ? loadingText(app, S.B.order, S.B.block, S.B.subject) : "" };
+    b: S.mode === "compare" ? loadingText(viewB(app), S.B.order, S.B.block, S.B.subject) : "" };
   // a note over the dimmed old map when the answer is not immediate (no flicker on cached maps)
   const timer = setTimeout(() => { if (run.loading && run.loading.gen === gen) { run.loading.shown = true; showLoading(app); } }, 80);
   try {
@@ -172,7 +179,7 @@ async function load(app) {
       pts = await cached(app.caches.points, [S.points, S.order, st, S.method].join("|"), () => source.points(S.points, S.order, st, S.method));
     }
     const a = await heatFor(app, S.order, S.block, S.subject, sel);
-    const b = S.mode === "compare" ? await heatFor(app, S.B.order, S.B.block, S.B.subject, selectionB(app)) : null;
+    const b = S.mode === "compare" ? await heatFor(viewB(app), S.B.order, S.B.block, S.B.subject, selectionB(app), routeB(app)) : null;
     const view = await loadView(app, sel);
     if (gen !== run.generation) return;
     const D = app.data;
@@ -204,6 +211,25 @@ function subtitle(M) {
 }
 
 /**
+ * The companion studies under the title: each one's model and a button that shows it beside
+ * this study (side by side, the right panel on it); companions that failed to open, and why.
+ * Nothing for a study without companions.
+ * @param {App} app
+ */
+function showCompanions(app) {
+  const M = app.meta, box = app.ui.companions, list = M.companions || [], errors = M.companion_errors || [];
+  box.innerHTML = "";
+  box.classList.toggle("hidden", !list.length && !errors.length);
+  for (const c of list) {
+    const button = el("button", { type: "button", class: "jm-companion", "data-study": c.index, text: "show it side by side" });
+    button.addEventListener("click", () => update(app, { mode: "compare", B: { ...app.state.B, study: c.index, order: "", block: "" }, anchor: null }));
+    box.appendChild(el("div", {}, `Also shown beside it: ${studyLabel(app, c.index)} (companion study “${c.folder}”, ` +
+      `${c.same_images ? "the same images" : "NOT the same images"}): view “Side by side”, right panel’s study. `, button));
+  }
+  for (const e of errors) box.appendChild(el("div", { class: "jm-failed" }, `Companion study “${e.name}” could not be opened: ${e.error}`));
+}
+
+/**
  * Mount the explorer on `root`, its data from `source`.
  * @param {HTMLElement} root
  * @param {Source} source
@@ -219,7 +245,7 @@ function mount(root, source) {
     run: { busy: 0, generation: 0, lastError: null, loading: null },
     pointer: { down: null, lasso: null, rect: null },
     caches: { coords: new Map(), routes: new Map(), heat: new Map(), points: new Map(), matrix: new Map(), overview: new Map() },
-    images: new Map(), backdrops: new Map(),
+    images: new Map(), backdrops: new Map(), views: new Map(),
   };
   listen(app);
   const api = testHooks(app);
@@ -232,6 +258,7 @@ function mount(root, source) {
     M.stages = M.stages || [];
     ui.title.textContent = M.title || "jaxmamba attention explorer";
     ui.sub.textContent = subtitle(M);
+    showCompanions(app);
     return update(app, { order: M.orders[0].name, block: M.orders[0].blocks[0], method: M.methods[0], image: M.images.length ? 0 : -1 });
   }).then(() => { api.ready = true; }).catch((e) => { app.run.lastError = String(e.message || e); ui.status.textContent = "error: " + app.run.lastError; })
     .finally(() => { app.run.busy--; });

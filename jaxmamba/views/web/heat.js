@@ -21,6 +21,15 @@ function geom(g, cls = null, side = SIZE) {
   return { h: g[0], w: g[1], cell, W: cell * g[1] + gap + clsSide, H: Math.max(cell * g[0], clsSide), gridW: cell * g[1], cls: c, clsSide, gap };
 }
 
+/** A cell of a map with nothing selected (the right panel's class token, on a grid without one). */
+const NOTHING = "#ddd";
+
+/** Token p's cell as [x, y, width, height]. @param {ReturnType<typeof geom>} G @param {number} p @returns {[number, number, number, number]} */
+function cellBox(G, p) {
+  const [x0, y0, x1, y1] = tokenRect(G, p);
+  return [x0, y0, x1 - x0, y1 - y0];
+}
+
 /**
  * Token p's cell on a heat map of geometry G: [x0, y0, x1, y1] in canvas pixels (a class
  * token's beside the grid).
@@ -107,7 +116,7 @@ function underlay(app, subject) {
 function imageEl(app, i) {
   if (!app.images.has(i)) {
     const im = new Image();
-    im.onload = () => render(app);
+    im.onload = () => render(app.home || app);  // a companion's view: the page drawn again
     Promise.resolve(app.source.imageUrl(i)).then((u) => { im.src = u; });
     app.images.set(i, im);
   }
@@ -175,12 +184,14 @@ function drawHeat(app, cv, g, cls, values, sel, subject, hover, sc) {
   const u = underlay(app, subject), back = u >= 0 ? backdrop(app, u, Math.round(G.gridW), cv.height, S.underlay) : null;
   if (back) ctx.drawImage(back, 0, 0);
   for (let q = 0; q < n; q++) {
+    if (!isFinite(values[q])) { if (!back) { ctx.fillStyle = NOTHING; ctx.fillRect(...cellBox(G, q)); } continue; }
     const c = colourOf(sc, values[q]);
     ctx.fillStyle = back ? css(c, S.opacity) : css(c);
     const [x0, y0, x1, y1] = tokenRect(G, q);
     ctx.fillRect(x0, y0, x1 - x0, y1 - y0);
   }
-  if (G.cls !== null) drawClsCell(ctx, G, colourOf(sc, values[G.cls]), back ? S.opacity : null);
+  if (G.cls !== null && isFinite(values[G.cls])) drawClsCell(ctx, G, colourOf(sc, values[G.cls]), back ? S.opacity : null);
+  else if (G.cls !== null) drawClsCell(ctx, G, [221, 221, 221], null);
   if (S.showPath && routes && cv === app.ui.heatCv && S.mode === "patches") {
     // the scan path over the grid's patches; a class token (not on the grid) is left out
     const k = scanRoute(S), L = n + (G.cls === null ? 0 : 1);
@@ -262,14 +273,19 @@ function clsNote(app, sel, cls, value, sc) {
  * @param {number} u  the image under the map, -1 for none
  * @param {Scale} sc
  * @param {Float32Array} values
+ * @param {string} [route]  the route of the map (default: the route shown)
  * @returns {string}
  */
-function captionFor(app, order, block, subject, sel, u, sc, values) {
+function captionFor(app, order, block, subject, sel, u, sc, values, route = app.state.route) {
   const M = app.meta, S = app.state, cls = clsOf(app, block), model = orderOf(app, order).model;
+  if (!sel.length) {
+    return `Nothing selected on this grid: the other panel's selection is a class token, and ${blockName(app, block)} has none ` +
+      "(a VMamba block: only patches). Click a cell of either panel to select image patches.";
+  }
   let text = (subject === "mean" ? `Mean attention over ${M.count} images` : `Attention of the single ${subjectName(app, subject)}`) +
     `, ${blockName(app, block)}` + (cls !== null && sel.length === 1 && sel[0] === cls
     ? ", class token: " + (S.direction === "query" ? "what it reads from each patch" : "how much each patch reads from it") : "") +
-    `, order ${order}` + (model ? `, model ${model}` : "") + ", " + (S.route === "sum" ? "routes summed" : "route " + S.route) + ". ";
+    `, order ${order}` + (model ? `, model ${model}` : "") + ", " + routeText(app, order, route) + ". ";
   if (u >= 0) {
     text += (subject === "mean" ? `Drawn over image “${M.images[u].name}” (one of the averaged images)` : "Drawn over that image") +
       (S.underlay === "grey" ? ", shown in grey (desaturated, dimmed)" : ", shown in colour") +
@@ -282,12 +298,17 @@ function captionFor(app, order, block, subject, sel, u, sc, values) {
   return text;
 }
 
-/** Side by side: whether the two panels differ in stage or in kind of map (mean vs one image).
+/** Side by side: whether the two panels show two models (a companion study), or differ in stage
+ *  or in kind of map (mean vs one image): then a colour scale each.
  * @param {App} app
  * @returns {{panel: boolean, why: string}}
  */
 function compareRule(app) {
   const S = app.state;
+  if (S.B.study) {
+    const vB = viewB(app), a = modelShort(app, S.order) || "this study's model", b = modelShort(vB, S.B.order) || "the companion's model";
+    return { panel: true, why: `two models (${a}; ${b}): their attention values are not on one scale` };
+  }
   const stage = blockOf(app, S.block).stage !== blockOf(app, S.B.block).stage;
   const kind = (S.subject === "mean") !== (S.B.subject === "mean");
   return { panel: stage || kind, why: stage ? "the panels are of different stages"
@@ -307,7 +328,7 @@ function drawHeats(app) {
   if (!heatA) return;
   const both = S.mode === "compare" && !!heatB;
   const selA = S.selection, selB = both ? selectionB(app) : [];
-  const clsA = clsOf(app, S.block), clsB = both ? clsOf(app, S.B.block) : null;
+  const vB = viewB(app), clsA = clsOf(app, S.block), clsB = both ? clsOf(vB, S.B.block) : null;
   if (both && !perPanel(app)) {
     const values = new Float32Array(heatA.length + heatB.length);
     values.set(heatA); values.set(heatB, heatA.length);
@@ -315,7 +336,7 @@ function drawHeats(app) {
     D.scale = D.scaleB = scaleFor(values, signed, skip, S.scale);
   } else {
     D.scale = scaleFor(heatA, signed, new Set(scaleSkip(selA, clsA, S.noSelf)), S.scale);
-    D.scaleB = both ? scaleFor(heatB, signed, new Set(scaleSkip(selB, clsB, S.noSelf)), S.scale) : null;
+    D.scaleB = both ? scaleFor(heatB, signed || vB.meta.signed, new Set(scaleSkip(selB, clsB, S.noSelf)), S.scale) : null;
   }
   const g = grid(app), uA = drawHeat(app, ui.heatCv, g, clsA, heatA, selA, S.subject, S.hover, D.scale);
   ui.heatCv.setAttribute("data-block", S.block);
@@ -323,26 +344,37 @@ function drawHeats(app) {
   const selText = selectionName(selA, g, clsA);
   const q = S.direction === "query", verb = q ? " attends to" : " is attended by";
   const clsOnly = clsA !== null && selA.length === 1 && selA[0] === clsA;
-  ui.heatTitle.textContent = (S.mode === "compare" ? "Left: " : "Patch view: ") + (clsOnly
-    ? (q ? "the class token: what it reads from each patch" : "the class token: how much each patch reads from it")
-    : selText + verb);
+  const two = both && S.B.study !== 0, none = "nothing selected here (the right panel's class token: this block has none)";
+  ui.heatTitle.textContent = (S.mode === "compare" ? (two ? `Left, this study (${modelShort(app, S.order)}, ${S.block}): ` : "Left: ") : "Patch view: ") +
+    (!selA.length ? none : clsOnly ? (q ? "the class token: what it reads from each patch" : "the class token: how much each patch reads from it")
+      : selText + verb);
   ui.caption.textContent = captionFor(app, S.order, S.block, S.subject, selA, uA, D.scale, heatA);
   drawColorbar(ui.bar, D.scale, uA >= 0 ? S.opacity : null);
+  ui.bar.cv.parentElement.classList.toggle("hidden", !selA.length);  // nothing selected: no scale
   if (both) {
-    const gB = gridB(app), uB = drawHeat(app, ui.heatCvB, gB, clsB, heatB, selB, S.B.subject, -1, D.scaleB), split = D.scaleB !== D.scale;
+    const gB = gridB(app), uB = drawHeat(vB, ui.heatCvB, gB, clsB, heatB, selB, S.B.subject, -1, D.scaleB), split = D.scaleB !== D.scale;
     ui.heatCvB.setAttribute("data-block", S.B.block);
-    ui.heatTitleB.textContent = "Right: " + (clsB !== null && selB.length === 1 && selB[0] === clsB
-      ? (q ? "its class token: what it reads from each patch" : "its class token: how much each patch reads from it")
-      : selectionName(selB, gB, clsB) + " (the same image area)" + verb);
+    ui.heatCvB.setAttribute("data-study", String(S.B.study));
+    ui.heatTitleB.textContent = (two ? `Right, companion ${/** @type {CompanionMeta} */ (vB.meta).folder} (${modelShort(vB, S.B.order)}, ${S.B.block}): ` : "Right: ") +
+      (!selB.length ? "nothing selected here (the left panel's class token: this block has none)"
+        : clsB !== null && selB.length === 1 && selB[0] === clsB
+          ? (q ? "its class token: what it reads from each patch" : "its class token: how much each patch reads from it")
+          : selectionName(selB, gB, clsB) + " (the same image area)" + verb);
     const why = S.compareScale === "auto" ? ` (automatic: ${compareRule(app).why})` : "";
     const scalesText = split ? "Each panel on its own colour scale" + why + ": this panel's bar is below it."
       : "One colour scale for both panels" + why + ": the bar under the left panel.";
     ui.caption.textContent += " " + scalesText;
-    ui.captionB.textContent = captionFor(app, S.B.order, S.B.block, S.B.subject, selB, uB, D.scaleB, heatB) + " " + scalesText;
+    const whose = two ? `Panel B: ${studyLabel(app, S.B.study)}, ${S.B.block}` +
+      (clsB !== null && selB.length === 1 && selB[0] === clsB ? ", class token" : "") + ". " : "";
+    if (two) ui.caption.textContent = `Panel A: ${studyLabel(app, 0)}, ${S.block}. ` + ui.caption.textContent;
+    ui.captionB.textContent = whose + captionFor(vB, S.B.order, S.B.block, S.B.subject, selB, uB, D.scaleB, heatB, routeB(app)) +
+      (routeB(app) !== S.route ? ` (the left panel's ${routeText(app, S.order, S.route)} is not in this study: its ${routeText(vB, S.B.order, "sum")} shown)` : "") +
+      " " + scalesText;
     ui.barBoxB.classList.toggle("hidden", !split);
     if (split) drawColorbar(ui.barB, D.scaleB, uB >= 0 ? S.opacity : null);
   }
   const name = (/** @type {number} */ p) => p === clsA ? "CLS" : rowCol(p, g);
+  if (!selA.length) { ui.info.textContent = "selected: nothing on this grid (the right panel's class token)"; return; }
   ui.info.textContent = "selected: " + selA.slice(0, 12).map(name).join(" ") + (selA.length > 12 ? " …" : "") +
     (S.hover >= 0 ? " · hover " + (S.hover === clsA ? "the class token" : rowCol(S.hover, g)) + " value " + fmt(heatA[S.hover]) : "") +
     ` · data range ${fmt(D.scale.dataLo)} … ${fmt(D.scale.dataHi)}` + (clsA !== null ? ` (patches) · class token ${fmt(heatA[clsA])}` : "");

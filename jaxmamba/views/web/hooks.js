@@ -27,7 +27,7 @@ function testHooks(app) {
      *  class token's cell (p = cls), a fifth of its side in from its corner. */
     pixelAt: (/** @type {string} */ id, /** @type {number} */ p) => {
       const B = id === "heatB", cv = /** @type {HTMLCanvasElement} */ (root.querySelector("#" + id));
-      const G = geom(B ? gridB(app) : grid(app), clsOf(app, B ? S.B.block : S.block)), [x0, y0, x1, y1] = tokenRect(G, p);
+      const G = geom(B ? gridB(app) : grid(app), B ? clsOf(viewB(app), S.B.block) : clsOf(app, S.block)), [x0, y0, x1, y1] = tokenRect(G, p);
       const f = p === G.cls ? 0.2 : 0.5;  // the class token's cell: off its label
       const x = Math.floor(x0 + f * (x1 - x0)), y = Math.floor(y0 + f * (y1 - y0));
       const d = cv.getContext("2d").getImageData(x, y, 1, 1).data;
@@ -37,7 +37,7 @@ function testHooks(app) {
     /** Where token p's cell is on canvas `id` ("heat", "heatB"), in CSS pixels from its corner. */
     cellPosition: (/** @type {string} */ id, /** @type {number} */ p) => {
       const B = id === "heatB", cv = /** @type {HTMLCanvasElement} */ (root.querySelector("#" + id)), r = cv.getBoundingClientRect();
-      const G = geom(B ? gridB(app) : grid(app), clsOf(app, B ? S.B.block : S.block)), [x0, y0, x1, y1] = tokenRect(G, p);
+      const G = geom(B ? gridB(app) : grid(app), B ? clsOf(viewB(app), S.B.block) : clsOf(app, S.block)), [x0, y0, x1, y1] = tokenRect(G, p);
       return { x: (x0 + x1) / 2 * r.width / cv.width, y: (y0 + y1) / 2 * r.height / cv.height };
     },
     pointCount: () => (D.points ? D.points.length / 2 : 0),

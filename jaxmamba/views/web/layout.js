@@ -13,11 +13,12 @@ function layout(root) {
   root.innerHTML = "";
   const title = el("h1", { text: "jaxmamba attention explorer" });
   const sub = el("div", { class: "jm-sub" });
+  const companions = el("div", { class: "jm-companions hidden", id: "companions" });
   const ctl = {
     mode: dropdown("mode"), order: dropdown("order"), stage: dropdown("stage"), block: dropdown("block"),
     subject: dropdown("subject"), route: dropdown("route"), method: dropdown("method"), points: dropdown("points"),
     colorby: dropdown("colorby"), direction: dropdown("direction"), image: dropdown("image"),
-    orderB: dropdown("orderB"), blockB: dropdown("blockB"), subjectB: dropdown("subjectB"),
+    studyB: dropdown("studyB"), orderB: dropdown("orderB"), blockB: dropdown("blockB"), subjectB: dropdown("subjectB"),
     showpath: el("input", { id: "showpath", type: "checkbox" }), noself: el("input", { id: "noself", type: "checkbox" }),
     scale: dropdown("scale"), underlay: dropdown("underlay"), opacity: dropdown("opacity"), comparescale: dropdown("comparescale"),
     "matrix-coords": dropdown("matrix-coords"),
@@ -33,7 +34,7 @@ function layout(root) {
     control("map opacity", ctl.opacity, "opacity"),
     el("label", { id: "path-ctl" }, ctl.showpath, " scan path"), el("label", { id: "noself-ctl" }, ctl.noself, " scale without the selected patches"), reset);
   const rowB = el("div", { class: "jm-controls", id: "compare-ctl" }, el("b", { text: "right panel:" }),
-    control("order", ctl.orderB, "orderB"), control("block", ctl.blockB, "blockB"), control("map of", ctl.subjectB, "subjectB"),
+    control("study", ctl.studyB, "studyB"), control("order", ctl.orderB, "orderB"), control("block", ctl.blockB, "blockB"), control("map of", ctl.subjectB, "subjectB"),
     control("colour scales", ctl.comparescale, "comparescale"));
   const scatterCv = el("canvas", { id: "scatter", class: "jm-scatter", width: SIZE, height: SIZE });
   const heatCv = el("canvas", { id: "heat", class: "jm-heat", width: SIZE, height: SIZE, "data-selected": "" });
@@ -71,10 +72,10 @@ function layout(root) {
   const overviewBox = el("div", { class: "jm-overview", id: "overview" });
   const overviewCaption = el("div", { class: "jm-caption jm-wide", id: "overview-caption" });
   const overviewPanel = el("section", { class: "jm-panel hidden", id: "overview-panel" }, overviewTitle, overviewCaption, overviewBox);
-  root.append(title, sub, row1, row2, rowB, findings, status,
+  root.append(title, sub, companions, row1, row2, rowB, findings, status,
     el("div", { class: "jm-main" }, scatterPanel, matrixPanel, heatPanel, heatPanelB, overviewPanel), info, help);
   return {
-    title, sub, ctl, reset, findings, status, info, help,
+    title, sub, companions, ctl, reset, findings, status, info, help,
     scatterPanel, scatterCv, scatterTitle, scatterLegend,
     heatPanel, heatCv, heatTitle, caption, bar, loadingA,
     heatPanelB, heatCvB, heatTitleB, captionB, barB, barBoxB, loadingB,

@@ -79,17 +79,18 @@ function drawMatrix(app) {
   ctx.save(); ctx.translate(11, G.y0 + G.P / 2); ctx.rotate(-Math.PI / 2); ctx.textAlign = "center";
   ctx.fillText("query scan position t", 0, 0); ctx.restore();
   drawColorbar(ui.matrixBar, sc, null);
-  const routeText = S.route === "sum" ? "routes summed" : "route " + S.route;
-  ui.matrixTitle.textContent = `Attention matrix of ${blockName(app, S.block)}, L = ${c.L}, order ${S.order}, ${routeText}`;
-  ui.matrixCaption.textContent = `Mean over ${app.meta.count} images. Rows and columns in the scan order of route ${c.coords} of ` +
+  const shown = routeText(app, S.order, S.route), axes = routeName(app, S.order, c.coords), vim = isVimOrder(app, S.order);
+  const axesText = vim ? "the " + axes + " scan" : "route " + c.coords;
+  ui.matrixTitle.textContent = `Attention matrix of ${blockName(app, S.block)}, L = ${c.L}, order ${S.order}, ${shown}`;
+  ui.matrixCaption.textContent = `Mean over ${app.meta.count} images. Rows and columns in the scan order of ${axesText} of ` +
     `${S.order}: M[t, s] = A[route${c.coords}[t], route${c.coords}[s]], row t = what the patch at scan position t attends to` +
-    (S.route === "sum" ? ` (routes summed: only route ${c.coords}'s part is lower-triangular in these axes)`
-      : +S.route === c.coords ? " (lower-triangular: a causal scan)" : ` (route ${S.route} in the order of route ${c.coords}: not triangular)`) +
+    (S.route === "sum" ? ` (${shown}: only ${axesText}'s part is lower-triangular in these axes)`
+      : +S.route === c.coords ? " (lower-triangular: a causal scan)" : ` (${routeName(app, S.order, S.route)} in the order of ${axesText}: not triangular)`) +
     ". " + (c.f > 1 ? `Pooled ${c.f}×${c.f}: each pixel is the mean of ${c.f * c.f} entries (${c.n}×${c.n} pixels).`
       : `Not pooled: each pixel is one entry.`) +
     ` Green marks (right margin): the rows of the ${S.selection.length} selected patch${S.selection.length > 1 ? "es" : ""}.` +
     (sc.signed ? " Signed values: blue < 0 < red." : "") +
-    (tc >= 0 ? ` The class token (not on the grid) is at scan position ${tc} of route ${c.coords} (the middle of the sequence): ` +
+    (tc >= 0 ? ` The class token (not on the grid) is at scan position ${tc} of ${axesText} (the middle of the sequence): ` +
       "the dashed cyan lines are its row (what it reads) and its column (what reads from it)." : "");
   matrixCv.setAttribute("data-rows", rows.sort((a, b) => a - b).join(","));
   ui.matrixInfo.textContent = S.matrixHover >= 0 ? matrixRowText(app, S.matrixHover) : "Click a row to select its patches (shift-click adds).";

@@ -46,7 +46,7 @@ function drawOverview(app) {
     ui.overviewBox.appendChild(rowEl);
   }
   const n = S.selection.length;
-  ui.overviewTitle.textContent = `The selection in every block: order ${S.order}, ` + (S.route === "sum" ? "routes summed" : "route " + S.route);
+  ui.overviewTitle.textContent = `The selection in every block: order ${S.order}, ` + routeText(app, S.order, S.route);
   ui.overviewCaption.textContent = `${n === 1 ? tokenName(S.selection[0], g, clsA).replace(/^./, (c) => c.toUpperCase()) : n + (clsA === null ? " patches" : " tokens")} ` +
     `of ${blockName(app, S.block)}, mapped ` + (clsA !== null && S.selection.includes(clsA) ? "(the class token to each layer's class token, patches by image area)"
       : "by image area") + " to each block (outlined): " +

@@ -49,7 +49,7 @@ function listen(app) {
   });
 
   for (const [cv, g, cl] of /** @type {[HTMLCanvasElement, () => number[], () => number|null][]} */ ([
-    [ui.heatCv, () => grid(app), () => clsOf(app, S.block)], [ui.heatCvB, () => gridB(app), () => clsOf(app, S.B.block)]])) {
+    [ui.heatCv, () => grid(app), () => clsOf(app, S.block)], [ui.heatCvB, () => gridB(app), () => clsOf(viewB(app), S.B.block)]])) {
     cv.addEventListener("mousedown", (ev) => { const [x, y] = pos(ev, cv); P.rect = { cv, x0: x, y0: y, x1: x, y1: y }; ev.preventDefault(); });
     cv.addEventListener("mousemove", (ev) => {
       const [x, y] = pos(ev, cv), rect = P.rect;

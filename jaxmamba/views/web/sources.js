@@ -8,14 +8,16 @@ const REQUEST_TIMEOUT_MS = 120000;
 const timeoutError = (ms) => new Error(`no answer within ${ms / 1000} s; try again`);
 
 /** The local server: GET/POST /api/<method> on the page's own origin (relative URLs), each
- *  request given up after timeoutMs.
+ *  request given up after timeoutMs; study i > 0: every request for companion i (`study`).
  * @param {string} base  the API's URL ("api")
  * @param {number} [timeoutMs]
+ * @param {number} [study]
  * @returns {Source}
  */
-function httpSource(base, timeoutMs = REQUEST_TIMEOUT_MS) {
+function httpSource(base, timeoutMs = REQUEST_TIMEOUT_MS, study = 0) {
+  const which = study ? { study: String(study) } : {};
   /** @type {(args: Object<string, any>) => URLSearchParams} */
-  const query = (args) => new URLSearchParams(Object.entries(args).filter(([, v]) => v !== undefined && v !== null));
+  const query = (args) => new URLSearchParams(Object.entries({ ...args, ...which }).filter(([, v]) => v !== undefined && v !== null));
   /** @type {(m: string, args?: Object<string, any>) => string} */
   const endpoint = (m, args) => base + "/" + m + (args ? "?" + query(args) : "");  // no "undefined" arguments
   /** @param {Response} r */
@@ -50,21 +52,26 @@ function httpSource(base, timeoutMs = REQUEST_TIMEOUT_MS) {
     points: (kind, order, stage, method) => request(endpoint("points", { kind, order, stage, method }), floats),
     heat: (order, block, route, direction, patches, subject) =>
       request(endpoint("heat"), floats, { method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ order, block, route, direction, patches, subject }) }),
+        body: JSON.stringify({ order, block, route, direction, patches, subject, ...which }) }),
     matrix: (order, block, route, coords, size) => request(endpoint("matrix", { order, block, route, coords, size }), described),
     overview: (order, block, route, direction, patches, subject) =>
       request(endpoint("overview"), described, { method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ order, block, route, direction, patches, subject }) }),
+        body: JSON.stringify({ order, block, route, direction, patches, subject, ...which }) }),
     imageUrl: (i) => endpoint("image", { index: i }),
+    study: (i) => httpSource(base, timeoutMs, i),
   };
 }
 
 /**
- * The offline file: every map of a small subset embedded (encoded) in the page.
+ * The offline file: every map of a small subset embedded (encoded) in the page; its companion
+ * studies' maps under `D.companions` (each with its own data, meta and joint embeddings, the
+ * images of the page: they show the same images).
  * @param {Object<string, any>} D  the data of jaxmamba.views.export.explorer_data
  * @returns {Source}
  */
 function embeddedSource(D) {
+  /** @type {Map<number, Source>} */
+  const companions = new Map();
   /** @type {Map<string, Float32Array>} */
   const cache = new Map();
   /** @type {(order: string, block: string) => Object<string, any>} */
@@ -130,11 +137,18 @@ function embeddedSource(D) {
     },
     imageUrl: (i) => D.images[i].src,
     rowSync: (order, block, route, p) => { const e = entry(order, block), n = tokens(e); return matrix(order, block, route).slice(p * n, (p + 1) * n); },
+    study: (i) => {
+      const c = (D.companions || []).find((/** @type {Object<string, any>} */ x) => x.meta.index === i);
+      if (!c) throw new Error("this file holds no companion study " + i);
+      if (!companions.has(i)) companions.set(i, embeddedSource({ ...c, images: D.images }));
+      return companions.get(i);
+    },
   };
 }
 
 /** The notebook widget (anywidget): requests and answers as widget messages; a request not
- *  answered within timeoutMs is given up with an error.
+ *  answered within timeoutMs is given up with an error. One listener for the study and its
+ *  companions (`study(i)`: the same messages, each request's `study` i).
  * @param {{on: (name: string, f: (msg: any, buffers: DataView[]) => void) => void,
  *   send: (msg: Object<string, any>) => void}} model  the anywidget model
  * @param {number} [timeoutMs]
@@ -161,27 +175,40 @@ function widgetSource(model, timeoutMs = REQUEST_TIMEOUT_MS) {
     pending.set(id, { resolve, reject, timer });
     model.send({ kind: "jm-request", id, method, args: args || {} });
   });
-  /** @type {Map<number, Promise<string>>} */
-  const urls = new Map();
-  return {
-    kind: "widget",
-    meta: async () => (await ask("meta")).content,
-    coords: async (order, block, method, subject) => new Float32Array((await ask("coords", { order, block, method, subject })).bytes),
-    routes: async (order, block) => new Int32Array((await ask("routes", { order, block })).bytes),
-    points: async (kind, order, stage, method) => new Float32Array((await ask("points", { kind, order, stage, method })).bytes),
-    heat: async (order, block, route, direction, patches, subject) =>
-      new Float32Array((await ask("heat", { order, block, route, direction, patches, subject })).bytes),
-    matrix: async (order, block, route, coords, size) => {
-      const a = await ask("matrix", { order, block, route, coords, size });
-      return { content: a.content, values: new Float32Array(a.bytes) };
-    },
-    overview: async (order, block, route, direction, patches, subject) => {
-      const a = await ask("overview", { order, block, route, direction, patches, subject });
-      return { content: a.content, values: new Float32Array(a.bytes) };
-    },
-    imageUrl: (i) => {
-      if (!urls.has(i)) urls.set(i, ask("image", { index: i }).then((a) => URL.createObjectURL(new Blob([a.bytes], { type: "image/png" }))));
-      return urls.get(i);
-    },
+  /** @type {Map<number, Source>} */
+  const sources = new Map();
+  /** @param {number} study @returns {Source} */
+  const sourceFor = (study) => {
+    if (sources.has(study)) return sources.get(study);
+    /** @type {(method: string, args: Object<string, any>) => Promise<Answer>} */
+    const askS = (method, args) => ask(method, study ? { ...args, study } : args);
+    /** @type {Map<number, Promise<string>>} */
+    const urls = new Map();
+    /** @type {Source} */
+    const src = {
+      kind: "widget",
+      meta: async () => (await ask("meta")).content,
+      coords: async (order, block, method, subject) => new Float32Array((await askS("coords", { order, block, method, subject })).bytes),
+      routes: async (order, block) => new Int32Array((await askS("routes", { order, block })).bytes),
+      points: async (kind, order, stage, method) => new Float32Array((await askS("points", { kind, order, stage, method })).bytes),
+      heat: async (order, block, route, direction, patches, subject) =>
+        new Float32Array((await askS("heat", { order, block, route, direction, patches, subject })).bytes),
+      matrix: async (order, block, route, coords, size) => {
+        const a = await askS("matrix", { order, block, route, coords, size });
+        return { content: a.content, values: new Float32Array(a.bytes) };
+      },
+      overview: async (order, block, route, direction, patches, subject) => {
+        const a = await askS("overview", { order, block, route, direction, patches, subject });
+        return { content: a.content, values: new Float32Array(a.bytes) };
+      },
+      imageUrl: (i) => {
+        if (!urls.has(i)) urls.set(i, askS("image", { index: i }).then((a) => URL.createObjectURL(new Blob([a.bytes], { type: "image/png" }))));
+        return urls.get(i);
+      },
+      study: sourceFor,
+    };
+    sources.set(study, src);
+    return src;
   };
+  return sourceFor(0);
 }

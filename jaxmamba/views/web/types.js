@@ -32,7 +32,13 @@
  * @property {Object<string, unknown>} [joint]
  * @property {number} [pool_grid]
  * @property {boolean} [synthetic]
+ * @property {CompanionMeta[]} [companions]  studies of other models over the same images
+ * @property {{name: string, error: string}[]} [companion_errors]  companions that failed to open
  */
+
+/** A companion study's metadata (its own Meta), with its position `index` (the `study` of its
+ *  requests, >= 1), its sub-folder and whether it shows the same images.
+ * @typedef {Meta & {index: number, folder: string, same_images: boolean}} CompanionMeta */
 
 /** An array with what it is: a pooled matrix or the overview of a selection.
  * @typedef {{content: Object<string, any>, values: Float32Array}} Described */
@@ -58,6 +64,7 @@
  * @property {(i: number) => string|Promise<string>} imageUrl
  * @property {(order: string, block: string, route: string, p: number) => Float32Array} [rowSync]
  *   one row of a map, at once (the offline file only)
+ * @property {(i: number) => Source} [study]  the source of companion study i (meta's companions)
  */
 
 /** The selection as last made by hand, with its grid and class token (null: none): other grids
@@ -85,7 +92,8 @@
  * @property {string} underlay      "grey", "colour" or "none"
  * @property {number} opacity
  * @property {string} compareScale  "auto", "shared" or "panel"
- * @property {{order: string, block: string, subject: string}} B   the right panel (side by side)
+ * @property {{study: number, order: string, block: string, subject: string}} B   the right panel
+ *   (side by side): its study (0: this one, i: companion i), order, block and map
  * @property {number|null} picked   the blocks mode's point opened in the patch view
  * @property {Anchor|null} anchor
  * @property {string} matrixCoords  the matrix's axes: "auto" (the route shown) or a route
@@ -140,6 +148,8 @@
  * @property {Object<string, Map<string, Promise<any>>>} caches
  * @property {Map<number, HTMLImageElement>} images
  * @property {Map<string, HTMLCanvasElement>} backdrops
+ * @property {Map<number, App>} views  the app as seen from each companion study (studyView)
+ * @property {App} [home]  a study view's app (the one drawn: render(app.home))
  */
 
 /** @typedef {ReturnType<typeof layout>} Ui */
