@@ -9,7 +9,9 @@ Copies the demo's overview, patch-view, scatter and order-comparison figures int
 screenshots the explorer (``jaxmamba serve``, in headless Debian Chromium through selenium) in
 each mode: patches of a block (mean, and one image), blocks of a stage, side by side; then, of
 the photo study, the patch view of a stage-0 patch, the matrix view, the selection in every block,
-side by side across stages, and its patch-view figure (``photo_*.png``).
+side by side across stages, and its patch-view figure (``photo_*.png``); of its Vim-S companion
+(``photo_study/vim``), the class token's view of a middle layer and of every layer, and its
+class-token figures (``photo_vim_*.png``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ PHOTO_SHOTS = {  # the centre patch (28, 28) of the 56x56 stage-0 block layers.0
     "photo_compare.png": _CENTRE + "explorer.setControl('mode', 'compare');"
     "explorer.setControl('orderB', 'spiral'); explorer.setControl('blockB', 'layers.2.blocks.0');"
     "explorer.select([28 * 56 + 28]);",
+}
+
+
+VIM_FIGURES = {  # the photo study's Vim companion (photo_study/vim): its class-token figures
+    "class_token_*.png": "photo_vim_class_token.png",
+    "overview_class_token_*.png": "photo_vim_class_token_layers.png",
+}
+VIM_SHOTS = {  # the page opens on the class token: what it reads from every patch
+    "photo_vim_explorer.png": "explorer.setControl('block', 'layers.12');",
+    "photo_vim_overview.png": "explorer.setControl('mode', 'overview');",
 }
 
 
@@ -110,6 +122,7 @@ def main(demo: str = "demo", out: str = "docs", photo: str | None = None) -> Non
     shoot(Path(demo), out_dir, FIGURES, SHOTS)
     if photo is not None:
         shoot(Path(photo), out_dir, PHOTO_FIGURES, PHOTO_SHOTS, size=(1400, 1400))
+        shoot(Path(photo) / "vim", out_dir, VIM_FIGURES, VIM_SHOTS, size=(1400, 1200))
     print("wrote", ", ".join(sorted(p.name for p in out_dir.glob("*.png"))))
 
 

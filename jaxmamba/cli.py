@@ -174,7 +174,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, type=_path, help="the study folder to write (or resume)")
     e.add_argument(
         "--order", nargs="+", default=None, metavar="ORDER",
-        help=f"scan orders ({_ORDERS}); default cross, or the orders of ORDER=PATH checkpoints",
+        help=f"scan orders ({_ORDERS}); default cross (a Vim model: raster), or the orders of "
+        "ORDER=PATH checkpoints",
     )  # fmt: skip
     e.add_argument(
         "--blocks", nargs="+", default=None, metavar="BLOCK",

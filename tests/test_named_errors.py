@@ -30,7 +30,7 @@ from jaxmamba.models.config import get_config
 from jaxmamba.models.model import select_blocks
 from jaxmamba.storage.images import list_images, load_image
 from jaxmamba.study import write_synthetic_study
-from jaxmamba.views import plots
+from jaxmamba.views import plots, scatter_plot
 from jaxmamba.views.export import export
 
 fifos = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
@@ -302,7 +302,8 @@ def test_figures_draw_image_names_literally(tmp_path, monkeypatch, name):
     named = [t for t in texts if name in t.get_text().replace("\n", " ")]
     assert len(named) >= 3  # the patch view, the overview and the comparison of orders
     assert all(not t.get_parse_math() and not t.get_usetex() for t in named)
-    for fn in (lambda: plots.scatter(np.zeros((4, 2)), 2, 2, title=name, axis_labels=(name, name)),
+    for fn in (lambda: scatter_plot.scatter(np.zeros((4, 2)), 2, 2, title=name,
+                                            axis_labels=(name, name)),
                lambda: plots.overview({name: np.eye(4)}, {name: (2, 2)}, title=name),
                lambda: plots.compare_orders({name: np.eye(4)}, 2, 2, 0, title=name)):  # fmt: skip
         fig = fn()

@@ -12,9 +12,8 @@ from jaxmamba.views.plots import (
     overview,
     patch_view,
     save,
-    scan_positions,
-    scatter,
 )
+from jaxmamba.views.scatter_plot import scan_positions, scatter
 
 H, W = 3, 4
 L = H * W

@@ -164,7 +164,7 @@ def test_help_lists_orders_reductions_and_defaults():
     assert "orders:" in top and "reductions:" in top
     sub = parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse's own table
     explore = sub["explore"].format_help()
-    for default in ("(default: 224)", "(default: pca)", "(default: 8)",
+    for default in ("default 224", "(default: pca)", "(default: 8)",
                     "default: the embedded digit model", "default cross"):  # fmt: skip
         assert default in " ".join(explore.split()), default
     assert "(default: None)" not in explore and "(default: False)" not in explore

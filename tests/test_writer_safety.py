@@ -151,13 +151,13 @@ def test_figures_are_never_written_through_a_link(done, tmp_path):
 
 
 def test_plots_save_refuses_a_link(tmp_path):
-    from jaxmamba.views import plots
+    from jaxmamba.views import plots, scatter_plot
 
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     (tmp_path / "a.png").symlink_to(victim)
     with pytest.raises(PlotError, match="a.png is a symbolic link"):
-        plots.save(plots.scatter(np.zeros((4, 2)), 2, 2), tmp_path / "a.png")
+        plots.save(scatter_plot.scatter(np.zeros((4, 2)), 2, 2), tmp_path / "a.png")
     assert victim.read_text() == "keep me"
 
 

@@ -1,6 +1,7 @@
 """Everything a person looks at: figures, the explorer's protocol, server, widget and offline page.
 
-``plots`` (matplotlib views: scatterplot, patch view, overviews, colour scales), ``figures``
+``plots`` (matplotlib views: patch view, class-token view, overviews, orders side by side),
+``scatter_plot`` (the scatterplot of a block's patches), ``figures``
 (a study's static PNGs), ``protocol`` (the questions a view asks of a study, answered the same way
 over HTTP and widget messages), ``server`` (``jaxmamba serve``), ``widget`` (``jaxmamba.show``),
 ``export`` (the offline single-file explorer; ``encoding``: how it stores maps) and ``web/``

@@ -28,7 +28,7 @@ import numpy as np
 from jaxmamba.attention import embed as reduce
 from jaxmamba.storage import store
 from jaxmamba.study import Study
-from jaxmamba.views import plots
+from jaxmamba.views import plots, scatter_plot
 
 __all__ = ["write_figures"]
 
@@ -130,7 +130,7 @@ def _render(study: Study) -> dict[str, bytes]:
                 labels = (f"PC 1 ({var[0]:.0%} of variance)", f"PC 2 ({var[1]:.0%})")
             rows = "rows" if not vim else "rows over all tokens (the class token's point not drawn)"
             for color_by, label in (("row", "grid row"), ("scan", "scan position")):
-                fig = plots.scatter(
+                fig = scatter_plot.scatter(
                     xy, h, w, color_by=color_by,
                     routes=_patch_routes(b, study.routes(main, b.name)),
                     title=f"{b.name}, order {main}: {_NAMES[method]} of the {h * w} patches' "

@@ -40,14 +40,14 @@ __all__ = [
     "PlotError",
     "figure",
     "literal",
-    "scatter",
     "patch_view",
     "class_token_view",
     "overview",
     "compare_orders",
     "png",
+    "axes_title",
+    "checked_grid",
     "save",
-    "scan_positions",
 ]
 
 
@@ -78,7 +78,8 @@ def literal(text):
     return text
 
 
-def _grid(h, w) -> tuple[int, int]:
+def checked_grid(h, w) -> tuple[int, int]:
+    """``(h, w)`` as ints, or a :class:`PlotError` unless both are positive."""
     if int(h) < 1 or int(w) < 1:
         raise PlotError(f"grid (h, w) must be positive, got {(h, w)}")
     return int(h), int(w)
@@ -166,111 +167,7 @@ def _mark(ax, p: int, w: int, color: str = "red") -> None:
     ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor=color, linewidth=2))
 
 
-def scan_positions(routes, route: int = 0) -> np.ndarray:
-    """Scan position of every patch on one route: the inverse of ``routes[route]``.
-
-    Args:
-      routes: ``(K, L)`` scan position → row-major patch index (:func:`jaxmamba.make_routes`).
-      route: which route k.
-
-    Returns:
-      ``(L,)`` int array, entry p the position t at which route k visits patch p.
-
-    >>> scan_positions([[2, 0, 1]]).tolist()
-    [1, 2, 0]
-    """
-    r = np.asarray(routes)
-    if r.ndim != 2:
-        raise PlotError(f"routes must be (K, L), got shape {r.shape}")
-    if not 0 <= route < r.shape[0]:
-        raise PlotError(f"route {route} outside 0..{r.shape[0] - 1}")
-    return np.argsort(r[route], kind="stable")
-
-
-def scatter(
-    points,
-    h: int,
-    w: int,
-    *,
-    color_by="row",
-    routes=None,
-    route: int = 0,
-    title: str | None = None,
-    axis_labels: tuple[str, str] | None = None,
-    cmap: str = "viridis",
-    size: float | None = None,
-    figsize=(5, 4.5),
-):
-    """Scatterplot view: the embedded patches, coloured by grid row, column or scan position.
-
-    Args:
-      points: ``(L, 2)`` coordinates (:func:`jaxmamba.attention.embed.embed`), row p for patch p.
-      h, w: the block's patch grid.
-      color_by: ``"row"``, ``"col"``, ``"scan"`` (position in ``routes[route]``), or ``(L,)``
-        values.
-      routes: ``(K, L)`` routes of the block's grid, needed for ``"scan"``.
-      route: which route ``"scan"`` uses.
-      title: wrapped to the figure's width; axis_labels: e.g. ``("PC 1 (31% of variance)",
-        "PC 2 (12%)")`` (default: no labels, no ticks: t-SNE/UMAP axes have no units).
-
-    Returns:
-      A Figure with two axes, the scatter and its colour bar; with at most four distinct
-      colour values (a 2x2 grid, say) one axes with a legend of those values instead.
-
-    >>> import numpy as np
-    >>> fig = scatter(np.random.default_rng(0).random((48, 2)), 6, 8, color_by="col")
-    >>> len(fig.axes)  # the scatter and its colour bar
-    2
-    """
-    h, w = _grid(h, w)
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.shape != (h * w, 2):
-        raise PlotError(f"points must be (L, 2) with L = h·w = {h * w}, got shape {pts.shape}")
-    idx = np.arange(h * w)
-    if isinstance(color_by, str):
-        if color_by == "row":
-            values, label = idx // w, "grid row"
-        elif color_by == "col":
-            values, label = idx % w, "grid column"
-        elif color_by == "scan":
-            if routes is None:
-                raise PlotError('color_by="scan" needs the routes (K, L) of the block\'s grid')
-            if np.shape(routes)[-1] != h * w:
-                raise PlotError(f"routes must be (K, {h * w}), got shape {np.shape(routes)}")
-            values, label = scan_positions(routes, route), f"scan position (route {route})"
-        else:
-            raise PlotError(
-                f'color_by must be "row", "col", "scan" or (L,) values, got {color_by!r}'
-            )
-    else:
-        values, label = np.asarray(color_by, dtype=np.float64), "value"
-        if values.shape != (h * w,):
-            raise PlotError(f"color_by values must be (L,) = ({h * w},), got {values.shape}")
-    fig = figure(figsize)
-    ax = fig.add_subplot()
-    s = size if size is not None else max(4.0, 2000.0 / (h * w))
-    levels = np.unique(values)
-    if len(levels) <= 4 and np.allclose(levels, np.round(levels)):  # discrete: a legend
-        sc = ax.scatter(pts[:, 0], pts[:, 1], c=values, cmap=cmap, s=max(s, 30), linewidths=0,
-                        vmin=levels.min(), vmax=max(levels.max(), levels.min() + 1))  # fmt: skip
-        handles, names = sc.legend_elements()
-        legend = ax.legend(handles, [f"{label} {v:g}" for v in levels], loc="best", fontsize=8)
-        for text in legend.get_texts():
-            literal(text)
-    else:
-        sc = ax.scatter(pts[:, 0], pts[:, 1], c=values, cmap=cmap, s=s, linewidths=0)
-        cb = fig.colorbar(sc, ax=ax, label=label)
-        literal(cb.ax.yaxis.label)
-    _title(ax, title if title is not None else f"patches by attention row ({h}x{w})", figsize)
-    if axis_labels:  # the directions matter, not their units: labels without ticks
-        literal(ax.set_xlabel(axis_labels[0]))
-        literal(ax.set_ylabel(axis_labels[1]))
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return fig
-
-
-def _title(ax, text: str, figsize, fontsize: float = 10) -> None:
+def axes_title(ax, text: str, figsize, fontsize: float = 10) -> None:
     """A title wrapped to the figure's width (long titles are never clipped)."""
     chars = max(20, int(figsize[0] * 72 * 0.75 / (0.6 * fontsize)))  # the axes' share of the width
     literal(ax.set_title("\n".join(textwrap.wrap(text, chars)) or text, fontsize=fontsize))
@@ -331,7 +228,7 @@ def patch_view(
     >>> float(im.norm.vmax) == float(np.delete(a[3], 3).max())  # the patch left out of the scale
     True
     """
-    h, w = _grid(h, w)
+    h, w = checked_grid(h, w)
     a = _square(attn, h, w)
     p = _patch_index(patch, h, w)
     _options(scale, underlay, selection_in_scale)
@@ -397,7 +294,7 @@ def class_token_view(
     >>> bool(np.allclose(im.get_array().ravel(), a[4, :4]))
     True
     """
-    h, w = _grid(h, w)
+    h, w = checked_grid(h, w)
     a = _class_last(attn, h, w)
     m = h * w
     _options(scale, underlay, False)
@@ -526,7 +423,7 @@ def overview(
     for ax in axes.ravel():
         ax.set_axis_off()
     for name, m in maps.items():
-        h, w = _grid(*grids[name])
+        h, w = checked_grid(*grids[name])
         if stat == "cls" and not cls:
             raise PlotError('stat "cls" needs class-last maps (cls=True)')
         a = _class_last(m, h, w, f"maps[{name!r}]") if cls else _square(m, h, w, f"maps[{name!r}]")
@@ -602,7 +499,7 @@ def compare_orders(
     >>> len(fig.axes)
     3
     """
-    h, w = _grid(h, w)
+    h, w = checked_grid(h, w)
     if not isinstance(maps_by_order, Mapping) or not maps_by_order:
         raise PlotError("maps_by_order must be a non-empty mapping {order name: (L, L)}")
     if direction not in ("query", "source"):
@@ -642,7 +539,7 @@ def compare_orders(
 def png(fig, *, dpi: int = 100) -> bytes:
     """``fig`` rendered as PNG bytes (nothing is written).
 
-    >>> png(scatter(np.zeros((4, 2)), 2, 2))[:4]
+    >>> png(patch_view(np.eye(4), 2, 2, 0))[:4]
     b'\\x89PNG'
     """
     import io
@@ -657,7 +554,7 @@ def save(fig, path, *, dpi: int = 100) -> Path:
     ``path`` that is a symbolic link is refused (:class:`PlotError`), never written through.
 
     >>> import tempfile, os, numpy as np
-    >>> p = save(scatter(np.zeros((4, 2)), 2, 2), os.path.join(tempfile.mkdtemp(), "s.png"))
+    >>> p = save(patch_view(np.eye(4), 2, 2, 0), os.path.join(tempfile.mkdtemp(), "s.png"))
     >>> p.stat().st_size > 0
     True
     """
