@@ -95,7 +95,9 @@ def as_tensors(torch, state_dict):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize(  # one family by default; the others (~27 s each) with -m slow
+    "family", [f if f == "s1l8" else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES]
+)
 def test_own_torch_model_converts_with_equal_logits(torch, tmp_path, family):
     from torch_vmamba import build_torch_vmamba
 
