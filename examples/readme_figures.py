@@ -7,9 +7,11 @@ demo's digit study and of a study at the paper's scale (224x224 photos, 56x56 st
 
 Copies the demo's overview, patch-view, scatter and order-comparison figures into ``docs/`` and
 screenshots the explorer (``jaxmamba serve``, in headless Debian Chromium through selenium) in
-each mode: patches of a block (mean, and one image), blocks of a stage, side by side; then, of
+each mode: patches of a block (mean, and one image), blocks of a stage, side by side, and beside
+its digit Vim companion; then, of
 the photo study, the patch view of a stage-0 patch, the matrix view, the selection in every block,
-side by side across stages, and its patch-view figure (``photo_*.png``); of its Vim-S companion
+side by side across stages, beside its Vim-S companion, and its patch-view figure
+(``photo_*.png``); of its Vim-S companion
 (``photo_study/vim``), the class token's view of a middle layer and of every layer, and its
 class-token figures (``photo_vim_*.png``).
 """
@@ -35,6 +37,10 @@ SHOTS = {  # docs name -> what to do in the page before the screenshot
     "explorer.setControl('opacity', '0.5');"
     "explorer.select([7 * 16 + 8]);",  # the digit shows through a map at opacity 0.5
     "explorer_blocks.png": "explorer.setControl('mode', 'blocks');",
+    "explorer_pair.png": (  # the companion, the digit Vim, beside the cross model
+        "document.querySelector('#companions button').click();"
+        "explorer.setControl('blockB', 'layers.3'); explorer.select([5 * 16 + 6]);"
+    ),
     "explorer_compare.png": (
         "explorer.setControl('mode', 'compare'); explorer.setControl('orderB', 'spiral');"
         "explorer.setControl('blockB', 'layers.1.blocks.0'); explorer.select([4 * 16 + 6]);"
@@ -53,6 +59,8 @@ PHOTO_SHOTS = {  # the centre patch (28, 28) of the 56x56 stage-0 block layers.0
     "photo_compare.png": _CENTRE + "explorer.setControl('mode', 'compare');"
     "explorer.setControl('orderB', 'spiral'); explorer.setControl('blockB', 'layers.2.blocks.0');"
     "explorer.select([28 * 56 + 28]);",
+    "photo_pair.png": _CENTRE + "document.querySelector('#companions button').click();"
+    "explorer.setControl('blockB', 'layers.12'); explorer.select([28 * 56 + 28]);",
 }
 
 
