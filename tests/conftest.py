@@ -179,3 +179,16 @@ def served_page(study, drv):
 def severe(drv) -> list:
     """The browser console's errors."""
     return [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def set_field(path: tuple, value):
+    """A change of a ``study.json`` object: the value at ``path`` (keys and indices) set to
+    ``value`` (for the tests that tamper with a study)."""
+
+    def change(meta):
+        target = meta
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change

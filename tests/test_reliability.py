@@ -423,7 +423,7 @@ X64 = RANDOM_MODEL + textwrap.dedent(
 )
 
 
-@pytest.mark.slow  # a fresh process compiling in float64 (~55 s); float64 maps are tested in-process
+@pytest.mark.slow  # a fresh process compiling in float64 (~55 s); in-process float64 elsewhere
 def test_attention_under_jax_enable_x64():
     env = dict(ENV, JAX_ENABLE_X64="1")
     run = subprocess.run([sys.executable, "-c", X64], env=env, capture_output=True, text=True,

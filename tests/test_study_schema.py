@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import set_field as _set
 
 import jaxmamba
 from jaxmamba.attention.findings import findings_of_maps
@@ -156,16 +157,6 @@ def test_stored_findings_are_the_findings_of_the_stored_maps(real):
         assert set(stored["stages"]["3"].values()) == {None}
         assert None not in stored["stages"]["2"].values()
         assert stored["blocks"]["layers.2.blocks.0"]["attention_distance"] > 0
-
-
-def _set(path: tuple, value):
-    def change(meta):
-        target = meta
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-
-    return change
 
 
 @pytest.mark.parametrize(

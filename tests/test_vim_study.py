@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import set_field as _set
 
 import jaxmamba
 from jaxmamba.attention.findings import depth_halves, findings_of_maps
@@ -183,16 +184,6 @@ def test_the_inter_block_points_pool_the_class_token_apart(study):
 
 def _json(path: Path) -> dict:
     return json.loads((path / "study.json").read_text())
-
-
-def _set(path: tuple, value):
-    def change(meta):
-        target = meta
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-
-    return change
 
 
 @pytest.mark.parametrize(

@@ -189,11 +189,7 @@ class Study:
         """The companion study ``name`` (one of ``study.json``'s ``companions``), opened."""
         if name not in (self.info.companions or ()):
             raise StudyError(f"the study has no companion {show(name)}")
-        path = self.path / name
-        if os.path.islink(path) or not path.is_dir():
-            raise StudyError(f"the companion study {path} is a symbolic link or no folder; a "
-                             "companion is a sub-folder of the study")  # fmt: skip
-        return Study(path)
+        return Study(companion_path(self.path, name))
 
     def same_images(self, other: Study) -> bool:
         """Whether ``other`` shows the same images as this study (their names and the images as
@@ -533,6 +529,19 @@ class Study:
     def __repr__(self) -> str:
         return (f"Study({self.path}, {len(self.orders)} orders, {len(self.blocks)} blocks, "
                 f"{self.count} images)")  # fmt: skip
+
+
+def companion_path(root: Path, name: str) -> Path:
+    """The folder of the companion study ``name`` of the study at ``root``: a plain sub-folder
+    (``name`` one path part, :data:`jaxmamba.study.schema.COMPANION`), never a symbolic link."""
+    if not isinstance(name, str) or not schema.COMPANION.fullmatch(name):
+        raise StudyError(f"a companion is named by its sub-folder (letters, digits, _ and -), got "
+                         f"{show(name)}")  # fmt: skip
+    path = root / name
+    if os.path.islink(path) or not path.is_dir():
+        raise StudyError(f"the companion study {path} is a symbolic link or no folder; a "
+                         "companion is a sub-folder of the study")  # fmt: skip
+    return path
 
 
 def map_selection(patches, src: Block, dst: Block) -> list[int]:

@@ -61,9 +61,9 @@ from jaxmamba.study.arguments import (
 from jaxmamba.study.files import digest_array, estimate_bytes, fmt_bytes, png_bytes, save_meta
 from jaxmamba.study.layout import check_no_links, inside
 from jaxmamba.study.phases import POOL_GRID, Phases
-from jaxmamba.study.reader import Study, study_block
+from jaxmamba.study.reader import Study, companion_path, study_block
 from jaxmamba.study.resume import LOCK_ADVICE, check_existing, clear_for_replan
-from jaxmamba.study.schema import COMPANION, FORMAT, VERSION, block_entry
+from jaxmamba.study.schema import FORMAT, VERSION, block_entry
 
 __all__ = ["add_companions", "write_study"]
 
@@ -228,10 +228,7 @@ def write_study(
     check_existing(out, None)  # a file, or a folder of someone else's: refused, nothing written
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(store.locked(out, LOCK_ADVICE))  # one writer at a time
-        except CheckpointError as e:
-            raise StudyError(store.first_line(e)) from None
+        held.enter_context(_locked(out))
         saved = check_existing(out, plan)
         if saved is not None and saved.get("replan"):  # an unfinished first run of another plan
             clear_for_replan(out, saved["replan"])
@@ -281,6 +278,17 @@ def write_study(
     return Study(out)
 
 
+@contextlib.contextmanager
+def _locked(out: Path):
+    """The study's lock held (one writer at a time; a held lock is a :class:`StudyError`)."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(store.locked(out, LOCK_ADVICE))
+        except CheckpointError as e:
+            raise StudyError(store.first_line(e)) from None
+        yield
+
+
 def add_companions(study_dir: str | os.PathLike, names: Sequence[str]) -> Study:
     """Record sub-folders of the study ``study_dir`` as its companions: complete studies of
     other models over the same images (the demo's Vim study in ``demo/vim``), which the views
@@ -295,22 +303,12 @@ def add_companions(study_dir: str | os.PathLike, names: Sequence[str]) -> Study:
     study = Study(out)
     names = [names] if isinstance(names, str) else list(names)
     for name in names:
-        if not isinstance(name, str) or not COMPANION.fullmatch(name):
-            raise StudyError(f"a companion is named by its sub-folder (letters, digits, _ and -), "
-                             f"got {name!r}")  # fmt: skip
-        path = out / name
-        if os.path.islink(path) or not path.is_dir():
-            raise StudyError(f"{path} is a symbolic link or no folder; a companion is a "
-                             "sub-folder of the study")  # fmt: skip
+        path = companion_path(out, name)
         if not study.same_images(Study(path)):
             raise StudyError(f"{path} is a study of other images than {out}'s; a companion "
                              "shows the same images")  # fmt: skip
     check_no_links(out)
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(store.locked(out, LOCK_ADVICE))  # one writer at a time
-        except CheckpointError as e:
-            raise StudyError(store.first_line(e)) from None
+    with _locked(out):
         meta = check_existing(out, None)
         assert meta is not None  # Study(out) opened it
         meta["companions"] = list(dict.fromkeys([*meta.get("companions", []), *names]))
