@@ -105,11 +105,28 @@ def test_verify_catches_a_wrong_output(model):
 
 
 def test_route_modes_and_skip(model):
+    """Each route mode and the skip of two blocks, from their cached scan inputs (one small
+    program per option and grid); the options carried through extract_attention: below and
+    test_normalisations."""
     x = images((1, 64, 64, 3))
-    each = extract_attention(model, x, route_mode="each", blocks=[0, 3])
-    summed = extract_attention(model, x, blocks=[0, 3])
-    skip = extract_attention(model, x, blocks=[0, 3], include_skip=True)
-    nall = extract_attention(model, x, route_mode="nall", blocks=[0, 3])
+    names = ("layers.0.blocks.0", "layers.3.blocks.0")
+    _, cache = jaxmamba.run_with_cache(model, x, blocks=[0, 3])
+
+    def maps(**options):
+        out = {}
+        for name in names:
+            op, u = block_params(model, name), cache.scan_input(name)
+            routes = jaxmamba.make_routes("cross", *model.config.block(name, (64, 64)).grid)
+            f = jax.jit(
+                lambda op, u, r=routes: block_attention(op, u, r, AttentionOptions(**options))
+            )
+            out[name] = f(op, u)
+        return out
+
+    each, summed = maps(route_mode="each"), maps()
+    skip, nall = maps(include_skip=True), maps(route_mode="nall")
+    whole = extract_attention(model, x, blocks=[3], route_mode="each")["layers.3.blocks.0"]
+    np.testing.assert_allclose(whole, each["layers.3.blocks.0"], rtol=1e-5, atol=1e-7)
     for name in summed:
         e, s = np.asarray(each[name]), np.asarray(summed[name])
         assert e.shape[1] == 4 and e.shape[2:] == s.shape[1:]
