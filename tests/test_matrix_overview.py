@@ -194,6 +194,20 @@ def _run_node(script: str) -> dict:
     return json.loads(run.stdout)
 
 
+def _same_matrices(api, asks, matrices) -> None:
+    """The page's pooled matrices ``matrices`` equal the server's answers to ``asks`` (order,
+    block, route, coords, size)."""
+    for (o, b, r, c, size), js in zip(asks, matrices, strict=True):
+        args = {"order": o, "block": b, "route": r, "size": size}
+        if c is not None:
+            args["coords"] = c
+        content, payload = api.handle("matrix", args)
+        content["route"] = str(content["route"])
+        assert js["content"] == content
+        want = np.frombuffer(payload, "<f4")
+        np.testing.assert_allclose(js["values"], want, rtol=2e-7, atol=1e-7 * np.abs(want).max())
+
+
 def test_offline_pooling_equals_the_servers(study, tmp_path):
     from jaxmamba.views.export import explorer_data
 
@@ -226,19 +240,7 @@ def test_offline_pooling_equals_the_servers(study, tmp_path):
       }})();
     """)  # fmt: skip
     api = ViewAPI(study)
-    for (o, b, r, c, size), js in zip(asks, got["matrices"], strict=True):
-        args = {"order": o, "block": b, "route": r, "size": size}
-        if c is not None:
-            args["coords"] = c
-        content, payload = api.handle("matrix", args)
-        content["route"] = str(content["route"])
-        assert js["content"] == content
-        np.testing.assert_allclose(
-            js["values"],
-            np.frombuffer(payload, "<f4"),
-            rtol=2e-7,
-            atol=1e-7 * np.abs(np.frombuffer(payload, "<f4")).max(),
-        )
+    _same_matrices(api, asks, got["matrices"])
     content, payload = api.handle("overview", {"order": "spiral", "block": S0,
                                                "patches": [17, 18, 200],
                                                "direction": "source"})  # fmt: skip
@@ -469,15 +471,8 @@ def test_offline_pooling_equals_the_servers_vim(vim_study, tmp_path):
       }})();
     """)  # fmt: skip
     api = ViewAPI(s)
-    for (o, b, r, c, size), js in zip(asks, got["matrices"], strict=True):
-        args = {"order": o, "block": b, "route": r, "size": size}
-        if c is not None:
-            args["coords"] = c
-        content, payload = api.handle("matrix", args)
-        content["route"] = str(content["route"])
-        assert js["content"] == content and content["L"] == 17
-        want = np.frombuffer(payload, "<f4")
-        np.testing.assert_allclose(js["values"], want, rtol=2e-7, atol=1e-7 * np.abs(want).max())
+    _same_matrices(api, asks, got["matrices"])
+    assert all(m["content"]["L"] == 17 for m in got["matrices"])
     for (o, b, d, ps), js in zip(overviews, got["overviews"], strict=True):
         content, payload = api.handle("overview", {"order": o, "block": b, "patches": ps,
                                                    "direction": d})  # fmt: skip

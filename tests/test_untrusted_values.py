@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import set_field
 from numpy.lib import format as npy_format
 
 import jaxmamba
@@ -71,15 +72,9 @@ def refused(path: Path, match: str) -> str:
 
 
 def _put(*keys_value):
+    """:func:`conftest.set_field` of the keys, the last argument the value."""
     *keys, value = keys_value
-
-    def change(meta):
-        obj = meta
-        for k in keys[:-1]:
-            obj = obj[k]
-        obj[keys[-1]] = value
-
-    return change
+    return set_field(tuple(keys), value)
 
 
 @pytest.mark.parametrize(
